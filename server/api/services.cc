@@ -1,0 +1,347 @@
+#include "server/api/services.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "common/status.h"
+
+namespace lathe::server {
+namespace {
+
+constexpr size_t kMaxMessage = 1024;
+constexpr size_t kChunk = 1 << 20;
+constexpr int kWatchBatch = 256;
+
+grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
+  // absl's codes mirror gRPC's canonical codes one to one.
+  return static_cast<grpc::StatusCode>(static_cast<int>(code));
+}
+
+// Records the RPC's outcome when the handler returns.
+class RpcScope {
+ public:
+  RpcScope(Metrics* metrics, const char* method)
+      : metrics_(metrics), method_(method) {}
+  grpc::Status Done(const absl::Status& status) {
+    grpc::Status s = ToGrpcStatus(status);
+    metrics_->CountRpc(method_, absl::StatusCodeToString(status.code()));
+    return s;
+  }
+
+ private:
+  Metrics* metrics_;
+  const char* method_;
+};
+
+// Streams a file from `offset` in chunks; `first` fills the first message.
+template <typename Response, typename Fill>
+absl::Status StreamFile(grpc::ServerContext* ctx, const std::string& path,
+                        int64_t offset, grpc::ServerWriter<Response>* writer,
+                        Fill first) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::DataLossError("stored file is missing");
+  const off_t end = ::lseek(fd, 0, SEEK_END);
+  if (offset < 0 || offset > end) {
+    ::close(fd);
+    return absl::OutOfRangeError(
+        absl::StrCat("offset ", offset, " is outside the file (size ", end, ")"));
+  }
+  std::string buf(kChunk, '\0');
+  bool sent_first = false;
+  absl::Status status;
+  while (true) {
+    if (ctx->IsCancelled()) {
+      status = absl::CancelledError("client cancelled the download");
+      break;
+    }
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), offset);
+    if (n < 0) {
+      status = absl::InternalError("cannot read stored file");
+      break;
+    }
+    if (n == 0 && sent_first) break;
+    Response r;
+    r.set_offset(offset);
+    r.set_data(buf.data(), static_cast<size_t>(n));
+    if (!sent_first) first(&r);
+    sent_first = true;
+    if (!writer->Write(r)) {
+      status = absl::CancelledError("client went away");
+      break;
+    }
+    offset += n;
+    if (n == 0) break;
+  }
+  ::close(fd);
+  return status;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  std::string msg(status.message());
+  if (msg.size() > kMaxMessage) msg = msg.substr(0, kMaxMessage) + "...";
+  return grpc::Status(ToGrpcCode(status.code()), msg);
+}
+
+// ---- JobService ----
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
+                                       const lathe::v1::SubmitJobRequest* req,
+                                       lathe::v1::SubmitJobResponse* resp) {
+  RpcScope rpc(metrics_, "SubmitJob");
+  auto job = manager_->Submit(req->spec(), req->request_id());
+  if (job.ok()) *resp->mutable_job() = std::move(*job);
+  return rpc.Done(job.status());
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*,
+                                    const lathe::v1::GetJobRequest* req,
+                                    lathe::v1::GetJobResponse* resp) {
+  RpcScope rpc(metrics_, "GetJob");
+  auto job = manager_->Get(req->id());
+  if (job.ok()) *resp->mutable_job() = std::move(*job);
+  return rpc.Done(job.status());
+}
+
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
+                                      const lathe::v1::ListJobsRequest* req,
+                                      lathe::v1::ListJobsResponse* resp) {
+  RpcScope rpc(metrics_, "ListJobs");
+  std::vector<int> states(req->states().begin(), req->states().end());
+  auto page =
+      manager_->List(states, req->owner(), req->page_size(), req->page_token());
+  if (page.ok()) {
+    for (auto& j : page->first) *resp->add_jobs() = std::move(j);
+    resp->set_next_page_token(page->second);
+  }
+  return rpc.Done(page.status());
+}
+
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
+                                       const lathe::v1::CancelJobRequest* req,
+                                       lathe::v1::CancelJobResponse* resp) {
+  RpcScope rpc(metrics_, "CancelJob");
+  auto job = manager_->Cancel(req->id());
+  if (job.ok()) *resp->mutable_job() = std::move(*job);
+  return rpc.Done(job.status());
+}
+
+grpc::Status JobServiceImpl::WatchJob(
+    grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
+    grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) {
+  RpcScope rpc(metrics_, "WatchJob");
+  if (req->after_seq() < 0) {
+    return rpc.Done(absl::InvalidArgumentError("after_seq: must be >= 0"));
+  }
+  auto first = manager_->Get(req->id());
+  if (!first.ok()) return rpc.Done(first.status());
+  {
+    lathe::v1::WatchJobResponse r;
+    *r.mutable_job() = *first;
+    if (!writer->Write(r)) return rpc.Done(absl::CancelledError("client left"));
+  }
+  int64_t seq = req->after_seq();
+  while (!ctx->IsCancelled()) {
+    auto batch =
+        manager_->WaitForEvents(req->id(), seq, kWatchBatch, absl::Seconds(1));
+    if (!batch.ok()) return rpc.Done(batch.status());
+    auto& [job, events] = *batch;
+    for (const auto& e : events) {
+      lathe::v1::WatchJobResponse r;
+      *r.mutable_job() = job;
+      *r.mutable_event() = e;
+      if (!writer->Write(r)) return rpc.Done(absl::CancelledError("client left"));
+      seq = e.seq();
+    }
+    if (events.empty() && IsFinal(job.state())) return rpc.Done(absl::OkStatus());
+    if (events.empty() && ctx->deadline() < std::chrono::system_clock::now()) {
+      return rpc.Done(absl::DeadlineExceededError("deadline reached"));
+    }
+  }
+  return rpc.Done(absl::CancelledError("client cancelled the watch"));
+}
+
+grpc::Status JobServiceImpl::ListCheckpoints(
+    grpc::ServerContext*, const lathe::v1::ListCheckpointsRequest* req,
+    lathe::v1::ListCheckpointsResponse* resp) {
+  RpcScope rpc(metrics_, "ListCheckpoints");
+  auto list = manager_->ListCheckpoints(req->job_id());
+  if (list.ok()) {
+    for (auto& c : list->first) *resp->add_checkpoints() = std::move(c);
+    resp->set_best_step(list->second);
+  }
+  return rpc.Done(list.status());
+}
+
+grpc::Status JobServiceImpl::DownloadCheckpointFile(
+    grpc::ServerContext* ctx,
+    const lathe::v1::DownloadCheckpointFileRequest* req,
+    grpc::ServerWriter<lathe::v1::DownloadCheckpointFileResponse>* writer) {
+  RpcScope rpc(metrics_, "DownloadCheckpointFile");
+  auto file =
+      manager_->ResolveCheckpointFile(req->job_id(), req->checkpoint(), req->file());
+  if (!file.ok()) return rpc.Done(file.status());
+  return rpc.Done(StreamFile(
+      ctx, file->path, req->offset(), writer,
+      [&](lathe::v1::DownloadCheckpointFileResponse* r) {
+        *r->mutable_file() = file->info;
+      }));
+}
+
+// ---- DatasetService ----
+
+grpc::Status DatasetServiceImpl::UploadDataset(
+    grpc::ServerContext* ctx,
+    grpc::ServerReader<lathe::v1::UploadDatasetRequest>* reader,
+    lathe::v1::UploadDatasetResponse* resp) {
+  RpcScope rpc(metrics_, "UploadDataset");
+  auto body = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(auto writer,
+                     artifacts_->NewWriter(manager_->options().max_upload_bytes));
+    lathe::v1::UploadDatasetRequest msg;
+    std::string name;
+    bool first = true;
+    while (reader->Read(&msg)) {
+      if (first) {
+        name = msg.name();
+        if (name.empty() || name.size() > 255 ||
+            name.find('/') != std::string::npos || name == "." || name == "..") {
+          return absl::InvalidArgumentError(
+              "name: must be a file name of 1 to 255 characters without '/'");
+        }
+        first = false;
+      }
+      RETURN_IF_ERROR(writer->Append(msg.chunk()));
+    }
+    if (ctx->IsCancelled()) return absl::CancelledError("upload cancelled");
+    if (first) return absl::InvalidArgumentError("name: no message received");
+    ASSIGN_OR_RETURN(std::string sha, writer->Commit());
+    ASSIGN_OR_RETURN(*resp->mutable_dataset(),
+                     manager_->AddDataset(name, sha, writer->size()));
+    return absl::OkStatus();
+  };
+  return rpc.Done(body());
+}
+
+// ---- WorkerService ----
+
+grpc::Status WorkerServiceImpl::RegisterWorker(
+    grpc::ServerContext*, const lathe::v1::RegisterWorkerRequest* req,
+    lathe::v1::RegisterWorkerResponse* resp) {
+  RpcScope rpc(metrics_, "RegisterWorker");
+  std::vector<std::string> devices(req->devices().begin(), req->devices().end());
+  auto reg = manager_->RegisterWorker(req->name(), devices, req->hostname());
+  if (reg.ok()) {
+    resp->set_worker_id(reg->worker_id);
+    resp->set_heartbeat_interval_ms(
+        absl::ToInt64Milliseconds(reg->heartbeat_interval));
+    resp->set_heartbeat_timeout_ms(
+        absl::ToInt64Milliseconds(reg->heartbeat_timeout));
+  }
+  return rpc.Done(reg.status());
+}
+
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
+                                          const lathe::v1::HeartbeatRequest* req,
+                                          lathe::v1::HeartbeatResponse* resp) {
+  RpcScope rpc(metrics_, "Heartbeat");
+  auto cancel = manager_->Heartbeat(req->worker_id());
+  if (cancel.ok()) {
+    for (auto& id : *cancel) resp->add_cancel_job_ids(id);
+  }
+  return rpc.Done(cancel.status());
+}
+
+grpc::Status WorkerServiceImpl::AcquireJob(
+    grpc::ServerContext* ctx, const lathe::v1::AcquireJobRequest* req,
+    lathe::v1::AcquireJobResponse* resp) {
+  RpcScope rpc(metrics_, "AcquireJob");
+  if (req->wait_ms() < 0 || req->wait_ms() > 30000) {
+    return rpc.Done(absl::InvalidArgumentError("wait_ms: must be in [0, 30000]"));
+  }
+  // Never hold a job past the client's deadline: it could not receive it.
+  auto until_deadline = absl::FromChrono(ctx->deadline()) - absl::Now() -
+                        absl::Milliseconds(200);
+  auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
+  if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
+  auto a = manager_->AcquireJob(req->worker_id(), wait);
+  if (a.ok() && a->has_value()) *resp->mutable_assignment() = std::move(**a);
+  return rpc.Done(a.status());
+}
+
+grpc::Status WorkerServiceImpl::ReportEvents(
+    grpc::ServerContext*, const lathe::v1::ReportEventsRequest* req,
+    lathe::v1::ReportEventsResponse* resp) {
+  RpcScope rpc(metrics_, "ReportEvents");
+  std::vector<lathe::v1::Event> events(req->events().begin(), req->events().end());
+  auto cancel = manager_->ReportEvents(req->job_id(), req->attempt(),
+                                       std::move(events));
+  if (cancel.ok()) resp->set_cancel_requested(*cancel);
+  return rpc.Done(cancel.status());
+}
+
+grpc::Status WorkerServiceImpl::UploadCheckpointFile(
+    grpc::ServerContext* ctx,
+    grpc::ServerReader<lathe::v1::UploadCheckpointFileRequest>* reader,
+    lathe::v1::UploadCheckpointFileResponse* resp) {
+  RpcScope rpc(metrics_, "UploadCheckpointFile");
+  auto body = [&]() -> absl::Status {
+    lathe::v1::UploadCheckpointFileRequest msg;
+    if (!reader->Read(&msg)) {
+      return absl::InvalidArgumentError("file: no message received");
+    }
+    const lathe::v1::FileInfo info = msg.file();
+    if (!IsSha256Hex(info.sha256())) {
+      return absl::InvalidArgumentError("file.sha256: not a SHA-256 hex digest");
+    }
+    if (info.size() < 0 || info.size() > manager_->options().max_upload_bytes) {
+      return absl::InvalidArgumentError("file.size: out of range");
+    }
+    RETURN_IF_ERROR(manager_->CheckAttempt(msg.job_id(), msg.attempt()));
+    if (!artifacts_->Has(info.sha256(), info.size())) {
+      ASSIGN_OR_RETURN(auto writer, artifacts_->NewWriter(info.size()));
+      do {
+        RETURN_IF_ERROR(writer->Append(msg.chunk()));
+      } while (reader->Read(&msg));
+      if (ctx->IsCancelled()) return absl::CancelledError("upload cancelled");
+      if (writer->size() != info.size()) {
+        return absl::DataLossError(absl::StrCat(
+            "received ", writer->size(), " bytes, expected ", info.size()));
+      }
+      RETURN_IF_ERROR(writer->Commit(info.sha256()).status());
+    } else {
+      while (reader->Read(&msg)) {
+      }
+    }
+    *resp->mutable_file() = info;
+    return absl::OkStatus();
+  };
+  return rpc.Done(body());
+}
+
+grpc::Status WorkerServiceImpl::FinishAttempt(
+    grpc::ServerContext*, const lathe::v1::FinishAttemptRequest* req,
+    lathe::v1::FinishAttemptResponse*) {
+  RpcScope rpc(metrics_, "FinishAttempt");
+  return rpc.Done(manager_->FinishAttempt(req->job_id(), req->attempt(),
+                                          req->outcome(), req->error()));
+}
+
+grpc::Status WorkerServiceImpl::FetchDataset(
+    grpc::ServerContext* ctx, const lathe::v1::FetchDatasetRequest* req,
+    grpc::ServerWriter<lathe::v1::FetchDatasetResponse>* writer) {
+  RpcScope rpc(metrics_, "FetchDataset");
+  auto path = manager_->DatasetPath(req->ref());
+  if (!path.ok()) return rpc.Done(path.status());
+  return rpc.Done(StreamFile(ctx, *path, req->offset(), writer,
+                             [](lathe::v1::FetchDatasetResponse*) {}));
+}
+
+}  // namespace lathe::server

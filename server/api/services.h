@@ -1,0 +1,105 @@
+// gRPC adapters: each handler reads the request, calls the core, converts the
+// status once (ToGrpcStatus) and counts the RPC. No business logic here.
+#ifndef LATHE_SERVER_API_SERVICES_H_
+#define LATHE_SERVER_API_SERVICES_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "lathe/v1/lathe.grpc.pb.h"
+#include "server/core/artifacts.h"
+#include "server/core/job_manager.h"
+#include "server/core/metrics.h"
+
+namespace lathe::server {
+
+// The one conversion from absl::Status to grpc::Status; messages are capped.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class JobServiceImpl final : public lathe::v1::JobService::Service {
+ public:
+  JobServiceImpl(JobManager* manager, Metrics* metrics)
+      : manager_(manager), metrics_(metrics) {}
+
+  grpc::Status SubmitJob(grpc::ServerContext* ctx,
+                         const lathe::v1::SubmitJobRequest* req,
+                         lathe::v1::SubmitJobResponse* resp) override;
+  grpc::Status GetJob(grpc::ServerContext* ctx,
+                      const lathe::v1::GetJobRequest* req,
+                      lathe::v1::GetJobResponse* resp) override;
+  grpc::Status ListJobs(grpc::ServerContext* ctx,
+                        const lathe::v1::ListJobsRequest* req,
+                        lathe::v1::ListJobsResponse* resp) override;
+  grpc::Status CancelJob(grpc::ServerContext* ctx,
+                         const lathe::v1::CancelJobRequest* req,
+                         lathe::v1::CancelJobResponse* resp) override;
+  grpc::Status WatchJob(
+      grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
+      grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) override;
+  grpc::Status ListCheckpoints(grpc::ServerContext* ctx,
+                               const lathe::v1::ListCheckpointsRequest* req,
+                               lathe::v1::ListCheckpointsResponse* resp) override;
+  grpc::Status DownloadCheckpointFile(
+      grpc::ServerContext* ctx,
+      const lathe::v1::DownloadCheckpointFileRequest* req,
+      grpc::ServerWriter<lathe::v1::DownloadCheckpointFileResponse>* writer)
+      override;
+
+ private:
+  JobManager* manager_;
+  Metrics* metrics_;
+};
+
+class DatasetServiceImpl final : public lathe::v1::DatasetService::Service {
+ public:
+  DatasetServiceImpl(JobManager* manager, ArtifactStore* artifacts,
+                     Metrics* metrics)
+      : manager_(manager), artifacts_(artifacts), metrics_(metrics) {}
+  grpc::Status UploadDataset(
+      grpc::ServerContext* ctx,
+      grpc::ServerReader<lathe::v1::UploadDatasetRequest>* reader,
+      lathe::v1::UploadDatasetResponse* resp) override;
+
+ private:
+  JobManager* manager_;
+  ArtifactStore* artifacts_;
+  Metrics* metrics_;
+};
+
+class WorkerServiceImpl final : public lathe::v1::WorkerService::Service {
+ public:
+  WorkerServiceImpl(JobManager* manager, ArtifactStore* artifacts,
+                    Metrics* metrics)
+      : manager_(manager), artifacts_(artifacts), metrics_(metrics) {}
+  grpc::Status RegisterWorker(grpc::ServerContext* ctx,
+                              const lathe::v1::RegisterWorkerRequest* req,
+                              lathe::v1::RegisterWorkerResponse* resp) override;
+  grpc::Status Heartbeat(grpc::ServerContext* ctx,
+                         const lathe::v1::HeartbeatRequest* req,
+                         lathe::v1::HeartbeatResponse* resp) override;
+  grpc::Status AcquireJob(grpc::ServerContext* ctx,
+                          const lathe::v1::AcquireJobRequest* req,
+                          lathe::v1::AcquireJobResponse* resp) override;
+  grpc::Status ReportEvents(grpc::ServerContext* ctx,
+                            const lathe::v1::ReportEventsRequest* req,
+                            lathe::v1::ReportEventsResponse* resp) override;
+  grpc::Status UploadCheckpointFile(
+      grpc::ServerContext* ctx,
+      grpc::ServerReader<lathe::v1::UploadCheckpointFileRequest>* reader,
+      lathe::v1::UploadCheckpointFileResponse* resp) override;
+  grpc::Status FinishAttempt(grpc::ServerContext* ctx,
+                             const lathe::v1::FinishAttemptRequest* req,
+                             lathe::v1::FinishAttemptResponse* resp) override;
+  grpc::Status FetchDataset(
+      grpc::ServerContext* ctx, const lathe::v1::FetchDatasetRequest* req,
+      grpc::ServerWriter<lathe::v1::FetchDatasetResponse>* writer) override;
+
+ private:
+  JobManager* manager_;
+  ArtifactStore* artifacts_;
+  Metrics* metrics_;
+};
+
+}  // namespace lathe::server
+
+#endif  // LATHE_SERVER_API_SERVICES_H_

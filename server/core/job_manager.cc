@@ -1,0 +1,698 @@
+#include "server/core/job_manager.h"
+
+#include <cstring>
+#include <random>
+#include <regex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/files.h"
+#include "common/params.h"
+#include "common/status.h"
+
+namespace lathe::server {
+namespace {
+
+using lathe::v1::Assignment;
+using lathe::v1::Checkpoint;
+using lathe::v1::Dataset;
+using lathe::v1::Event;
+using lathe::v1::Job;
+using lathe::v1::JobSpec;
+using lathe::v1::JobState;
+
+constexpr char kDatasetPrefix[] = "dataset:";
+constexpr char kFilePrefix[] = "file://";
+constexpr char kPresetPrefix[] = "preset:";
+const char* const kTasks[] = {"text-classification"};
+const char* const kPresets[] = {"bert-tiny", "bert-mini"};
+constexpr size_t kMaxText = 4096;
+
+std::string RandomId(const char* prefix) {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return absl::StrFormat("%s%012x", prefix, rng() & 0xffffffffffffULL);
+}
+
+Event StateEvent(JobState state, const std::string& message) {
+  Event e;
+  e.set_type(lathe::v1::EVENT_TYPE_STATE);
+  e.set_state(state);
+  e.set_message(message);
+  return e;
+}
+
+absl::Status Invalid(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
+}
+
+// The metric that ranks checkpoints: higher accuracy, else lower loss.
+std::optional<double> Score(const Checkpoint& c) {
+  auto acc = c.metrics().find("accuracy");
+  if (acc != c.metrics().end()) return acc->second;
+  auto loss = c.metrics().find("loss");
+  if (loss != c.metrics().end()) return -loss->second;
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool IsFinal(JobState state) {
+  return state == lathe::v1::SUCCEEDED || state == lathe::v1::FAILED ||
+         state == lathe::v1::CANCELLED;
+}
+
+JobManager::JobManager(JobManagerOptions options, Store* store,
+                       ArtifactStore* artifacts, Metrics* metrics, Clock clock)
+    : options_(std::move(options)),
+      store_(store),
+      artifacts_(artifacts),
+      metrics_(metrics),
+      clock_(clock ? std::move(clock) : Clock(NowMs)) {}
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
+    JobManagerOptions options, Store* store, ArtifactStore* artifacts,
+    Metrics* metrics, Clock clock) {
+  for (std::string& root : options.allowed_roots) {
+    if (root.empty() || root[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("allowed root \"", root, "\" is not an absolute path"));
+    }
+    root = CanonicalPath(root);
+  }
+  if (options.heartbeat_timeout <= options.heartbeat_interval) {
+    return absl::InvalidArgumentError(
+        "heartbeat timeout must be longer than the heartbeat interval");
+  }
+  auto manager = std::unique_ptr<JobManager>(new JobManager(
+      std::move(options), store, artifacts, metrics, std::move(clock)));
+  RETURN_IF_ERROR(manager->Init());
+  return manager;
+}
+
+absl::Status JobManager::Init() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(counts_, store_->CountJobsByState());
+  // Workers do not survive a restart of the server: jobs that were running
+  // go back to the queue (cancelling ones end as cancelled). Their workers
+  // find the attempt stale and stop it.
+  for (JobState s : {lathe::v1::RUNNING, lathe::v1::CANCELLING}) {
+    ASSIGN_OR_RETURN(auto jobs, store_->JobsInState(s));
+    for (Job& job : jobs) {
+      std::vector<Event> events;
+      if (s == lathe::v1::RUNNING) {
+        Transition(&job, lathe::v1::QUEUED,
+                   "server restarted; job requeued", &events);
+      } else {
+        Transition(&job, lathe::v1::CANCELLED,
+                   "server restarted while cancelling", &events);
+      }
+      RETURN_IF_ERROR(Save(&job, &events));
+    }
+  }
+  PublishCounts();
+  metrics_->SetWorkers(0);
+  return absl::OkStatus();
+}
+
+void JobManager::PublishCounts() {
+  for (int s = lathe::v1::QUEUED; s <= lathe::v1::CANCELLED; ++s) {
+    metrics_->SetJobsInState(JobState_Name(static_cast<JobState>(s)),
+                             static_cast<double>(counts_[s]));
+  }
+  metrics_->SetQueueDepth(static_cast<double>(counts_[lathe::v1::QUEUED]));
+}
+
+void JobManager::Transition(Job* job, JobState state,
+                            const std::string& message,
+                            std::vector<Event>* events) {
+  if (job->state() != lathe::v1::JOB_STATE_UNSPECIFIED) {
+    counts_[job->state()]--;
+  }
+  counts_[state]++;
+  if (job->state() == lathe::v1::RUNNING ||
+      job->state() == lathe::v1::CANCELLING) {
+    metrics_->ClearRunningJob(job->id());
+  }
+  job->set_state(state);
+  if (IsFinal(state)) job->set_end_time_ms(clock_());
+  events->push_back(StateEvent(state, message));
+  PublishCounts();
+}
+
+absl::Status JobManager::Save(Job* job, std::vector<Event>* events) {
+  absl::Status s = store_->UpdateJob(job, events);
+  changed_.SignalAll();
+  return s;
+}
+
+absl::StatusOr<std::string> JobManager::ResolveLocalPath(
+    const std::string& field, const std::string& value) {
+  std::string path = value;
+  if (absl::StartsWith(path, kFilePrefix)) path = path.substr(strlen(kFilePrefix));
+  if (path.empty() || path[0] != '/') {
+    return Invalid(field, absl::StrCat("\"", value,
+                                       "\" is not an absolute path or "
+                                       "file:// URI"));
+  }
+  const std::string canonical = CanonicalPath(path);
+  for (const std::string& root : options_.allowed_roots) {
+    if (PathWithin(canonical, root)) return canonical;
+  }
+  return Invalid(field,
+                 absl::StrCat("\"", value,
+                              "\" is outside the server's allowed roots (",
+                              options_.allowed_roots.empty()
+                                  ? std::string("none configured; see "
+                                                "--allow-root")
+                                  : absl::StrJoin(options_.allowed_roots, ", "),
+                              ")"));
+}
+
+absl::StatusOr<Dataset> JobManager::ResolveData(const std::string& field,
+                                                const std::string& value) {
+  if (value.size() > kMaxText) return Invalid(field, "too long");
+  if (absl::StartsWith(value, kDatasetPrefix)) {
+    const std::string sha = value.substr(strlen(kDatasetPrefix));
+    if (!IsSha256Hex(sha)) {
+      return Invalid(field, absl::StrCat("\"", value,
+                                         "\" is not a dataset reference "
+                                         "(dataset:<sha256>)"));
+    }
+    ASSIGN_OR_RETURN(auto ds, store_->GetDataset(sha));
+    if (!ds.has_value() || !artifacts_->Has(sha, ds->size())) {
+      return Invalid(field, absl::StrCat("dataset ", value, " does not exist"));
+    }
+    return *ds;
+  }
+  if (absl::StartsWith(value, kFilePrefix) || absl::StartsWith(value, "/")) {
+    ASSIGN_OR_RETURN(std::string path, ResolveLocalPath(field, value));
+    // Import the file so that every worker, local or not, fetches the same
+    // bytes by digest.
+    auto size = FileSize(path);
+    if (!size.ok()) {
+      return Invalid(field, absl::StrCat("cannot read \"", value,
+                                         "\": ", size.status().message()));
+    }
+    if (*size > options_.max_upload_bytes) {
+      return Invalid(field, absl::StrCat("\"", value, "\" is larger than ",
+                                         options_.max_upload_bytes, " bytes"));
+    }
+    ASSIGN_OR_RETURN(auto writer, artifacts_->NewWriter(options_.max_upload_bytes));
+    auto data = ReadFile(path);
+    if (!data.ok()) {
+      return Invalid(field, absl::StrCat("cannot read \"", value,
+                                         "\": ", data.status().message()));
+    }
+    RETURN_IF_ERROR(writer->Append(*data));
+    ASSIGN_OR_RETURN(std::string sha, writer->Commit());
+    std::string name = path.substr(path.rfind('/') + 1);
+    return AddDataset(name, sha, static_cast<int64_t>(data->size()));
+  }
+  return Invalid(field, absl::StrCat("\"", value,
+                                     "\" is not a dataset reference or "
+                                     "file:// URI (the CLI uploads local "
+                                     "files)"));
+}
+
+absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
+  bool task_ok = false;
+  for (const char* t : kTasks) task_ok |= spec->task() == t;
+  if (spec->task().empty()) return Invalid("spec.task", "is required");
+  if (!task_ok) {
+    return Invalid("spec.task",
+                   absl::StrCat("unknown task \"", spec->task().substr(0, 64),
+                                "\"; supported: ", absl::StrJoin(kTasks, ", ")));
+  }
+  if (spec->model().empty()) return Invalid("spec.model", "is required");
+  if (spec->model().size() > kMaxText) return Invalid("spec.model", "too long");
+  if (absl::StartsWith(spec->model(), kPresetPrefix)) {
+    const std::string name = spec->model().substr(strlen(kPresetPrefix));
+    bool ok = false;
+    for (const char* p : kPresets) ok |= name == p;
+    if (!ok) {
+      return Invalid("spec.model",
+                     absl::StrCat("unknown preset \"", name.substr(0, 64),
+                                  "\"; known: preset:bert-tiny, "
+                                  "preset:bert-mini"));
+    }
+  } else {
+    if (spec->model()[0] != '/' && !absl::StartsWith(spec->model(), kFilePrefix)) {
+      return Invalid("spec.model",
+                     absl::StrCat("unknown model \"", spec->model().substr(0, 64),
+                                  "\"; use preset:bert-tiny, preset:bert-mini "
+                                  "or the absolute path of a model directory"));
+    }
+    ASSIGN_OR_RETURN(std::string dir, ResolveLocalPath("spec.model", spec->model()));
+    if (!PathExists(dir + "/config.json") ||
+        !PathExists(dir + "/model.safetensors")) {
+      return Invalid("spec.model",
+                     absl::StrCat("\"", dir,
+                                  "\" is not a model directory (it needs "
+                                  "config.json and model.safetensors)"));
+    }
+    spec->set_model(dir);
+  }
+  if (spec->train_data().empty()) {
+    return Invalid("spec.train_data", "is required");
+  }
+  std::map<std::string, std::string> params(spec->params().begin(),
+                                            spec->params().end());
+  auto parsed = ParseTrainParams(params);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.", parsed.status().message()));
+  }
+  if (spec->device().empty()) spec->set_device("cpu");
+  static const std::regex kDevice("cpu|cuda:[0-9]{1,2}");
+  if (!std::regex_match(spec->device(), kDevice)) {
+    return Invalid("spec.device",
+                   absl::StrCat("\"", spec->device().substr(0, 64),
+                                "\" is not cpu or cuda:N"));
+  }
+  if (spec->owner().size() > 128) return Invalid("spec.owner", "too long");
+  if (spec->labels_size() > 64) return Invalid("spec.labels", "too many");
+  for (const auto& [k, v] : spec->labels()) {
+    if (k.size() > 128 || v.size() > 1024) {
+      return Invalid("spec.labels", "key or value too long");
+    }
+  }
+  // Data last: resolving a file:// dataset copies it.
+  ASSIGN_OR_RETURN(*job->mutable_train_dataset(),
+                   ResolveData("spec.train_data", spec->train_data()));
+  if (!spec->validation_data().empty()) {
+    ASSIGN_OR_RETURN(*job->mutable_validation_dataset(),
+                     ResolveData("spec.validation_data",
+                                 spec->validation_data()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Job> JobManager::Submit(JobSpec spec,
+                                       const std::string& request_id) {
+  if (request_id.size() > 128) return Invalid("request_id", "too long");
+  if (!request_id.empty()) {
+    ASSIGN_OR_RETURN(auto existing, store_->JobIdForRequest(request_id));
+    if (existing.has_value()) return store_->GetJob(*existing);
+  }
+  Job job;
+  RETURN_IF_ERROR(ValidateSpec(&spec, &job));
+  job.set_id(RandomId("job-"));
+  *job.mutable_spec() = std::move(spec);
+  job.set_create_time_ms(clock_());
+  absl::MutexLock lock(&mu_);
+  std::vector<Event> events;
+  Transition(&job, lathe::v1::QUEUED, "job submitted", &events);
+  absl::Status s = store_->InsertJob(&job, request_id, &events);
+  if (absl::IsAlreadyExists(s) && !request_id.empty()) {
+    counts_[lathe::v1::QUEUED]--;
+    PublishCounts();
+    ASSIGN_OR_RETURN(auto existing, store_->JobIdForRequest(request_id));
+    if (existing.has_value()) return store_->GetJob(*existing);
+  }
+  if (!s.ok()) {
+    counts_[lathe::v1::QUEUED]--;
+    PublishCounts();
+    return s;
+  }
+  changed_.SignalAll();
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::Get(const std::string& id) {
+  if (id.empty()) return Invalid("id", "is required");
+  return store_->GetJob(id);
+}
+
+absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(
+    const std::vector<int>& states, const std::string& owner, int page_size,
+    const std::string& page_token) {
+  if (page_size < 0 || page_size > 1000) {
+    return Invalid("page_size", "must be in [0, 1000]");
+  }
+  if (page_size == 0) page_size = 100;
+  int64_t before = 0;
+  if (!page_token.empty() && (!absl::SimpleAtoi(page_token, &before) || before <= 0)) {
+    return Invalid("page_token", "is not a token from a previous response");
+  }
+  for (int s : states) {
+    if (!lathe::v1::JobState_IsValid(s) || s == lathe::v1::JOB_STATE_UNSPECIFIED) {
+      return Invalid("states", absl::StrCat(s, " is not a job state"));
+    }
+  }
+  ASSIGN_OR_RETURN(JobPage page, store_->ListJobs(states, owner, page_size, before));
+  std::string next =
+      page.next_before_seq > 0 ? absl::StrCat(page.next_before_seq) : "";
+  return std::make_pair(std::move(page.jobs), next);
+}
+
+absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
+  if (id.empty()) return Invalid("id", "is required");
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+  std::vector<Event> events;
+  if (job.state() == lathe::v1::QUEUED) {
+    job.set_error("cancelled by request");
+    Transition(&job, lathe::v1::CANCELLED, "cancelled while queued", &events);
+  } else if (job.state() == lathe::v1::RUNNING) {
+    Transition(&job, lathe::v1::CANCELLING, "cancel requested", &events);
+  } else {
+    return job;  // already final or cancelling
+  }
+  RETURN_IF_ERROR(Save(&job, &events));
+  return job;
+}
+
+absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::WaitForEvents(
+    const std::string& id, int64_t after_seq, int limit,
+    absl::Duration max_wait) {
+  if (id.empty()) return Invalid("id", "is required");
+  const absl::Time deadline = absl::Now() + max_wait;
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+    if (job.last_event_seq() > after_seq) {
+      ASSIGN_OR_RETURN(auto events, store_->EventsAfter(id, after_seq, limit));
+      return std::make_pair(std::move(job), std::move(events));
+    }
+    if (IsFinal(job.state()) || shutdown_ || absl::Now() >= deadline) {
+      return std::make_pair(std::move(job), std::vector<Event>());
+    }
+    changed_.WaitWithDeadline(&mu_, deadline);
+  }
+}
+
+absl::StatusOr<std::pair<std::vector<Checkpoint>, int64_t>>
+JobManager::ListCheckpoints(const std::string& job_id) {
+  if (job_id.empty()) return Invalid("job_id", "is required");
+  RETURN_IF_ERROR(store_->GetJob(job_id).status());
+  ASSIGN_OR_RETURN(auto cps, store_->Checkpoints(job_id));
+  int64_t best_step = 0;
+  std::optional<double> best;
+  for (const Checkpoint& c : cps) {
+    auto s = Score(c);
+    // Later checkpoints win ties: they trained longer for the same score.
+    if (s.has_value() && (!best.has_value() || *s >= *best)) {
+      best = s;
+      best_step = c.step();
+    }
+  }
+  return std::make_pair(std::move(cps), best_step);
+}
+
+absl::StatusOr<ResolvedFile> JobManager::ResolveCheckpointFile(
+    const std::string& job_id, const std::string& selector,
+    const std::string& file) {
+  if (file.empty()) return Invalid("file", "is required");
+  ASSIGN_OR_RETURN(auto listing, ListCheckpoints(job_id));
+  auto& [cps, best_step] = listing;
+  if (cps.empty()) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no checkpoints"));
+  }
+  const Checkpoint* chosen = nullptr;
+  if (selector.empty() || selector == "latest") {
+    chosen = &cps.back();
+  } else {
+    int64_t step = 0;
+    if (selector == "best") {
+      step = best_step;
+      if (step == 0) step = cps.back().step();
+    } else if (!absl::SimpleAtoi(selector, &step)) {
+      return Invalid("checkpoint", "must be latest, best or a step number");
+    }
+    for (const Checkpoint& c : cps) {
+      if (c.step() == step) chosen = &c;
+    }
+  }
+  if (chosen == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id,
+                                            " has no checkpoint ", selector));
+  }
+  for (const auto& f : chosen->files()) {
+    if (f.name() == file) {
+      return ResolvedFile{artifacts_->PathFor(f.sha256()), f};
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("checkpoint at step ", chosen->step(),
+                                          " has no file ", file));
+}
+
+absl::StatusOr<Dataset> JobManager::AddDataset(const std::string& name,
+                                               const std::string& sha256,
+                                               int64_t size) {
+  Dataset ds;
+  ds.set_ref(absl::StrCat(kDatasetPrefix, sha256));
+  ds.set_name(name);
+  ds.set_size(size);
+  ds.set_sha256(sha256);
+  RETURN_IF_ERROR(store_->PutDataset(ds));
+  return ds;
+}
+
+absl::StatusOr<std::string> JobManager::DatasetPath(const std::string& ref) {
+  if (!absl::StartsWith(ref, kDatasetPrefix)) {
+    return Invalid("ref", "is not a dataset reference");
+  }
+  const std::string sha = ref.substr(strlen(kDatasetPrefix));
+  if (!IsSha256Hex(sha)) return Invalid("ref", "is not a dataset reference");
+  ASSIGN_OR_RETURN(auto ds, store_->GetDataset(sha));
+  if (!ds.has_value()) {
+    return absl::NotFoundError(absl::StrCat("dataset ", ref, " not found"));
+  }
+  return artifacts_->PathFor(sha);
+}
+
+absl::StatusOr<WorkerRegistration> JobManager::RegisterWorker(
+    const std::string& name, const std::vector<std::string>& devices,
+    const std::string& hostname) {
+  if (name.empty() || name.size() > 128) {
+    return Invalid("name", "must have 1 to 128 characters");
+  }
+  if (devices.empty() || devices.size() > 64) {
+    return Invalid("devices", "must list 1 to 64 devices");
+  }
+  const std::string id = RandomId("worker-");
+  RETURN_IF_ERROR(store_->PutWorker(id, name, hostname.substr(0, 256),
+                                    absl::StrJoin(devices, ","), clock_()));
+  absl::MutexLock lock(&mu_);
+  workers_[id] = WorkerState{name, clock_(), {}};
+  metrics_->SetWorkers(static_cast<double>(workers_.size()));
+  return WorkerRegistration{id, options_.heartbeat_interval,
+                            options_.heartbeat_timeout};
+}
+
+absl::StatusOr<std::vector<std::string>> JobManager::Heartbeat(
+    const std::string& worker_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(absl::StrCat("worker ", worker_id,
+                                            " is not registered"));
+  }
+  it->second.last_seen_ms = clock_();
+  std::vector<std::string> cancel;
+  for (const std::string& job_id : it->second.jobs) {
+    auto job = store_->GetJob(job_id);
+    if (!job.ok() || job->state() != lathe::v1::RUNNING ||
+        job->worker_id() != worker_id) {
+      cancel.push_back(job_id);
+    }
+  }
+  return cancel;
+}
+
+absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
+    const std::string& worker_id, absl::Duration max_wait) {
+  const absl::Time deadline = absl::Now() + max_wait;
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    auto w = workers_.find(worker_id);
+    if (w == workers_.end()) {
+      return absl::NotFoundError(absl::StrCat("worker ", worker_id,
+                                              " is not registered"));
+    }
+    w->second.last_seen_ms = clock_();
+    ASSIGN_OR_RETURN(auto queued, store_->OldestQueued());
+    if (queued.has_value()) {
+      Job job = std::move(*queued);
+      job.set_attempt(job.attempt() + 1);
+      job.set_worker_id(worker_id);
+      const int64_t now = clock_();
+      if (job.start_time_ms() == 0) {
+        job.set_start_time_ms(now);
+        metrics_->ObserveStartLatency(
+            static_cast<double>(now - job.create_time_ms()) / 1000.0);
+      }
+      std::vector<Event> events;
+      Transition(&job, lathe::v1::RUNNING,
+                 absl::StrCat("attempt ", job.attempt(), " started on worker ",
+                              w->second.name, " (", worker_id, ")"),
+                 &events);
+      RETURN_IF_ERROR(Save(&job, &events));
+      RETURN_IF_ERROR(
+          store_->RecordAttemptStart(job.id(), job.attempt(), worker_id, now));
+      w->second.jobs.insert(job.id());
+      Assignment a;
+      a.set_job_id(job.id());
+      a.set_attempt(job.attempt());
+      *a.mutable_spec() = job.spec();
+      *a.mutable_train_dataset() = job.train_dataset();
+      if (job.has_validation_dataset()) {
+        *a.mutable_validation_dataset() = job.validation_dataset();
+      }
+      return std::optional<Assignment>(std::move(a));
+    }
+    if (shutdown_ || absl::Now() >= deadline) return std::optional<Assignment>();
+    changed_.WaitWithDeadline(&mu_, deadline);
+  }
+}
+
+absl::StatusOr<Job> JobManager::LoadRunning(const std::string& job_id,
+                                            int attempt) {
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(job_id));
+  if (job.attempt() != attempt) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("attempt ", attempt, " of job ", job_id,
+                     " is stale; the current attempt is ", job.attempt()));
+  }
+  if (job.state() != lathe::v1::RUNNING && job.state() != lathe::v1::CANCELLING) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " is ", JobState_Name(job.state()), ", not running"));
+  }
+  return job;
+}
+
+absl::Status JobManager::CheckAttempt(const std::string& job_id, int attempt) {
+  absl::MutexLock lock(&mu_);
+  return LoadRunning(job_id, attempt).status();
+}
+
+absl::Status JobManager::ApplyCheckpoint(Job* job, Event* event) {
+  Checkpoint* cp = event->mutable_checkpoint();
+  if (cp->step() < 0) return Invalid("events.checkpoint.step", "is negative");
+  if (cp->files().empty()) return Invalid("events.checkpoint.files", "is empty");
+  for (const auto& f : cp->files()) {
+    if (f.name().empty() || f.name().find('/') != std::string::npos ||
+        f.name() == "." || f.name() == "..") {
+      return Invalid("events.checkpoint.files.name",
+                     absl::StrCat("\"", f.name(), "\" is not a file name"));
+    }
+    if (!artifacts_->Has(f.sha256(), f.size())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("checkpoint file ", f.name(), " (", f.sha256(),
+                       ") was not uploaded"));
+    }
+  }
+  cp->set_create_time_ms(clock_());
+  return store_->PutCheckpoint(job->id(), *cp);
+}
+
+absl::StatusOr<bool> JobManager::ReportEvents(const std::string& job_id,
+                                              int attempt,
+                                              std::vector<Event> events) {
+  if (events.size() > 1000) return Invalid("events", "at most 1000 per call");
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, LoadRunning(job_id, attempt));
+  for (Event& e : events) {
+    e.set_seq(0);
+    e.set_time_ms(0);
+    if (e.message().size() > 16384) e.mutable_message()->resize(16384);
+    switch (e.type()) {
+      case lathe::v1::EVENT_TYPE_LOG:
+        break;
+      case lathe::v1::EVENT_TYPE_TRAIN_METRICS:
+        *job.mutable_train_metrics() = e.train();
+        metrics_->SetRunningJob(job.id(), e.train().loss(),
+                                e.train().samples_per_second());
+        break;
+      case lathe::v1::EVENT_TYPE_EVAL_METRICS:
+        for (const auto& [k, v] : e.eval()) (*job.mutable_eval_metrics())[k] = v;
+        break;
+      case lathe::v1::EVENT_TYPE_CHECKPOINT:
+        RETURN_IF_ERROR(ApplyCheckpoint(&job, &e));
+        break;
+      default:
+        return Invalid("events.type",
+                       "workers report log, metrics and checkpoint events only");
+    }
+  }
+  RETURN_IF_ERROR(Save(&job, &events));
+  return job.state() == lathe::v1::CANCELLING;
+}
+
+absl::Status JobManager::FinishAttempt(const std::string& job_id, int attempt,
+                                       JobState outcome,
+                                       const std::string& error) {
+  if (outcome != lathe::v1::SUCCEEDED && outcome != lathe::v1::FAILED &&
+      outcome != lathe::v1::CANCELLED && outcome != lathe::v1::QUEUED) {
+    return Invalid("outcome", "must be SUCCEEDED, FAILED, CANCELLED or QUEUED");
+  }
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, LoadRunning(job_id, attempt));
+  std::string message;
+  if (job.state() == lathe::v1::CANCELLING && outcome == lathe::v1::QUEUED) {
+    outcome = lathe::v1::CANCELLED;
+  }
+  if (outcome == lathe::v1::SUCCEEDED) {
+    message = "training finished";
+  } else if (outcome == lathe::v1::QUEUED) {
+    message = absl::StrCat("worker gave the job back (", error, "); requeued");
+  } else if (outcome == lathe::v1::CANCELLED) {
+    message = "training stopped";
+    job.set_error("cancelled by request");
+  } else {
+    message = absl::StrCat("attempt ", attempt, " failed: ", error);
+    job.set_error(error.substr(0, 16384));
+  }
+  std::vector<Event> events;
+  Transition(&job, outcome, message, &events);
+  RETURN_IF_ERROR(Save(&job, &events));
+  RETURN_IF_ERROR(store_->RecordAttemptEnd(job_id, attempt,
+                                           JobState_Name(outcome), error,
+                                           clock_()));
+  auto w = workers_.find(job.worker_id());
+  if (w != workers_.end()) w->second.jobs.erase(job_id);
+  return absl::OkStatus();
+}
+
+void JobManager::ExpireWorkers() {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_();
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (now - it->second.last_seen_ms <= timeout_ms) {
+      ++it;
+      continue;
+    }
+    for (const std::string& job_id : it->second.jobs) {
+      auto job = store_->GetJob(job_id);
+      if (!job.ok() || job->worker_id() != it->first) continue;
+      std::vector<Event> events;
+      const std::string why = absl::StrCat("worker ", it->second.name,
+                                           " stopped sending heartbeats");
+      if (job->state() == lathe::v1::RUNNING) {
+        Transition(&*job, lathe::v1::QUEUED, why + "; job requeued", &events);
+      } else if (job->state() == lathe::v1::CANCELLING) {
+        job->set_error("cancelled by request");
+        Transition(&*job, lathe::v1::CANCELLED, why, &events);
+      } else {
+        continue;
+      }
+      store_->RecordAttemptEnd(job_id, job->attempt(), "LOST", why, now)
+          .IgnoreError();
+      Save(&*job, &events).IgnoreError();
+    }
+    it = workers_.erase(it);
+  }
+  metrics_->SetWorkers(static_cast<double>(workers_.size()));
+}
+
+void JobManager::Shutdown() {
+  absl::MutexLock lock(&mu_);
+  shutdown_ = true;
+  changed_.SignalAll();
+}
+
+}  // namespace lathe::server

@@ -1,0 +1,171 @@
+// The heart of lathe-server: validates and stores jobs, runs the FIFO queue,
+// tracks workers and their heartbeats, applies worker reports under the
+// attempt's fencing number, and records checkpoints. It knows nothing of gRPC;
+// the api/ adapters translate requests into these calls.
+//
+// Thread safety: all methods may be called concurrently. Long waits
+// (AcquireJob, WaitForEvents) release the lock while they wait.
+#ifndef LATHE_SERVER_CORE_JOB_MANAGER_H_
+#define LATHE_SERVER_CORE_JOB_MANAGER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lathe/v1/lathe.pb.h"
+#include "server/core/artifacts.h"
+#include "server/core/metrics.h"
+#include "server/core/store.h"
+
+namespace lathe::server {
+
+struct JobManagerOptions {
+  // Directories the server may read models and file:// datasets from. A path
+  // outside every root is refused. Empty: no local paths at all.
+  std::vector<std::string> allowed_roots;
+  // Workers are told to heartbeat this often, and are dropped (their jobs
+  // requeued) after `heartbeat_timeout` without one.
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration heartbeat_timeout = absl::Seconds(15);
+  // Largest dataset or checkpoint file accepted, in bytes.
+  int64_t max_upload_bytes = int64_t{4} << 30;
+};
+
+// Milliseconds since the epoch; tests hand in a fake.
+using Clock = std::function<int64_t()>;
+
+struct WorkerRegistration {
+  std::string worker_id;
+  absl::Duration heartbeat_interval;
+  absl::Duration heartbeat_timeout;
+};
+
+struct ResolvedFile {
+  std::string path;  // the blob on disk
+  lathe::v1::FileInfo info;
+};
+
+class JobManager {
+ public:
+  // `store`, `artifacts` and `metrics` must outlive the manager.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(
+      JobManagerOptions options, Store* store, ArtifactStore* artifacts,
+      Metrics* metrics, Clock clock = nullptr);
+
+  // ---- Clients ----
+  // Validates `spec` (INVALID_ARGUMENT names the field as spec.FIELD), stores
+  // the job as QUEUED and returns it. A repeated non-empty `request_id`
+  // returns the job of the first submit.
+  absl::StatusOr<lathe::v1::Job> Submit(lathe::v1::JobSpec spec,
+                                        const std::string& request_id);
+  absl::StatusOr<lathe::v1::Job> Get(const std::string& id);
+  // `page_token` is opaque (from a previous call); `page_size` 0 means 100.
+  absl::StatusOr<std::pair<std::vector<lathe::v1::Job>, std::string>> List(
+      const std::vector<int>& states, const std::string& owner, int page_size,
+      const std::string& page_token);
+  absl::StatusOr<lathe::v1::Job> Cancel(const std::string& id);
+  // Returns the job and its events after `after_seq` (at most `limit`).
+  // Waits up to `max_wait` when there are none yet and the job is not final.
+  absl::StatusOr<std::pair<lathe::v1::Job, std::vector<lathe::v1::Event>>>
+  WaitForEvents(const std::string& id, int64_t after_seq, int limit,
+                absl::Duration max_wait);
+  // Checkpoints by step, and the step of the best one (0 if none has metrics).
+  absl::StatusOr<std::pair<std::vector<lathe::v1::Checkpoint>, int64_t>>
+  ListCheckpoints(const std::string& job_id);
+  // `selector` is "latest" (or empty), "best" or a step number.
+  absl::StatusOr<ResolvedFile> ResolveCheckpointFile(const std::string& job_id,
+                                                     const std::string& selector,
+                                                     const std::string& file);
+  // Records an uploaded dataset blob under a display name.
+  absl::StatusOr<lathe::v1::Dataset> AddDataset(const std::string& name,
+                                                const std::string& sha256,
+                                                int64_t size);
+  absl::StatusOr<std::string> DatasetPath(const std::string& ref);
+
+  // ---- Workers ----
+  absl::StatusOr<WorkerRegistration> RegisterWorker(
+      const std::string& name, const std::vector<std::string>& devices,
+      const std::string& hostname);
+  // Returns the ids of this worker's jobs whose cancellation was requested.
+  // NOT_FOUND when the worker is unknown (it must register again).
+  absl::StatusOr<std::vector<std::string>> Heartbeat(
+      const std::string& worker_id);
+  // Takes the oldest queued job for the worker, waiting up to `max_wait`.
+  absl::StatusOr<std::optional<lathe::v1::Assignment>> AcquireJob(
+      const std::string& worker_id, absl::Duration max_wait);
+  // Applies a worker's events. Returns whether cancellation was requested.
+  absl::StatusOr<bool> ReportEvents(const std::string& job_id, int attempt,
+                                    std::vector<lathe::v1::Event> events);
+  // Checks that an upload for this attempt may proceed.
+  absl::Status CheckAttempt(const std::string& job_id, int attempt);
+  absl::Status FinishAttempt(const std::string& job_id, int attempt,
+                             lathe::v1::JobState outcome,
+                             const std::string& error);
+
+  // Drops workers whose heartbeat is older than the timeout and requeues
+  // their jobs. The server calls it periodically.
+  void ExpireWorkers();
+  // Wakes every waiter; later waits return at once.
+  void Shutdown();
+
+  const JobManagerOptions& options() const { return options_; }
+
+ private:
+  struct WorkerState {
+    std::string name;
+    int64_t last_seen_ms = 0;
+    std::set<std::string> jobs;
+  };
+
+  JobManager(JobManagerOptions options, Store* store, ArtifactStore* artifacts,
+             Metrics* metrics, Clock clock);
+  absl::Status Init();
+  absl::Status ValidateSpec(lathe::v1::JobSpec* spec, lathe::v1::Job* job);
+  absl::StatusOr<lathe::v1::Dataset> ResolveData(const std::string& field,
+                                                 const std::string& value);
+  absl::StatusOr<std::string> ResolveLocalPath(const std::string& field,
+                                               const std::string& value);
+  // Moves `job` to `state`, appending a state event to `events`, and keeps
+  // the per-state counts and metrics current.
+  void Transition(lathe::v1::Job* job, lathe::v1::JobState state,
+                  const std::string& message,
+                  std::vector<lathe::v1::Event>* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Save(lathe::v1::Job* job, std::vector<lathe::v1::Event>* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishCounts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<lathe::v1::Job> LoadRunning(const std::string& job_id,
+                                             int attempt)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ApplyCheckpoint(lathe::v1::Job* job, lathe::v1::Event* event)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const JobManagerOptions options_;
+  Store* const store_;
+  ArtifactStore* const artifacts_;
+  Metrics* const metrics_;
+  const Clock clock_;
+
+  absl::Mutex mu_;
+  // Signalled whenever a job changes or is queued.
+  absl::CondVar changed_;
+  std::map<int, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+bool IsFinal(lathe::v1::JobState state);
+
+}  // namespace lathe::server
+
+#endif  // LATHE_SERVER_CORE_JOB_MANAGER_H_

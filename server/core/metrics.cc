@@ -1,0 +1,72 @@
+#include "server/core/metrics.h"
+
+namespace lathe::server {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      jobs_(BuildGauge()
+                .Name("lathe_jobs")
+                .Help("Jobs by state")
+                .Register(*registry_)),
+      queue_depth_(BuildGauge()
+                       .Name("lathe_queue_depth_jobs")
+                       .Help("Jobs waiting in the queue")
+                       .Register(*registry_)
+                       .Add({})),
+      workers_(BuildGauge()
+                   .Name("lathe_workers")
+                   .Help("Registered worker agents with a live heartbeat")
+                   .Register(*registry_)
+                   .Add({})),
+      start_latency_(
+          BuildHistogram()
+              .Name("lathe_job_start_latency_seconds")
+              .Help("Time from submit to the first start of a job")
+              .Register(*registry_)
+              .Add({}, prometheus::Histogram::BucketBoundaries{
+                           0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800,
+                           7200})),
+      rpcs_(BuildCounter()
+                .Name("lathe_rpcs_total")
+                .Help("RPCs handled, by method and status code")
+                .Register(*registry_)),
+      loss_(BuildGauge()
+                .Name("lathe_job_train_loss")
+                .Help("Latest training loss of each running job")
+                .Register(*registry_)),
+      throughput_(BuildGauge()
+                      .Name("lathe_job_samples_per_second")
+                      .Help("Steady-state training throughput of each running "
+                            "job")
+                      .Register(*registry_)) {}
+
+void Metrics::SetJobsInState(const std::string& state, double n) {
+  jobs_.Add({{"state", state}}).Set(n);
+}
+void Metrics::SetQueueDepth(double n) { queue_depth_.Set(n); }
+void Metrics::SetWorkers(double n) { workers_.Set(n); }
+void Metrics::ObserveStartLatency(double seconds) {
+  start_latency_.Observe(seconds);
+}
+void Metrics::CountRpc(const std::string& method, const std::string& code) {
+  rpcs_.Add({{"method", method}, {"code", code}}).Increment();
+}
+void Metrics::SetRunningJob(const std::string& job_id, double loss,
+                            double samples_per_second) {
+  absl::MutexLock lock(&mu_);
+  loss_.Add({{"job", job_id}}).Set(loss);
+  throughput_.Add({{"job", job_id}}).Set(samples_per_second);
+}
+void Metrics::ClearRunningJob(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  if (loss_.Has({{"job", job_id}})) loss_.Remove(&loss_.Add({{"job", job_id}}));
+  if (throughput_.Has({{"job", job_id}})) {
+    throughput_.Remove(&throughput_.Add({{"job", job_id}}));
+  }
+}
+
+}  // namespace lathe::server

@@ -1,0 +1,463 @@
+#include "server/core/store.h"
+
+#include <sqlite3.h>
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status.h"
+
+namespace lathe::server {
+namespace {
+
+using lathe::v1::Checkpoint;
+using lathe::v1::Dataset;
+using lathe::v1::Event;
+using lathe::v1::Job;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  state INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  request_id TEXT UNIQUE,
+  data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, seq);
+CREATE TABLE IF NOT EXISTS events (
+  job_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS attempts (
+  job_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  worker_id TEXT NOT NULL,
+  start_ms INTEGER NOT NULL,
+  end_ms INTEGER,
+  outcome TEXT,
+  error TEXT,
+  PRIMARY KEY (job_id, attempt)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+  job_id TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (job_id, step)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS datasets (
+  sha256 TEXT PRIMARY KEY,
+  data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  hostname TEXT NOT NULL,
+  devices TEXT NOT NULL,
+  registered_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+)sql";
+
+// A prepared statement that finalizes itself.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const std::string& sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  absl::Status status() const {
+    if (rc_ == SQLITE_OK) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  }
+  void Bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()),
+                      SQLITE_TRANSIENT);
+  }
+  void BindBlob(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()),
+                      SQLITE_TRANSIENT);
+  }
+  void Bind(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void BindNull(int i) { sqlite3_bind_null(stmt_, i); }
+  // SQLITE_ROW, SQLITE_DONE or an error code.
+  int Step() { return sqlite3_step(stmt_); }
+  absl::Status Run() {
+    RETURN_IF_ERROR(status());
+    int rc = Step();
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return absl::OkStatus();
+    if (rc == SQLITE_CONSTRAINT) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+    }
+    if (rc == SQLITE_FULL) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+    }
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  }
+  absl::Status StepError() const {
+    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+  }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Blob(int col) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    int n = sqlite3_column_bytes(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), n) : std::string();
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+template <typename M>
+absl::StatusOr<M> Parse(const std::string& bytes, const char* what) {
+  M m;
+  if (!m.ParseFromString(bytes)) {
+    return absl::DataLossError(absl::StrCat("corrupt ", what, " row"));
+  }
+  return m;
+}
+
+}  // namespace
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                               SQLITE_OPEN_FULLMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(
+        absl::StrCat("cannot open database ", path, ": ", msg));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  auto store = std::unique_ptr<Store>(new Store(db));
+  absl::MutexLock lock(&store->mu_);
+  // WAL with synchronous=FULL: a commit is fsynced before it returns, so an
+  // acknowledged submit survives a crash of the process or the machine.
+  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
+  RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
+  RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
+  RETURN_IF_ERROR(store->Exec(kSchema));
+  return store;
+}
+
+Store::~Store() {
+  absl::MutexLock lock(&mu_);
+  sqlite3_close(db_);
+}
+
+absl::Status Store::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("sqlite: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::WriteJobLocked(const Job& job) {
+  Stmt st(db_, "UPDATE jobs SET state=?1, data=?2 WHERE id=?3");
+  st.Bind(1, static_cast<int64_t>(job.state()));
+  st.BindBlob(2, job.SerializeAsString());
+  st.Bind(3, job.id());
+  RETURN_IF_ERROR(st.Run());
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("job ", job.id(), " not found"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::AppendEventsLocked(Job* job, std::vector<Event>* events) {
+  if (events == nullptr) return absl::OkStatus();
+  const int64_t now = NowMs();
+  for (Event& e : *events) {
+    e.set_seq(job->last_event_seq() + 1);
+    if (e.time_ms() == 0) e.set_time_ms(now);
+    job->set_last_event_seq(e.seq());
+    Stmt st(db_, "INSERT INTO events(job_id, seq, data) VALUES(?1, ?2, ?3)");
+    st.Bind(1, job->id());
+    st.Bind(2, e.seq());
+    st.BindBlob(3, e.SerializeAsString());
+    RETURN_IF_ERROR(st.Run());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::InsertJob(Job* job, const std::string& request_id,
+                              std::vector<Event>* events) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    {
+      Stmt st(db_,
+              "INSERT INTO jobs(id, state, owner, request_id, data) "
+              "VALUES(?1, ?2, ?3, ?4, ?5)");
+      st.Bind(1, job->id());
+      st.Bind(2, static_cast<int64_t>(job->state()));
+      st.Bind(3, job->spec().owner());
+      if (request_id.empty()) {
+        st.BindNull(4);
+      } else {
+        st.Bind(4, request_id);
+      }
+      st.BindBlob(5, job->SerializeAsString());
+      RETURN_IF_ERROR(st.Run());
+    }
+    RETURN_IF_ERROR(AppendEventsLocked(job, events));
+    return WriteJobLocked(*job);
+  };
+  absl::Status s = body();
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::Status Store::UpdateJob(Job* job, std::vector<Event>* events) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s = AppendEventsLocked(job, events);
+  if (s.ok()) s = WriteJobLocked(*job);
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<std::vector<Job>> Store::QueryJobs(
+    const std::string& sql, const std::vector<std::string>& text_args,
+    const std::vector<int64_t>& int_args, std::vector<int64_t>* seqs) {
+  Stmt st(db_, sql);
+  RETURN_IF_ERROR(st.status());
+  int i = 1;
+  for (const auto& t : text_args) st.Bind(i++, t);
+  for (int64_t v : int_args) st.Bind(i++, v);
+  std::vector<Job> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(Job job, Parse<Job>(st.Blob(0), "job"));
+    if (seqs) seqs->push_back(st.Int(1));
+    out.push_back(std::move(job));
+  }
+  if (rc != SQLITE_DONE) return st.StepError();
+  return out;
+}
+
+absl::StatusOr<Job> Store::GetJob(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(auto jobs,
+                   QueryJobs("SELECT data, seq FROM jobs WHERE id=?1", {id}, {},
+                             nullptr));
+  if (jobs.empty()) {
+    return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  }
+  return jobs[0];
+}
+
+absl::StatusOr<std::optional<std::string>> Store::JobIdForRequest(
+    const std::string& request_id) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(auto jobs,
+                   QueryJobs("SELECT data, seq FROM jobs WHERE request_id=?1",
+                             {request_id}, {}, nullptr));
+  if (jobs.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(jobs[0].id());
+}
+
+absl::StatusOr<JobPage> Store::ListJobs(const std::vector<int>& states,
+                                        const std::string& owner, int limit,
+                                        int64_t before_seq) {
+  absl::MutexLock lock(&mu_);
+  std::string sql = "SELECT data, seq FROM jobs WHERE seq < ?";
+  std::vector<std::string> text;
+  std::vector<int64_t> ints;
+  // Text parameters bind first (positions 1..), then integers.
+  if (!owner.empty()) {
+    sql = "SELECT data, seq FROM jobs WHERE owner = ? AND seq < ?";
+    text.push_back(owner);
+  }
+  ints.push_back(before_seq > 0 ? before_seq : INT64_MAX);
+  if (!states.empty()) {
+    sql += " AND state IN (";
+    for (size_t i = 0; i < states.size(); ++i) {
+      sql += i ? ",?" : "?";
+      ints.push_back(states[i]);
+    }
+    sql += ")";
+  }
+  sql += " ORDER BY seq DESC LIMIT ?";
+  ints.push_back(limit + 1);
+  std::vector<int64_t> seqs;
+  ASSIGN_OR_RETURN(auto jobs, QueryJobs(sql, text, ints, &seqs));
+  JobPage page;
+  if (static_cast<int>(jobs.size()) > limit) {
+    jobs.resize(limit);
+    page.next_before_seq = seqs[limit - 1];
+  }
+  page.jobs = std::move(jobs);
+  return page;
+}
+
+absl::StatusOr<std::optional<Job>> Store::OldestQueued() {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(
+      auto jobs,
+      QueryJobs("SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq LIMIT 1",
+                {}, {static_cast<int64_t>(lathe::v1::QUEUED)}, nullptr));
+  if (jobs.empty()) return std::optional<Job>();
+  return std::optional<Job>(jobs[0]);
+}
+
+absl::StatusOr<std::vector<Job>> Store::JobsInState(int state) {
+  absl::MutexLock lock(&mu_);
+  return QueryJobs("SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq", {},
+                   {state}, nullptr);
+}
+
+absl::StatusOr<std::map<int, int64_t>> Store::CountJobsByState() {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  RETURN_IF_ERROR(st.status());
+  std::map<int, int64_t> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    out[static_cast<int>(st.Int(0))] = st.Int(1);
+  }
+  if (rc != SQLITE_DONE) return st.StepError();
+  return out;
+}
+
+absl::StatusOr<std::vector<Event>> Store::EventsAfter(const std::string& job_id,
+                                                      int64_t after_seq,
+                                                      int limit) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "SELECT data FROM events WHERE job_id=?1 AND seq>?2 ORDER BY seq "
+          "LIMIT ?3");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, job_id);
+  st.Bind(2, after_seq);
+  st.Bind(3, static_cast<int64_t>(limit));
+  std::vector<Event> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(Event e, Parse<Event>(st.Blob(0), "event"));
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return st.StepError();
+  return out;
+}
+
+absl::Status Store::RecordAttemptStart(const std::string& job_id, int attempt,
+                                       const std::string& worker_id,
+                                       int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "INSERT OR REPLACE INTO attempts(job_id, attempt, worker_id, "
+          "start_ms) VALUES(?1, ?2, ?3, ?4)");
+  st.Bind(1, job_id);
+  st.Bind(2, static_cast<int64_t>(attempt));
+  st.Bind(3, worker_id);
+  st.Bind(4, now_ms);
+  return st.Run();
+}
+
+absl::Status Store::RecordAttemptEnd(const std::string& job_id, int attempt,
+                                     const std::string& outcome,
+                                     const std::string& error, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "UPDATE attempts SET end_ms=?1, outcome=?2, error=?3 "
+          "WHERE job_id=?4 AND attempt=?5");
+  st.Bind(1, now_ms);
+  st.Bind(2, outcome);
+  st.Bind(3, error);
+  st.Bind(4, job_id);
+  st.Bind(5, static_cast<int64_t>(attempt));
+  return st.Run();
+}
+
+absl::Status Store::PutCheckpoint(const std::string& job_id,
+                                  const Checkpoint& checkpoint) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "INSERT OR REPLACE INTO checkpoints(job_id, step, data) "
+          "VALUES(?1, ?2, ?3)");
+  st.Bind(1, job_id);
+  st.Bind(2, checkpoint.step());
+  st.BindBlob(3, checkpoint.SerializeAsString());
+  return st.Run();
+}
+
+absl::StatusOr<std::vector<Checkpoint>> Store::Checkpoints(
+    const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, "SELECT data FROM checkpoints WHERE job_id=?1 ORDER BY step");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, job_id);
+  std::vector<Checkpoint> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(Checkpoint c, Parse<Checkpoint>(st.Blob(0), "checkpoint"));
+    out.push_back(std::move(c));
+  }
+  if (rc != SQLITE_DONE) return st.StepError();
+  return out;
+}
+
+absl::Status Store::PutDataset(const Dataset& dataset) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, "INSERT OR REPLACE INTO datasets(sha256, data) VALUES(?1, ?2)");
+  st.Bind(1, dataset.sha256());
+  st.BindBlob(2, dataset.SerializeAsString());
+  return st.Run();
+}
+
+absl::StatusOr<std::optional<Dataset>> Store::GetDataset(
+    const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, "SELECT data FROM datasets WHERE sha256=?1");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, sha256);
+  int rc = st.Step();
+  if (rc == SQLITE_DONE) return std::optional<Dataset>();
+  if (rc != SQLITE_ROW) return st.StepError();
+  ASSIGN_OR_RETURN(Dataset d, Parse<Dataset>(st.Blob(0), "dataset"));
+  return std::optional<Dataset>(std::move(d));
+}
+
+absl::Status Store::PutWorker(const std::string& id, const std::string& name,
+                              const std::string& hostname,
+                              const std::string& devices, int64_t now_ms) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "INSERT OR REPLACE INTO workers(id, name, hostname, devices, "
+          "registered_ms) VALUES(?1, ?2, ?3, ?4, ?5)");
+  st.Bind(1, id);
+  st.Bind(2, name);
+  st.Bind(3, hostname);
+  st.Bind(4, devices);
+  st.Bind(5, now_ms);
+  return st.Run();
+}
+
+}  // namespace lathe::server

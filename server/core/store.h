@@ -1,0 +1,107 @@
+// Durable state of the server in one SQLite database (WAL, synchronous=FULL):
+// jobs, their events, attempts, checkpoints, datasets and workers. Rows hold
+// the serialized protobuf message next to the columns that queries filter on.
+//
+// Thread safety: every method may be called from any thread; calls are
+// serialized on an internal mutex (one connection).
+#ifndef LATHE_SERVER_CORE_STORE_H_
+#define LATHE_SERVER_CORE_STORE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "lathe/v1/lathe.pb.h"
+
+struct sqlite3;
+
+namespace lathe::server {
+
+struct JobPage {
+  std::vector<lathe::v1::Job> jobs;
+  // Creation sequence of the last job returned; 0 when there are no more.
+  int64_t next_before_seq = 0;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database at `path` and its schema.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Inserts a new job with its first events in one transaction. `request_id`
+  // may be empty; a non-empty one is unique (ALREADY_EXISTS on a repeat).
+  // Assigns seq and time to `events` and sets job->last_event_seq.
+  absl::Status InsertJob(lathe::v1::Job* job, const std::string& request_id,
+                         std::vector<lathe::v1::Event>* events);
+  // Writes `job` and appends `events` (may be empty) in one transaction.
+  absl::Status UpdateJob(lathe::v1::Job* job,
+                         std::vector<lathe::v1::Event>* events);
+  // NOT_FOUND when there is no such job.
+  absl::StatusOr<lathe::v1::Job> GetJob(const std::string& id);
+  absl::StatusOr<std::optional<std::string>> JobIdForRequest(
+      const std::string& request_id);
+  // Newest first, jobs created before `before_seq` (0: from the newest).
+  absl::StatusOr<JobPage> ListJobs(const std::vector<int>& states,
+                                   const std::string& owner, int limit,
+                                   int64_t before_seq);
+  // The oldest QUEUED job, if any.
+  absl::StatusOr<std::optional<lathe::v1::Job>> OldestQueued();
+  absl::StatusOr<std::vector<lathe::v1::Job>> JobsInState(int state);
+  absl::StatusOr<std::map<int, int64_t>> CountJobsByState();
+
+  // Events with seq > after_seq, oldest first, at most `limit`.
+  absl::StatusOr<std::vector<lathe::v1::Event>> EventsAfter(
+      const std::string& job_id, int64_t after_seq, int limit);
+
+  absl::Status RecordAttemptStart(const std::string& job_id, int attempt,
+                                  const std::string& worker_id, int64_t now_ms);
+  absl::Status RecordAttemptEnd(const std::string& job_id, int attempt,
+                                const std::string& outcome,
+                                const std::string& error, int64_t now_ms);
+
+  absl::Status PutCheckpoint(const std::string& job_id,
+                             const lathe::v1::Checkpoint& checkpoint);
+  // Ordered by step.
+  absl::StatusOr<std::vector<lathe::v1::Checkpoint>> Checkpoints(
+      const std::string& job_id);
+
+  absl::Status PutDataset(const lathe::v1::Dataset& dataset);
+  absl::StatusOr<std::optional<lathe::v1::Dataset>> GetDataset(
+      const std::string& sha256);
+
+  absl::Status PutWorker(const std::string& id, const std::string& name,
+                         const std::string& hostname,
+                         const std::string& devices, int64_t now_ms);
+
+ private:
+  explicit Store(sqlite3* db) : db_(db) {}
+  absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteJobLocked(const lathe::v1::Job& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AppendEventsLocked(lathe::v1::Job* job,
+                                  std::vector<lathe::v1::Event>* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<lathe::v1::Job>> QueryJobs(
+      const std::string& sql, const std::vector<std::string>& text_args,
+      const std::vector<int64_t>& int_args, std::vector<int64_t>* seqs)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+};
+
+int64_t NowMs();
+
+}  // namespace lathe::server
+
+#endif  // LATHE_SERVER_CORE_STORE_H_

@@ -1,0 +1,266 @@
+// lathe-server: the control server. One object (ServerProcess) owns the
+// lifecycle: validate flags, build, start, serve, and drain on SIGTERM.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
+#include "common/files.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "prometheus/exposer.h"
+#include "server/api/services.h"
+#include "server/core/artifacts.h"
+#include "server/core/job_manager.h"
+#include "server/core/metrics.h"
+#include "server/core/store.h"
+#include "server/local_workers.h"
+
+namespace lathe::server {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: lathe-server [flags]\n"
+    "  --listen HOST:PORT          gRPC address (default 127.0.0.1:50051;\n"
+    "                              port 0 picks a free port)\n"
+    "  --metrics-listen HOST:PORT  Prometheus /metrics (default 127.0.0.1:9464)\n"
+    "  --data-dir DIR              database, artifacts and logs (default\n"
+    "                              ./lathe-data)\n"
+    "  --local-workers N           start N worker agents beside the server\n"
+    "  --allow-root DIR            a directory jobs may read models and file://\n"
+    "                              datasets from (repeatable)\n"
+    "  --worker-device DEV         device of the local workers (default cpu)\n"
+    "  --heartbeat-timeout-ms MS   drop a silent worker after MS (default 15000)\n"
+    "  --max-upload-mb MB          largest dataset or checkpoint file (4096)\n"
+    "The chosen addresses are written to DATA_DIR/server.json once serving.\n";
+
+struct Flags {
+  std::string listen = "127.0.0.1:50051";
+  std::string metrics_listen = "127.0.0.1:9464";
+  std::string data_dir = "lathe-data";
+  int local_workers = 0;
+  std::vector<std::string> allow_roots;
+  std::string worker_device = "cpu";
+  int64_t heartbeat_timeout_ms = 15000;
+  int64_t max_upload_mb = 4096;
+};
+
+absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    std::string v;
+    auto eq = a.find('=');
+    if (eq != std::string::npos) {
+      v = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else if (a != "--help" && a != "-h") {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat(a, " needs a value"));
+      }
+      v = argv[++i];
+    }
+    auto int_flag = [&](int64_t* out, int64_t lo, int64_t hi) -> absl::Status {
+      if (!absl::SimpleAtoi(v, out) || *out < lo || *out > hi) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            a, ": \"", v, "\" is not an integer in [", lo, ", ", hi, "]"));
+      }
+      return absl::OkStatus();
+    };
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (a == "--listen") {
+      f.listen = v;
+    } else if (a == "--metrics-listen") {
+      f.metrics_listen = v;
+    } else if (a == "--data-dir") {
+      f.data_dir = v;
+    } else if (a == "--local-workers") {
+      int64_t n;
+      RETURN_IF_ERROR(int_flag(&n, 0, 64));
+      f.local_workers = static_cast<int>(n);
+    } else if (a == "--allow-root") {
+      f.allow_roots.push_back(CanonicalPath(v));
+    } else if (a == "--worker-device") {
+      f.worker_device = v;
+    } else if (a == "--heartbeat-timeout-ms") {
+      RETURN_IF_ERROR(int_flag(&f.heartbeat_timeout_ms, 2000, 3600000));
+    } else if (a == "--max-upload-mb") {
+      RETURN_IF_ERROR(int_flag(&f.max_upload_mb, 1, 1 << 20));
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
+    }
+  }
+  return f;
+}
+
+std::string HostOf(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  return colon == std::string::npos ? addr : addr.substr(0, colon);
+}
+
+class ServerProcess {
+ public:
+  explicit ServerProcess(Flags flags) : flags_(std::move(flags)) {}
+
+  absl::Status Run() {
+    flags_.data_dir = CanonicalPath(flags_.data_dir);
+    RETURN_IF_ERROR(MakeDirs(flags_.data_dir + "/logs"));
+    ASSIGN_OR_RETURN(store_, Store::Open(flags_.data_dir + "/lathe.db"));
+    ASSIGN_OR_RETURN(artifacts_,
+                     ArtifactStore::Open(flags_.data_dir + "/artifacts"));
+    metrics_ = std::make_unique<Metrics>();
+    JobManagerOptions opts;
+    opts.allowed_roots = flags_.allow_roots;
+    opts.heartbeat_timeout = absl::Milliseconds(flags_.heartbeat_timeout_ms);
+    opts.max_upload_bytes = flags_.max_upload_mb << 20;
+    ASSIGN_OR_RETURN(manager_, JobManager::Create(opts, store_.get(),
+                                                  artifacts_.get(),
+                                                  metrics_.get()));
+
+    try {
+      exposer_ = std::make_unique<prometheus::Exposer>(flags_.metrics_listen);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot serve metrics on ", flags_.metrics_listen, ": ", e.what()));
+    }
+    exposer_->RegisterCollectable(metrics_->registry());
+    const auto metric_ports = exposer_->GetListeningPorts();
+    const std::string metrics_addr =
+        absl::StrCat(HostOf(flags_.metrics_listen), ":",
+                     metric_ports.empty() ? 0 : metric_ports[0]);
+
+    JobServiceImpl jobs(manager_.get(), metrics_.get());
+    DatasetServiceImpl datasets(manager_.get(), artifacts_.get(), metrics_.get());
+    WorkerServiceImpl workers(manager_.get(), artifacts_.get(), metrics_.get());
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort(flags_.listen, grpc::InsecureServerCredentials(),
+                             &port);
+    builder.SetMaxReceiveMessageSize(8 << 20);
+    builder.RegisterService(&jobs);
+    builder.RegisterService(&datasets);
+    builder.RegisterService(&workers);
+    server_ = builder.BuildAndStart();
+    if (server_ == nullptr || port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", flags_.listen));
+    }
+    const std::string grpc_addr = absl::StrCat(HostOf(flags_.listen), ":", port);
+
+    std::thread reaper([this] {
+      while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
+        manager_->ExpireWorkers();
+      }
+    });
+
+    if (flags_.local_workers > 0) {
+      const std::string dial =
+          absl::StrCat(HostOf(flags_.listen) == "0.0.0.0" ||
+                               HostOf(flags_.listen) == "[::]"
+                           ? "127.0.0.1"
+                           : HostOf(flags_.listen),
+                       ":", port);
+      std::vector<std::vector<std::string>> argvs;
+      std::vector<std::string> logs;
+      for (int i = 0; i < flags_.local_workers; ++i) {
+        argvs.push_back({ExecutableDir() + "/lathe-worker", "--server", dial,
+                         "--name", absl::StrCat("local-", i), "--work-dir",
+                         absl::StrCat(flags_.data_dir, "/workers/", i),
+                         "--device", flags_.worker_device});
+        logs.push_back(absl::StrCat(flags_.data_dir, "/logs/worker-", i, ".log"));
+      }
+      local_ = std::make_unique<LocalWorkers>(std::move(argvs), std::move(logs));
+      RETURN_IF_ERROR(local_->Start());
+    }
+
+    nlohmann::json info = {{"grpc", grpc_addr},
+                           {"metrics", metrics_addr},
+                           {"pid", static_cast<int64_t>(::getpid())}};
+    RETURN_IF_ERROR(
+        WriteFileAtomic(flags_.data_dir + "/server.json", info.dump() + "\n"));
+    std::fprintf(stderr,
+                 "lathe-server: serving gRPC on %s, metrics on "
+                 "http://%s/metrics, data in %s, %d local worker(s)\n",
+                 grpc_addr.c_str(), metrics_addr.c_str(),
+                 flags_.data_dir.c_str(), flags_.local_workers);
+
+    WaitForSignal();
+    std::fprintf(stderr, "lathe-server: shutting down\n");
+    server_->GetHealthCheckService()->SetServingStatus(false);
+    // Local workers first: they give their jobs back through the server.
+    if (local_) local_->Stop(10);
+    manager_->Shutdown();
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    stop_.Notify();
+    reaper.join();
+    server_->Wait();
+    std::fprintf(stderr, "lathe-server: stopped\n");
+    return absl::OkStatus();
+  }
+
+ private:
+  // SIGTERM and SIGINT were blocked in every thread before any started;
+  // this thread takes them synchronously.
+  static void WaitForSignal() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+  }
+
+  Flags flags_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<JobManager> manager_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<LocalWorkers> local_;
+  absl::Notification stop_;
+};
+
+}  // namespace
+}  // namespace lathe::server
+
+int main(int argc, char** argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto flags = lathe::server::ParseFlags(argc, argv);
+  if (!flags.ok()) {
+    std::fprintf(stderr, "lathe-server: %s\n%s",
+                 std::string(flags.status().message()).c_str(),
+                 lathe::server::kUsage);
+    return 2;
+  }
+  lathe::server::ServerProcess process(std::move(*flags));
+  absl::Status s = process.Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "lathe-server: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

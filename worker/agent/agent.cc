@@ -1,0 +1,494 @@
+#include "worker/agent/agent.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/files.h"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "worker/agent/child.h"
+
+namespace lathe::worker {
+namespace {
+
+namespace fs = std::filesystem;
+using lathe::v1::Assignment;
+using lathe::v1::Event;
+using nlohmann::json;
+
+constexpr size_t kChunk = 1 << 20;
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      s.error_message());
+}
+
+void Log(const std::string& msg) {
+  std::fprintf(stderr, "lathe-worker: %s\n", msg.c_str());
+}
+
+std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  return ctx;
+}
+
+// Maps one line of the child's protocol to an event; nullopt for lines that
+// need more than a plain relay (checkpoints, errors).
+Event EventFromLine(const json& j) {
+  Event e;
+  const std::string type = j.value("type", "");
+  if (type == "train") {
+    e.set_type(lathe::v1::EVENT_TYPE_TRAIN_METRICS);
+    auto* t = e.mutable_train();
+    t->set_step(j.value("step", int64_t{0}));
+    t->set_total_steps(j.value("total_steps", int64_t{0}));
+    t->set_loss(j.value("loss", 0.0));
+    t->set_learning_rate(j.value("learning_rate", 0.0));
+    t->set_samples_per_second(j.value("samples_per_second", 0.0));
+    t->set_epoch(j.value("epoch", 0.0));
+    t->set_eta_seconds(j.value("eta_seconds", 0.0));
+    e.set_step(t->step());
+  } else if (type == "eval") {
+    e.set_type(lathe::v1::EVENT_TYPE_EVAL_METRICS);
+    e.set_step(j.value("step", int64_t{0}));
+    if (j.contains("metrics") && j["metrics"].is_object()) {
+      for (auto& [k, v] : j["metrics"].items()) {
+        if (v.is_number()) (*e.mutable_eval())[k] = v.get<double>();
+      }
+    }
+  } else {
+    e.set_type(lathe::v1::EVENT_TYPE_LOG);
+    e.set_message(j.value("message", j.dump()));
+  }
+  return e;
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
+  if (options.name.empty()) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    options.name = host;
+  }
+  if (options.train_binary.empty()) {
+    options.train_binary = ExecutableDir() + "/lathe-train";
+  }
+  if (::access(options.train_binary.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "training binary ", options.train_binary, " is not executable"));
+  }
+  options.work_dir = CanonicalPath(options.work_dir);
+  RETURN_IF_ERROR(MakeDirs(options.work_dir + "/cache/datasets"));
+  RETURN_IF_ERROR(MakeDirs(options.work_dir + "/jobs"));
+  auto agent = std::unique_ptr<Agent>(new Agent(std::move(options)));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  agent->stub_ = lathe::v1::WorkerService::NewStub(grpc::CreateCustomChannel(
+      agent->options_.server, grpc::InsecureChannelCredentials(), args));
+  return agent;
+}
+
+std::string Agent::WorkerId() {
+  absl::MutexLock lock(&mu_);
+  return worker_id_;
+}
+
+absl::Status Agent::Register() {
+  lathe::v1::RegisterWorkerRequest req;
+  req.set_name(options_.name);
+  req.add_devices(options_.device);
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  req.set_hostname(host);
+  lathe::v1::RegisterWorkerResponse resp;
+  auto ctx = Ctx(absl::Seconds(10));
+  RETURN_IF_ERROR(FromGrpc(stub_->RegisterWorker(ctx.get(), req, &resp)));
+  absl::MutexLock lock(&mu_);
+  worker_id_ = resp.worker_id();
+  heartbeat_interval_ = absl::Milliseconds(
+      std::max<int64_t>(100, resp.heartbeat_interval_ms()));
+  Log(absl::StrCat("registered with ", options_.server, " as ", worker_id_,
+                   " (", options_.name, ", ", options_.device, ")"));
+  return absl::OkStatus();
+}
+
+void Agent::HeartbeatLoop() {
+  while (!stop_) {
+    absl::Duration interval;
+    std::string id, job;
+    {
+      absl::MutexLock lock(&mu_);
+      interval = heartbeat_interval_;
+      id = worker_id_;
+      job = current_job_;
+    }
+    if (!id.empty()) {
+      lathe::v1::HeartbeatRequest req;
+      req.set_worker_id(id);
+      lathe::v1::HeartbeatResponse resp;
+      auto ctx = Ctx(absl::Seconds(5));
+      grpc::Status s = stub_->Heartbeat(ctx.get(), req, &resp);
+      if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+        // The server forgot us (restart or timeout): our job, if any, was
+        // requeued, so stop it and register again.
+        reregister_ = true;
+        if (!job.empty()) cancel_ = true;
+      }
+      for (const auto& c : resp.cancel_job_ids()) {
+        if (c == job) cancel_ = true;
+      }
+    }
+    absl::SleepFor(interval);
+  }
+}
+
+absl::Status Agent::Run() {
+  std::thread heartbeats([this] { HeartbeatLoop(); });
+  absl::Duration backoff = absl::Milliseconds(200);
+  while (!stop_) {
+    if (WorkerId().empty() || reregister_) {
+      absl::Status s = Register();
+      if (!s.ok()) {
+        Log(absl::StrCat("cannot register with ", options_.server, ": ",
+                         s.message(), "; retrying"));
+        absl::SleepFor(backoff);
+        backoff = std::min(backoff * 2, absl::Seconds(5));
+        continue;
+      }
+      reregister_ = false;
+      backoff = absl::Milliseconds(200);
+    }
+    lathe::v1::AcquireJobRequest req;
+    req.set_worker_id(WorkerId());
+    req.set_wait_ms(10000);
+    lathe::v1::AcquireJobResponse resp;
+    auto ctx = Ctx(absl::Seconds(15));
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) break;
+      acquire_ctx_ = ctx.get();
+    }
+    grpc::Status s = stub_->AcquireJob(ctx.get(), req, &resp);
+    {
+      absl::MutexLock lock(&mu_);
+      acquire_ctx_ = nullptr;
+    }
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      reregister_ = true;
+      continue;
+    }
+    if (!s.ok()) {
+      if (stop_) break;
+      Log(absl::StrCat("acquire failed: ", s.error_message(), "; retrying"));
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(5));
+      continue;
+    }
+    backoff = absl::Milliseconds(200);
+    if (resp.has_assignment()) {
+      if (stop_) {
+        Finish(resp.assignment(), lathe::v1::QUEUED, "worker is shutting down");
+        break;
+      }
+      RunJob(resp.assignment());
+    }
+  }
+  heartbeats.join();
+  return absl::OkStatus();
+}
+
+void Agent::Stop() {
+  absl::MutexLock lock(&mu_);
+  stop_ = true;
+  if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
+}
+
+absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {
+  const std::string path = absl::StrCat(options_.work_dir, "/cache/datasets/",
+                                        ds.sha256());
+  if (PathExists(path)) return path;  // written only after verification
+  const std::string tmp = absl::StrCat(path, ".part-", ::getpid());
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return absl::InternalError(absl::StrCat("cannot create ", tmp));
+    lathe::v1::FetchDatasetRequest req;
+    req.set_ref(ds.ref());
+    auto ctx = Ctx(absl::Minutes(30));
+    auto reader = stub_->FetchDataset(ctx.get(), req);
+    lathe::v1::FetchDatasetResponse chunk;
+    Sha256 hash;
+    while (reader->Read(&chunk)) {
+      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      hash.Update(chunk.data());
+    }
+    absl::Status s = FromGrpc(reader->Finish());
+    out.close();
+    if (s.ok() && hash.Hex() != ds.sha256()) {
+      s = absl::DataLossError(absl::StrCat("dataset ", ds.ref(),
+                                           " arrived with a different SHA-256"));
+    }
+    if (!s.ok()) {
+      ::unlink(tmp.c_str());
+      return s;
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot store ", path));
+  }
+  return path;
+}
+
+absl::StatusOr<Event> Agent::UploadCheckpoint(const Assignment& a, int64_t step,
+                                              const std::string& dir) {
+  Event e;
+  e.set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
+  e.set_step(step);
+  auto* cp = e.mutable_checkpoint();
+  cp->set_step(step);
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.is_regular_file()) names.push_back(entry.path().filename());
+  }
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot list checkpoint ", dir, ": ", ec.message()));
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const std::string path = dir + "/" + name;
+    ASSIGN_OR_RETURN(std::string sha, Sha256File(path));
+    ASSIGN_OR_RETURN(int64_t size, FileSize(path));
+    lathe::v1::FileInfo info;
+    info.set_name(name);
+    info.set_size(size);
+    info.set_sha256(sha);
+    auto ctx = Ctx(absl::Minutes(30));
+    lathe::v1::UploadCheckpointFileResponse resp;
+    auto writer = stub_->UploadCheckpointFile(ctx.get(), &resp);
+    std::ifstream in(path, std::ios::binary);
+    std::string buf(kChunk, '\0');
+    bool first = true;
+    while (first || in) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      lathe::v1::UploadCheckpointFileRequest msg;
+      if (first) {
+        msg.set_job_id(a.job_id());
+        msg.set_attempt(a.attempt());
+        msg.set_step(step);
+        *msg.mutable_file() = info;
+        first = false;
+      }
+      msg.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+      if (!writer->Write(msg)) break;
+    }
+    writer->WritesDone();
+    RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+    *cp->add_files() = info;
+  }
+  return e;
+}
+
+bool Agent::Report(const Assignment& a, std::vector<Event> events) {
+  lathe::v1::ReportEventsRequest req;
+  req.set_job_id(a.job_id());
+  req.set_attempt(a.attempt());
+  for (auto& e : events) *req.add_events() = std::move(e);
+  for (int tries = 0; tries < 5; ++tries) {
+    lathe::v1::ReportEventsResponse resp;
+    auto ctx = Ctx(absl::Seconds(10));
+    grpc::Status s = stub_->ReportEvents(ctx.get(), req, &resp);
+    if (s.ok()) {
+      if (resp.cancel_requested()) cancel_ = true;
+      return true;
+    }
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+        s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      Log(absl::StrCat("job ", a.job_id(), " is no longer ours: ",
+                       s.error_message()));
+      return false;
+    }
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+      Log(absl::StrCat("report refused: ", s.error_message()));
+      return true;
+    }
+    absl::SleepFor(absl::Seconds(1));
+  }
+  return true;
+}
+
+void Agent::Finish(const Assignment& a, lathe::v1::JobState outcome,
+                   const std::string& error) {
+  lathe::v1::FinishAttemptRequest req;
+  req.set_job_id(a.job_id());
+  req.set_attempt(a.attempt());
+  req.set_outcome(outcome);
+  req.set_error(error);
+  for (int tries = 0; tries < 5; ++tries) {
+    lathe::v1::FinishAttemptResponse resp;
+    auto ctx = Ctx(absl::Seconds(10));
+    grpc::Status s = stub_->FinishAttempt(ctx.get(), req, &resp);
+    if (s.ok() || s.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      if (!s.ok()) Log(absl::StrCat("finish refused: ", s.error_message()));
+      return;
+    }
+    absl::SleepFor(absl::Seconds(1));
+  }
+}
+
+void Agent::RunJob(const Assignment& a) {
+  cancel_ = false;
+  {
+    absl::MutexLock lock(&mu_);
+    current_job_ = a.job_id();
+  }
+  Log(absl::StrCat("running job ", a.job_id(), " attempt ", a.attempt()));
+  const std::string dir = absl::StrCat(options_.work_dir, "/jobs/", a.job_id(),
+                                       "/attempt-", a.attempt());
+  auto done = [&](lathe::v1::JobState outcome, const std::string& error) {
+    Finish(a, outcome, error);
+    Log(absl::StrCat("job ", a.job_id(), " attempt ", a.attempt(), " ended ",
+                     lathe::v1::JobState_Name(outcome),
+                     error.empty() ? "" : ": " + error));
+    absl::MutexLock lock(&mu_);
+    current_job_.clear();
+  };
+
+  absl::Status s = MakeDirs(dir + "/output");
+  std::string train_path, val_path;
+  if (s.ok()) {
+    auto p = FetchDataset(a.train_dataset());
+    if (p.ok()) train_path = *p; else s = p.status();
+  }
+  if (s.ok() && !a.validation_dataset().ref().empty()) {
+    auto p = FetchDataset(a.validation_dataset());
+    if (p.ok()) val_path = *p; else s = p.status();
+  }
+  json spec = {{"job_id", a.job_id()},
+               {"task", a.spec().task()},
+               {"model", a.spec().model()},
+               {"train_data", train_path},
+               {"train_name", a.train_dataset().name()},
+               {"validation_data", val_path},
+               {"validation_name", a.validation_dataset().name()},
+               {"params", json::object()},
+               {"device", a.spec().device()},
+               {"assets_dir", options_.assets_dir}};
+  for (const auto& [k, v] : a.spec().params()) spec["params"][k] = v;
+  if (s.ok()) s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
+  if (!s.ok()) {
+    done(lathe::v1::FAILED, absl::StrCat("cannot prepare the job: ", s.message()));
+    return;
+  }
+
+  auto child = ChildProcess::Start(
+      {options_.train_binary, "--spec", dir + "/spec.json", "--out",
+       dir + "/output"},
+      dir + "/train.log");
+  if (!child.ok()) {
+    done(lathe::v1::FAILED, std::string(child.status().message()));
+    return;
+  }
+  std::string error;
+  std::string upload_error;
+  bool ours = true;
+  bool stopped = false;
+  while (true) {
+    if ((cancel_ || stop_ || !ours) && !stopped) {
+      (*child)->Terminate(options_.kill_grace);
+      stopped = true;
+    }
+    auto line = (*child)->ReadLine(absl::Milliseconds(200));
+    if (!line.has_value()) {
+      if ((*child)->eof()) break;
+      continue;
+    }
+    if (stopped || !ours) continue;
+    json j = json::parse(*line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object()) {
+      Event e;
+      e.set_type(lathe::v1::EVENT_TYPE_LOG);
+      e.set_message(line->substr(0, 4096));
+      ours = Report(a, {e});
+      continue;
+    }
+    const std::string type = j.value("type", "");
+    if (type == "error") {
+      error = j.value("message", "training failed");
+      continue;
+    }
+    if (type == "checkpoint") {
+      auto e = UploadCheckpoint(a, j.value("step", int64_t{0}),
+                                j.value("dir", std::string()));
+      if (!e.ok()) {
+        upload_error = std::string(e.status().message());
+        Log(absl::StrCat("checkpoint upload failed: ", upload_error));
+        continue;
+      }
+      e->mutable_checkpoint()->set_final(j.value("final", false));
+      if (j.contains("metrics") && j["metrics"].is_object()) {
+        for (auto& [k, v] : j["metrics"].items()) {
+          if (v.is_number()) {
+            (*e->mutable_checkpoint()->mutable_metrics())[k] = v.get<double>();
+          }
+        }
+      }
+      ours = Report(a, {*e});
+      continue;
+    }
+    ours = Report(a, {EventFromLine(j)});
+  }
+  ChildExit exit = (*child)->Wait();
+  if (!ours) {
+    Log(absl::StrCat("stopped job ", a.job_id(), ": attempt is stale"));
+    absl::MutexLock lock(&mu_);
+    current_job_.clear();
+    return;
+  }
+  if (stopped) {
+    if (stop_ && !cancel_) {
+      done(lathe::v1::QUEUED, "worker is shutting down");
+    } else {
+      done(lathe::v1::CANCELLED, "");
+    }
+    return;
+  }
+  if (!exit.signaled && exit.code == 0) {
+    if (!upload_error.empty()) {
+      done(lathe::v1::FAILED,
+           absl::StrCat("checkpoint upload failed: ", upload_error));
+    } else {
+      done(lathe::v1::SUCCEEDED, "");
+    }
+    return;
+  }
+  if (error.empty()) {
+    error = exit.signaled
+                ? absl::StrCat("training process killed by signal ", exit.code)
+                : absl::StrCat("training process exited with code ", exit.code);
+    // The end of the child's log usually says why.
+    auto log = ReadFile(dir + "/train.log");
+    if (log.ok() && !log->empty()) {
+      std::string tail = log->substr(log->size() > 600 ? log->size() - 600 : 0);
+      error += "; log ends: " + tail;
+    }
+  }
+  done(lathe::v1::FAILED, error);
+}
+
+}  // namespace lathe::worker

@@ -1,0 +1,70 @@
+// The worker agent: dials the server, registers, heartbeats, acquires one job
+// at a time, fetches its data (cached by digest), runs the training child,
+// relays the child's events and checkpoints, and stops the child on cancel.
+// It does not link LibTorch; the child does.
+#ifndef LATHE_WORKER_AGENT_AGENT_H_
+#define LATHE_WORKER_AGENT_AGENT_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lathe/v1/lathe.grpc.pb.h"
+
+namespace lathe::worker {
+
+struct AgentOptions {
+  std::string server = "127.0.0.1:50051";
+  std::string name;                // default: the host name
+  std::string device = "cpu";      // "cpu" or "cuda:N"
+  std::string work_dir = "lathe-worker-data";
+  std::string train_binary;        // default: lathe-train beside this binary
+  std::string assets_dir;          // default: the child's own default
+  // How long the child gets after SIGTERM before SIGKILL on cancel.
+  absl::Duration kill_grace = absl::Seconds(3);
+};
+
+class Agent {
+ public:
+  static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentOptions options);
+  // Serves jobs until Stop(). Returns OK after a stop.
+  absl::Status Run();
+  // Safe from any thread: stops the current child and gives its job back.
+  void Stop();
+
+ private:
+  explicit Agent(AgentOptions options);
+  absl::Status Register();
+  void HeartbeatLoop();
+  void RunJob(const lathe::v1::Assignment& a);
+  absl::StatusOr<std::string> FetchDataset(const lathe::v1::Dataset& ds);
+  absl::StatusOr<lathe::v1::Event> UploadCheckpoint(
+      const lathe::v1::Assignment& a, int64_t step, const std::string& dir);
+  // Sends events; returns false when the attempt is no longer ours.
+  bool Report(const lathe::v1::Assignment& a,
+              std::vector<lathe::v1::Event> events);
+  void Finish(const lathe::v1::Assignment& a, lathe::v1::JobState outcome,
+              const std::string& error);
+  std::string WorkerId();
+
+  const AgentOptions options_;
+  std::unique_ptr<lathe::v1::WorkerService::Stub> stub_;
+  absl::Mutex mu_;
+  std::string worker_id_ ABSL_GUARDED_BY(mu_);
+  std::string current_job_ ABSL_GUARDED_BY(mu_);
+  // The in-flight long poll, cancelled by Stop().
+  grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> cancel_{false};
+  std::atomic<bool> reregister_{false};
+};
+
+}  // namespace lathe::worker
+
+#endif  // LATHE_WORKER_AGENT_AGENT_H_

@@ -1,0 +1,101 @@
+// lathe-worker: the worker agent. `lathe-worker train ...` runs the training
+// child directly (it executes lathe-train, which links LibTorch).
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "worker/agent/agent.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: lathe-worker [flags]\n"
+    "       lathe-worker train --spec SPEC.json --out DIR\n"
+    "  --server HOST:PORT   the lathe-server to dial (default $LATHE_SERVER or\n"
+    "                       127.0.0.1:50051)\n"
+    "  --name NAME          worker name (default: the host name)\n"
+    "  --device DEV         cpu (default) or cuda:N\n"
+    "  --work-dir DIR       dataset cache and job folders\n"
+    "                       (default ./lathe-worker-data)\n"
+    "  --assets-dir DIR     tokenizer assets for presets (default: beside the\n"
+    "                       binaries)\n"
+    "  --train-binary PATH  the training child (default: lathe-train beside\n"
+    "                       this binary)\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "train") {
+    std::string bin = lathe::ExecutableDir() + "/lathe-train";
+    std::vector<char*> args = {bin.data()};
+    for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+    args.push_back(nullptr);
+    ::execv(bin.c_str(), args.data());
+    std::perror("lathe-worker: cannot execute lathe-train");
+    return 1;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  lathe::worker::AgentOptions opts;
+  if (const char* env = std::getenv("LATHE_SERVER")) opts.server = env;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    std::string v;
+    auto eq = a.find('=');
+    if (eq != std::string::npos) {
+      v = a.substr(eq + 1);
+      a = a.substr(0, eq);
+    } else if (i + 1 < argc) {
+      v = argv[++i];
+    } else {
+      std::fprintf(stderr, "lathe-worker: %s needs a value\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+    if (a == "--server") opts.server = v;
+    else if (a == "--name") opts.name = v;
+    else if (a == "--device") opts.device = v;
+    else if (a == "--work-dir") opts.work_dir = v;
+    else if (a == "--assets-dir") opts.assets_dir = v;
+    else if (a == "--train-binary") opts.train_binary = v;
+    else {
+      std::fprintf(stderr, "lathe-worker: unknown flag %s\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
+  if (opts.device != "cpu" && opts.device.rfind("cuda:", 0) != 0) {
+    std::fprintf(stderr, "lathe-worker: --device must be cpu or cuda:N\n");
+    return 2;
+  }
+  auto agent = lathe::worker::Agent::Create(opts);
+  if (!agent.ok()) {
+    std::fprintf(stderr, "lathe-worker: %s\n", agent.status().ToString().c_str());
+    return 1;
+  }
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    std::fprintf(stderr, "lathe-worker: stopping (signal %d)\n", sig);
+    (*agent)->Stop();
+  });
+  signals.detach();
+  auto s = (*agent)->Run();
+  std::fprintf(stderr, "lathe-worker: stopped\n");
+  return s.ok() ? 0 : 1;
+}
