@@ -302,6 +302,7 @@ absl::StatusOr<Job> JobManager::Submit(JobSpec spec,
   job.set_id(RandomId("job-"));
   *job.mutable_spec() = std::move(spec);
   job.set_create_time_ms(clock_());
+  job.mutable_train_metrics();  // present (zero) in every view from the start
   absl::MutexLock lock(&mu_);
   std::vector<Event> events;
   Transition(&job, lathe::v1::QUEUED, "job submitted", &events);

@@ -1,0 +1,169 @@
+#include "client/client.h"
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "common/status.h"
+
+namespace lathe::client {
+
+absl::Status FromGrpc(const ::grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      s.error_message());
+}
+
+Client::Client(const std::string& target) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(8 << 20);
+  auto channel = grpc::CreateCustomChannel(
+      target, grpc::InsecureChannelCredentials(), args);
+  jobs_ = lathe::v1::JobService::NewStub(channel);
+  datasets_ = lathe::v1::DatasetService::NewStub(channel);
+}
+
+absl::StatusOr<lathe::v1::Dataset> Client::UploadDataset(
+    const std::string& path, const std::string& name) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  grpc::ClientContext ctx;
+  lathe::v1::UploadDatasetResponse resp;
+  auto writer = datasets_->UploadDataset(&ctx, &resp);
+  std::string buf(1 << 20, '\0');
+  bool first = true;
+  while (first || in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    lathe::v1::UploadDatasetRequest msg;
+    if (first) msg.set_name(name);
+    first = false;
+    msg.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+    if (!writer->Write(msg)) break;
+  }
+  writer->WritesDone();
+  RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+  return resp.dataset();
+}
+
+absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
+  if (arg.empty() || absl::StartsWith(arg, "dataset:") ||
+      absl::StartsWith(arg, "file://")) {
+    return arg;
+  }
+  if (!PathExists(arg)) {
+    return absl::NotFoundError(absl::StrCat(
+        "\"", arg, "\" is neither a local file, a dataset: reference nor a "
+        "file:// URI"));
+  }
+  std::string name = arg.substr(arg.rfind('/') + 1);
+  ASSIGN_OR_RETURN(auto ds, UploadDataset(arg, name));
+  return ds.ref();
+}
+
+absl::Status Client::DownloadFile(const std::string& job_id,
+                                  const std::string& selector,
+                                  const lathe::v1::FileInfo& file,
+                                  const std::string& dest) {
+  const std::string path = dest + "/" + file.name();
+  const std::string part = path + ".part";
+  // A file already complete and correct needs no transfer.
+  if (auto sha = Sha256File(path); sha.ok() && *sha == file.sha256()) {
+    return absl::OkStatus();
+  }
+  int64_t offset = 0;
+  if (auto size = FileSize(part); size.ok() && *size <= file.size()) {
+    offset = *size;
+  } else {
+    ::unlink(part.c_str());
+  }
+  {
+    std::ofstream out(part, std::ios::binary | std::ios::app);
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", part));
+    lathe::v1::DownloadCheckpointFileRequest req;
+    req.set_job_id(job_id);
+    req.set_checkpoint(selector);
+    req.set_file(file.name());
+    req.set_offset(offset);
+    grpc::ClientContext ctx;
+    auto reader = jobs_->DownloadCheckpointFile(&ctx, req);
+    lathe::v1::DownloadCheckpointFileResponse chunk;
+    while (reader->Read(&chunk)) {
+      if (chunk.offset() != offset) {
+        ctx.TryCancel();
+        return absl::DataLossError("download chunks arrived out of order");
+      }
+      out.write(chunk.data().data(),
+                static_cast<std::streamsize>(chunk.data().size()));
+      offset += static_cast<int64_t>(chunk.data().size());
+    }
+    RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", part));
+  }
+  ASSIGN_OR_RETURN(std::string sha, Sha256File(part));
+  if (sha != file.sha256()) {
+    ::unlink(part.c_str());
+    return absl::DataLossError(absl::StrCat(file.name(), ": SHA-256 ", sha,
+                                            " does not match ", file.sha256()));
+  }
+  if (::rename(part.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", part));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<lathe::v1::Checkpoint> Client::DownloadCheckpoint(
+    const std::string& job_id, const std::string& selector,
+    const std::string& dest,
+    const std::function<void(const lathe::v1::FileInfo&)>& progress) {
+  lathe::v1::ListCheckpointsRequest req;
+  req.set_job_id(job_id);
+  lathe::v1::ListCheckpointsResponse resp;
+  grpc::ClientContext ctx;
+  RETURN_IF_ERROR(FromGrpc(jobs_->ListCheckpoints(&ctx, req, &resp)));
+  if (resp.checkpoints().empty()) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no checkpoints"));
+  }
+  int64_t step = 0;
+  if (selector.empty() || selector == "latest") {
+    step = resp.checkpoints().rbegin()->step();
+  } else if (selector == "best") {
+    step = resp.best_step() ? resp.best_step()
+                            : resp.checkpoints().rbegin()->step();
+  } else {
+    char* end = nullptr;
+    step = std::strtoll(selector.c_str(), &end, 10);
+    if (end == selector.c_str() || *end != '\0') {
+      return absl::InvalidArgumentError(
+          "--checkpoint must be latest, best or a step number");
+    }
+  }
+  const lathe::v1::Checkpoint* chosen = nullptr;
+  for (const auto& c : resp.checkpoints()) {
+    if (c.step() == step) chosen = &c;
+  }
+  if (chosen == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id,
+                                            " has no checkpoint at step ", step));
+  }
+  RETURN_IF_ERROR(MakeDirs(dest));
+  // Ask for the exact step so that a newer checkpoint arriving meanwhile
+  // cannot mix files of two steps.
+  const std::string exact = absl::StrCat(chosen->step());
+  for (const auto& f : chosen->files()) {
+    if (f.name().find('/') != std::string::npos || f.name() == ".." ||
+        f.name() == ".") {
+      return absl::DataLossError(absl::StrCat("unsafe file name ", f.name()));
+    }
+    RETURN_IF_ERROR(DownloadFile(job_id, exact, f, dest));
+    if (progress) progress(f);
+  }
+  return *chosen;
+}
+
+}  // namespace lathe::client

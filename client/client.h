@@ -1,0 +1,51 @@
+// Client library for Lathe: the calls the CLI and C++ pipelines make, with
+// statuses in absl form and file transfers that verify SHA-256.
+#ifndef LATHE_CLIENT_CLIENT_H_
+#define LATHE_CLIENT_CLIENT_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "lathe/v1/lathe.grpc.pb.h"
+
+namespace lathe::client {
+
+absl::Status FromGrpc(const ::grpc::Status& s);
+
+class Client {
+ public:
+  // `target` is HOST:PORT.
+  explicit Client(const std::string& target);
+
+  lathe::v1::JobService::Stub& jobs() { return *jobs_; }
+  lathe::v1::DatasetService::Stub& datasets() { return *datasets_; }
+
+  // Streams a local file to the server and returns its dataset reference.
+  absl::StatusOr<lathe::v1::Dataset> UploadDataset(const std::string& path,
+                                                   const std::string& name);
+  // Turns a --train-data argument into a reference the server accepts: a
+  // local file is uploaded; dataset: refs and file:// URIs pass through.
+  absl::StatusOr<std::string> ResolveData(const std::string& arg);
+  // Downloads every file of one checkpoint (`selector`: latest, best or a
+  // step) into `dest`, resuming partial files, and verifies each SHA-256.
+  // `progress` is told each file as it completes.
+  absl::StatusOr<lathe::v1::Checkpoint> DownloadCheckpoint(
+      const std::string& job_id, const std::string& selector,
+      const std::string& dest,
+      const std::function<void(const lathe::v1::FileInfo&)>& progress);
+
+ private:
+  absl::Status DownloadFile(const std::string& job_id,
+                            const std::string& selector,
+                            const lathe::v1::FileInfo& file,
+                            const std::string& dest);
+  std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
+  std::unique_ptr<lathe::v1::DatasetService::Stub> datasets_;
+};
+
+}  // namespace lathe::client
+
+#endif  // LATHE_CLIENT_CLIENT_H_
