@@ -1,0 +1,373 @@
+// Unit tests of the server core: the SQLite store, the artifact store and the
+// job manager's state machine. Real SQLite and real files in a temporary
+// directory; the only fake is the clock (tests/support/fake_clock.h).
+#include "server/core/job_manager.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/files.h"
+#include "tests/support/fake_clock.h"
+#include "tests/support/temp_dir.h"
+
+namespace lathe::server {
+namespace {
+
+using lathe::v1::Event;
+using lathe::v1::Job;
+using lathe::v1::JobSpec;
+using ::testing::HasSubstr;
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = *Store::Open(dir_.path() + "/lathe.db");
+    artifacts_ = *ArtifactStore::Open(dir_.path() + "/artifacts");
+    JobManagerOptions opts;
+    opts.allowed_roots = {dir_.path()};
+    opts.heartbeat_timeout = absl::Seconds(10);
+    manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(),
+                                   &metrics_, clock_.AsClock());
+    auto w = artifacts_->NewWriter(1 << 20);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append("{\"text\":\"a\",\"label\":\"x\"}\n").ok());
+    auto sha = (*w)->Commit();
+    ASSERT_TRUE(sha.ok());
+    dataset_ = *manager_->AddDataset("train.jsonl", *sha, (*w)->size());
+  }
+
+  JobSpec Spec() {
+    JobSpec spec;
+    spec.set_task("text-classification");
+    spec.set_model("preset:bert-tiny");
+    spec.set_train_data(dataset_.ref());
+    return spec;
+  }
+
+  std::string RegisterWorker() {
+    auto reg = manager_->RegisterWorker("w", {"cpu"}, "host");
+    EXPECT_TRUE(reg.ok()) << reg.status();
+    return reg->worker_id;
+  }
+
+  TempDir dir_;
+  FakeClock clock_;
+  Metrics metrics_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::unique_ptr<JobManager> manager_;
+  lathe::v1::Dataset dataset_;
+};
+
+TEST_F(JobManagerTest, SubmitStoresAQueuedJobWithAnEvent) {
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), lathe::v1::QUEUED);
+  EXPECT_EQ(job->spec().device(), "cpu");
+  EXPECT_EQ(job->train_dataset().sha256(), dataset_.sha256());
+  auto stored = store_->GetJob(job->id());
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->state(), lathe::v1::QUEUED);
+  auto events = store_->EventsAfter(job->id(), 0, 10);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].state(), lathe::v1::QUEUED);
+  EXPECT_EQ((*events)[0].seq(), 1);
+}
+
+TEST_F(JobManagerTest, InvalidFieldsAreNamed) {
+  struct Case {
+    std::function<void(JobSpec*)> mutate;
+    const char* field;
+  };
+  const std::vector<Case> cases = {
+      {[](JobSpec* s) { s->set_task("translation"); }, "spec.task"},
+      {[](JobSpec* s) { s->clear_task(); }, "spec.task"},
+      {[](JobSpec* s) { s->set_model("preset:gpt-17"); }, "spec.model"},
+      {[](JobSpec* s) { s->set_model("bert-base-uncased"); }, "spec.model"},
+      {[](JobSpec* s) { s->set_model("/etc"); }, "spec.model"},
+      {[](JobSpec* s) { s->clear_train_data(); }, "spec.train_data"},
+      {[](JobSpec* s) { s->set_train_data("dataset:" + std::string(64, 'a')); },
+       "spec.train_data"},
+      {[](JobSpec* s) { s->set_train_data("file:///etc/passwd"); },
+       "spec.train_data"},
+      {[](JobSpec* s) { s->set_validation_data("/nonexistent/x.jsonl"); },
+       "spec.validation_data"},
+      {[](JobSpec* s) { (*s->mutable_params())["learning_rate"] = "-1"; },
+       "spec.params[learning_rate]"},
+      {[](JobSpec* s) { (*s->mutable_params())["epochs"] = "many"; },
+       "spec.params[epochs]"},
+      {[](JobSpec* s) { (*s->mutable_params())["dropout_rate"] = "0.1"; },
+       "spec.params[dropout_rate]"},
+      {[](JobSpec* s) { s->set_device("tpu:0"); }, "spec.device"},
+  };
+  for (const auto& c : cases) {
+    JobSpec spec = Spec();
+    c.mutate(&spec);
+    auto job = manager_->Submit(spec, "");
+    EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_THAT(std::string(job.status().message()), HasSubstr(c.field));
+  }
+  auto page = manager_->List({}, "", 0, "");
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->first.empty()) << "a refused submit must store nothing";
+}
+
+TEST_F(JobManagerTest, RequestIdMakesSubmitIdempotent) {
+  auto a = manager_->Submit(Spec(), "req-1");
+  auto b = manager_->Submit(Spec(), "req-1");
+  auto c = manager_->Submit(Spec(), "req-2");
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->id(), b->id());
+  EXPECT_NE(a->id(), c->id());
+}
+
+TEST_F(JobManagerTest, FifoQueueAndFullLifecycle) {
+  auto first = manager_->Submit(Spec(), "");
+  clock_.Advance(1);
+  auto second = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(first.ok() && second.ok());
+  const std::string w = RegisterWorker();
+
+  auto a = manager_->AcquireJob(w, absl::ZeroDuration());
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->job_id(), first->id());
+  EXPECT_EQ((*a)->attempt(), 1);
+
+  Event train;
+  train.set_type(lathe::v1::EVENT_TYPE_TRAIN_METRICS);
+  train.mutable_train()->set_step(5);
+  train.mutable_train()->set_total_steps(10);
+  train.mutable_train()->set_loss(0.5);
+  Event eval;
+  eval.set_type(lathe::v1::EVENT_TYPE_EVAL_METRICS);
+  (*eval.mutable_eval())["accuracy"] = 0.75;
+  auto cancel = manager_->ReportEvents(first->id(), 1, {train, eval});
+  ASSERT_TRUE(cancel.ok()) << cancel.status();
+  EXPECT_FALSE(*cancel);
+
+  ASSERT_TRUE(manager_->FinishAttempt(first->id(), 1, lathe::v1::SUCCEEDED, "").ok());
+  auto done = manager_->Get(first->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), lathe::v1::SUCCEEDED);
+  EXPECT_EQ(done->train_metrics().step(), 5);
+  EXPECT_DOUBLE_EQ(done->eval_metrics().at("accuracy"), 0.75);
+  EXPECT_GT(done->end_time_ms(), 0);
+
+  auto next = manager_->AcquireJob(w, absl::ZeroDuration());
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->job_id(), second->id());
+  auto none = manager_->AcquireJob(w, absl::ZeroDuration());
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST_F(JobManagerTest, WorkersCannotSetStateOrReportForOthers) {
+  auto job = manager_->Submit(Spec(), "");
+  const std::string w = RegisterWorker();
+  ASSERT_TRUE(manager_->AcquireJob(w, absl::ZeroDuration()).ok());
+  Event state;
+  state.set_type(lathe::v1::EVENT_TYPE_STATE);
+  state.set_state(lathe::v1::SUCCEEDED);
+  EXPECT_EQ(manager_->ReportEvents(job->id(), 1, {state}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager_->ReportEvents(job->id(), 2, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->ReportEvents("job-none", 1, {}).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, CancelQueuedIsImmediateAndRunningGoesThroughCancelling) {
+  auto queued = manager_->Submit(Spec(), "");
+  auto c = manager_->Cancel(queued->id());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state(), lathe::v1::CANCELLED);
+
+  auto running = manager_->Submit(Spec(), "");
+  const std::string w = RegisterWorker();
+  ASSERT_TRUE(manager_->AcquireJob(w, absl::ZeroDuration()).ok());
+  auto cancelling = manager_->Cancel(running->id());
+  ASSERT_TRUE(cancelling.ok());
+  EXPECT_EQ(cancelling->state(), lathe::v1::CANCELLING);
+  // The worker learns of it from its heartbeat and from its next report.
+  auto hb = manager_->Heartbeat(w);
+  ASSERT_TRUE(hb.ok());
+  EXPECT_THAT(*hb, ::testing::ElementsAre(running->id()));
+  auto report = manager_->ReportEvents(running->id(), 1, {});
+  ASSERT_TRUE(report.ok());
+  EXPECT_TRUE(*report);
+  ASSERT_TRUE(
+      manager_->FinishAttempt(running->id(), 1, lathe::v1::CANCELLED, "").ok());
+  EXPECT_EQ(manager_->Get(running->id())->state(), lathe::v1::CANCELLED);
+  // Cancelling a finished job changes nothing.
+  EXPECT_EQ(manager_->Cancel(running->id())->state(), lathe::v1::CANCELLED);
+}
+
+TEST_F(JobManagerTest, SilentWorkerLosesItsJobAndStaleReportsAreRefused) {
+  auto job = manager_->Submit(Spec(), "");
+  const std::string w1 = RegisterWorker();
+  ASSERT_TRUE(manager_->AcquireJob(w1, absl::ZeroDuration())->has_value());
+  clock_.Advance(9000);
+  manager_->ExpireWorkers();
+  EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::RUNNING);
+  clock_.Advance(2000);
+  manager_->ExpireWorkers();
+  EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::QUEUED);
+  EXPECT_EQ(manager_->Heartbeat(w1).status().code(), absl::StatusCode::kNotFound);
+
+  const std::string w2 = RegisterWorker();
+  auto again = manager_->AcquireJob(w2, absl::ZeroDuration());
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->attempt(), 2);
+  // The first worker comes back late: its attempt is fenced off.
+  EXPECT_EQ(manager_->ReportEvents(job->id(), 1, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(manager_->FinishAttempt(job->id(), 2, lathe::v1::FAILED, "boom").ok());
+  auto failed = manager_->Get(job->id());
+  EXPECT_EQ(failed->state(), lathe::v1::FAILED);
+  EXPECT_EQ(failed->error(), "boom");
+}
+
+TEST_F(JobManagerTest, CheckpointsNeedUploadedFilesAndBestIsByAccuracy) {
+  auto job = manager_->Submit(Spec(), "");
+  const std::string w = RegisterWorker();
+  ASSERT_TRUE(manager_->AcquireJob(w, absl::ZeroDuration()).ok());
+
+  auto put = [&](const std::string& content) {
+    auto writer = artifacts_->NewWriter(1 << 20);
+    EXPECT_TRUE((*writer)->Append(content).ok());
+    lathe::v1::FileInfo f;
+    f.set_name("model.safetensors");
+    f.set_size((*writer)->size());
+    f.set_sha256(*(*writer)->Commit());
+    return f;
+  };
+  auto checkpoint = [&](int64_t step, double acc, const lathe::v1::FileInfo& f) {
+    Event e;
+    e.set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
+    e.mutable_checkpoint()->set_step(step);
+    (*e.mutable_checkpoint()->mutable_metrics())["accuracy"] = acc;
+    *e.mutable_checkpoint()->add_files() = f;
+    return e;
+  };
+  lathe::v1::FileInfo missing;
+  missing.set_name("model.safetensors");
+  missing.set_size(3);
+  missing.set_sha256(std::string(64, 'b'));
+  EXPECT_EQ(manager_->ReportEvents(job->id(), 1, {checkpoint(5, 0.5, missing)})
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  auto f10 = put("ten"), f20 = put("twenty"), f30 = put("thirty");
+  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {checkpoint(10, 0.6, f10)}).ok());
+  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {checkpoint(20, 0.9, f20)}).ok());
+  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {checkpoint(30, 0.8, f30)}).ok());
+  auto list = manager_->ListCheckpoints(job->id());
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->first.size(), 3u);
+  EXPECT_EQ(list->second, 20);
+  auto best = manager_->ResolveCheckpointFile(job->id(), "best", "model.safetensors");
+  ASSERT_TRUE(best.ok());
+  EXPECT_EQ(*ReadFile(best->path), "twenty");
+  auto latest = manager_->ResolveCheckpointFile(job->id(), "", "model.safetensors");
+  EXPECT_EQ(*ReadFile(latest->path), "thirty");
+  auto step = manager_->ResolveCheckpointFile(job->id(), "10", "model.safetensors");
+  EXPECT_EQ(*ReadFile(step->path), "ten");
+  EXPECT_EQ(manager_->ResolveCheckpointFile(job->id(), "11", "model.safetensors")
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->ResolveCheckpointFile(job->id(), "best", "nope").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, ListPagesNewestFirstAndFiltersByState) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(manager_->Submit(Spec(), "")->id());
+  ASSERT_TRUE(manager_->Cancel(ids[1]).ok());
+  auto p1 = manager_->List({}, "", 2, "");
+  ASSERT_TRUE(p1.ok());
+  ASSERT_EQ(p1->first.size(), 2u);
+  EXPECT_EQ(p1->first[0].id(), ids[4]);
+  EXPECT_EQ(p1->first[1].id(), ids[3]);
+  auto p2 = manager_->List({}, "", 2, p1->second);
+  ASSERT_EQ(p2->first.size(), 2u);
+  EXPECT_EQ(p2->first[0].id(), ids[2]);
+  auto p3 = manager_->List({}, "", 2, p2->second);
+  ASSERT_EQ(p3->first.size(), 1u);
+  EXPECT_TRUE(p3->second.empty());
+  auto cancelled = manager_->List({lathe::v1::CANCELLED}, "", 0, "");
+  ASSERT_EQ(cancelled->first.size(), 1u);
+  EXPECT_EQ(cancelled->first[0].id(), ids[1]);
+  EXPECT_EQ(manager_->List({}, "", 0, "garbage").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, RestartRequeuesRunningJobsAndKeepsEverything) {
+  auto job = manager_->Submit(Spec(), "");
+  auto other = manager_->Submit(Spec(), "");
+  const std::string w = RegisterWorker();
+  ASSERT_TRUE(manager_->AcquireJob(w, absl::ZeroDuration()).ok());
+  manager_.reset();
+  store_.reset();
+  store_ = *Store::Open(dir_.path() + "/lathe.db");
+  JobManagerOptions opts;
+  manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(), &metrics_,
+                                 clock_.AsClock());
+  EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::QUEUED);
+  EXPECT_EQ(manager_->Get(other->id())->state(), lathe::v1::QUEUED);
+  auto events = store_->EventsAfter(job->id(), 0, 100);
+  ASSERT_TRUE(events.ok());
+  EXPECT_EQ(events->back().state(), lathe::v1::QUEUED);
+  EXPECT_THAT(events->back().message(), HasSubstr("restarted"));
+}
+
+TEST_F(JobManagerTest, WatchReturnsEventsAfterASequence) {
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(manager_->Cancel(job->id()).ok());
+  auto all = manager_->WaitForEvents(job->id(), 0, 100, absl::ZeroDuration());
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->second.size(), 2u);
+  auto rest = manager_->WaitForEvents(job->id(), 1, 100, absl::ZeroDuration());
+  ASSERT_EQ(rest->second.size(), 1u);
+  EXPECT_EQ(rest->second[0].seq(), 2);
+  EXPECT_EQ(rest->second[0].state(), lathe::v1::CANCELLED);
+  // A final job with nothing newer returns at once, without events.
+  auto none = manager_->WaitForEvents(job->id(), 2, 100, absl::Hours(1));
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->second.empty());
+}
+
+TEST(ArtifactStoreTest, ContentAddressedAndVerified) {
+  TempDir dir;
+  auto store = ArtifactStore::Open(dir.path());
+  ASSERT_TRUE(store.ok());
+  auto w = (*store)->NewWriter(100);
+  ASSERT_TRUE((*w)->Append("abc").ok());
+  auto sha = (*w)->Commit();
+  ASSERT_TRUE(sha.ok());
+  EXPECT_EQ(*sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_TRUE((*store)->Has(*sha, 3));
+  EXPECT_FALSE((*store)->Has(*sha, 4));
+  EXPECT_EQ(*ReadFile((*store)->PathFor(*sha)), "abc");
+
+  auto bad = (*store)->NewWriter(100);
+  ASSERT_TRUE((*bad)->Append("abd").ok());
+  EXPECT_EQ((*bad)->Commit(*sha).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(*ReadFile((*store)->PathFor(*sha)), "abc") << "stored blob untouched";
+
+  auto big = (*store)->NewWriter(4);
+  EXPECT_EQ((*big)->Append("12345").code(), absl::StatusCode::kResourceExhausted);
+  // Abandoned uploads leave no temporary files behind.
+  bad->reset();
+  big->reset();
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path() + "/tmp"));
+}
+
+}  // namespace
+}  // namespace lathe::server
