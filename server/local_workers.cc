@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -27,6 +28,8 @@ pid_t LocalWorkers::Spawn(size_t i) {
                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   pid_t pid = ::fork();
   if (pid == 0) {
+    // A local worker must not outlive its server, even a killed one.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     // Child: unblock the signals the server reserved for its sigwait thread.
     sigset_t all;
     sigfillset(&all);

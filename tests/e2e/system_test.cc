@@ -1,0 +1,386 @@
+// Whole-system tests: the real lathe-server with a real local worker agent
+// and training child, real SQLite, real gRPC on loopback, the real CLI.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "common/files.h"
+#include "lathe/v1/lathe.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/system.h"
+#include "tests/support/temp_dir.h"
+
+namespace lathe {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+using testing::CommandResult;
+using testing::ServerProcess;
+
+const char* const kPositive[] = {"great", "excellent", "wonderful", "happy",
+                                 "love", "superb", "fine", "nice"};
+const char* const kNegative[] = {"terrible", "awful", "horrible", "sad",
+                                 "hate", "poor", "bad", "worst"};
+
+// A small, clearly separable sentiment set in JSONL.
+void WriteSentimentData(const std::string& path, int rows, int offset) {
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    const bool pos = (i + offset) % 2 == 0;
+    const auto& words = pos ? kPositive : kNegative;
+    json row = {{"text", std::string("the movie was ") + words[(i * 3 + offset) % 8] +
+                             " and the food was " + words[(i * 5 + 1 + offset) % 8]},
+                {"label", pos ? "positive" : "negative"}};
+    out << row.dump() << "\n";
+  }
+}
+
+json ParseJson(const CommandResult& r) {
+  json j = json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
+  return j;
+}
+
+class SystemTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    server_ = new ServerProcess(dir_->path() + "/server", 1,
+                                {"--allow-root", dir_->path()});
+    std::string why;
+    started_ = server_->Start(&why);
+    if (!started_) start_error_ = new std::string(why);
+    WriteSentimentData(dir_->path() + "/train.jsonl", 96, 0);
+    WriteSentimentData(dir_->path() + "/validation.jsonl", 32, 1);
+  }
+  static void TearDownTestSuite() {
+    if (server_) {
+      // A clean stop: SIGTERM drains and the process exits 0.
+      int status = server_->Stop();
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+          << "lathe-server did not exit cleanly: status " << status;
+    }
+    delete server_;
+    server_ = nullptr;
+    // Stopping the server stops its workers and their children.
+    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
+        << "processes left behind";
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
+  }
+
+  static std::string Path(const std::string& name) { return dir_->path() + "/" + name; }
+  std::unique_ptr<lathe::v1::JobService::Stub> Jobs() {
+    return lathe::v1::JobService::NewStub(grpc::CreateChannel(
+        server_->grpc_address(), grpc::InsecureChannelCredentials()));
+  }
+
+  // Submits the sentiment job through the CLI and returns its id.
+  std::string SubmitSmallJob(const std::vector<std::string>& extra_params,
+                             const std::string& model = "preset:bert-tiny") {
+    std::vector<std::string> args = {
+        "submit", "--task", "text-classification", "--model", model,
+        "--train-data", Path("train.jsonl"), "--validation-data",
+        Path("validation.jsonl"), "--param", "learning_rate=2e-3",
+        "--param", "batch_size=16", "--param", "max_seq_length=32",
+        "--param", "warmup_ratio=0", "--output", "json"};
+    for (const auto& p : extra_params) {
+      args.push_back("--param");
+      args.push_back(p);
+    }
+    CommandResult r = server_->Cli(args);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    json job = ParseJson(r);
+    EXPECT_EQ(job.value("state", ""), "QUEUED");
+    return job.value("id", "");
+  }
+
+  json Get(const std::string& id) {
+    CommandResult r = server_->Cli({"get", id, "--output", "json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return ParseJson(r);
+  }
+
+  static TempDir* dir_;
+  static ServerProcess* server_;
+  static bool started_;
+  static std::string* start_error_;
+};
+
+TempDir* SystemTest::dir_ = nullptr;
+ServerProcess* SystemTest::server_ = nullptr;
+bool SystemTest::started_ = false;
+std::string* SystemTest::start_error_ = nullptr;
+
+TEST_F(SystemTest, SmallJobSucceedsAndItsCheckpointDownloadsVerified) {
+  const std::string id =
+      SubmitSmallJob({"epochs=4", "eval_steps=12", "save_steps=12", "logging_steps=2"});
+  ASSERT_FALSE(id.empty());
+
+  // watch streams the live job to its end and exits 0 on success.
+  CommandResult watch = server_->Cli({"watch", id});
+  EXPECT_EQ(watch.exit_code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out, HasSubstr("state RUNNING"));
+  EXPECT_THAT(watch.out, HasSubstr("samples/s"));
+  EXPECT_THAT(watch.out, HasSubstr("eval at step"));
+  EXPECT_THAT(watch.out, HasSubstr("state SUCCEEDED"));
+
+  CommandResult wait = server_->Cli({"wait", id});
+  EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
+
+  json job = Get(id);
+  EXPECT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  EXPECT_EQ(job["train_metrics"]["step"], job["train_metrics"]["total_steps"]);
+  EXPECT_EQ(job["train_metrics"]["total_steps"], "24");  // 4 epochs x 96/16
+  EXPECT_GT(job["train_metrics"]["samples_per_second"].get<double>(), 0.0);
+  ASSERT_TRUE(job["eval_metrics"].contains("accuracy")) << job.dump(2);
+  ASSERT_TRUE(job["eval_metrics"].contains("f1"));
+  ASSERT_TRUE(job["eval_metrics"].contains("loss"));
+  EXPECT_GE(job["eval_metrics"]["accuracy"].get<double>(), 0.9) << job.dump(2);
+
+  CommandResult cps = server_->Cli({"checkpoints", id, "--output", "json"});
+  ASSERT_EQ(cps.exit_code, 0) << cps.err;
+  json list = ParseJson(cps);
+  ASSERT_EQ(list["checkpoints"].size(), 2u) << list.dump(2);  // steps 12, 24
+  EXPECT_EQ(list["checkpoints"][0]["step"], "12");
+  EXPECT_EQ(list["checkpoints"][1]["step"], "24");
+  EXPECT_TRUE(list["checkpoints"][1]["final"].get<bool>());
+  std::map<std::string, json> files;
+  for (const auto& f : list["checkpoints"][1]["files"]) files[f["name"]] = f;
+  for (const char* name : {"config.json", "model.safetensors", "vocab.txt"}) {
+    EXPECT_TRUE(files.count(name)) << name << " missing from " << list.dump(2);
+  }
+
+  const std::string dest = Path("download-" + id);
+  CommandResult dl = server_->Cli({"download", id, "--dest", dest});
+  ASSERT_EQ(dl.exit_code, 0) << dl.out << dl.err;
+  for (const auto& [name, f] : files) {
+    auto sha = Sha256File(dest + "/" + name);
+    ASSERT_TRUE(sha.ok()) << name;
+    EXPECT_EQ(*sha, f["sha256"].get<std::string>()) << name;
+  }
+  json config = json::parse(*ReadFile(dest + "/config.json"));
+  EXPECT_EQ(config["id2label"].size(), 2u);
+  EXPECT_EQ(config["model_type"], "bert");
+
+  // A damaged local copy is detected and fetched again.
+  { std::ofstream(dest + "/model.safetensors", std::ios::app) << "junk"; }
+  CommandResult again = server_->Cli({"download", id, "--dest", dest, "--checkpoint", "24"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(*Sha256File(dest + "/model.safetensors"),
+            files["model.safetensors"]["sha256"].get<std::string>());
+
+  // Chained fine-tuning: the downloaded checkpoint is the next job's base.
+  const std::string next = SubmitSmallJob({"max_steps=4", "eval_steps=0"}, dest);
+  CommandResult wait2 = server_->Cli({"wait", next, "--timeout", "300"});
+  EXPECT_EQ(wait2.exit_code, 0) << wait2.out << wait2.err;
+  json chained = Get(next);
+  EXPECT_EQ(chained["state"], "SUCCEEDED") << chained.dump(2);
+  // Starting from a trained model, it is good from its first steps.
+  EXPECT_GE(chained["eval_metrics"]["accuracy"].get<double>(), 0.9) << chained.dump(2);
+}
+
+TEST_F(SystemTest, CancelStopsTheRunningChildWithinFiveSeconds) {
+  const std::string id = SubmitSmallJob({"epochs=1000", "logging_steps=1"});
+  // Wait (bounded) until the training child reports progress.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  json job;
+  while (std::chrono::steady_clock::now() < deadline) {
+    job = Get(id);
+    if (job["train_metrics"]["step"] != "0" && job["state"] == "RUNNING") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(job["state"], "RUNNING") << job.dump(2);
+  ASSERT_FALSE(testing::ProcessesMatching("jobs/" + id).empty())
+      << "the training child is not running";
+
+  const auto start = std::chrono::steady_clock::now();
+  CommandResult cancel = server_->Cli({"cancel", id, "--output", "json"});
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.err;
+  EXPECT_EQ(ParseJson(cancel)["state"], "CANCELLING");
+  CommandResult wait = server_->Cli({"wait", id, "--timeout", "30"});
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(wait.exit_code, 1) << "wait exits 1 for a job that did not succeed";
+  EXPECT_EQ(Get(id)["state"], "CANCELLED");
+  EXPECT_LT(seconds, 5.0);
+  EXPECT_TRUE(testing::ProcessesMatching("jobs/" + id).empty())
+      << "the training child outlived the cancel";
+}
+
+TEST_F(SystemTest, MalformedRowFailsTheJobNamingFileAndLine) {
+  {
+    std::ofstream out(Path("broken.jsonl"));
+    out << R"({"text": "fine", "label": "a"})" << "\n"
+        << R"({"text": "also fine", "label": "b"})" << "\n"
+        << R"({"text": "no label here"})" << "\n";
+  }
+  CommandResult r = server_->Cli({"submit", "--task", "text-classification",
+                                  "--model", "preset:bert-tiny", "--train-data",
+                                  Path("broken.jsonl"), "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string id = ParseJson(r)["id"];
+  CommandResult wait = server_->Cli({"wait", id, "--timeout", "120"});
+  EXPECT_EQ(wait.exit_code, 1);
+  json job = Get(id);
+  EXPECT_EQ(job["state"], "FAILED");
+  EXPECT_THAT(job["error"].get<std::string>(), HasSubstr("broken.jsonl:3"));
+  EXPECT_THAT(job["error"].get<std::string>(), HasSubstr("label"));
+  // The worker survives bad data: the next job still runs.
+  const std::string ok = SubmitSmallJob({"max_steps=2", "eval_steps=0"});
+  EXPECT_EQ(server_->Cli({"wait", ok, "--timeout", "300"}).exit_code, 0);
+}
+
+TEST_F(SystemTest, InvalidRequestsGetInvalidArgumentNamingTheField) {
+  auto jobs = Jobs();
+  auto submit = [&](const std::function<void(lathe::v1::JobSpec*)>& mutate) {
+    lathe::v1::SubmitJobRequest req;
+    req.mutable_spec()->set_task("text-classification");
+    req.mutable_spec()->set_model("preset:bert-tiny");
+    req.mutable_spec()->set_train_data("file://" + Path("train.jsonl"));
+    mutate(req.mutable_spec());
+    lathe::v1::SubmitJobResponse resp;
+    grpc::ClientContext ctx;
+    return jobs->SubmitJob(&ctx, req, &resp);
+  };
+  struct Case {
+    std::function<void(lathe::v1::JobSpec*)> mutate;
+    const char* field;
+  };
+  const std::vector<Case> cases = {
+      {[](auto* s) { s->set_task("summarization"); }, "spec.task"},
+      {[](auto* s) { s->set_model("preset:bert-enormous"); }, "spec.model"},
+      {[](auto* s) { s->set_model("/usr/share"); }, "spec.model"},
+      {[](auto* s) { s->clear_train_data(); }, "spec.train_data"},
+      {[](auto* s) { s->set_train_data("file:///nonexistent/train.jsonl"); },
+       "spec.train_data"},
+      {[&](auto* s) { s->set_train_data("file://" + Path("missing.jsonl")); },
+       "spec.train_data"},
+      {[](auto* s) { s->set_validation_data("dataset:1234"); },
+       "spec.validation_data"},
+      {[](auto* s) { (*s->mutable_params())["batch_size"] = "0"; },
+       "spec.params[batch_size]"},
+      {[](auto* s) { (*s->mutable_params())["warmup_ratio"] = "nan"; },
+       "spec.params[warmup_ratio]"},
+      {[](auto* s) { (*s->mutable_params())["momentum"] = "0.9"; },
+       "spec.params[momentum]"},
+      {[](auto* s) { s->set_device("gpu"); }, "spec.device"},
+  };
+  for (const auto& c : cases) {
+    grpc::Status s = submit(c.mutate);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.field;
+    EXPECT_THAT(s.error_message(), HasSubstr(c.field));
+  }
+  // A valid file:// submit works, so the cases above failed for their field.
+  EXPECT_TRUE(submit([](auto* s) { (*s->mutable_params())["max_steps"] = "1"; }).ok());
+
+  {
+    lathe::v1::GetJobRequest req;
+    req.set_id("job-doesnotexist");
+    lathe::v1::GetJobResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_EQ(jobs->GetJob(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    lathe::v1::ListJobsRequest req;
+    req.set_page_size(5000);
+    lathe::v1::ListJobsResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status s = jobs->ListJobs(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("page_size"));
+  }
+  {
+    auto datasets = lathe::v1::DatasetService::NewStub(grpc::CreateChannel(
+        server_->grpc_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext ctx;
+    lathe::v1::UploadDatasetResponse resp;
+    auto w = datasets->UploadDataset(&ctx, &resp);
+    lathe::v1::UploadDatasetRequest msg;
+    msg.set_name("../../etc/passwd");
+    msg.set_chunk("x");
+    w->Write(msg);
+    w->WritesDone();
+    grpc::Status s = w->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(s.error_message(), HasSubstr("name"));
+  }
+  // The CLI reports the same error and exits 2.
+  CommandResult cli = server_->Cli({"submit", "--task", "text-classification",
+                                    "--model", "preset:bert-tiny", "--train-data",
+                                    Path("train.jsonl"), "--param", "epochs=-3"});
+  EXPECT_EQ(cli.exit_code, 2);
+  EXPECT_THAT(cli.err, HasSubstr("spec.params[epochs]"));
+  // The server is still healthy afterwards.
+  EXPECT_EQ(server_->Cli({"list"}).exit_code, 0);
+}
+
+TEST_F(SystemTest, MetricsAreValidPrometheusText) {
+  const std::string body = testing::HttpGet(server_->metrics_address(), "/metrics");
+  ASSERT_FALSE(body.empty());
+  const std::regex sample(
+      R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?([0-9.eE+-]+|[Nn][Aa][Nn]|[+-]?[Ii][Nn][Ff])( [0-9]+)?$)");
+  // Values as Prometheus parses them: NaN and Inf in any letter case.
+  const std::regex comment(R"(^# (HELP|TYPE) [a-zA-Z_:][a-zA-Z0-9_:]* .*$)");
+  std::istringstream in(body);
+  std::string line;
+  int samples = 0;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (line[0] == '#') {
+      EXPECT_TRUE(std::regex_match(line, comment)) << line;
+    } else {
+      EXPECT_TRUE(std::regex_match(line, sample)) << line;
+      ++samples;
+    }
+  }
+  EXPECT_GT(samples, 10);
+  for (const char* name :
+       {"lathe_jobs{state=\"QUEUED\"}", "lathe_queue_depth_jobs", "lathe_workers 1",
+        "lathe_job_start_latency_seconds_bucket", "lathe_rpcs_total{"}) {
+    EXPECT_THAT(body, HasSubstr(name));
+  }
+}
+
+// A separate server without workers: acknowledged jobs survive kill -9.
+TEST(ServerRestartTest, AcknowledgedJobsSurviveKillNine) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", 0, {"--allow-root", dir.path()});
+  std::string why;
+  ASSERT_TRUE(server.Start(&why)) << why;
+  WriteSentimentData(dir.path() + "/t.jsonl", 8, 0);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    CommandResult r = server.Cli({"submit", "--task", "text-classification", "--model",
+                                  "preset:bert-tiny", "--train-data",
+                                  dir.path() + "/t.jsonl", "--output", "json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    ids.push_back(json::parse(r.out)["id"]);
+  }
+  server.Kill();
+  ASSERT_TRUE(server.Start(&why)) << why;
+  CommandResult list = server.Cli({"list", "--output", "json"});
+  ASSERT_EQ(list.exit_code, 0);
+  json l = json::parse(list.out);
+  std::set<std::string> listed;
+  for (const auto& j : l["jobs"]) {
+    listed.insert(j["id"].get<std::string>());
+    EXPECT_EQ(j["state"], "QUEUED");
+  }
+  for (const auto& id : ids) EXPECT_TRUE(listed.count(id)) << id;
+  EXPECT_EQ(server.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace lathe

@@ -1,0 +1,230 @@
+#include "tests/support/system.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace lathe::testing {
+namespace {
+
+// Reads both pipes until they close, without deadlocking on a full pipe.
+void Drain(int out_fd, int err_fd, std::string* out, std::string* err) {
+  pollfd fds[2] = {{out_fd, POLLIN, 0}, {err_fd, POLLIN, 0}};
+  int open = 2;
+  char buf[65536];
+  while (open > 0) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n <= 0) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      } else {
+        (i == 0 ? out : err)->append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+}
+
+pid_t SpawnWithPipes(const std::vector<std::string>& argv, int* out_fd,
+                     int* err_fd) {
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return -1;
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  *out_fd = out[0];
+  *err_fd = err[0];
+  return pid;
+}
+
+}  // namespace
+
+std::string BinDir() { return LATHE_TEST_BIN_DIR; }
+
+CommandResult RunCommand(const std::vector<std::string>& argv) {
+  CommandResult r;
+  int out_fd = -1, err_fd = -1;
+  pid_t pid = SpawnWithPipes(argv, &out_fd, &err_fd);
+  if (pid < 0) return r;
+  Drain(out_fd, err_fd, &r.out, &r.err);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+ServerProcess::ServerProcess(std::string data_dir, int local_workers,
+                             std::vector<std::string> extra)
+    : data_dir_(std::move(data_dir)),
+      local_workers_(local_workers),
+      extra_(std::move(extra)) {}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) Stop(10);
+}
+
+bool ServerProcess::Start(std::string* why) {
+  std::filesystem::remove(data_dir_ + "/server.json");
+  std::filesystem::create_directories(data_dir_ + "/logs");
+  std::vector<std::string> argv = {BinDir() + "/lathe-server",
+                                   "--listen", "127.0.0.1:0",
+                                   "--metrics-listen", "127.0.0.1:0",
+                                   "--data-dir", data_dir_,
+                                   "--local-workers", std::to_string(local_workers_)};
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const std::string log = data_dir_ + "/logs/server.log";
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      std::ifstream in(log);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      *why = "lathe-server exited early: " + ss.str();
+      return false;
+    }
+    std::ifstream in(data_dir_ + "/server.json");
+    if (in) {
+      auto info = nlohmann::json::parse(in, nullptr, false);
+      if (!info.is_discarded()) {
+        grpc_ = info.value("grpc", "");
+        metrics_ = info.value("metrics", "");
+        break;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (grpc_.empty()) {
+    *why = "lathe-server did not write server.json";
+    return false;
+  }
+  auto channel = grpc::CreateChannel(grpc_, grpc::InsecureChannelCredentials());
+  auto health = grpc::health::v1::Health::NewStub(channel);
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ctx.set_wait_for_ready(true);
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    if (health->Check(&ctx, req, &resp).ok() &&
+        resp.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return true;
+    }
+  }
+  *why = "health check never said SERVING";
+  return false;
+}
+
+int ServerProcess::Stop(int grace_s) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, SIGTERM);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(grace_s);
+  int status = 0;
+  while (true) {
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  pid_ = -1;
+  return status;
+}
+
+void ServerProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+CommandResult ServerProcess::Cli(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {BinDir() + "/lathe", "--server", grpc_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunCommand(argv);
+}
+
+std::string HttpGet(const std::string& addr, const std::string& path) {
+  auto colon = addr.rfind(':');
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(colon + 1))));
+  ::inet_pton(AF_INET, addr.substr(0, colon).c_str(), &sa.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string req = "GET " + path + " HTTP/1.0\r\nHost: " + addr + "\r\n\r\n";
+  (void)!::write(fd, req.data(), req.size());
+  std::string resp;
+  char buf[8192];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) resp.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  auto body = resp.find("\r\n\r\n");
+  return body == std::string::npos ? "" : resp.substr(body + 4);
+}
+
+std::vector<pid_t> ProcessesMatching(const std::string& needle) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // A zombie has an empty command line; it is gone for our purposes.
+    if (cmd.find(needle) != std::string::npos) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+}  // namespace lathe::testing

@@ -1,0 +1,64 @@
+// Helpers for whole-system tests: start the real lathe-server (with local
+// worker agents) on loopback ports chosen by the kernel, wait until its health
+// service says SERVING, run the real `lathe` CLI, and always stop what was
+// started. Nothing here is faked.
+#ifndef LATHE_TESTS_SUPPORT_SYSTEM_H_
+#define LATHE_TESTS_SUPPORT_SYSTEM_H_
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace lathe::testing {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs `argv` to completion, capturing stdout and stderr.
+CommandResult RunCommand(const std::vector<std::string>& argv);
+
+// Directory of the built binaries (set by CMake).
+std::string BinDir();
+
+class ServerProcess {
+ public:
+  // `data_dir` must exist. `extra` flags are appended.
+  ServerProcess(std::string data_dir, int local_workers,
+                std::vector<std::string> extra = {});
+  ~ServerProcess();
+  // Starts and waits (up to 60 s) for server.json and a SERVING health check.
+  // Returns false with a reason in *why on failure.
+  bool Start(std::string* why);
+  // SIGTERM, then SIGKILL after `grace_s`. Returns the exit status.
+  int Stop(int grace_s = 20);
+  // SIGKILL at once, as a crash would.
+  void Kill();
+  const std::string& grpc_address() const { return grpc_; }
+  const std::string& metrics_address() const { return metrics_; }
+  const std::string& data_dir() const { return data_dir_; }
+  pid_t pid() const { return pid_; }
+  // Runs `lathe --server ADDR args...`.
+  CommandResult Cli(const std::vector<std::string>& args) const;
+
+ private:
+  std::string data_dir_;
+  int local_workers_;
+  std::vector<std::string> extra_;
+  pid_t pid_ = -1;
+  std::string grpc_;
+  std::string metrics_;
+};
+
+// GET http://addr/path over a plain socket; returns the body ("" on error).
+std::string HttpGet(const std::string& addr, const std::string& path);
+
+// Process ids whose command line contains `needle`.
+std::vector<pid_t> ProcessesMatching(const std::string& needle);
+
+}  // namespace lathe::testing
+
+#endif  // LATHE_TESTS_SUPPORT_SYSTEM_H_
