@@ -208,6 +208,7 @@ absl::StatusOr<BertForSequenceClassification> LoadBertForClassification(
   }
   ASSIGN_OR_RETURN(BertConfig config, BertConfig::FromJson(config_json));
   const int64_t saved_labels = config.num_labels();
+  const std::vector<std::string> saved_names = config.id2label;
   config.id2label = labels;
   ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(weights_path));
   try {
@@ -266,6 +267,12 @@ absl::StatusOr<BertForSequenceClassification> LoadBertForClassification(
       log(absl::StrCat("ignored ", ignored,
                        " pre-training tensors (cls.*, position_ids) in ",
                        weights_path));
+    }
+    if (!classifier_fresh && saved_names != labels && log) {
+      log(absl::StrCat("classifier reused from ", dir, "; its labels [",
+                       absl::StrJoin(saved_names, ", "),
+                       "] map by index to this job's labels [",
+                       absl::StrJoin(labels, ", "), "]"));
     }
     if (classifier_fresh) {
       model->ResetClassifier();
