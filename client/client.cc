@@ -1,10 +1,9 @@
 #include "client/client.h"
 
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <fstream>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -56,9 +55,10 @@ absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
     return arg;
   }
   if (!PathExists(arg)) {
-    return absl::NotFoundError(absl::StrCat(
-        "\"", arg, "\" is neither a local file, a dataset: reference nor a "
-        "file:// URI"));
+    return absl::NotFoundError(
+        absl::StrCat("\"", arg,
+                     "\" is neither a local file, a dataset: reference nor a "
+                     "file:// URI"));
   }
   std::string name = arg.substr(arg.rfind('/') + 1);
   ASSIGN_OR_RETURN(auto ds, UploadDataset(arg, name));
@@ -127,7 +127,8 @@ absl::StatusOr<lathe::v1::Checkpoint> Client::DownloadCheckpoint(
   grpc::ClientContext ctx;
   RETURN_IF_ERROR(FromGrpc(jobs_->ListCheckpoints(&ctx, req, &resp)));
   if (resp.checkpoints().empty()) {
-    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no checkpoints"));
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no checkpoints"));
   }
   int64_t step = 0;
   if (selector.empty() || selector == "latest") {
@@ -148,8 +149,8 @@ absl::StatusOr<lathe::v1::Checkpoint> Client::DownloadCheckpoint(
     if (c.step() == step) chosen = &c;
   }
   if (chosen == nullptr) {
-    return absl::NotFoundError(absl::StrCat("job ", job_id,
-                                            " has no checkpoint at step ", step));
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no checkpoint at step ", step));
   }
   RETURN_IF_ERROR(MakeDirs(dest));
   // Ask for the exact step so that a newer checkpoint arriving meanwhile

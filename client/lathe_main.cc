@@ -9,8 +9,8 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -23,7 +23,8 @@
 namespace lathe::client {
 namespace {
 
-constexpr char kUsage[] = R"(usage: lathe [--server HOST:PORT] [--output text|json] COMMAND ...
+constexpr char kUsage[] =
+    R"(usage: lathe [--server HOST:PORT] [--output text|json] COMMAND ...
 
 Commands:
   submit --task TASK --model MODEL --train-data DATA [--validation-data DATA]
@@ -80,7 +81,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       } else if (i + 1 < argc) {
         value = argv[++i];
       } else {
-        return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", name, " needs a value"));
       }
       a.options[name].push_back(value);
     } else {
@@ -104,7 +106,8 @@ std::string ToJson(const google::protobuf::Message& m) {
 std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
   auto c = std::make_unique<grpc::ClientContext>();
   if (seconds > 0) {
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+    c->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(seconds));
   }
   return c;
 }
@@ -112,14 +115,16 @@ std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
 std::string FormatDuration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e7) return "--:--";
   int64_t s = static_cast<int64_t>(std::llround(seconds));
-  if (s >= 3600) return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
+  if (s >= 3600)
+    return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
 }
 
 std::string MetricsText(const google::protobuf::Map<std::string, double>& m) {
   std::map<std::string, double> sorted(m.begin(), m.end());
   std::vector<std::string> parts;
-  for (const auto& [k, v] : sorted) parts.push_back(absl::StrFormat("%s=%.4f", k, v));
+  for (const auto& [k, v] : sorted)
+    parts.push_back(absl::StrFormat("%s=%.4f", k, v));
   return absl::StrJoin(parts, " ");
 }
 
@@ -135,13 +140,15 @@ void PrintJobText(const lathe::v1::Job& j) {
               << j.validation_dataset().ref() << ")\n";
   }
   if (j.attempt() > 0) {
-    std::cout << "attempt:    " << j.attempt() << " on " << j.worker_id() << "\n";
+    std::cout << "attempt:    " << j.attempt() << " on " << j.worker_id()
+              << "\n";
   }
   const auto& t = j.train_metrics();
   if (t.total_steps() > 0) {
     std::cout << absl::StrFormat(
-        "progress:   step %d/%d  loss %.4f  lr %.3g  %.1f samples/s\n", t.step(),
-        t.total_steps(), t.loss(), t.learning_rate(), t.samples_per_second());
+        "progress:   step %d/%d  loss %.4f  lr %.3g  %.1f samples/s\n",
+        t.step(), t.total_steps(), t.loss(), t.learning_rate(),
+        t.samples_per_second());
   }
   if (!j.eval_metrics().empty()) {
     std::cout << "evaluation: " << MetricsText(j.eval_metrics()) << "\n";
@@ -160,7 +167,8 @@ bool ParseKeyValues(const std::vector<std::string>& items, const char* flag,
   for (const auto& kv : items) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) {
-      std::cerr << "lathe: --" << flag << " takes NAME=VALUE, got \"" << kv << "\"\n";
+      std::cerr << "lathe: --" << flag << " takes NAME=VALUE, got \"" << kv
+                << "\"\n";
       return false;
     }
     (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
@@ -174,7 +182,8 @@ int Submit(Client& c, const Args& a) {
   spec->set_task(a.Get("task"));
   spec->set_model(a.Get("model"));
   spec->set_device(a.Get("device"));
-  spec->set_owner(a.Get("owner", std::getenv("USER") ? std::getenv("USER") : ""));
+  spec->set_owner(
+      a.Get("owner", std::getenv("USER") ? std::getenv("USER") : ""));
   req.set_request_id(a.Get("request-id"));
   if (!ParseKeyValues(a.All("param"), "param", spec->mutable_params()) ||
       !ParseKeyValues(a.All("label"), "label", spec->mutable_labels())) {
@@ -182,7 +191,8 @@ int Submit(Client& c, const Args& a) {
   }
   // Local files are uploaded first; their references go into the spec.
   for (auto [flag, setter] :
-       {std::pair<const char*, void (lathe::v1::JobSpec::*)(const std::string&)>{
+       {std::pair<const char*,
+                  void (lathe::v1::JobSpec::*)(const std::string&)>{
             "train-data", &lathe::v1::JobSpec::set_train_data},
         {"validation-data", &lathe::v1::JobSpec::set_validation_data}}) {
     auto ref = c.ResolveData(a.Get(flag));
@@ -225,7 +235,8 @@ int List(Client& c, const Args& a) {
   }
   req.set_owner(a.Get("owner"));
   int n = 0;
-  if (!a.Get("page-size").empty() && !absl::SimpleAtoi(a.Get("page-size"), &n)) {
+  if (!a.Get("page-size").empty() &&
+      !absl::SimpleAtoi(a.Get("page-size"), &n)) {
     std::cerr << "lathe: --page-size must be an integer\n";
     return 2;
   }
@@ -242,10 +253,10 @@ int List(Client& c, const Args& a) {
   std::cout << absl::StrFormat("%-17s %-11s %-20s %-12s %s\n", "JOB", "STATE",
                                "TASK", "PROGRESS", "EVAL");
   for (const auto& j : resp.jobs()) {
-    std::string progress =
-        j.train_metrics().total_steps() > 0
-            ? absl::StrCat(j.train_metrics().step(), "/", j.train_metrics().total_steps())
-            : "-";
+    std::string progress = j.train_metrics().total_steps() > 0
+                               ? absl::StrCat(j.train_metrics().step(), "/",
+                                              j.train_metrics().total_steps())
+                               : "-";
     std::cout << absl::StrFormat("%-17s %-11s %-20s %-12s %s\n", j.id(),
                                  lathe::v1::JobState_Name(j.state()),
                                  j.spec().task(), progress,
@@ -265,14 +276,15 @@ bool IsFinal(lathe::v1::JobState s) {
 // Renders one line of live progress: bar, step/total, loss, throughput, ETA.
 std::string ProgressLine(const lathe::v1::TrainMetrics& t) {
   const int width = 30;
-  double frac = t.total_steps() > 0
-                    ? static_cast<double>(t.step()) / static_cast<double>(t.total_steps())
-                    : 0.0;
+  double frac = t.total_steps() > 0 ? static_cast<double>(t.step()) /
+                                          static_cast<double>(t.total_steps())
+                                    : 0.0;
   int filled = static_cast<int>(frac * width);
   std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
-  return absl::StrFormat("[%s] %3.0f%% step %d/%d  loss %.4f  %.1f samples/s  ETA %s",
-                         bar, frac * 100, t.step(), t.total_steps(), t.loss(),
-                         t.samples_per_second(), FormatDuration(t.eta_seconds()));
+  return absl::StrFormat(
+      "[%s] %3.0f%% step %d/%d  loss %.4f  %.1f samples/s  ETA %s", bar,
+      frac * 100, t.step(), t.total_steps(), t.loss(), t.samples_per_second(),
+      FormatDuration(t.eta_seconds()));
 }
 
 int Watch(Client& c, const std::string& id, int64_t after_seq) {
@@ -305,7 +317,8 @@ int Watch(Client& c, const std::string& id, int64_t after_seq) {
       switch (e.type()) {
         case lathe::v1::EVENT_TYPE_TRAIN_METRICS:
           if (tty) {
-            std::cout << "\r" << ProgressLine(e.train()) << "\x1b[K" << std::flush;
+            std::cout << "\r" << ProgressLine(e.train()) << "\x1b[K"
+                      << std::flush;
             progress_open = true;
           } else {
             std::cout << ProgressLine(e.train()) << std::endl;
@@ -318,8 +331,8 @@ int Watch(Client& c, const std::string& id, int64_t after_seq) {
           break;
         case lathe::v1::EVENT_TYPE_EVAL_METRICS:
           end_progress();
-          std::cout << "eval at step " << e.step() << ": " << MetricsText(e.eval())
-                    << std::endl;
+          std::cout << "eval at step " << e.step() << ": "
+                    << MetricsText(e.eval()) << std::endl;
           break;
         case lathe::v1::EVENT_TYPE_CHECKPOINT:
           end_progress();
@@ -359,15 +372,16 @@ int Wait(Client& c, const std::string& id, double timeout_s) {
       if (json_output) {
         std::cout << ToJson(*job) << "\n";
       } else {
-        std::cout << "job " << id << " " << lathe::v1::JobState_Name(job->state());
+        std::cout << "job " << id << " "
+                  << lathe::v1::JobState_Name(job->state());
         if (!job->error().empty()) std::cout << ": " << job->error();
         std::cout << "\n";
       }
       return job->state() == lathe::v1::SUCCEEDED ? 0 : 1;
     }
-    if (timeout_s > 0 && std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - start)
-                                 .count() > timeout_s) {
+    if (timeout_s > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                .count() > timeout_s) {
       std::cerr << "lathe: timed out waiting for " << id << "\n";
       return 3;
     }
@@ -376,7 +390,8 @@ int Wait(Client& c, const std::string& id, double timeout_s) {
     req.set_id(id);
     req.set_after_seq(job.ok() ? job->last_event_seq() : 0);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
     auto reader = c.jobs().WatchJob(&ctx, req);
     lathe::v1::WatchJobResponse r;
     while (reader->Read(&r)) {
@@ -420,15 +435,16 @@ int Download(Client& c, const Args& a, const std::string& id) {
                                  [](const lathe::v1::FileInfo& f) {
                                    if (!json_output) {
                                      std::cout << "  " << f.name() << "  "
-                                               << f.size() << " bytes  sha256 ok\n";
+                                               << f.size()
+                                               << " bytes  sha256 ok\n";
                                    }
                                  });
   if (!cp.ok()) return Fail(cp.status());
   if (json_output) {
     std::cout << ToJson(*cp) << "\n";
   } else {
-    std::cout << "downloaded checkpoint at step " << cp->step() << " to " << dest
-              << " (" << cp->files_size() << " files verified)\n";
+    std::cout << "downloaded checkpoint at step " << cp->step() << " to "
+              << dest << " (" << cp->files_size() << " files verified)\n";
   }
   return 0;
 }
@@ -448,7 +464,8 @@ int Main(int argc, char** argv) {
   }
   json_output = output == "json";
   std::string server = a.Get("server");
-  if (server.empty() && std::getenv("LATHE_SERVER")) server = std::getenv("LATHE_SERVER");
+  if (server.empty() && std::getenv("LATHE_SERVER"))
+    server = std::getenv("LATHE_SERVER");
   if (server.empty()) server = "127.0.0.1:50051";
   Client c(server);
   const std::string cmd = a.positional[0];
@@ -463,12 +480,14 @@ int Main(int argc, char** argv) {
       return 2;
     }
     const std::string path = a.positional[2];
-    auto ds = c.UploadDataset(path, a.Get("name", path.substr(path.rfind('/') + 1)));
+    auto ds =
+        c.UploadDataset(path, a.Get("name", path.substr(path.rfind('/') + 1)));
     if (!ds.ok()) return Fail(ds.status());
     if (json_output) {
       std::cout << ToJson(*ds) << "\n";
     } else {
-      std::cout << ds->ref() << "  " << ds->name() << "  " << ds->size() << " bytes\n";
+      std::cout << ds->ref() << "  " << ds->name() << "  " << ds->size()
+                << " bytes\n";
     }
     return 0;
   }
@@ -489,7 +508,8 @@ int Main(int argc, char** argv) {
   }
   if (cmd == "watch") {
     int64_t after = 0;
-    if (!a.Get("after-seq").empty() && !absl::SimpleAtoi(a.Get("after-seq"), &after)) {
+    if (!a.Get("after-seq").empty() &&
+        !absl::SimpleAtoi(a.Get("after-seq"), &after)) {
       std::cerr << "lathe: --after-seq must be an integer\n";
       return 2;
     }
@@ -497,7 +517,8 @@ int Main(int argc, char** argv) {
   }
   if (cmd == "wait") {
     double timeout = 0;
-    if (!a.Get("timeout").empty() && !absl::SimpleAtod(a.Get("timeout"), &timeout)) {
+    if (!a.Get("timeout").empty() &&
+        !absl::SimpleAtod(a.Get("timeout"), &timeout)) {
       std::cerr << "lathe: --timeout must be a number of seconds\n";
       return 2;
     }
@@ -513,8 +534,8 @@ int Main(int argc, char** argv) {
     if (json_output) {
       std::cout << ToJson(resp.job()) << "\n";
     } else {
-      std::cout << "job " << id << " " << lathe::v1::JobState_Name(resp.job().state())
-                << "\n";
+      std::cout << "job " << id << " "
+                << lathe::v1::JobState_Name(resp.job().state()) << "\n";
     }
     return 0;
   }

@@ -91,7 +91,8 @@ absl::Status SyncParentDir(const std::string& path) {
 
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {
   thread_local std::mt19937_64 rng(std::random_device{}());
-  const std::string tmp = absl::StrFormat("%s.tmp-%d-%x", path, ::getpid(), rng());
+  const std::string tmp =
+      absl::StrFormat("%s.tmp-%d-%x", path, ::getpid(), rng());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError("cannot create", tmp);
   size_t done = 0;

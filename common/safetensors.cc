@@ -100,7 +100,8 @@ absl::Status WriteSafetensors(
   std::string out;
   out.reserve(8 + header_text.size() + offset);
   const uint64_t n = header_text.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   out += header_text;
   for (const TensorView* t : sorted) {
     out.append(static_cast<const char*>(t->data), t->nbytes);
@@ -123,7 +124,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
   if (contents.size() < 8) return bad("shorter than the 8-byte header length");
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) {
-    header_len |= static_cast<uint64_t>(static_cast<uint8_t>(contents[i])) << (8 * i);
+    header_len |= static_cast<uint64_t>(static_cast<uint8_t>(contents[i]))
+                  << (8 * i);
   }
   if (header_len > kMaxHeaderBytes) {
     return bad(absl::StrCat("header of ", header_len,
@@ -131,8 +133,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
   }
   if (header_len > contents.size() - 8) {
     return bad(absl::StrCat("header length ", header_len,
-                            " runs past the end of the file (",
-                            contents.size(), " bytes)"));
+                            " runs past the end of the file (", contents.size(),
+                            " bytes)"));
   }
   const std::string_view header_text(contents.data() + 8, header_len);
   std::set<std::string> top_keys;
@@ -171,8 +173,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
       if (!v.is_object()) return bad("__metadata__ is not an object");
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string()) {
-          return bad(absl::StrCat("__metadata__[\"", m.key(),
-                                  "\"] is not a string"));
+          return bad(
+              absl::StrCat("__metadata__[\"", m.key(), "\"] is not a string"));
         }
         file->metadata_[m.key()] = m.value().get<std::string>();
       }
@@ -200,8 +202,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
       }
       t.shape.push_back(static_cast<int64_t>(dim));
     }
-    const auto& offs = v.contains("data_offsets") ? v["data_offsets"]
-                                                  : nlohmann::json();
+    const auto& offs =
+        v.contains("data_offsets") ? v["data_offsets"] : nlohmann::json();
     if (!offs.is_array() || offs.size() != 2 || !offs[0].is_number_unsigned() ||
         !offs[1].is_number_unsigned()) {
       return bad(where + "\"data_offsets\" must be [begin, end] integers");
@@ -221,7 +223,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
                               t.dtype, " does not match ", end - begin,
                               " bytes of data"));
     }
-    t.data = reinterpret_cast<const uint8_t*>(contents.data()) + data_start + begin;
+    t.data =
+        reinterpret_cast<const uint8_t*>(contents.data()) + data_start + begin;
     t.nbytes = end - begin;
     spans.push_back({{begin, end}, name});
     file->tensors_.emplace(name, std::move(t));
@@ -230,8 +233,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
   uint64_t expect = 0;
   for (const auto& [span, name] : spans) {
     if (span.first < expect) {
-      return bad(absl::StrCat("tensor \"", name,
-                              "\" overlaps the previous tensor"));
+      return bad(
+          absl::StrCat("tensor \"", name, "\" overlaps the previous tensor"));
     }
     if (span.first > expect) {
       return bad(absl::StrCat("gap of ", span.first - expect,

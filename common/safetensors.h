@@ -34,9 +34,9 @@ struct TensorView {
 // and `metadata` to `path` atomically (temporary file + rename). Invalid input
 // (duplicate or empty name, unknown dtype, byte count not matching the shape)
 // is INVALID_ARGUMENT; I/O failures keep their codes.
-absl::Status WriteSafetensors(const std::string& path,
-                              const std::vector<TensorView>& tensors,
-                              const std::map<std::string, std::string>& metadata);
+absl::Status WriteSafetensors(
+    const std::string& path, const std::vector<TensorView>& tensors,
+    const std::map<std::string, std::string>& metadata);
 
 // A validated, fully read safetensors file. Immutable after Open(); safe to
 // read from several threads.

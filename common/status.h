@@ -1,4 +1,5 @@
-// Return-if-error helpers shaped like Abseil's (Debian's absl 20220623 has none).
+// Return-if-error helpers shaped like Abseil's (Debian's absl 20220623 has
+// none).
 #ifndef LATHE_COMMON_STATUS_H_
 #define LATHE_COMMON_STATUS_H_
 
@@ -18,8 +19,9 @@
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` declares/assigns `x` from a StatusOr,
 // or returns its status from the enclosing function.
-#define ASSIGN_OR_RETURN(lhs, expr) \
-  LATHE_ASSIGN_OR_RETURN_IMPL_(LATHE_CONCAT_(lathe_statusor_, __LINE__), lhs, expr)
+#define ASSIGN_OR_RETURN(lhs, expr)                                           \
+  LATHE_ASSIGN_OR_RETURN_IMPL_(LATHE_CONCAT_(lathe_statusor_, __LINE__), lhs, \
+                               expr)
 
 #define LATHE_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
   auto tmp = (expr);                                 \

@@ -69,10 +69,12 @@ void LocalWorkers::Supervise() {
         if (pids_[i] <= 0) continue;
         int status = 0;
         if (::waitpid(pids_[i], &status, WNOHANG) == pids_[i]) {
-          std::fprintf(stderr, "lathe-server: local worker %zu exited (%s %d); "
-                       "restarting it\n", i,
-                       WIFSIGNALED(status) ? "signal" : "code",
-                       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+          std::fprintf(
+              stderr,
+              "lathe-server: local worker %zu exited (%s %d); "
+              "restarting it\n",
+              i, WIFSIGNALED(status) ? "signal" : "code",
+              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
           pids_[i] = Spawn(i);
         }
       }

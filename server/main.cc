@@ -14,9 +14,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
 #include "common/files.h"
 #include "common/status.h"
@@ -36,14 +36,17 @@ constexpr char kUsage[] =
     "usage: lathe-server [flags]\n"
     "  --listen HOST:PORT          gRPC address (default 127.0.0.1:50051;\n"
     "                              port 0 picks a free port)\n"
-    "  --metrics-listen HOST:PORT  Prometheus /metrics (default 127.0.0.1:9464)\n"
+    "  --metrics-listen HOST:PORT  Prometheus /metrics (default "
+    "127.0.0.1:9464)\n"
     "  --data-dir DIR              database, artifacts and logs (default\n"
     "                              ./lathe-data)\n"
     "  --local-workers N           start N worker agents beside the server\n"
-    "  --allow-root DIR            a directory jobs may read models and file://\n"
+    "  --allow-root DIR            a directory jobs may read models and "
+    "file://\n"
     "                              datasets from (repeatable)\n"
     "  --worker-device DEV         device of the local workers (default cpu)\n"
-    "  --heartbeat-timeout-ms MS   drop a silent worker after MS (default 15000)\n"
+    "  --heartbeat-timeout-ms MS   drop a silent worker after MS (default "
+    "15000)\n"
     "  --max-upload-mb MB          largest dataset or checkpoint file (4096)\n"
     "The chosen addresses are written to DATA_DIR/server.json once serving.\n";
 
@@ -128,9 +131,9 @@ class ServerProcess {
     opts.allowed_roots = flags_.allow_roots;
     opts.heartbeat_timeout = absl::Milliseconds(flags_.heartbeat_timeout_ms);
     opts.max_upload_bytes = flags_.max_upload_mb << 20;
-    ASSIGN_OR_RETURN(manager_, JobManager::Create(opts, store_.get(),
-                                                  artifacts_.get(),
-                                                  metrics_.get()));
+    ASSIGN_OR_RETURN(manager_,
+                     JobManager::Create(opts, store_.get(), artifacts_.get(),
+                                        metrics_.get()));
 
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(flags_.metrics_listen);
@@ -145,7 +148,8 @@ class ServerProcess {
                      metric_ports.empty() ? 0 : metric_ports[0]);
 
     JobServiceImpl jobs(manager_.get(), metrics_.get());
-    DatasetServiceImpl datasets(manager_.get(), artifacts_.get(), metrics_.get());
+    DatasetServiceImpl datasets(manager_.get(), artifacts_.get(),
+                                metrics_.get());
     WorkerServiceImpl workers(manager_.get(), artifacts_.get(), metrics_.get());
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -162,7 +166,8 @@ class ServerProcess {
       return absl::UnavailableError(
           absl::StrCat("cannot listen on ", flags_.listen));
     }
-    const std::string grpc_addr = absl::StrCat(HostOf(flags_.listen), ":", port);
+    const std::string grpc_addr =
+        absl::StrCat(HostOf(flags_.listen), ":", port);
 
     std::thread reaper([this] {
       while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
@@ -171,12 +176,11 @@ class ServerProcess {
     });
 
     if (flags_.local_workers > 0) {
-      const std::string dial =
-          absl::StrCat(HostOf(flags_.listen) == "0.0.0.0" ||
-                               HostOf(flags_.listen) == "[::]"
-                           ? "127.0.0.1"
-                           : HostOf(flags_.listen),
-                       ":", port);
+      const std::string dial = absl::StrCat(
+          HostOf(flags_.listen) == "0.0.0.0" || HostOf(flags_.listen) == "[::]"
+              ? "127.0.0.1"
+              : HostOf(flags_.listen),
+          ":", port);
       std::vector<std::vector<std::string>> argvs;
       std::vector<std::string> logs;
       for (int i = 0; i < flags_.local_workers; ++i) {
@@ -184,9 +188,11 @@ class ServerProcess {
                          "--name", absl::StrCat("local-", i), "--work-dir",
                          absl::StrCat(flags_.data_dir, "/workers/", i),
                          "--device", flags_.worker_device});
-        logs.push_back(absl::StrCat(flags_.data_dir, "/logs/worker-", i, ".log"));
+        logs.push_back(
+            absl::StrCat(flags_.data_dir, "/logs/worker-", i, ".log"));
       }
-      local_ = std::make_unique<LocalWorkers>(std::move(argvs), std::move(logs));
+      local_ =
+          std::make_unique<LocalWorkers>(std::move(argvs), std::move(logs));
       RETURN_IF_ERROR(local_->Start());
     }
 
@@ -207,7 +213,8 @@ class ServerProcess {
     // Local workers first: they give their jobs back through the server.
     if (local_) local_->Stop(10);
     manager_->Shutdown();
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server_->Shutdown(std::chrono::system_clock::now() +
+                      std::chrono::seconds(5));
     stop_.Notify();
     reaper.join();
     server_->Wait();

@@ -48,8 +48,8 @@ absl::Status StreamFile(grpc::ServerContext* ctx, const std::string& path,
   const off_t end = ::lseek(fd, 0, SEEK_END);
   if (offset < 0 || offset > end) {
     ::close(fd);
-    return absl::OutOfRangeError(
-        absl::StrCat("offset ", offset, " is outside the file (size ", end, ")"));
+    return absl::OutOfRangeError(absl::StrCat(
+        "offset ", offset, " is outside the file (size ", end, ")"));
   }
   std::string buf(kChunk, '\0');
   bool sent_first = false;
@@ -157,10 +157,12 @@ grpc::Status JobServiceImpl::WatchJob(
       lathe::v1::WatchJobResponse r;
       *r.mutable_job() = job;
       *r.mutable_event() = e;
-      if (!writer->Write(r)) return rpc.Done(absl::CancelledError("client left"));
+      if (!writer->Write(r))
+        return rpc.Done(absl::CancelledError("client left"));
       seq = e.seq();
     }
-    if (events.empty() && IsFinal(job.state())) return rpc.Done(absl::OkStatus());
+    if (events.empty() && IsFinal(job.state()))
+      return rpc.Done(absl::OkStatus());
     if (events.empty() && ctx->deadline() < std::chrono::system_clock::now()) {
       return rpc.Done(absl::DeadlineExceededError("deadline reached"));
     }
@@ -185,14 +187,13 @@ grpc::Status JobServiceImpl::DownloadCheckpointFile(
     const lathe::v1::DownloadCheckpointFileRequest* req,
     grpc::ServerWriter<lathe::v1::DownloadCheckpointFileResponse>* writer) {
   RpcScope rpc(metrics_, "DownloadCheckpointFile");
-  auto file =
-      manager_->ResolveCheckpointFile(req->job_id(), req->checkpoint(), req->file());
+  auto file = manager_->ResolveCheckpointFile(req->job_id(), req->checkpoint(),
+                                              req->file());
   if (!file.ok()) return rpc.Done(file.status());
-  return rpc.Done(StreamFile(
-      ctx, file->path, req->offset(), writer,
-      [&](lathe::v1::DownloadCheckpointFileResponse* r) {
-        *r->mutable_file() = file->info;
-      }));
+  return rpc.Done(StreamFile(ctx, file->path, req->offset(), writer,
+                             [&](lathe::v1::DownloadCheckpointFileResponse* r) {
+                               *r->mutable_file() = file->info;
+                             }));
 }
 
 // ---- DatasetService ----
@@ -203,8 +204,8 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     lathe::v1::UploadDatasetResponse* resp) {
   RpcScope rpc(metrics_, "UploadDataset");
   auto body = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(auto writer,
-                     artifacts_->NewWriter(manager_->options().max_upload_bytes));
+    ASSIGN_OR_RETURN(auto writer, artifacts_->NewWriter(
+                                      manager_->options().max_upload_bytes));
     lathe::v1::UploadDatasetRequest msg;
     std::string name;
     bool first = true;
@@ -212,7 +213,8 @@ grpc::Status DatasetServiceImpl::UploadDataset(
       if (first) {
         name = msg.name();
         if (name.empty() || name.size() > 255 ||
-            name.find('/') != std::string::npos || name == "." || name == "..") {
+            name.find('/') != std::string::npos || name == "." ||
+            name == "..") {
           return absl::InvalidArgumentError(
               "name: must be a file name of 1 to 255 characters without '/'");
         }
@@ -236,7 +238,8 @@ grpc::Status WorkerServiceImpl::RegisterWorker(
     grpc::ServerContext*, const lathe::v1::RegisterWorkerRequest* req,
     lathe::v1::RegisterWorkerResponse* resp) {
   RpcScope rpc(metrics_, "RegisterWorker");
-  std::vector<std::string> devices(req->devices().begin(), req->devices().end());
+  std::vector<std::string> devices(req->devices().begin(),
+                                   req->devices().end());
   auto reg = manager_->RegisterWorker(req->name(), devices, req->hostname());
   if (reg.ok()) {
     resp->set_worker_id(reg->worker_id);
@@ -248,9 +251,9 @@ grpc::Status WorkerServiceImpl::RegisterWorker(
   return rpc.Done(reg.status());
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*,
-                                          const lathe::v1::HeartbeatRequest* req,
-                                          lathe::v1::HeartbeatResponse* resp) {
+grpc::Status WorkerServiceImpl::Heartbeat(
+    grpc::ServerContext*, const lathe::v1::HeartbeatRequest* req,
+    lathe::v1::HeartbeatResponse* resp) {
   RpcScope rpc(metrics_, "Heartbeat");
   auto cancel = manager_->Heartbeat(req->worker_id());
   if (cancel.ok()) {
@@ -264,11 +267,12 @@ grpc::Status WorkerServiceImpl::AcquireJob(
     lathe::v1::AcquireJobResponse* resp) {
   RpcScope rpc(metrics_, "AcquireJob");
   if (req->wait_ms() < 0 || req->wait_ms() > 30000) {
-    return rpc.Done(absl::InvalidArgumentError("wait_ms: must be in [0, 30000]"));
+    return rpc.Done(
+        absl::InvalidArgumentError("wait_ms: must be in [0, 30000]"));
   }
   // Never hold a job past the client's deadline: it could not receive it.
-  auto until_deadline = absl::FromChrono(ctx->deadline()) - absl::Now() -
-                        absl::Milliseconds(200);
+  auto until_deadline =
+      absl::FromChrono(ctx->deadline()) - absl::Now() - absl::Milliseconds(200);
   auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
   if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
   auto a = manager_->AcquireJob(req->worker_id(), wait);
@@ -280,9 +284,10 @@ grpc::Status WorkerServiceImpl::ReportEvents(
     grpc::ServerContext*, const lathe::v1::ReportEventsRequest* req,
     lathe::v1::ReportEventsResponse* resp) {
   RpcScope rpc(metrics_, "ReportEvents");
-  std::vector<lathe::v1::Event> events(req->events().begin(), req->events().end());
-  auto cancel = manager_->ReportEvents(req->job_id(), req->attempt(),
-                                       std::move(events));
+  std::vector<lathe::v1::Event> events(req->events().begin(),
+                                       req->events().end());
+  auto cancel =
+      manager_->ReportEvents(req->job_id(), req->attempt(), std::move(events));
   if (cancel.ok()) resp->set_cancel_requested(*cancel);
   return rpc.Done(cancel.status());
 }
@@ -299,7 +304,8 @@ grpc::Status WorkerServiceImpl::UploadCheckpointFile(
     }
     const lathe::v1::FileInfo info = msg.file();
     if (!IsSha256Hex(info.sha256())) {
-      return absl::InvalidArgumentError("file.sha256: not a SHA-256 hex digest");
+      return absl::InvalidArgumentError(
+          "file.sha256: not a SHA-256 hex digest");
     }
     if (info.size() < 0 || info.size() > manager_->options().max_upload_bytes) {
       return absl::InvalidArgumentError("file.size: out of range");

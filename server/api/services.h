@@ -36,9 +36,9 @@ class JobServiceImpl final : public lathe::v1::JobService::Service {
   grpc::Status WatchJob(
       grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
       grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) override;
-  grpc::Status ListCheckpoints(grpc::ServerContext* ctx,
-                               const lathe::v1::ListCheckpointsRequest* req,
-                               lathe::v1::ListCheckpointsResponse* resp) override;
+  grpc::Status ListCheckpoints(
+      grpc::ServerContext* ctx, const lathe::v1::ListCheckpointsRequest* req,
+      lathe::v1::ListCheckpointsResponse* resp) override;
   grpc::Status DownloadCheckpointFile(
       grpc::ServerContext* ctx,
       const lathe::v1::DownloadCheckpointFileRequest* req,

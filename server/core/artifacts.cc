@@ -89,8 +89,8 @@ absl::StatusOr<std::string> BlobWriter::Commit(
   fd_ = -1;
   std::string digest = hash_.Hex();
   if (!expected_sha256.empty() && digest != expected_sha256) {
-    return absl::DataLossError(absl::StrCat(
-        "content has SHA-256 ", digest, ", expected ", expected_sha256));
+    return absl::DataLossError(absl::StrCat("content has SHA-256 ", digest,
+                                            ", expected ", expected_sha256));
   }
   const std::string dest = store_->PathFor(digest);
   RETURN_IF_ERROR(MakeDirs(dest.substr(0, dest.rfind('/'))));

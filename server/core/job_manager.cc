@@ -103,8 +103,8 @@ absl::Status JobManager::Init() {
     for (Job& job : jobs) {
       std::vector<Event> events;
       if (s == lathe::v1::RUNNING) {
-        Transition(&job, lathe::v1::QUEUED,
-                   "server restarted; job requeued", &events);
+        Transition(&job, lathe::v1::QUEUED, "server restarted; job requeued",
+                   &events);
       } else {
         Transition(&job, lathe::v1::CANCELLED,
                    "server restarted while cancelling", &events);
@@ -151,7 +151,8 @@ absl::Status JobManager::Save(Job* job, std::vector<Event>* events) {
 absl::StatusOr<std::string> JobManager::ResolveLocalPath(
     const std::string& field, const std::string& value) {
   std::string path = value;
-  if (absl::StartsWith(path, kFilePrefix)) path = path.substr(strlen(kFilePrefix));
+  if (absl::StartsWith(path, kFilePrefix))
+    path = path.substr(strlen(kFilePrefix));
   if (path.empty() || path[0] != '/') {
     return Invalid(field, absl::StrCat("\"", value,
                                        "\" is not an absolute path or "
@@ -161,14 +162,14 @@ absl::StatusOr<std::string> JobManager::ResolveLocalPath(
   for (const std::string& root : options_.allowed_roots) {
     if (PathWithin(canonical, root)) return canonical;
   }
-  return Invalid(field,
-                 absl::StrCat("\"", value,
-                              "\" is outside the server's allowed roots (",
-                              options_.allowed_roots.empty()
-                                  ? std::string("none configured; see "
-                                                "--allow-root")
-                                  : absl::StrJoin(options_.allowed_roots, ", "),
-                              ")"));
+  return Invalid(
+      field,
+      absl::StrCat("\"", value, "\" is outside the server's allowed roots (",
+                   options_.allowed_roots.empty()
+                       ? std::string("none configured; see "
+                                     "--allow-root")
+                       : absl::StrJoin(options_.allowed_roots, ", "),
+                   ")"));
 }
 
 absl::StatusOr<Dataset> JobManager::ResolveData(const std::string& field,
@@ -200,7 +201,8 @@ absl::StatusOr<Dataset> JobManager::ResolveData(const std::string& field,
       return Invalid(field, absl::StrCat("\"", value, "\" is larger than ",
                                          options_.max_upload_bytes, " bytes"));
     }
-    ASSIGN_OR_RETURN(auto writer, artifacts_->NewWriter(options_.max_upload_bytes));
+    ASSIGN_OR_RETURN(auto writer,
+                     artifacts_->NewWriter(options_.max_upload_bytes));
     auto data = ReadFile(path);
     if (!data.ok()) {
       return Invalid(field, absl::StrCat("cannot read \"", value,
@@ -222,9 +224,10 @@ absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
   for (const char* t : kTasks) task_ok |= spec->task() == t;
   if (spec->task().empty()) return Invalid("spec.task", "is required");
   if (!task_ok) {
-    return Invalid("spec.task",
-                   absl::StrCat("unknown task \"", spec->task().substr(0, 64),
-                                "\"; supported: ", absl::StrJoin(kTasks, ", ")));
+    return Invalid(
+        "spec.task",
+        absl::StrCat("unknown task \"", spec->task().substr(0, 64),
+                     "\"; supported: ", absl::StrJoin(kTasks, ", ")));
   }
   if (spec->model().empty()) return Invalid("spec.model", "is required");
   if (spec->model().size() > kMaxText) return Invalid("spec.model", "too long");
@@ -239,13 +242,16 @@ absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
                                   "preset:bert-mini"));
     }
   } else {
-    if (spec->model()[0] != '/' && !absl::StartsWith(spec->model(), kFilePrefix)) {
-      return Invalid("spec.model",
-                     absl::StrCat("unknown model \"", spec->model().substr(0, 64),
-                                  "\"; use preset:bert-tiny, preset:bert-mini "
-                                  "or the absolute path of a model directory"));
+    if (spec->model()[0] != '/' &&
+        !absl::StartsWith(spec->model(), kFilePrefix)) {
+      return Invalid(
+          "spec.model",
+          absl::StrCat("unknown model \"", spec->model().substr(0, 64),
+                       "\"; use preset:bert-tiny, preset:bert-mini "
+                       "or the absolute path of a model directory"));
     }
-    ASSIGN_OR_RETURN(std::string dir, ResolveLocalPath("spec.model", spec->model()));
+    ASSIGN_OR_RETURN(std::string dir,
+                     ResolveLocalPath("spec.model", spec->model()));
     if (!PathExists(dir + "/config.json") ||
         !PathExists(dir + "/model.safetensors")) {
       return Invalid("spec.model",
@@ -283,9 +289,9 @@ absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
   ASSIGN_OR_RETURN(*job->mutable_train_dataset(),
                    ResolveData("spec.train_data", spec->train_data()));
   if (!spec->validation_data().empty()) {
-    ASSIGN_OR_RETURN(*job->mutable_validation_dataset(),
-                     ResolveData("spec.validation_data",
-                                 spec->validation_data()));
+    ASSIGN_OR_RETURN(
+        *job->mutable_validation_dataset(),
+        ResolveData("spec.validation_data", spec->validation_data()));
   }
   return absl::OkStatus();
 }
@@ -335,15 +341,18 @@ absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(
   }
   if (page_size == 0) page_size = 100;
   int64_t before = 0;
-  if (!page_token.empty() && (!absl::SimpleAtoi(page_token, &before) || before <= 0)) {
+  if (!page_token.empty() &&
+      (!absl::SimpleAtoi(page_token, &before) || before <= 0)) {
     return Invalid("page_token", "is not a token from a previous response");
   }
   for (int s : states) {
-    if (!lathe::v1::JobState_IsValid(s) || s == lathe::v1::JOB_STATE_UNSPECIFIED) {
+    if (!lathe::v1::JobState_IsValid(s) ||
+        s == lathe::v1::JOB_STATE_UNSPECIFIED) {
       return Invalid("states", absl::StrCat(s, " is not a job state"));
     }
   }
-  ASSIGN_OR_RETURN(JobPage page, store_->ListJobs(states, owner, page_size, before));
+  ASSIGN_OR_RETURN(JobPage page,
+                   store_->ListJobs(states, owner, page_size, before));
   std::string next =
       page.next_before_seq > 0 ? absl::StrCat(page.next_before_seq) : "";
   return std::make_pair(std::move(page.jobs), next);
@@ -410,7 +419,8 @@ absl::StatusOr<ResolvedFile> JobManager::ResolveCheckpointFile(
   ASSIGN_OR_RETURN(auto listing, ListCheckpoints(job_id));
   auto& [cps, best_step] = listing;
   if (cps.empty()) {
-    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no checkpoints"));
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no checkpoints"));
   }
   const Checkpoint* chosen = nullptr;
   if (selector.empty() || selector == "latest") {
@@ -428,8 +438,8 @@ absl::StatusOr<ResolvedFile> JobManager::ResolveCheckpointFile(
     }
   }
   if (chosen == nullptr) {
-    return absl::NotFoundError(absl::StrCat("job ", job_id,
-                                            " has no checkpoint ", selector));
+    return absl::NotFoundError(
+        absl::StrCat("job ", job_id, " has no checkpoint ", selector));
   }
   for (const auto& f : chosen->files()) {
     if (f.name() == file) {
@@ -489,8 +499,8 @@ absl::StatusOr<std::vector<std::string>> JobManager::Heartbeat(
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) {
-    return absl::NotFoundError(absl::StrCat("worker ", worker_id,
-                                            " is not registered"));
+    return absl::NotFoundError(
+        absl::StrCat("worker ", worker_id, " is not registered"));
   }
   it->second.last_seen_ms = clock_();
   std::vector<std::string> cancel;
@@ -511,8 +521,8 @@ absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
   while (true) {
     auto w = workers_.find(worker_id);
     if (w == workers_.end()) {
-      return absl::NotFoundError(absl::StrCat("worker ", worker_id,
-                                              " is not registered"));
+      return absl::NotFoundError(
+          absl::StrCat("worker ", worker_id, " is not registered"));
     }
     w->second.last_seen_ms = clock_();
     ASSIGN_OR_RETURN(auto queued, store_->OldestQueued());
@@ -545,7 +555,8 @@ absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
       }
       return std::optional<Assignment>(std::move(a));
     }
-    if (shutdown_ || absl::Now() >= deadline) return std::optional<Assignment>();
+    if (shutdown_ || absl::Now() >= deadline)
+      return std::optional<Assignment>();
     changed_.WaitWithDeadline(&mu_, deadline);
   }
 }
@@ -558,7 +569,8 @@ absl::StatusOr<Job> JobManager::LoadRunning(const std::string& job_id,
         absl::StrCat("attempt ", attempt, " of job ", job_id,
                      " is stale; the current attempt is ", job.attempt()));
   }
-  if (job.state() != lathe::v1::RUNNING && job.state() != lathe::v1::CANCELLING) {
+  if (job.state() != lathe::v1::RUNNING &&
+      job.state() != lathe::v1::CANCELLING) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job_id, " is ", JobState_Name(job.state()), ", not running"));
   }
@@ -573,7 +585,8 @@ absl::Status JobManager::CheckAttempt(const std::string& job_id, int attempt) {
 absl::Status JobManager::ApplyCheckpoint(Job* job, Event* event) {
   Checkpoint* cp = event->mutable_checkpoint();
   if (cp->step() < 0) return Invalid("events.checkpoint.step", "is negative");
-  if (cp->files().empty()) return Invalid("events.checkpoint.files", "is empty");
+  if (cp->files().empty())
+    return Invalid("events.checkpoint.files", "is empty");
   for (const auto& f : cp->files()) {
     if (f.name().empty() || f.name().find('/') != std::string::npos ||
         f.name() == "." || f.name() == "..") {
@@ -609,14 +622,16 @@ absl::StatusOr<bool> JobManager::ReportEvents(const std::string& job_id,
                                 e.train().samples_per_second());
         break;
       case lathe::v1::EVENT_TYPE_EVAL_METRICS:
-        for (const auto& [k, v] : e.eval()) (*job.mutable_eval_metrics())[k] = v;
+        for (const auto& [k, v] : e.eval())
+          (*job.mutable_eval_metrics())[k] = v;
         break;
       case lathe::v1::EVENT_TYPE_CHECKPOINT:
         RETURN_IF_ERROR(ApplyCheckpoint(&job, &e));
         break;
       default:
-        return Invalid("events.type",
-                       "workers report log, metrics and checkpoint events only");
+        return Invalid(
+            "events.type",
+            "workers report log, metrics and checkpoint events only");
     }
   }
   RETURN_IF_ERROR(Save(&job, &events));
@@ -650,9 +665,8 @@ absl::Status JobManager::FinishAttempt(const std::string& job_id, int attempt,
   std::vector<Event> events;
   Transition(&job, outcome, message, &events);
   RETURN_IF_ERROR(Save(&job, &events));
-  RETURN_IF_ERROR(store_->RecordAttemptEnd(job_id, attempt,
-                                           JobState_Name(outcome), error,
-                                           clock_()));
+  RETURN_IF_ERROR(store_->RecordAttemptEnd(
+      job_id, attempt, JobState_Name(outcome), error, clock_()));
   auto w = workers_.find(job.worker_id());
   if (w != workers_.end()) w->second.jobs.erase(job_id);
   return absl::OkStatus();
@@ -661,7 +675,8 @@ absl::Status JobManager::FinishAttempt(const std::string& job_id, int attempt,
 void JobManager::ExpireWorkers() {
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_();
-  const int64_t timeout_ms = absl::ToInt64Milliseconds(options_.heartbeat_timeout);
+  const int64_t timeout_ms =
+      absl::ToInt64Milliseconds(options_.heartbeat_timeout);
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (now - it->second.last_seen_ms <= timeout_ms) {
       ++it;

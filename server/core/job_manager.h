@@ -83,9 +83,9 @@ class JobManager {
   absl::StatusOr<std::pair<std::vector<lathe::v1::Checkpoint>, int64_t>>
   ListCheckpoints(const std::string& job_id);
   // `selector` is "latest" (or empty), "best" or a step number.
-  absl::StatusOr<ResolvedFile> ResolveCheckpointFile(const std::string& job_id,
-                                                     const std::string& selector,
-                                                     const std::string& file);
+  absl::StatusOr<ResolvedFile> ResolveCheckpointFile(
+      const std::string& job_id, const std::string& selector,
+      const std::string& file);
   // Records an uploaded dataset blob under a display name.
   absl::StatusOr<lathe::v1::Dataset> AddDataset(const std::string& name,
                                                 const std::string& sha256,

@@ -27,9 +27,9 @@ Metrics::Metrics()
               .Name("lathe_job_start_latency_seconds")
               .Help("Time from submit to the first start of a job")
               .Register(*registry_)
-              .Add({}, prometheus::Histogram::BucketBoundaries{
-                           0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800,
-                           7200})),
+              .Add({},
+                   prometheus::Histogram::BucketBoundaries{
+                       0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200})),
       rpcs_(BuildCounter()
                 .Name("lathe_rpcs_total")
                 .Help("RPCs handled, by method and status code")

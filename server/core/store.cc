@@ -135,10 +135,10 @@ int64_t NowMs() {
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                               SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+      nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -264,9 +264,9 @@ absl::StatusOr<std::vector<Job>> Store::QueryJobs(
 
 absl::StatusOr<Job> Store::GetJob(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(auto jobs,
-                   QueryJobs("SELECT data, seq FROM jobs WHERE id=?1", {id}, {},
-                             nullptr));
+  ASSIGN_OR_RETURN(
+      auto jobs,
+      QueryJobs("SELECT data, seq FROM jobs WHERE id=?1", {id}, {}, nullptr));
   if (jobs.empty()) {
     return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   }
@@ -321,8 +321,9 @@ absl::StatusOr<std::optional<Job>> Store::OldestQueued() {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(
       auto jobs,
-      QueryJobs("SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq LIMIT 1",
-                {}, {static_cast<int64_t>(lathe::v1::QUEUED)}, nullptr));
+      QueryJobs(
+          "SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq LIMIT 1", {},
+          {static_cast<int64_t>(lathe::v1::QUEUED)}, nullptr));
   if (jobs.empty()) return std::optional<Job>();
   return std::optional<Job>(jobs[0]);
 }

@@ -10,7 +10,8 @@ namespace {
 
 std::string TempDir(const std::string& name) {
   const std::string dir =
-      (std::filesystem::path(::testing::TempDir()) / ("lathe_files_" + name)).string();
+      (std::filesystem::path(::testing::TempDir()) / ("lathe_files_" + name))
+          .string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -75,7 +76,8 @@ TEST(FilesTest, PathWithin) {
 }
 
 TEST(FilesTest, CanonicalPathResolvesDots) {
-  EXPECT_EQ(CanonicalPath("/nonexistent-lathe/a/./b/../c"), "/nonexistent-lathe/a/c");
+  EXPECT_EQ(CanonicalPath("/nonexistent-lathe/a/./b/../c"),
+            "/nonexistent-lathe/a/c");
 }
 
 }  // namespace

@@ -40,13 +40,14 @@ TEST(ParamsTest, UnknownNameIsRejected) {
 
 TEST(ParamsTest, OutOfRangeAndMalformedAreRejected) {
   for (const auto& [name, value] :
-       std::vector<std::pair<std::string, std::string>>{{"epochs", "0"},
-                                          {"batch_size", "abc"},
-                                          {"learning_rate", "0"},
-                                          {"learning_rate", "nan"},
-                                          {"max_seq_length", "513"},
-                                          {"validation_split", "0.6"},
-                                          {"warmup_ratio", "-0.1"}}) {
+       std::vector<std::pair<std::string, std::string>>{
+           {"epochs", "0"},
+           {"batch_size", "abc"},
+           {"learning_rate", "0"},
+           {"learning_rate", "nan"},
+           {"max_seq_length", "513"},
+           {"validation_split", "0.6"},
+           {"warmup_ratio", "-0.1"}}) {
     auto p = ParseTrainParams({{name, value}});
     ASSERT_FALSE(p.ok()) << name << "=" << value;
     EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
@@ -58,7 +59,8 @@ TEST(ParamsTest, OutOfRangeAndMalformedAreRejected) {
 
 TEST(ParamsTest, HelpNamesEveryParameter) {
   const std::string help = TrainParamsHelp();
-  for (const char* name : {"epochs", "batch_size", "learning_rate", "num_threads"}) {
+  for (const char* name :
+       {"epochs", "batch_size", "learning_rate", "num_threads"}) {
     EXPECT_NE(help.find(name), std::string::npos) << name;
   }
 }

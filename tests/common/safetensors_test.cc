@@ -14,7 +14,8 @@ namespace {
 
 std::string TempPath(const std::string& name) {
   const std::string dir =
-      (std::filesystem::path(::testing::TempDir()) / "lathe_safetensors").string();
+      (std::filesystem::path(::testing::TempDir()) / "lathe_safetensors")
+          .string();
   std::filesystem::create_directories(dir);
   return dir + "/" + name;
 }
@@ -23,7 +24,8 @@ std::string TempPath(const std::string& name) {
 std::string RawFile(const std::string& header, const std::string& data) {
   std::string out;
   const uint64_t n = header.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   return out + header + data;
 }
 
@@ -36,7 +38,8 @@ void ExpectInvalid(const std::string& contents, const std::string& fragment) {
   ASSERT_FALSE(s.ok()) << "expected failure mentioning " << fragment;
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(s.message()).find(fragment), std::string::npos) << s;
-  EXPECT_NE(std::string(s.message()).find("t.safetensors"), std::string::npos) << s;
+  EXPECT_NE(std::string(s.message()).find("t.safetensors"), std::string::npos)
+      << s;
 }
 
 TEST(SafetensorsTest, RoundTrip) {
@@ -89,8 +92,8 @@ TEST(SafetensorsTest, WriterRejectsBadInput) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(WriteSafetensors(path, {{"a", "Q4", {2}, x, 8}}, {}).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(WriteSafetensors(path, {{"a", "F32", {2}, x, 8}, {"a", "F32", {2}, x, 8}},
-                             {})
+  EXPECT_EQ(WriteSafetensors(
+                path, {{"a", "F32", {2}, x, 8}, {"a", "F32", {2}, x, 8}}, {})
                 .code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -110,9 +113,13 @@ TEST(SafetensorsTest, HeaderTooLarge) {
   ExpectInvalid(f, "100 MB");
 }
 
-TEST(SafetensorsTest, InvalidJson) { ExpectInvalid(RawFile("{\"a\": ", ""), "not valid JSON"); }
+TEST(SafetensorsTest, InvalidJson) {
+  ExpectInvalid(RawFile("{\"a\": ", ""), "not valid JSON");
+}
 
-TEST(SafetensorsTest, HeaderNotObject) { ExpectInvalid(RawFile("[1]", ""), "not a JSON object"); }
+TEST(SafetensorsTest, HeaderNotObject) {
+  ExpectInvalid(RawFile("[1]", ""), "not a JSON object");
+}
 
 TEST(SafetensorsTest, DuplicateNames) {
   ExpectInvalid(
@@ -123,26 +130,31 @@ TEST(SafetensorsTest, DuplicateNames) {
 }
 
 TEST(SafetensorsTest, UnsupportedDtype) {
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", "x"),
-                "unsupported dtype F8");
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"F8","shape":[1],"data_offsets":[0,1]}})", "x"),
+      "unsupported dtype F8");
 }
 
 TEST(SafetensorsTest, ShapeDoesNotMatchBytes) {
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",
-                        "xxxx"),
-                "does not match");
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})",
+              "xxxx"),
+      "does not match");
 }
 
 TEST(SafetensorsTest, NegativeShape) {
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", "x"),
-                "non-negative");
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[-1],"data_offsets":[0,1]}})", "x"),
+      "non-negative");
 }
 
 TEST(SafetensorsTest, OffsetsOutOfBounds) {
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", "xx"),
-                "out of bounds");
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[2,1]}})", "xx"),
-                "out of bounds");
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}})", "xx"),
+      "out of bounds");
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[2,1]}})", "xx"),
+      "out of bounds");
 }
 
 TEST(SafetensorsTest, OverlappingTensors) {
@@ -162,14 +174,18 @@ TEST(SafetensorsTest, GapBetweenTensors) {
 }
 
 TEST(SafetensorsTest, TrailingBytes) {
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", "xy"),
-                "trailing");
+  ExpectInvalid(
+      RawFile(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", "xy"),
+      "trailing");
 }
 
 TEST(SafetensorsTest, MissingFields) {
-  ExpectInvalid(RawFile(R"({"a":{"shape":[1],"data_offsets":[0,1]}})", "x"), "dtype");
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","data_offsets":[0,1]}})", "x"), "shape");
-  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[1]}})", "x"), "data_offsets");
+  ExpectInvalid(RawFile(R"({"a":{"shape":[1],"data_offsets":[0,1]}})", "x"),
+                "dtype");
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","data_offsets":[0,1]}})", "x"),
+                "shape");
+  ExpectInvalid(RawFile(R"({"a":{"dtype":"U8","shape":[1]}})", "x"),
+                "data_offsets");
 }
 
 TEST(SafetensorsTest, BadMetadata) {

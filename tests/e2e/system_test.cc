@@ -1,5 +1,7 @@
 // Whole-system tests: the real lathe-server with a real local worker agent
 // and training child, real SQLite, real gRPC on loopback, the real CLI.
+#include "tests/support/system.h"
+
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -14,21 +16,20 @@
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
 #include "tests/support/temp_dir.h"
 
 namespace lathe {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
 using testing::CommandResult;
+using ::testing::HasSubstr;
 using testing::ServerProcess;
 
 const char* const kPositive[] = {"great", "excellent", "wonderful", "happy",
-                                 "love", "superb", "fine", "nice"};
+                                 "love",  "superb",    "fine",      "nice"};
 const char* const kNegative[] = {"terrible", "awful", "horrible", "sad",
-                                 "hate", "poor", "bad", "worst"};
+                                 "hate",     "poor",  "bad",      "worst"};
 
 // A small, clearly separable sentiment set in JSONL.
 void WriteSentimentData(const std::string& path, int rows, int offset) {
@@ -36,9 +37,10 @@ void WriteSentimentData(const std::string& path, int rows, int offset) {
   for (int i = 0; i < rows; ++i) {
     const bool pos = (i + offset) % 2 == 0;
     const auto& words = pos ? kPositive : kNegative;
-    json row = {{"text", std::string("the movie was ") + words[(i * 3 + offset) % 8] +
-                             " and the food was " + words[(i * 5 + 1 + offset) % 8]},
-                {"label", pos ? "positive" : "negative"}};
+    json row = {
+        {"text", std::string("the movie was ") + words[(i * 3 + offset) % 8] +
+                     " and the food was " + words[(i * 5 + 1 + offset) % 8]},
+        {"label", pos ? "positive" : "negative"}};
     out << row.dump() << "\n";
   }
 }
@@ -80,7 +82,9 @@ class SystemTest : public ::testing::Test {
     ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
   }
 
-  static std::string Path(const std::string& name) { return dir_->path() + "/" + name; }
+  static std::string Path(const std::string& name) {
+    return dir_->path() + "/" + name;
+  }
   std::unique_ptr<lathe::v1::JobService::Stub> Jobs() {
     return lathe::v1::JobService::NewStub(grpc::CreateChannel(
         server_->grpc_address(), grpc::InsecureChannelCredentials()));
@@ -89,12 +93,25 @@ class SystemTest : public ::testing::Test {
   // Submits the sentiment job through the CLI and returns its id.
   std::string SubmitSmallJob(const std::vector<std::string>& extra_params,
                              const std::string& model = "preset:bert-tiny") {
-    std::vector<std::string> args = {
-        "submit", "--task", "text-classification", "--model", model,
-        "--train-data", Path("train.jsonl"), "--validation-data",
-        Path("validation.jsonl"), "--param", "learning_rate=2e-3",
-        "--param", "batch_size=16", "--param", "max_seq_length=32",
-        "--param", "warmup_ratio=0", "--output", "json"};
+    std::vector<std::string> args = {"submit",
+                                     "--task",
+                                     "text-classification",
+                                     "--model",
+                                     model,
+                                     "--train-data",
+                                     Path("train.jsonl"),
+                                     "--validation-data",
+                                     Path("validation.jsonl"),
+                                     "--param",
+                                     "learning_rate=2e-3",
+                                     "--param",
+                                     "batch_size=16",
+                                     "--param",
+                                     "max_seq_length=32",
+                                     "--param",
+                                     "warmup_ratio=0",
+                                     "--output",
+                                     "json"};
     for (const auto& p : extra_params) {
       args.push_back("--param");
       args.push_back(p);
@@ -124,8 +141,8 @@ bool SystemTest::started_ = false;
 std::string* SystemTest::start_error_ = nullptr;
 
 TEST_F(SystemTest, SmallJobSucceedsAndItsCheckpointDownloadsVerified) {
-  const std::string id =
-      SubmitSmallJob({"epochs=4", "eval_steps=12", "save_steps=12", "logging_steps=2"});
+  const std::string id = SubmitSmallJob(
+      {"epochs=4", "eval_steps=12", "save_steps=12", "logging_steps=2"});
   ASSERT_FALSE(id.empty());
 
   // watch streams the live job to its end and exits 0 on success.
@@ -176,25 +193,29 @@ TEST_F(SystemTest, SmallJobSucceedsAndItsCheckpointDownloadsVerified) {
 
   // A damaged local copy is detected and fetched again.
   { std::ofstream(dest + "/model.safetensors", std::ios::app) << "junk"; }
-  CommandResult again = server_->Cli({"download", id, "--dest", dest, "--checkpoint", "24"});
+  CommandResult again =
+      server_->Cli({"download", id, "--dest", dest, "--checkpoint", "24"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(*Sha256File(dest + "/model.safetensors"),
             files["model.safetensors"]["sha256"].get<std::string>());
 
   // Chained fine-tuning: the downloaded checkpoint is the next job's base.
-  const std::string next = SubmitSmallJob({"max_steps=4", "eval_steps=0"}, dest);
+  const std::string next =
+      SubmitSmallJob({"max_steps=4", "eval_steps=0"}, dest);
   CommandResult wait2 = server_->Cli({"wait", next, "--timeout", "300"});
   EXPECT_EQ(wait2.exit_code, 0) << wait2.out << wait2.err;
   json chained = Get(next);
   EXPECT_EQ(chained["state"], "SUCCEEDED") << chained.dump(2);
   // Starting from a trained model, it is good from its first steps.
-  EXPECT_GE(chained["eval_metrics"]["accuracy"].get<double>(), 0.9) << chained.dump(2);
+  EXPECT_GE(chained["eval_metrics"]["accuracy"].get<double>(), 0.9)
+      << chained.dump(2);
 }
 
 TEST_F(SystemTest, CancelStopsTheRunningChildWithinFiveSeconds) {
   const std::string id = SubmitSmallJob({"epochs=1000", "logging_steps=1"});
   // Wait (bounded) until the training child reports progress.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(120);
   json job;
   while (std::chrono::steady_clock::now() < deadline) {
     job = Get(id);
@@ -211,7 +232,8 @@ TEST_F(SystemTest, CancelStopsTheRunningChildWithinFiveSeconds) {
   EXPECT_EQ(ParseJson(cancel)["state"], "CANCELLING");
   CommandResult wait = server_->Cli({"wait", id, "--timeout", "30"});
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   EXPECT_EQ(wait.exit_code, 1) << "wait exits 1 for a job that did not succeed";
   EXPECT_EQ(Get(id)["state"], "CANCELLED");
   EXPECT_LT(seconds, 5.0);
@@ -222,9 +244,12 @@ TEST_F(SystemTest, CancelStopsTheRunningChildWithinFiveSeconds) {
 TEST_F(SystemTest, MalformedRowFailsTheJobNamingFileAndLine) {
   {
     std::ofstream out(Path("broken.jsonl"));
-    out << R"({"text": "fine", "label": "a"})" << "\n"
-        << R"({"text": "also fine", "label": "b"})" << "\n"
-        << R"({"text": "no label here"})" << "\n";
+    out << R"({"text": "fine", "label": "a"})"
+        << "\n"
+        << R"({"text": "also fine", "label": "b"})"
+        << "\n"
+        << R"({"text": "no label here"})"
+        << "\n";
   }
   CommandResult r = server_->Cli({"submit", "--task", "text-classification",
                                   "--model", "preset:bert-tiny", "--train-data",
@@ -283,14 +308,16 @@ TEST_F(SystemTest, InvalidRequestsGetInvalidArgumentNamingTheField) {
     EXPECT_THAT(s.error_message(), HasSubstr(c.field));
   }
   // A valid file:// submit works, so the cases above failed for their field.
-  EXPECT_TRUE(submit([](auto* s) { (*s->mutable_params())["max_steps"] = "1"; }).ok());
+  EXPECT_TRUE(
+      submit([](auto* s) { (*s->mutable_params())["max_steps"] = "1"; }).ok());
 
   {
     lathe::v1::GetJobRequest req;
     req.set_id("job-doesnotexist");
     lathe::v1::GetJobResponse resp;
     grpc::ClientContext ctx;
-    EXPECT_EQ(jobs->GetJob(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_EQ(jobs->GetJob(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::NOT_FOUND);
   }
   {
     lathe::v1::ListJobsRequest req;
@@ -317,9 +344,9 @@ TEST_F(SystemTest, InvalidRequestsGetInvalidArgumentNamingTheField) {
     EXPECT_THAT(s.error_message(), HasSubstr("name"));
   }
   // The CLI reports the same error and exits 2.
-  CommandResult cli = server_->Cli({"submit", "--task", "text-classification",
-                                    "--model", "preset:bert-tiny", "--train-data",
-                                    Path("train.jsonl"), "--param", "epochs=-3"});
+  CommandResult cli = server_->Cli(
+      {"submit", "--task", "text-classification", "--model", "preset:bert-tiny",
+       "--train-data", Path("train.jsonl"), "--param", "epochs=-3"});
   EXPECT_EQ(cli.exit_code, 2);
   EXPECT_THAT(cli.err, HasSubstr("spec.params[epochs]"));
   // The server is still healthy afterwards.
@@ -327,7 +354,8 @@ TEST_F(SystemTest, InvalidRequestsGetInvalidArgumentNamingTheField) {
 }
 
 TEST_F(SystemTest, MetricsAreValidPrometheusText) {
-  const std::string body = testing::HttpGet(server_->metrics_address(), "/metrics");
+  const std::string body =
+      testing::HttpGet(server_->metrics_address(), "/metrics");
   ASSERT_FALSE(body.empty());
   const std::regex sample(
       R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?([0-9.eE+-]+|[Nn][Aa][Nn]|[+-]?[Ii][Nn][Ff])( [0-9]+)?$)");
@@ -347,8 +375,9 @@ TEST_F(SystemTest, MetricsAreValidPrometheusText) {
   }
   EXPECT_GT(samples, 10);
   for (const char* name :
-       {"lathe_jobs{state=\"QUEUED\"}", "lathe_queue_depth_jobs", "lathe_workers 1",
-        "lathe_job_start_latency_seconds_bucket", "lathe_rpcs_total{"}) {
+       {"lathe_jobs{state=\"QUEUED\"}", "lathe_queue_depth_jobs",
+        "lathe_workers 1", "lathe_job_start_latency_seconds_bucket",
+        "lathe_rpcs_total{"}) {
     EXPECT_THAT(body, HasSubstr(name));
   }
 }
@@ -362,8 +391,8 @@ TEST(ServerRestartTest, AcknowledgedJobsSurviveKillNine) {
   WriteSentimentData(dir.path() + "/t.jsonl", 8, 0);
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
-    CommandResult r = server.Cli({"submit", "--task", "text-classification", "--model",
-                                  "preset:bert-tiny", "--train-data",
+    CommandResult r = server.Cli({"submit", "--task", "text-classification",
+                                  "--model", "preset:bert-tiny", "--train-data",
                                   dir.path() + "/t.jsonl", "--output", "json"});
     ASSERT_EQ(r.exit_code, 0) << r.err;
     ids.push_back(json::parse(r.out)["id"]);

@@ -107,7 +107,8 @@ TEST_F(JobManagerTest, InvalidFieldsAreNamed) {
     JobSpec spec = Spec();
     c.mutate(&spec);
     auto job = manager_->Submit(spec, "");
-    EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_EQ(job.status().code(), absl::StatusCode::kInvalidArgument)
+        << c.field;
     EXPECT_THAT(std::string(job.status().message()), HasSubstr(c.field));
   }
   auto page = manager_->List({}, "", 0, "");
@@ -148,7 +149,8 @@ TEST_F(JobManagerTest, FifoQueueAndFullLifecycle) {
   ASSERT_TRUE(cancel.ok()) << cancel.status();
   EXPECT_FALSE(*cancel);
 
-  ASSERT_TRUE(manager_->FinishAttempt(first->id(), 1, lathe::v1::SUCCEEDED, "").ok());
+  ASSERT_TRUE(
+      manager_->FinishAttempt(first->id(), 1, lathe::v1::SUCCEEDED, "").ok());
   auto done = manager_->Get(first->id());
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->state(), lathe::v1::SUCCEEDED);
@@ -215,7 +217,8 @@ TEST_F(JobManagerTest, SilentWorkerLosesItsJobAndStaleReportsAreRefused) {
   clock_.Advance(2000);
   manager_->ExpireWorkers();
   EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::QUEUED);
-  EXPECT_EQ(manager_->Heartbeat(w1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->Heartbeat(w1).status().code(),
+            absl::StatusCode::kNotFound);
 
   const std::string w2 = RegisterWorker();
   auto again = manager_->AcquireJob(w2, absl::ZeroDuration());
@@ -224,9 +227,11 @@ TEST_F(JobManagerTest, SilentWorkerLosesItsJobAndStaleReportsAreRefused) {
   // The first worker comes back late: its attempt is fenced off.
   EXPECT_EQ(manager_->ReportEvents(job->id(), 1, {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ(manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").code(),
-            absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(manager_->FinishAttempt(job->id(), 2, lathe::v1::FAILED, "boom").ok());
+  EXPECT_EQ(
+      manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").code(),
+      absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(
+      manager_->FinishAttempt(job->id(), 2, lathe::v1::FAILED, "boom").ok());
   auto failed = manager_->Get(job->id());
   EXPECT_EQ(failed->state(), lathe::v1::FAILED);
   EXPECT_EQ(failed->error(), "boom");
@@ -246,7 +251,8 @@ TEST_F(JobManagerTest, CheckpointsNeedUploadedFilesAndBestIsByAccuracy) {
     f.set_sha256(*(*writer)->Commit());
     return f;
   };
-  auto checkpoint = [&](int64_t step, double acc, const lathe::v1::FileInfo& f) {
+  auto checkpoint = [&](int64_t step, double acc,
+                        const lathe::v1::FileInfo& f) {
     Event e;
     e.set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
     e.mutable_checkpoint()->set_step(step);
@@ -264,25 +270,34 @@ TEST_F(JobManagerTest, CheckpointsNeedUploadedFilesAndBestIsByAccuracy) {
             absl::StatusCode::kFailedPrecondition);
 
   auto f10 = put("ten"), f20 = put("twenty"), f30 = put("thirty");
-  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {checkpoint(10, 0.6, f10)}).ok());
-  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {checkpoint(20, 0.9, f20)}).ok());
-  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {checkpoint(30, 0.8, f30)}).ok());
+  ASSERT_TRUE(
+      manager_->ReportEvents(job->id(), 1, {checkpoint(10, 0.6, f10)}).ok());
+  ASSERT_TRUE(
+      manager_->ReportEvents(job->id(), 1, {checkpoint(20, 0.9, f20)}).ok());
+  ASSERT_TRUE(
+      manager_->ReportEvents(job->id(), 1, {checkpoint(30, 0.8, f30)}).ok());
   auto list = manager_->ListCheckpoints(job->id());
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->first.size(), 3u);
   EXPECT_EQ(list->second, 20);
-  auto best = manager_->ResolveCheckpointFile(job->id(), "best", "model.safetensors");
+  auto best =
+      manager_->ResolveCheckpointFile(job->id(), "best", "model.safetensors");
   ASSERT_TRUE(best.ok());
   EXPECT_EQ(*ReadFile(best->path), "twenty");
-  auto latest = manager_->ResolveCheckpointFile(job->id(), "", "model.safetensors");
+  auto latest =
+      manager_->ResolveCheckpointFile(job->id(), "", "model.safetensors");
   EXPECT_EQ(*ReadFile(latest->path), "thirty");
-  auto step = manager_->ResolveCheckpointFile(job->id(), "10", "model.safetensors");
+  auto step =
+      manager_->ResolveCheckpointFile(job->id(), "10", "model.safetensors");
   EXPECT_EQ(*ReadFile(step->path), "ten");
-  EXPECT_EQ(manager_->ResolveCheckpointFile(job->id(), "11", "model.safetensors")
+  EXPECT_EQ(
+      manager_->ResolveCheckpointFile(job->id(), "11", "model.safetensors")
+          .status()
+          .code(),
+      absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->ResolveCheckpointFile(job->id(), "best", "nope")
                 .status()
                 .code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(manager_->ResolveCheckpointFile(job->id(), "best", "nope").status().code(),
             absl::StatusCode::kNotFound);
 }
 
@@ -317,8 +332,8 @@ TEST_F(JobManagerTest, RestartRequeuesRunningJobsAndKeepsEverything) {
   store_.reset();
   store_ = *Store::Open(dir_.path() + "/lathe.db");
   JobManagerOptions opts;
-  manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(), &metrics_,
-                                 clock_.AsClock());
+  manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(),
+                                 &metrics_, clock_.AsClock());
   EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::QUEUED);
   EXPECT_EQ(manager_->Get(other->id())->state(), lathe::v1::QUEUED);
   auto events = store_->EventsAfter(job->id(), 0, 100);
@@ -351,7 +366,8 @@ TEST(ArtifactStoreTest, ContentAddressedAndVerified) {
   ASSERT_TRUE((*w)->Append("abc").ok());
   auto sha = (*w)->Commit();
   ASSERT_TRUE(sha.ok());
-  EXPECT_EQ(*sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(*sha,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_TRUE((*store)->Has(*sha, 3));
   EXPECT_FALSE((*store)->Has(*sha, 4));
   EXPECT_EQ(*ReadFile((*store)->PathFor(*sha)), "abc");
@@ -359,10 +375,12 @@ TEST(ArtifactStoreTest, ContentAddressedAndVerified) {
   auto bad = (*store)->NewWriter(100);
   ASSERT_TRUE((*bad)->Append("abd").ok());
   EXPECT_EQ((*bad)->Commit(*sha).status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(*ReadFile((*store)->PathFor(*sha)), "abc") << "stored blob untouched";
+  EXPECT_EQ(*ReadFile((*store)->PathFor(*sha)), "abc")
+      << "stored blob untouched";
 
   auto big = (*store)->NewWriter(4);
-  EXPECT_EQ((*big)->Append("12345").code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*big)->Append("12345").code(),
+            absl::StatusCode::kResourceExhausted);
   // Abandoned uploads leave no temporary files behind.
   bad->reset();
   big->reset();

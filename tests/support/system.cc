@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,8 +15,6 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -34,7 +33,8 @@ void Drain(int out_fd, int err_fd, std::string* out, std::string* err) {
       break;
     }
     for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
       ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
       if (n <= 0) {
         ::close(fds[i].fd);
@@ -80,7 +80,8 @@ CommandResult RunCommand(const std::vector<std::string>& argv) {
   Drain(out_fd, err_fd, &r.out, &r.err);
   int status = 0;
   ::waitpid(pid, &status, 0);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.exit_code =
+      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
 }
 
@@ -98,10 +99,14 @@ bool ServerProcess::Start(std::string* why) {
   std::filesystem::remove(data_dir_ + "/server.json");
   std::filesystem::create_directories(data_dir_ + "/logs");
   std::vector<std::string> argv = {BinDir() + "/lathe-server",
-                                   "--listen", "127.0.0.1:0",
-                                   "--metrics-listen", "127.0.0.1:0",
-                                   "--data-dir", data_dir_,
-                                   "--local-workers", std::to_string(local_workers_)};
+                                   "--listen",
+                                   "127.0.0.1:0",
+                                   "--metrics-listen",
+                                   "127.0.0.1:0",
+                                   "--data-dir",
+                                   data_dir_,
+                                   "--local-workers",
+                                   std::to_string(local_workers_)};
   argv.insert(argv.end(), extra_.begin(), extra_.end());
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -115,7 +120,8 @@ bool ServerProcess::Start(std::string* why) {
     ::execv(args[0], args.data());
     _exit(127);
   }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -145,7 +151,8 @@ bool ServerProcess::Start(std::string* why) {
   auto health = grpc::health::v1::Health::NewStub(channel);
   while (std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(2));
     ctx.set_wait_for_ready(true);
     grpc::health::v1::HealthCheckRequest req;
     grpc::health::v1::HealthCheckResponse resp;
@@ -208,7 +215,8 @@ std::string HttpGet(const std::string& addr, const std::string& path) {
   std::string resp;
   char buf[8192];
   ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) resp.append(buf, static_cast<size_t>(n));
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0)
+    resp.append(buf, static_cast<size_t>(n));
   ::close(fd);
   auto body = resp.find("\r\n\r\n");
   return body == std::string::npos ? "" : resp.substr(body + 4);
@@ -220,7 +228,8 @@ std::vector<pid_t> ProcessesMatching(const std::string& needle) {
     const std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "cmdline", std::ios::binary);
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string cmd((std::istreambuf_iterator<char>(in)),
+                    std::istreambuf_iterator<char>());
     // A zombie has an empty command line; it is gone for our purposes.
     if (cmd.find(needle) != std::string::npos) out.push_back(std::stoi(name));
   }

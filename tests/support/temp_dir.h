@@ -13,7 +13,8 @@ class TempDir {
  public:
   TempDir() {
     const char* base = std::getenv("TMPDIR");
-    std::string templ = std::string(base ? base : "/tmp") + "/lathe-test-XXXXXX";
+    std::string templ =
+        std::string(base ? base : "/tmp") + "/lathe-test-XXXXXX";
     char* made = ::mkdtemp(templ.data());
     path_ = made ? made : "";
   }

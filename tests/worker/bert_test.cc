@@ -58,8 +58,9 @@ TEST(BertTest, ForwardShapesAndGradientsForEveryParameter) {
   torch::manual_seed(0);
   BertForSequenceClassification model(TinyWithLabels(3));
   model->train();
-  torch::Tensor ids = torch::tensor({5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, torch::kLong)
-                          .view({2, 5});
+  torch::Tensor ids =
+      torch::tensor({5, 6, 7, 8, 9, 10, 11, 12, 13, 14}, torch::kLong)
+          .view({2, 5});
   torch::Tensor types = torch::zeros({2, 5}, torch::kLong);
   types[1][4] = 1;
   torch::Tensor mask = torch::ones({2, 5}, torch::kLong);
@@ -67,7 +68,8 @@ TEST(BertTest, ForwardShapesAndGradientsForEveryParameter) {
   mask[1][4] = 0;
   torch::Tensor logits = model(ids, types, mask);
   EXPECT_EQ(logits.sizes().vec(), (std::vector<int64_t>{2, 3}));
-  torch::nn::functional::cross_entropy(logits, torch::tensor({0, 2}, torch::kLong))
+  torch::nn::functional::cross_entropy(logits,
+                                       torch::tensor({0, 2}, torch::kLong))
       .backward();
   for (const auto& item : model->named_parameters()) {
     ASSERT_TRUE(item.value().grad().defined()) << item.key();
@@ -117,12 +119,13 @@ TEST(BertTest, CheckpointLoadsBackAsBaseModel) {
   TrainSpec spec = testing::TinySpec(dir);
   spec.params["max_steps"] = "2";
   spec.params["batch_size"] = "8";
-  ASSERT_TRUE(RunTraining(spec, dir + "/out", [](const nlohmann::json&) {}).ok());
+  ASSERT_TRUE(
+      RunTraining(spec, dir + "/out", [](const nlohmann::json&) {}).ok());
   const std::string ckpt = dir + "/out/checkpoint-2";
 
   std::vector<std::string> logs;
-  auto loaded = LoadBertForClassification(ckpt, {"neg", "pos"},
-                                          [&](const std::string& m) { logs.push_back(m); });
+  auto loaded = LoadBertForClassification(
+      ckpt, {"neg", "pos"}, [&](const std::string& m) { logs.push_back(m); });
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_TRUE(logs.empty());
   // Save it again and compare bytes: the round trip is exact.
@@ -134,8 +137,8 @@ TEST(BertTest, CheckpointLoadsBackAsBaseModel) {
 
   // A different label count gets a fresh classifier, and says so.
   logs.clear();
-  auto three = LoadBertForClassification(ckpt, {"a", "b", "c"},
-                                         [&](const std::string& m) { logs.push_back(m); });
+  auto three = LoadBertForClassification(
+      ckpt, {"a", "b", "c"}, [&](const std::string& m) { logs.push_back(m); });
   ASSERT_TRUE(three.ok()) << three.status();
   ASSERT_EQ(logs.size(), 1u);
   EXPECT_NE(logs[0].find("classifier initialised fresh"), std::string::npos);
@@ -152,11 +155,14 @@ TEST(BertTest, CheckpointLoadsBackAsBaseModel) {
 
 TEST(BertTest, LoadRefusesPickleAndUnexpectedTensors) {
   const std::string dir = FreshDir("refuse");
-  ASSERT_TRUE(WriteFileAtomic(dir + "/config.json", TinyWithLabels(2).ToJson().dump()).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(dir + "/config.json", TinyWithLabels(2).ToJson().dump())
+          .ok());
   ASSERT_TRUE(WriteFileAtomic(dir + "/pytorch_model.bin", "pickle").ok());
   auto r = LoadBertForClassification(dir, {"a", "b"}, nullptr);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(std::string(r.status().message()).find("safetensors"), std::string::npos);
+  EXPECT_NE(std::string(r.status().message()).find("safetensors"),
+            std::string::npos);
 
   // A checkpoint missing an encoder tensor is an error naming it.
   torch::manual_seed(0);

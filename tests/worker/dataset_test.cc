@@ -47,14 +47,13 @@ TEST(DatasetTest, ReadsJsonl) {
 }
 
 TEST(DatasetTest, ReadsCsvWithQuoting) {
-  auto rows = ReadExamples(
-      WriteTemp("b.csv",
-                "id,text,label\r\n"
-                "1,\"hello, \"\"world\"\"\",pos\r\n"
-                "\r\n"
-                "2,\"two\nlines\",neg\n"
-                "3,plain,neg\n"),
-      "train.csv");
+  auto rows = ReadExamples(WriteTemp("b.csv",
+                                     "id,text,label\r\n"
+                                     "1,\"hello, \"\"world\"\"\",pos\r\n"
+                                     "\r\n"
+                                     "2,\"two\nlines\",neg\n"
+                                     "3,plain,neg\n"),
+                           "train.csv");
   ASSERT_TRUE(rows.ok()) << rows.status();
   ASSERT_EQ(rows->size(), 3u);
   EXPECT_EQ((*rows)[0].text, "hello, \"world\"");
@@ -65,8 +64,8 @@ TEST(DatasetTest, ReadsCsvWithQuoting) {
 }
 
 TEST(DatasetTest, ReadsTsvWithPair) {
-  auto rows = ReadExamples(WriteTemp("c.tsv", "text\ttext_pair\tlabel\nq\ta\t1\n"),
-                           "train.tsv");
+  auto rows = ReadExamples(
+      WriteTemp("c.tsv", "text\ttext_pair\tlabel\nq\ta\t1\n"), "train.tsv");
   ASSERT_TRUE(rows.ok()) << rows.status();
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_EQ((*rows)[0].text_pair.value(), "a");
@@ -85,10 +84,13 @@ TEST(DatasetTest, ErrorsNameFileAndLine) {
               "train.jsonl:1: field \"text\" is not a string");
   ExpectError("train.jsonl", "{\"text\": \"a\", \"label\": 1.5}\n",
               "train.jsonl:1: field \"label\" must be a string or an integer");
-  ExpectError("train.jsonl", "[1, 2]\n", "train.jsonl:1: expected a JSON object");
-  ExpectError("train.csv", "text,label\na,b,c\n", "train.csv:2: expected 2 fields");
+  ExpectError("train.jsonl", "[1, 2]\n",
+              "train.jsonl:1: expected a JSON object");
+  ExpectError("train.csv", "text,label\na,b,c\n",
+              "train.csv:2: expected 2 fields");
   ExpectError("train.csv", "text,label\n\"a,b\n", "train.csv:2: unterminated");
-  ExpectError("train.csv", "body,label\na,b\n", "train.csv:1: header has no \"text\"");
+  ExpectError("train.csv", "body,label\na,b\n",
+              "train.csv:1: header has no \"text\"");
   ExpectError("train.jsonl", "\n  \n", "train.jsonl: no rows");
 }
 
@@ -120,8 +122,9 @@ TEST(DatasetTest, UnknownValidationLabelsAreNamed) {
   const absl::Status s = CheckLabels(val, {"neg", "pos"}, "val.jsonl");
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(std::string(s.message()),
-            "val.jsonl:2: labels not in the training data: \"maybe\", \"other\"");
+  EXPECT_EQ(
+      std::string(s.message()),
+      "val.jsonl:2: labels not in the training data: \"maybe\", \"other\"");
   EXPECT_TRUE(CheckLabels(val, {"maybe", "other", "pos"}, "val.jsonl").ok());
 }
 

@@ -1,6 +1,6 @@
-#include "worker/tasks/classification_metrics.h"
-
 #include <gtest/gtest.h>
+
+#include "worker/tasks/classification_metrics.h"
 
 namespace lathe {
 namespace {
@@ -19,7 +19,8 @@ TEST(ClassificationMetricsTest, KnownConfusion) {
 }
 
 TEST(ClassificationMetricsTest, PerfectAndAbsentClass) {
-  const ClassificationMetrics m = ComputeClassificationMetrics({0, 1}, {0, 1}, 3);
+  const ClassificationMetrics m =
+      ComputeClassificationMetrics({0, 1}, {0, 1}, 3);
   EXPECT_DOUBLE_EQ(m.accuracy, 1.0);
   EXPECT_NEAR(m.f1, 2.0 / 3, 1e-12);  // Class 2 never occurs: F1 0.
 }

@@ -19,10 +19,10 @@ namespace lathe::testing {
 
 inline const std::vector<std::string>& TinyVocab() {
   static const auto* vocab = new std::vector<std::string>{
-      "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the",  "a",     "movie",
-      "film",  "was",   "is",    "very",  "quite", "plot", "acting", "really",
-      "good",  "great", "fine",  "bad",   "awful", "poor", ".",      "!",
-      "##s"};
+      "[PAD]",  "[UNK]",  "[CLS]", "[SEP]", "[MASK]", "the",   "a",
+      "movie",  "film",   "was",   "is",    "very",   "quite", "plot",
+      "acting", "really", "good",  "great", "fine",   "bad",   "awful",
+      "poor",   ".",      "!",     "##s"};
   return *vocab;
 }
 
@@ -39,9 +39,9 @@ inline std::string FreshDir(const std::string& name) {
 inline void WriteTinyTask(const std::string& dir, int rows) {
   std::ofstream vocab(dir + "/vocab.txt");
   for (const std::string& t : TinyVocab()) vocab << t << "\n";
-  const std::vector<std::string> filler = {"the", "a", "movie", "film", "was",
-                                           "is", "very", "quite", "plot",
-                                           "acting", "really", "."};
+  const std::vector<std::string> filler = {"the",  "a",      "movie",  "film",
+                                           "was",  "is",     "very",   "quite",
+                                           "plot", "acting", "really", "."};
   const std::vector<std::string> pos = {"good", "great", "fine"};
   const std::vector<std::string> neg = {"bad", "awful", "poor"};
   std::mt19937 rng(7);
@@ -56,7 +56,8 @@ inline void WriteTinyTask(const std::string& dir, int rows) {
                  sentiment[rng() % sentiment.size()]);
     std::string text;
     for (const auto& w : words) text += (text.empty() ? "" : " ") + w;
-    data << nlohmann::json{{"text", text}, {"label", positive ? "pos" : "neg"}}.dump()
+    data << nlohmann::json{{"text", text}, {"label", positive ? "pos" : "neg"}}
+                .dump()
          << "\n";
   }
 }

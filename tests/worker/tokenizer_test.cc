@@ -1,5 +1,3 @@
-#include "worker/tokenizers/wordpiece.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -7,14 +5,17 @@
 #include <string>
 #include <vector>
 
+#include "worker/tokenizers/wordpiece.h"
+
 namespace lathe {
 namespace {
 
 std::unique_ptr<WordPieceTokenizer> SmallTokenizer() {
   auto tok = WordPieceTokenizer::FromVocab(
-      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", ",", "world", "!",
-       "un", "##aff", "##able", "cafe", "the", "a", "b", "c", "d", "\xe4\xb8\xad",
-       "##s", "run", "."});
+      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",       "hello", ",",
+       "world", "!",     "un",    "##aff", "##able",       "cafe",  "the",
+       "a",     "b",     "c",     "d",     "\xe4\xb8\xad", "##s",   "run",
+       "."});
   EXPECT_TRUE(tok.ok()) << tok.status();
   return std::move(tok).value();
 }
@@ -28,7 +29,8 @@ TEST(WordPieceTest, BasicTokenizeLowercasesStripsAccentsSplitsPunctuation) {
   EXPECT_EQ(tok->BasicTokenize("Caf\xc3\xa9\x01  x\xe4\xb8\xadY"),
             (std::vector<std::string>{"cafe", "x", "\xe4\xb8\xad", "y"}));
   // Unicode punctuation (em dash) splits too; tabs and newlines are spaces.
-  EXPECT_EQ(tok->BasicTokenize("a\xe2\x80\x94" "b\tc\nd"),
+  EXPECT_EQ(tok->BasicTokenize("a\xe2\x80\x94"
+                               "b\tc\nd"),
             (std::vector<std::string>{"a", "\xe2\x80\x94", "b", "c", "d"}));
 }
 
@@ -38,7 +40,8 @@ TEST(WordPieceTest, GreedyLongestMatchFirst) {
             (std::vector<std::string>{"un", "##aff", "##able"}));
   EXPECT_EQ(tok->Tokenize("runs xyz"),
             (std::vector<std::string>{"run", "##s", "[UNK]"}));
-  EXPECT_EQ(tok->Tokenize(std::string(101, 'a')), (std::vector<std::string>{"[UNK]"}));
+  EXPECT_EQ(tok->Tokenize(std::string(101, 'a')),
+            (std::vector<std::string>{"[UNK]"}));
 }
 
 TEST(WordPieceTest, EncodeAddsSpecialTokensAndTypes) {

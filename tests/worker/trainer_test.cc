@@ -30,9 +30,8 @@ struct RunResult {
 
 RunResult Train(const TrainSpec& spec, const std::string& out) {
   RunResult run;
-  run.status = RunTraining(spec, out, [&](const nlohmann::json& e) {
-    run.events.push_back(e);
-  });
+  run.status = RunTraining(
+      spec, out, [&](const nlohmann::json& e) { run.events.push_back(e); });
   return run;
 }
 
@@ -55,7 +54,8 @@ TEST(TrainerTest, LearnsSeparableTask) {
   const int64_t total = train.front()["total_steps"];
   EXPECT_EQ(total, 6 * 12);  // 192 training rows / 16.
   EXPECT_EQ(train.back()["step"], total);
-  EXPECT_LT(train.back()["loss"].get<double>(), train.front()["loss"].get<double>());
+  EXPECT_LT(train.back()["loss"].get<double>(),
+            train.front()["loss"].get<double>());
   for (const auto& e : train) {
     EXPECT_GT(e["samples_per_second"].get<double>(), 0);
     EXPECT_GE(e["learning_rate"].get<double>(), 0);
@@ -84,7 +84,8 @@ TEST(TrainerTest, LearnsSeparableTask) {
   EXPECT_EQ(config["architectures"][0], "BertForSequenceClassification");
   auto weights = SafetensorsFile::Open(last + "/model.safetensors");
   ASSERT_TRUE(weights.ok()) << weights.status();
-  EXPECT_NE((*weights)->Find("bert.encoder.layer.1.output.LayerNorm.weight"), nullptr);
+  EXPECT_NE((*weights)->Find("bert.encoder.layer.1.output.LayerNorm.weight"),
+            nullptr);
   EXPECT_EQ((*weights)->Find("classifier.weight")->shape,
             (std::vector<int64_t>{2, 32}));
 }
@@ -125,7 +126,8 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     spec.model = "preset:bert-huge";
     const RunResult run = Train(spec, dir + "/out");
     EXPECT_EQ(run.status.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(std::string(run.status.message()).find("bert-huge"), std::string::npos);
+    EXPECT_NE(std::string(run.status.message()).find("bert-huge"),
+              std::string::npos);
   }
   {
     TrainSpec spec = TinySpec(dir);
@@ -135,7 +137,8 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
               absl::StatusCode::kInvalidArgument);
   }
   {
-    std::ofstream(dir + "/bad.jsonl") << "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": 1}\n";
+    std::ofstream(dir + "/bad.jsonl")
+        << "{\"text\": \"a\", \"label\": \"x\"}\n{\"text\": 1}\n";
     TrainSpec spec = TinySpec(dir);
     spec.train_data = dir + "/bad.jsonl";
     spec.train_name = "bad.jsonl";
@@ -145,13 +148,15 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
               "bad.jsonl:2: field \"text\" is not a string");
   }
   {
-    std::ofstream(dir + "/val.jsonl") << "{\"text\": \"a\", \"label\": \"meh\"}\n";
+    std::ofstream(dir + "/val.jsonl")
+        << "{\"text\": \"a\", \"label\": \"meh\"}\n";
     TrainSpec spec = TinySpec(dir);
     spec.validation_data = dir + "/val.jsonl";
     spec.validation_name = "val.jsonl";
     const RunResult run = Train(spec, dir + "/out");
     EXPECT_EQ(run.status.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_NE(std::string(run.status.message()).find("\"meh\""), std::string::npos);
+    EXPECT_NE(std::string(run.status.message()).find("\"meh\""),
+              std::string::npos);
   }
   {
     TrainSpec spec = TinySpec(dir);
@@ -160,21 +165,24 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     const RunResult run = Train(spec, dir + "/out");
     // A CPU LibTorch refuses with a clear message; a CUDA build may train.
     if (!run.status.ok()) {
-      EXPECT_NE(std::string(run.status.message()).find("CUDA"), std::string::npos)
+      EXPECT_NE(std::string(run.status.message()).find("CUDA"),
+                std::string::npos)
           << run.status;
     }
   }
 }
 
 TEST(TrainerTest, SpecFromJson) {
-  auto spec = TrainSpec::FromJson(R"({"job_id": "j", "model": "preset:bert-tiny",
+  auto spec =
+      TrainSpec::FromJson(R"({"job_id": "j", "model": "preset:bert-tiny",
       "train_data": "/d/t.jsonl", "params": {"epochs": "2", "seed": 5}})");
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->task, "text-classification");
   EXPECT_EQ(spec->device, "cpu");
   EXPECT_EQ(spec->params.at("epochs"), "2");
   EXPECT_EQ(spec->params.at("seed"), "5");
-  EXPECT_FALSE(TrainSpec::FromJson("{\"model\": 1, \"train_data\": \"x\"}").ok());
+  EXPECT_FALSE(
+      TrainSpec::FromJson("{\"model\": 1, \"train_data\": \"x\"}").ok());
   EXPECT_FALSE(TrainSpec::FromJson("{\"train_data\": \"x\"}").ok());
   EXPECT_FALSE(TrainSpec::FromJson("nope").ok());
 }

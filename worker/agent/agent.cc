@@ -1,5 +1,6 @@
 #include "worker/agent/agent.h"
 
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -119,8 +118,8 @@ absl::Status Agent::Register() {
   RETURN_IF_ERROR(FromGrpc(stub_->RegisterWorker(ctx.get(), req, &resp)));
   absl::MutexLock lock(&mu_);
   worker_id_ = resp.worker_id();
-  heartbeat_interval_ = absl::Milliseconds(
-      std::max<int64_t>(100, resp.heartbeat_interval_ms()));
+  heartbeat_interval_ =
+      absl::Milliseconds(std::max<int64_t>(100, resp.heartbeat_interval_ms()));
   Log(absl::StrCat("registered with ", options_.server, " as ", worker_id_,
                    " (", options_.name, ", ", options_.device, ")"));
   return absl::OkStatus();
@@ -218,8 +217,8 @@ void Agent::Stop() {
 }
 
 absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {
-  const std::string path = absl::StrCat(options_.work_dir, "/cache/datasets/",
-                                        ds.sha256());
+  const std::string path =
+      absl::StrCat(options_.work_dir, "/cache/datasets/", ds.sha256());
   if (PathExists(path)) return path;  // written only after verification
   const std::string tmp = absl::StrCat(path, ".part-", ::getpid());
   {
@@ -232,14 +231,15 @@ absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {
     lathe::v1::FetchDatasetResponse chunk;
     Sha256 hash;
     while (reader->Read(&chunk)) {
-      out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+      out.write(chunk.data().data(),
+                static_cast<std::streamsize>(chunk.data().size()));
       hash.Update(chunk.data());
     }
     absl::Status s = FromGrpc(reader->Finish());
     out.close();
     if (s.ok() && hash.Hex() != ds.sha256()) {
-      s = absl::DataLossError(absl::StrCat("dataset ", ds.ref(),
-                                           " arrived with a different SHA-256"));
+      s = absl::DataLossError(absl::StrCat(
+          "dataset ", ds.ref(), " arrived with a different SHA-256"));
     }
     if (!s.ok()) {
       ::unlink(tmp.c_str());
@@ -318,8 +318,8 @@ bool Agent::Report(const Assignment& a, std::vector<Event> events) {
     }
     if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
         s.error_code() == grpc::StatusCode::NOT_FOUND) {
-      Log(absl::StrCat("job ", a.job_id(), " is no longer ours: ",
-                       s.error_message()));
+      Log(absl::StrCat("job ", a.job_id(),
+                       " is no longer ours: ", s.error_message()));
       return false;
     }
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
@@ -373,11 +373,17 @@ void Agent::RunJob(const Assignment& a) {
   std::string train_path, val_path;
   if (s.ok()) {
     auto p = FetchDataset(a.train_dataset());
-    if (p.ok()) train_path = *p; else s = p.status();
+    if (p.ok())
+      train_path = *p;
+    else
+      s = p.status();
   }
   if (s.ok() && !a.validation_dataset().ref().empty()) {
     auto p = FetchDataset(a.validation_dataset());
-    if (p.ok()) val_path = *p; else s = p.status();
+    if (p.ok())
+      val_path = *p;
+    else
+      s = p.status();
   }
   json spec = {{"job_id", a.job_id()},
                {"task", a.spec().task()},
@@ -392,14 +398,15 @@ void Agent::RunJob(const Assignment& a) {
   for (const auto& [k, v] : a.spec().params()) spec["params"][k] = v;
   if (s.ok()) s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
   if (!s.ok()) {
-    done(lathe::v1::FAILED, absl::StrCat("cannot prepare the job: ", s.message()));
+    done(lathe::v1::FAILED,
+         absl::StrCat("cannot prepare the job: ", s.message()));
     return;
   }
 
-  auto child = ChildProcess::Start(
-      {options_.train_binary, "--spec", dir + "/spec.json", "--out",
-       dir + "/output"},
-      dir + "/train.log");
+  auto child =
+      ChildProcess::Start({options_.train_binary, "--spec", dir + "/spec.json",
+                           "--out", dir + "/output"},
+                          dir + "/train.log");
   if (!child.ok()) {
     done(lathe::v1::FAILED, std::string(child.status().message()));
     return;

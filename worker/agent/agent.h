@@ -20,11 +20,11 @@ namespace lathe::worker {
 
 struct AgentOptions {
   std::string server = "127.0.0.1:50051";
-  std::string name;                // default: the host name
-  std::string device = "cpu";      // "cpu" or "cuda:N"
+  std::string name;            // default: the host name
+  std::string device = "cpu";  // "cpu" or "cuda:N"
   std::string work_dir = "lathe-worker-data";
-  std::string train_binary;        // default: lathe-train beside this binary
-  std::string assets_dir;          // default: the child's own default
+  std::string train_binary;  // default: lathe-train beside this binary
+  std::string assets_dir;    // default: the child's own default
   // How long the child gets after SIGTERM before SIGKILL on cancel.
   absl::Duration kill_grace = absl::Seconds(3);
 };

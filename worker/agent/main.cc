@@ -19,7 +19,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: lathe-worker [flags]\n"
     "       lathe-worker train --spec SPEC.json --out DIR\n"
-    "  --server HOST:PORT   the lathe-server to dial (default $LATHE_SERVER or\n"
+    "  --server HOST:PORT   the lathe-server to dial (default $LATHE_SERVER "
+    "or\n"
     "                       127.0.0.1:50051)\n"
     "  --name NAME          worker name (default: the host name)\n"
     "  --device DEV         cpu (default) or cuda:N\n"
@@ -65,17 +66,25 @@ int main(int argc, char** argv) {
     } else if (i + 1 < argc) {
       v = argv[++i];
     } else {
-      std::fprintf(stderr, "lathe-worker: %s needs a value\n%s", a.c_str(), kUsage);
+      std::fprintf(stderr, "lathe-worker: %s needs a value\n%s", a.c_str(),
+                   kUsage);
       return 2;
     }
-    if (a == "--server") opts.server = v;
-    else if (a == "--name") opts.name = v;
-    else if (a == "--device") opts.device = v;
-    else if (a == "--work-dir") opts.work_dir = v;
-    else if (a == "--assets-dir") opts.assets_dir = v;
-    else if (a == "--train-binary") opts.train_binary = v;
+    if (a == "--server")
+      opts.server = v;
+    else if (a == "--name")
+      opts.name = v;
+    else if (a == "--device")
+      opts.device = v;
+    else if (a == "--work-dir")
+      opts.work_dir = v;
+    else if (a == "--assets-dir")
+      opts.assets_dir = v;
+    else if (a == "--train-binary")
+      opts.train_binary = v;
     else {
-      std::fprintf(stderr, "lathe-worker: unknown flag %s\n%s", a.c_str(), kUsage);
+      std::fprintf(stderr, "lathe-worker: unknown flag %s\n%s", a.c_str(),
+                   kUsage);
       return 2;
     }
   }
@@ -85,7 +94,8 @@ int main(int argc, char** argv) {
   }
   auto agent = lathe::worker::Agent::Create(opts);
   if (!agent.ok()) {
-    std::fprintf(stderr, "lathe-worker: %s\n", agent.status().ToString().c_str());
+    std::fprintf(stderr, "lathe-worker: %s\n",
+                 agent.status().ToString().c_str());
     return 1;
   }
   std::thread signals([&] {

@@ -88,7 +88,8 @@ struct CsvRecord {
 };
 
 // Splits RFC 4180 records; quoted fields may hold delimiters, "" and newlines.
-absl::StatusOr<std::vector<CsvRecord>> SplitCsv(const std::string& s, char delim,
+absl::StatusOr<std::vector<CsvRecord>> SplitCsv(const std::string& s,
+                                                char delim,
                                                 const std::string& name) {
   std::vector<CsvRecord> records;
   size_t i = 0;
@@ -128,8 +129,8 @@ absl::StatusOr<std::vector<CsvRecord>> SplitCsv(const std::string& s, char delim
         }
         continue;
       }
-      if (i >= s.size() || s[i] == '\n' || (s[i] == '\r' && i + 1 < s.size() &&
-                                             s[i + 1] == '\n')) {
+      if (i >= s.size() || s[i] == '\n' ||
+          (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n')) {
         rec.fields.push_back(std::move(field));
         if (i < s.size()) {
           i += s[i] == '\r' ? 2 : 1;
@@ -147,8 +148,7 @@ absl::StatusOr<std::vector<CsvRecord>> SplitCsv(const std::string& s, char delim
       any_char = true;
       field.push_back(s[i++]);
     }
-    rec.blank = !any_char ||
-                (rec.fields.size() == 1 && IsBlank(rec.fields[0]));
+    rec.blank = !any_char || (rec.fields.size() == 1 && IsBlank(rec.fields[0]));
     records.push_back(std::move(rec));
   }
   return records;
@@ -235,12 +235,12 @@ absl::StatusOr<std::vector<Example>> ReadExamples(
   const std::string name = display_name.empty() ? path : display_name;
   auto contents = ReadFile(path);
   if (!contents.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": cannot read: ", contents.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": cannot read: ", contents.status().message()));
   }
   const std::string ext = LowerExtension(name);
-  const bool known = ext == ".jsonl" || ext == ".json" || ext == ".csv" ||
-                     ext == ".tsv";
+  const bool known =
+      ext == ".jsonl" || ext == ".json" || ext == ".csv" || ext == ".tsv";
   const DataFormat format = DataFormatFromName(known ? name : path);
   std::vector<Example> rows;
   switch (format) {
@@ -296,7 +296,8 @@ absl::Status CheckLabels(const std::vector<Example>& rows,
   }
   if (unknown.empty()) return absl::OkStatus();
   std::vector<std::string> quoted;
-  for (const std::string& l : unknown) quoted.push_back(absl::StrCat("\"", l, "\""));
+  for (const std::string& l : unknown)
+    quoted.push_back(absl::StrCat("\"", l, "\""));
   return RowError(display_name, first_line,
                   absl::StrCat("labels not in the training data: ",
                                absl::StrJoin(quoted, ", ")));

@@ -33,8 +33,8 @@ DataFormat DataFormatFromName(const std::string& name);
 // known extension). Every error is INVALID_ARGUMENT and starts with
 // "DISPLAY_NAME:LINE: ", e.g. `train.jsonl:17: missing field "label"`;
 // an empty file is an error too.
-absl::StatusOr<std::vector<Example>> ReadExamples(const std::string& path,
-                                                  const std::string& display_name);
+absl::StatusOr<std::vector<Example>> ReadExamples(
+    const std::string& path, const std::string& display_name);
 
 // The sorted distinct labels of `train` (numerically when every label is an
 // integer). INVALID_ARGUMENT when `train` is empty.

@@ -65,9 +65,12 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c)
       head_dim_(c.hidden_size / c.num_attention_heads) {
   auto attention = Holder(*this, "attention");
   auto self = Holder(*attention, "self");
-  query_ = self->register_module("query", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  key_ = self->register_module("key", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  value_ = self->register_module("value", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  query_ = self->register_module(
+      "query", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  key_ = self->register_module("key",
+                               torch::nn::Linear(c.hidden_size, c.hidden_size));
+  value_ = self->register_module(
+      "value", torch::nn::Linear(c.hidden_size, c.hidden_size));
   auto attn_output = Holder(*attention, "output");
   attn_out_ = attn_output->register_module(
       "dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
@@ -81,8 +84,8 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c)
   out_norm_ = output->register_module("LayerNorm", MakeLayerNorm(c));
   attn_dropout_ = register_module(
       "attn_dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
-  hidden_dropout_ = register_module(
-      "hidden_dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+  hidden_dropout_ = register_module("hidden_dropout",
+                                    torch::nn::Dropout(c.hidden_dropout_prob));
   for (torch::nn::Linear* l :
        {&query_, &key_, &value_, &attn_out_, &intermediate_, &out_}) {
     InitLinear(*l, c.initializer_range);
@@ -98,8 +101,8 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x,
   torch::Tensor q = split(query_(x));
   torch::Tensor k = split(key_(x));
   torch::Tensor v = split(value_(x));
-  torch::Tensor scores =
-      torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim_));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) /
+                         std::sqrt(static_cast<double>(head_dim_));
   scores = scores + additive_mask;
   torch::Tensor probs = attn_dropout_(torch::softmax(scores, -1));
   torch::Tensor context =
@@ -113,15 +116,18 @@ BertModelImpl::BertModelImpl(const BertConfig& c) {
   auto embeddings = Holder(*this, "embeddings");
   word_embeddings_ = embeddings->register_module(
       "word_embeddings",
-      torch::nn::Embedding(torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size)
-                               .padding_idx(c.pad_token_id)));
+      torch::nn::Embedding(
+          torch::nn::EmbeddingOptions(c.vocab_size, c.hidden_size)
+              .padding_idx(c.pad_token_id)));
   position_embeddings_ = embeddings->register_module(
       "position_embeddings",
       torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
   token_type_embeddings_ = embeddings->register_module(
-      "token_type_embeddings", torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
+      "token_type_embeddings",
+      torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
   embeddings_norm_ = embeddings->register_module("LayerNorm", MakeLayerNorm(c));
-  dropout_ = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+  dropout_ =
+      register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
   InitEmbedding(word_embeddings_, c.initializer_range, c.pad_token_id);
   InitEmbedding(position_embeddings_, c.initializer_range);
   InitEmbedding(token_type_embeddings_, c.initializer_range);
@@ -141,14 +147,18 @@ torch::Tensor BertModelImpl::forward(const torch::Tensor& input_ids,
                                      const torch::Tensor& attention_mask) {
   const int64_t t = input_ids.size(1);
   torch::Tensor positions =
-      torch::arange(t, torch::TensorOptions().dtype(torch::kLong).device(input_ids.device()))
+      torch::arange(
+          t,
+          torch::TensorOptions().dtype(torch::kLong).device(input_ids.device()))
           .unsqueeze(0);
-  torch::Tensor x = word_embeddings_(input_ids) + position_embeddings_(positions) +
+  torch::Tensor x = word_embeddings_(input_ids) +
+                    position_embeddings_(positions) +
                     token_type_embeddings_(token_type_ids);
   x = dropout_(embeddings_norm_(x));
   // Padding positions get a large negative score before the softmax.
   torch::Tensor additive =
-      (1.0 - attention_mask.to(x.scalar_type())).unsqueeze(1).unsqueeze(2) * -10000.0;
+      (1.0 - attention_mask.to(x.scalar_type())).unsqueeze(1).unsqueeze(2) *
+      -10000.0;
   for (const auto& layer : *layers_) {
     x = layer->as<BertLayer>()->forward(x, additive);
   }
@@ -159,7 +169,8 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(
     const BertConfig& config)
     : config_(config) {
   bert_ = register_module("bert", BertModel(config));
-  dropout_ = register_module("dropout", torch::nn::Dropout(config.hidden_dropout_prob));
+  dropout_ = register_module("dropout",
+                             torch::nn::Dropout(config.hidden_dropout_prob));
   classifier_ = register_module(
       "classifier", torch::nn::Linear(config.hidden_size, config.num_labels()));
   InitLinear(classifier_, config.initializer_range);
@@ -168,7 +179,8 @@ BertForSequenceClassificationImpl::BertForSequenceClassificationImpl(
 torch::Tensor BertForSequenceClassificationImpl::forward(
     const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
     const torch::Tensor& attention_mask) {
-  return classifier_(dropout_(bert_(input_ids, token_type_ids, attention_mask)));
+  return classifier_(
+      dropout_(bert_(input_ids, token_type_ids, attention_mask)));
 }
 
 void BertForSequenceClassificationImpl::ResetClassifier() {
@@ -187,13 +199,14 @@ absl::StatusOr<BertForSequenceClassification> LoadBertForClassification(
   if (!PathExists(weights_path)) {
     if (PathExists(dir + "/pytorch_model.bin")) {
       return absl::InvalidArgumentError(absl::StrCat(
-          dir, ": pytorch_model.bin (pickle) is not loaded for safety; "
-               "convert it to model.safetensors (e.g. with the safetensors "
-               "library's convert script) and retry"));
+          dir,
+          ": pytorch_model.bin (pickle) is not loaded for safety; "
+          "convert it to model.safetensors (e.g. with the safetensors "
+          "library's convert script) and retry"));
     }
     if (PathExists(dir + "/model.safetensors.index.json")) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(dir, ": sharded safetensors checkpoints are not supported"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          dir, ": sharded safetensors checkpoints are not supported"));
     }
     return absl::NotFoundError(
         absl::StrCat("model directory ", dir, " has no model.safetensors"));
@@ -226,16 +239,15 @@ absl::StatusOr<BertForSequenceClassification> LoadBertForClassification(
         t = file->Find(found_as);
       }
       const bool is_classifier = absl::StartsWith(name, "classifier.");
-      if (is_classifier &&
-          (t == nullptr || t->shape != param.sizes().vec() ||
-           saved_labels != config.num_labels())) {
+      if (is_classifier && (t == nullptr || t->shape != param.sizes().vec() ||
+                            saved_labels != config.num_labels())) {
         classifier_fresh = true;
         if (t != nullptr) used.insert(found_as);
         continue;
       }
       if (t == nullptr) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            weights_path, ": missing tensor \"", name, "\""));
+        return absl::InvalidArgumentError(
+            absl::StrCat(weights_path, ": missing tensor \"", name, "\""));
       }
       used.insert(found_as);
       if (t->shape != param.sizes().vec()) {
@@ -246,8 +258,9 @@ absl::StatusOr<BertForSequenceClassification> LoadBertForClassification(
       }
       auto value = ToFloatTensor(*t);
       if (!value.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            weights_path, ": tensor \"", found_as, "\": ", value.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(weights_path, ": tensor \"", found_as,
+                         "\": ", value.status().message()));
       }
       param.copy_(*value);
     }
@@ -256,12 +269,13 @@ absl::StatusOr<BertForSequenceClassification> LoadBertForClassification(
       if (used.count(name)) continue;
       // Pre-training heads and the position_ids buffer carry no weights a
       // classifier needs.
-      if (absl::StartsWith(name, "cls.") || absl::EndsWith(name, "position_ids")) {
+      if (absl::StartsWith(name, "cls.") ||
+          absl::EndsWith(name, "position_ids")) {
         ++ignored;
         continue;
       }
-      return absl::InvalidArgumentError(absl::StrCat(
-          weights_path, ": unexpected tensor \"", name, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(weights_path, ": unexpected tensor \"", name, "\""));
     }
     if (ignored > 0 && log) {
       log(absl::StrCat("ignored ", ignored,
@@ -296,7 +310,8 @@ absl::Status SaveBertWeights(BertForSequenceClassification& model,
   std::vector<TensorView> views;
   try {
     for (const auto& item : model->named_parameters(/*recurse=*/true)) {
-      torch::Tensor t = item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
+      torch::Tensor t =
+          item.value().detach().to(torch::kCPU, torch::kFloat32).contiguous();
       keep.push_back(t);
       TensorView v;
       v.name = item.key();
@@ -310,8 +325,8 @@ absl::Status SaveBertWeights(BertForSequenceClassification& model,
     return absl::InternalError(
         absl::StrCat("copying weights: ", e.what_without_backtrace()));
   }
-  RETURN_IF_ERROR(WriteSafetensors(dir + "/model.safetensors", views,
-                                   {{"format", "pt"}}));
+  RETURN_IF_ERROR(
+      WriteSafetensors(dir + "/model.safetensors", views, {{"format", "pt"}}));
   return WriteFileAtomic(dir + "/config.json",
                          model->config().ToJson().dump(2) + "\n");
 }

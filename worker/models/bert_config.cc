@@ -67,12 +67,13 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
   }
   if (j.contains("model_type") &&
       (!j["model_type"].is_string() || j["model_type"] != "bert")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.json: model_type ", j["model_type"].dump(),
-        " is not supported (only \"bert\")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.json: model_type ", j["model_type"].dump(),
+                     " is not supported (only \"bert\")"));
   }
   BertConfig c;
-  for (auto [key, field] : std::initializer_list<std::pair<const char*, int64_t*>>{
+  for (auto [key, field] :
+       std::initializer_list<std::pair<const char*, int64_t*>>{
            {"vocab_size", &c.vocab_size},
            {"hidden_size", &c.hidden_size},
            {"num_hidden_layers", &c.num_hidden_layers},
@@ -83,7 +84,8 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
            {"pad_token_id", &c.pad_token_id}}) {
     if (auto s = ReadNumber(j, key, field); !s.ok()) return s;
   }
-  for (auto [key, field] : std::initializer_list<std::pair<const char*, double*>>{
+  for (auto [key, field] :
+       std::initializer_list<std::pair<const char*, double*>>{
            {"hidden_dropout_prob", &c.hidden_dropout_prob},
            {"attention_probs_dropout_prob", &c.attention_probs_dropout_prob},
            {"layer_norm_eps", &c.layer_norm_eps},
@@ -92,7 +94,8 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
   }
   if (j.contains("hidden_act")) {
     if (!j["hidden_act"].is_string()) {
-      return absl::InvalidArgumentError("config.json: \"hidden_act\" is not a string");
+      return absl::InvalidArgumentError(
+          "config.json: \"hidden_act\" is not a string");
     }
     c.hidden_act = j["hidden_act"].get<std::string>();
   }
@@ -100,7 +103,8 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const nlohmann::json& j) {
     std::map<int64_t, std::string> by_id;
     for (auto it = j["id2label"].begin(); it != j["id2label"].end(); ++it) {
       int64_t id = 0;
-      if (!absl::SimpleAtoi(it.key(), &id) || id < 0 || !it.value().is_string()) {
+      if (!absl::SimpleAtoi(it.key(), &id) || id < 0 ||
+          !it.value().is_string()) {
         return absl::InvalidArgumentError(
             "config.json: id2label must map \"0\".. to strings");
       }
@@ -169,9 +173,9 @@ absl::StatusOr<BertConfig> BertConfig::Preset(const std::string& name) {
     c.num_attention_heads = 4;
     c.intermediate_size = 1024;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown model preset \"", name,
-        "\"; known presets: preset:bert-tiny, preset:bert-mini"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown model preset \"", name,
+                     "\"; known presets: preset:bert-tiny, preset:bert-mini"));
   }
   return c;
 }

@@ -117,8 +117,8 @@ WordPieceTokenizer::FromVocabFile(const std::string& path) {
   return tok;
 }
 
-absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::FromVocab(
-    std::vector<std::string> tokens) {
+absl::StatusOr<std::unique_ptr<WordPieceTokenizer>>
+WordPieceTokenizer::FromVocab(std::vector<std::string> tokens) {
   auto tok = std::unique_ptr<WordPieceTokenizer>(new WordPieceTokenizer());
   tok->vocab_ = std::move(tokens);
   for (size_t i = 0; i < tok->vocab_.size(); ++i) {
@@ -129,10 +129,9 @@ absl::StatusOr<std::unique_ptr<WordPieceTokenizer>> WordPieceTokenizer::FromVoca
     const char* name;
     int64_t* id;
   };
-  for (const Special& s : {Special{"[UNK]", &tok->unk_id_},
-                           Special{"[CLS]", &tok->cls_id_},
-                           Special{"[SEP]", &tok->sep_id_},
-                           Special{"[PAD]", &tok->pad_id_}}) {
+  for (const Special& s :
+       {Special{"[UNK]", &tok->unk_id_}, Special{"[CLS]", &tok->cls_id_},
+        Special{"[SEP]", &tok->sep_id_}, Special{"[PAD]", &tok->pad_id_}}) {
     const int64_t id = tok->TokenToId(s.name);
     if (id < 0) {
       return absl::InvalidArgumentError(
@@ -218,7 +217,8 @@ void WordPieceTokenizer::WordPiece(const std::string& word,
     std::string found;
     bool ok = false;
     while (start < end) {
-      std::string sub = word.substr(offsets[start], offsets[end] - offsets[start]);
+      std::string sub =
+          word.substr(offsets[start], offsets[end] - offsets[start]);
       if (start > 0) sub = "##" + sub;
       if (ids_.count(sub)) {
         found = std::move(sub);
@@ -237,13 +237,15 @@ void WordPieceTokenizer::WordPiece(const std::string& word,
   for (auto& p : pieces) out->push_back(std::move(p));
 }
 
-std::vector<std::string> WordPieceTokenizer::Tokenize(std::string_view text) const {
+std::vector<std::string> WordPieceTokenizer::Tokenize(
+    std::string_view text) const {
   std::vector<std::string> out;
   for (const std::string& word : BasicTokenize(text)) WordPiece(word, &out);
   return out;
 }
 
-std::vector<int64_t> WordPieceTokenizer::TokenizeToIds(std::string_view text) const {
+std::vector<int64_t> WordPieceTokenizer::TokenizeToIds(
+    std::string_view text) const {
   std::vector<int64_t> ids;
   for (const std::string& piece : Tokenize(text)) ids.push_back(ids_.at(piece));
   return ids;

@@ -48,7 +48,8 @@ class WordPieceTokenizer {
                   std::optional<std::string_view> text_pair,
                   int64_t max_length) const;
   // Truncates and assembles already tokenized ids (see Encode).
-  Encoding Assemble(std::vector<int64_t> a, std::optional<std::vector<int64_t>> b,
+  Encoding Assemble(std::vector<int64_t> a,
+                    std::optional<std::vector<int64_t>> b,
                     int64_t max_length) const;
 
   int64_t vocab_size() const { return static_cast<int64_t>(vocab_.size()); }

@@ -39,8 +39,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "usage: lathe-train --spec SPEC.json --out DIR\n");
       return 0;
     } else {
-      return Fail(2, "usage: lathe-train --spec SPEC.json --out DIR (bad argument \"" +
-                         arg + "\")");
+      return Fail(
+          2, "usage: lathe-train --spec SPEC.json --out DIR (bad argument \"" +
+                 arg + "\")");
     }
   }
   if (spec_path.empty() || out_dir.empty()) {
@@ -53,7 +54,8 @@ int main(int argc, char** argv) {
   const absl::Status status =
       lathe::RunTraining(*spec, lathe::CanonicalPath(out_dir), EmitLine);
   if (!status.ok()) {
-    return Fail(lathe::ExitCodeForStatus(status), std::string(status.message()));
+    return Fail(lathe::ExitCodeForStatus(status),
+                std::string(status.message()));
   }
   return 0;
 }

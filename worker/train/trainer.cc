@@ -67,7 +67,8 @@ Batch Collate(const Features& f, const std::vector<size_t>& order, size_t begin,
   const int64_t n = static_cast<int64_t>(end - begin);
   int64_t longest = 1;
   for (size_t i = begin; i < end; ++i) {
-    longest = std::max<int64_t>(longest, f.encodings[order[i]].input_ids.size());
+    longest =
+        std::max<int64_t>(longest, f.encodings[order[i]].input_ids.size());
   }
   std::vector<int64_t> ids(n * longest, pad_id), types(n * longest, 0),
       mask(n * longest, 0), labels(n);
@@ -104,7 +105,8 @@ EvalResult Evaluate(BertForSequenceClassification& model, const Features& f,
   for (size_t begin = 0; begin < order.size(); begin += batch_size) {
     const size_t end = std::min(order.size(), begin + batch_size);
     Batch b = Collate(f, order, begin, end, pad_id, device);
-    torch::Tensor logits = model(b.input_ids, b.token_type_ids, b.attention_mask);
+    torch::Tensor logits =
+        model(b.input_ids, b.token_type_ids, b.attention_mask);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, b.labels,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(
@@ -133,7 +135,8 @@ double LearningRate(int64_t step0, double base, int64_t warmup, int64_t total) {
 
 std::string ResolveAssetsDir(const TrainSpec& spec) {
   if (!spec.assets_dir.empty()) return spec.assets_dir;
-  if (const char* env = std::getenv("LATHE_ASSETS_DIR"); env && *env) return env;
+  if (const char* env = std::getenv("LATHE_ASSETS_DIR"); env && *env)
+    return env;
   return ExecutableDir() + "/../assets";
 }
 
@@ -151,15 +154,14 @@ absl::Status WriteCheckpoint(BertForSequenceClassification& model,
   RETURN_IF_ERROR(SaveBertWeights(model, tmp));
   RETURN_IF_ERROR(WriteFileAtomic(
       tmp + "/vocab.txt", absl::StrJoin(tokenizer.vocab(), "\n") + "\n"));
-  const nlohmann::json tokenizer_config = {
-      {"do_lower_case", true},
-      {"model_max_length", max_length},
-      {"tokenizer_class", "BertTokenizer"},
-      {"unk_token", "[UNK]"},
-      {"sep_token", "[SEP]"},
-      {"pad_token", "[PAD]"},
-      {"cls_token", "[CLS]"},
-      {"mask_token", "[MASK]"}};
+  const nlohmann::json tokenizer_config = {{"do_lower_case", true},
+                                           {"model_max_length", max_length},
+                                           {"tokenizer_class", "BertTokenizer"},
+                                           {"unk_token", "[UNK]"},
+                                           {"sep_token", "[SEP]"},
+                                           {"pad_token", "[PAD]"},
+                                           {"cls_token", "[CLS]"},
+                                           {"mask_token", "[MASK]"}};
   RETURN_IF_ERROR(WriteFileAtomic(tmp + "/tokenizer_config.json",
                                   tokenizer_config.dump(2) + "\n"));
   const nlohmann::json special = {{"unk_token", "[UNK]"},
@@ -177,7 +179,8 @@ absl::Status WriteCheckpoint(BertForSequenceClassification& model,
   return SyncParentDir(dir);
 }
 
-Features Featurize(const WordPieceTokenizer& tok, const std::vector<Example>& rows,
+Features Featurize(const WordPieceTokenizer& tok,
+                   const std::vector<Example>& rows,
                    const std::vector<std::string>& labels, int64_t max_length) {
   Features f;
   f.encodings.reserve(rows.size());
@@ -204,8 +207,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   };
   ASSIGN_OR_RETURN(const TrainParams params, ParseTrainParams(spec.params));
   if (spec.task != "text-classification") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "spec: task \"", spec.task, "\" is not supported (text-classification)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec: task \"", spec.task,
+                     "\" is not supported (text-classification)"));
   }
   // Data.
   const std::string train_name =
@@ -227,9 +231,10 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     std::mt19937_64 split_rng(static_cast<uint64_t>(params.seed) ^
                               0x9E3779B97F4A7C15ull);
     Shuffle(order, split_rng);
-    const size_t n_val = std::min(
-        train_rows.size() - 1,
-        static_cast<size_t>(std::llround(params.validation_split * train_rows.size())));
+    const size_t n_val =
+        std::min(train_rows.size() - 1,
+                 static_cast<size_t>(std::llround(params.validation_split *
+                                                  train_rows.size())));
     std::vector<bool> is_val(train_rows.size(), false);
     for (size_t i = 0; i < n_val; ++i) is_val[order[i]] = true;
     std::vector<Example> kept;
@@ -256,7 +261,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   std::unique_ptr<WordPieceTokenizer> tokenizer;
   BertForSequenceClassification model{nullptr};
   if (spec.model_config.has_value()) {
-    ASSIGN_OR_RETURN(tokenizer, WordPieceTokenizer::FromVocabFile(spec.vocab_path));
+    ASSIGN_OR_RETURN(tokenizer,
+                     WordPieceTokenizer::FromVocabFile(spec.vocab_path));
     BertConfig config = *spec.model_config;
     config.id2label = labels;
     RETURN_IF_ERROR(config.Validate());
@@ -278,9 +284,10 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                      params.seed, ")"));
   } else {
     if (spec.model.empty() || !std::filesystem::is_directory(spec.model)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown model \"", spec.model,
-          "\": expected preset:bert-tiny, preset:bert-mini or a model directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown model \"", spec.model,
+                       "\": expected preset:bert-tiny, preset:bert-mini or a "
+                       "model directory"));
     }
     const std::string vocab = spec.model + "/vocab.txt";
     if (!PathExists(vocab)) {
@@ -308,15 +315,16 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   }
   if (device.is_cuda()) {
     if (!torch::cuda::is_available()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "device ", spec.device,
-          " requested but CUDA is not available to this LibTorch build or machine"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("device ", spec.device,
+                       " requested but CUDA is not available to this LibTorch "
+                       "build or machine"));
     }
     if (device.has_index() &&
         device.index() >= static_cast<int>(torch::cuda::device_count())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "device ", spec.device, " does not exist (", torch::cuda::device_count(),
-          " CUDA devices)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("device ", spec.device, " does not exist (",
+                       torch::cuda::device_count(), " CUDA devices)"));
     }
   } else if (!device.is_cpu()) {
     return absl::InvalidArgumentError(
@@ -331,9 +339,11 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   const Features train = Featurize(*tokenizer, train_rows, labels, max_length);
   const Features val = Featurize(*tokenizer, val_rows, labels, max_length);
   const int64_t n_train = static_cast<int64_t>(train.encodings.size());
-  const int64_t steps_per_epoch = (n_train + params.batch_size - 1) / params.batch_size;
+  const int64_t steps_per_epoch =
+      (n_train + params.batch_size - 1) / params.batch_size;
   int64_t total_steps = params.epochs * steps_per_epoch;
-  if (params.max_steps > 0) total_steps = std::min(total_steps, params.max_steps);
+  if (params.max_steps > 0)
+    total_steps = std::min(total_steps, params.max_steps);
   const int64_t warmup_steps =
       static_cast<int64_t>(std::ceil(params.warmup_ratio * total_steps));
 
@@ -348,25 +358,29 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     }
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(params.learning_rate)
-                                     .weight_decay(params.weight_decay)
-                                     .eps(1e-8)));
-  groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(
-                                    torch::optim::AdamWOptions(params.learning_rate)
-                                        .weight_decay(0.0)
-                                        .eps(1e-8)));
-  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(params.learning_rate));
+  groups.emplace_back(decay,
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(params.learning_rate)
+                              .weight_decay(params.weight_decay)
+                              .eps(1e-8)));
+  groups.emplace_back(no_decay,
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(params.learning_rate)
+                              .weight_decay(0.0)
+                              .eps(1e-8)));
+  torch::optim::AdamW optimizer(
+      groups, torch::optim::AdamWOptions(params.learning_rate));
   std::vector<torch::Tensor> all_params = model->parameters();
   log(absl::StrCat("training: ", total_steps, " steps (", steps_per_epoch,
-                   " per epoch), warmup ", warmup_steps, ", max_length ", max_length));
+                   " per epoch), warmup ", warmup_steps, ", max_length ",
+                   max_length));
 
   std::mt19937_64 rng(static_cast<uint64_t>(params.seed));
   std::vector<size_t> order(n_train);
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   double loss_since_report = 0;
   int64_t steps_since_report = 0;
-  double steady_seconds = 0;   // Training-step time after the first step.
+  double steady_seconds = 0;  // Training-step time after the first step.
   int64_t steady_samples = 0;
   double first_step_seconds = 0;
   int64_t first_step_samples = 0;
@@ -382,12 +396,14 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     Batch b = Collate(train, order, cursor, end, tokenizer->pad_id(), device);
     const int64_t samples = static_cast<int64_t>(end - cursor);
     cursor = end;
-    const double lr = LearningRate(step, params.learning_rate, warmup_steps, total_steps);
+    const double lr =
+        LearningRate(step, params.learning_rate, warmup_steps, total_steps);
     for (auto& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     optimizer.zero_grad();
-    torch::Tensor logits = model(b.input_ids, b.token_type_ids, b.attention_mask);
+    torch::Tensor logits =
+        model(b.input_ids, b.token_type_ids, b.attention_mask);
     torch::Tensor loss = torch::nn::functional::cross_entropy(logits, b.labels);
     loss.backward();
     if (params.max_grad_norm > 0) {
@@ -396,7 +412,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     optimizer.step();
     const double loss_value = loss.item<double>();
     ++step;
-    const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double seconds =
+        std::chrono::duration<double>(Clock::now() - t0).count();
     if (step == 1) {
       first_step_seconds = seconds;
       first_step_samples = samples;
@@ -405,18 +422,20 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       steady_samples += samples;
     }
     if (!std::isfinite(loss_value)) {
-      return absl::InternalError(absl::StrCat(
-          "training diverged at step ", step, " (loss ", loss_value,
-          "); try a lower learning_rate"));
+      return absl::InternalError(absl::StrCat("training diverged at step ",
+                                              step, " (loss ", loss_value,
+                                              "); try a lower learning_rate"));
     }
     loss_since_report += loss_value;
     ++steps_since_report;
 
     if (step == 1 || step % params.logging_steps == 0 || step == total_steps) {
-      const double sps = steady_samples > 0
-                             ? steady_samples / std::max(1e-9, steady_seconds)
-                             : first_step_samples / std::max(1e-9, first_step_seconds);
-      const double sec_per_step = step > 1 ? steady_seconds / (step - 1) : first_step_seconds;
+      const double sps =
+          steady_samples > 0
+              ? steady_samples / std::max(1e-9, steady_seconds)
+              : first_step_samples / std::max(1e-9, first_step_seconds);
+      const double sec_per_step =
+          step > 1 ? steady_seconds / (step - 1) : first_step_seconds;
       emit({{"type", "train"},
             {"step", step},
             {"total_steps", total_steps},
@@ -432,9 +451,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     nlohmann::json metrics = nlohmann::json::object();
     if (!val.encodings.empty() &&
         (last || (params.eval_steps > 0 && step % params.eval_steps == 0))) {
-      const EvalResult r = Evaluate(model, val, params.batch_size,
-                                    tokenizer->pad_id(), device,
-                                    static_cast<int64_t>(labels.size()));
+      const EvalResult r =
+          Evaluate(model, val, params.batch_size, tokenizer->pad_id(), device,
+                   static_cast<int64_t>(labels.size()));
       metrics = r.ToJson();
       emit({{"type", "eval"}, {"step", step}, {"metrics", metrics}});
     }
@@ -458,9 +477,11 @@ absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("spec: invalid JSON: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec: invalid JSON: ", e.what()));
   }
-  if (!j.is_object()) return absl::InvalidArgumentError("spec: not a JSON object");
+  if (!j.is_object())
+    return absl::InvalidArgumentError("spec: not a JSON object");
   TrainSpec s;
   ASSIGN_OR_RETURN(s.job_id, StringField(j, "job_id", false));
   ASSIGN_OR_RETURN(s.task, StringField(j, "task", false));
@@ -483,8 +504,8 @@ absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
       } else if (it.value().is_number()) {
         s.params[it.key()] = it.value().dump();
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "spec: params[", it.key(), "] is not a string"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("spec: params[", it.key(), "] is not a string"));
       }
     }
   }
