@@ -5,7 +5,9 @@
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -380,6 +382,54 @@ TEST_F(SystemTest, MetricsAreValidPrometheusText) {
         "lathe_rpcs_total{"}) {
     EXPECT_THAT(body, HasSubstr(name));
   }
+}
+
+// A worker agent killed mid-job: the server notices the silent heartbeat,
+// requeues the job, and the restarted local worker runs it to the end as a
+// new attempt.
+TEST(WorkerLossTest, JobOfAVanishedWorkerIsRequeuedAndFinishes) {
+  TempDir dir;
+  ServerProcess server(
+      dir.path() + "/data", 1,
+      {"--allow-root", dir.path(), "--heartbeat-timeout-ms", "2000"});
+  std::string why;
+  ASSERT_TRUE(server.Start(&why)) << why;
+  WriteSentimentData(dir.path() + "/t.jsonl", 96, 0);
+  CommandResult r = server.Cli(
+      {"submit", "--task", "text-classification", "--model", "preset:bert-tiny",
+       "--train-data", dir.path() + "/t.jsonl", "--param", "epochs=3",
+       "--param", "batch_size=8", "--param", "max_seq_length=16", "--param",
+       "logging_steps=1", "--param", "eval_steps=0", "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string id = json::parse(r.out)["id"];
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  json job;
+  while (std::chrono::steady_clock::now() < deadline) {
+    job = json::parse(server.Cli({"get", id, "--output", "json"}).out);
+    if (job["train_metrics"]["step"] != "0") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(job["state"], "RUNNING") << job.dump(2);
+  auto agents = testing::ProcessesMatching(dir.path() + "/data/workers/0");
+  auto children = testing::ProcessesMatching("jobs/" + id);
+  ASSERT_FALSE(children.empty());
+  for (pid_t p : agents) {
+    if (std::find(children.begin(), children.end(), p) == children.end()) {
+      ::kill(p, SIGKILL);
+    }
+  }
+  CommandResult wait =
+      server.Cli({"wait", id, "--timeout", "300", "--output", "json"});
+  EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
+  json done = json::parse(wait.out);
+  EXPECT_EQ(done["state"], "SUCCEEDED");
+  EXPECT_EQ(done["attempt"], 2);
+  CommandResult events = server.Cli({"watch", id});
+  EXPECT_THAT(events.out,
+              HasSubstr("stopped sending heartbeats; job requeued"));
+  EXPECT_THAT(events.out, HasSubstr("attempt 2 started"));
+  EXPECT_EQ(server.Stop(), 0);
 }
 
 // A separate server without workers: acknowledged jobs survive kill -9.
