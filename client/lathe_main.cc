@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <string>
@@ -29,7 +30,8 @@ constexpr char kUsage[] =
 Commands:
   submit --task TASK --model MODEL --train-data DATA [--validation-data DATA]
          [--param NAME=VALUE ...] [--device cpu|cuda:N] [--owner NAME]
-         [--label KEY=VALUE ...] [--request-id ID]
+         [--label KEY=VALUE ...] [--request-id ID] [--priority N]
+         [--max-attempts N] [--devices N] [--min-device-memory-mb MB]
                              submit a job; DATA is a local file (uploaded),
                              a dataset:<sha256> reference or a file:// URI
   list [--state STATE ...] [--owner NAME] [--page-size N] [--page-token T]
@@ -39,6 +41,10 @@ Commands:
                              block until the job ends; exit 0 only if it
                              SUCCEEDED
   cancel JOB
+  pause JOB                  checkpoint a running job and release its worker
+  resume JOB                 queue a paused job again; it continues from its
+                             latest checkpoint
+  checkpoint-now JOB         ask a running job for a checkpoint now
   checkpoints JOB            list checkpoints with metrics and files
   download JOB --dest DIR [--checkpoint latest|best|STEP]
                              download a checkpoint and verify its SHA-256s
@@ -120,6 +126,12 @@ std::string FormatDuration(double seconds) {
   return absl::StrFormat("%d:%02d", s / 60, s % 60);
 }
 
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 std::string MetricsText(const google::protobuf::Map<std::string, double>& m) {
   std::map<std::string, double> sorted(m.begin(), m.end());
   std::vector<std::string> parts;
@@ -138,6 +150,19 @@ void PrintJobText(const lathe::v1::Job& j) {
   if (!j.validation_dataset().ref().empty()) {
     std::cout << "validation: " << j.validation_dataset().name() << " ("
               << j.validation_dataset().ref() << ")\n";
+  }
+  if (j.spec().priority() != 0) {
+    std::cout << "priority:   " << j.spec().priority() << "\n";
+  }
+  if (j.queue_position() > 0) {
+    std::cout << "queue:      position " << j.queue_position();
+    if (j.estimated_start_time_ms() > 0) {
+      const double in_s =
+          static_cast<double>(j.estimated_start_time_ms() - NowMs()) / 1000.0;
+      std::cout << ", estimated start in "
+                << FormatDuration(std::max(0.0, in_s));
+    }
+    std::cout << "\n";
   }
   if (j.attempt() > 0) {
     std::cout << "attempt:    " << j.attempt() << " on " << j.worker_id()
@@ -185,6 +210,28 @@ int Submit(Client& c, const Args& a) {
   spec->set_owner(
       a.Get("owner", std::getenv("USER") ? std::getenv("USER") : ""));
   req.set_request_id(a.Get("request-id"));
+  for (auto [flag, setter] :
+       {std::pair<const char*, std::function<void(int64_t)>>{
+            "priority",
+            [&](int64_t v) { spec->set_priority(static_cast<int32_t>(v)); }},
+        {"max-attempts",
+         [&](int64_t v) { spec->set_max_attempts(static_cast<int32_t>(v)); }},
+        {"devices",
+         [&](int64_t v) {
+           spec->mutable_resources()->set_device_count(static_cast<int32_t>(v));
+         }},
+        {"min-device-memory-mb", [&](int64_t v) {
+           spec->mutable_resources()->set_min_device_memory_mb(v);
+         }}}) {
+    const std::string text = a.Get(flag);
+    if (text.empty()) continue;
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(text, &v) || v < INT32_MIN || v > INT32_MAX) {
+      std::cerr << "lathe: --" << flag << " must be an integer\n";
+      return 2;
+    }
+    setter(v);
+  }
   if (!ParseKeyValues(a.All("param"), "param", spec->mutable_params()) ||
       !ParseKeyValues(a.All("label"), "label", spec->mutable_labels())) {
     return 2;
@@ -253,7 +300,9 @@ int List(Client& c, const Args& a) {
   std::cout << absl::StrFormat("%-17s %-11s %-20s %-12s %s\n", "JOB", "STATE",
                                "TASK", "PROGRESS", "EVAL");
   for (const auto& j : resp.jobs()) {
-    std::string progress = j.train_metrics().total_steps() > 0
+    std::string progress = j.queue_position() > 0
+                               ? absl::StrCat("queue #", j.queue_position())
+                           : j.train_metrics().total_steps() > 0
                                ? absl::StrCat(j.train_metrics().step(), "/",
                                               j.train_metrics().total_steps())
                                : "-";
@@ -536,6 +585,39 @@ int Main(int argc, char** argv) {
     } else {
       std::cout << "job " << id << " "
                 << lathe::v1::JobState_Name(resp.job().state()) << "\n";
+    }
+    return 0;
+  }
+  if (cmd == "pause" || cmd == "resume" || cmd == "checkpoint-now") {
+    lathe::v1::Job job;
+    auto ctx = Ctx();
+    absl::Status s;
+    if (cmd == "pause") {
+      lathe::v1::PauseJobRequest req;
+      req.set_id(id);
+      lathe::v1::PauseJobResponse resp;
+      s = FromGrpc(c.jobs().PauseJob(ctx.get(), req, &resp));
+      job = resp.job();
+    } else if (cmd == "resume") {
+      lathe::v1::ResumeJobRequest req;
+      req.set_id(id);
+      lathe::v1::ResumeJobResponse resp;
+      s = FromGrpc(c.jobs().ResumeJob(ctx.get(), req, &resp));
+      job = resp.job();
+    } else {
+      lathe::v1::RequestCheckpointRequest req;
+      req.set_id(id);
+      lathe::v1::RequestCheckpointResponse resp;
+      s = FromGrpc(c.jobs().RequestCheckpoint(ctx.get(), req, &resp));
+      job = resp.job();
+    }
+    if (!s.ok()) return Fail(s);
+    if (json_output) {
+      std::cout << ToJson(job) << "\n";
+    } else {
+      std::cout << "job " << id << " " << lathe::v1::JobState_Name(job.state())
+                << (cmd == "checkpoint-now" ? " (checkpoint requested)" : "")
+                << "\n";
     }
     return 0;
   }

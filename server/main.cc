@@ -48,6 +48,10 @@ constexpr char kUsage[] =
     "  --heartbeat-timeout-ms MS   drop a silent worker after MS (default "
     "15000)\n"
     "  --max-upload-mb MB          largest dataset or checkpoint file (4096)\n"
+    "  --max-running-per-owner N   running jobs one owner may have (0: any)\n"
+    "  --keep-checkpoints K        keep the last K checkpoints of a job and "
+    "its\n"
+    "                              best (default 3; 0 keeps all)\n"
     "The chosen addresses are written to DATA_DIR/server.json once serving.\n";
 
 struct Flags {
@@ -59,6 +63,8 @@ struct Flags {
   std::string worker_device = "cpu";
   int64_t heartbeat_timeout_ms = 15000;
   int64_t max_upload_mb = 4096;
+  int64_t max_running_per_owner = 0;
+  int64_t keep_checkpoints = 3;
 };
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
@@ -102,6 +108,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.worker_device = v;
     } else if (a == "--heartbeat-timeout-ms") {
       RETURN_IF_ERROR(int_flag(&f.heartbeat_timeout_ms, 2000, 3600000));
+    } else if (a == "--max-running-per-owner") {
+      RETURN_IF_ERROR(int_flag(&f.max_running_per_owner, 0, 1 << 20));
+    } else if (a == "--keep-checkpoints") {
+      RETURN_IF_ERROR(int_flag(&f.keep_checkpoints, 0, 1 << 20));
     } else if (a == "--max-upload-mb") {
       RETURN_IF_ERROR(int_flag(&f.max_upload_mb, 1, 1 << 20));
     } else {
@@ -131,6 +141,8 @@ class ServerProcess {
     opts.allowed_roots = flags_.allow_roots;
     opts.heartbeat_timeout = absl::Milliseconds(flags_.heartbeat_timeout_ms);
     opts.max_upload_bytes = flags_.max_upload_mb << 20;
+    opts.max_running_per_owner = static_cast<int>(flags_.max_running_per_owner);
+    opts.keep_checkpoints = static_cast<int>(flags_.keep_checkpoints);
     ASSIGN_OR_RETURN(manager_,
                      JobManager::Create(opts, store_.get(), artifacts_.get(),
                                         metrics_.get()));

@@ -133,6 +133,33 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
   return rpc.Done(job.status());
 }
 
+grpc::Status JobServiceImpl::PauseJob(grpc::ServerContext*,
+                                      const lathe::v1::PauseJobRequest* req,
+                                      lathe::v1::PauseJobResponse* resp) {
+  RpcScope rpc(metrics_, "PauseJob");
+  auto job = manager_->Pause(req->id());
+  if (job.ok()) *resp->mutable_job() = std::move(*job);
+  return rpc.Done(job.status());
+}
+
+grpc::Status JobServiceImpl::ResumeJob(grpc::ServerContext*,
+                                       const lathe::v1::ResumeJobRequest* req,
+                                       lathe::v1::ResumeJobResponse* resp) {
+  RpcScope rpc(metrics_, "ResumeJob");
+  auto job = manager_->Resume(req->id());
+  if (job.ok()) *resp->mutable_job() = std::move(*job);
+  return rpc.Done(job.status());
+}
+
+grpc::Status JobServiceImpl::RequestCheckpoint(
+    grpc::ServerContext*, const lathe::v1::RequestCheckpointRequest* req,
+    lathe::v1::RequestCheckpointResponse* resp) {
+  RpcScope rpc(metrics_, "RequestCheckpoint");
+  auto job = manager_->RequestCheckpoint(req->id());
+  if (job.ok()) *resp->mutable_job() = std::move(*job);
+  return rpc.Done(job.status());
+}
+
 grpc::Status JobServiceImpl::WatchJob(
     grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
     grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) {
@@ -238,8 +265,15 @@ grpc::Status WorkerServiceImpl::RegisterWorker(
     grpc::ServerContext*, const lathe::v1::RegisterWorkerRequest* req,
     lathe::v1::RegisterWorkerResponse* resp) {
   RpcScope rpc(metrics_, "RegisterWorker");
-  std::vector<std::string> devices(req->devices().begin(),
-                                   req->devices().end());
+  std::vector<lathe::v1::Device> devices(req->device_info().begin(),
+                                         req->device_info().end());
+  if (devices.empty()) {
+    for (const auto& name : req->devices()) {
+      lathe::v1::Device d;
+      d.set_name(name);
+      devices.push_back(d);
+    }
+  }
   auto reg = manager_->RegisterWorker(req->name(), devices, req->hostname());
   if (reg.ok()) {
     resp->set_worker_id(reg->worker_id);
@@ -255,11 +289,13 @@ grpc::Status WorkerServiceImpl::Heartbeat(
     grpc::ServerContext*, const lathe::v1::HeartbeatRequest* req,
     lathe::v1::HeartbeatResponse* resp) {
   RpcScope rpc(metrics_, "Heartbeat");
-  auto cancel = manager_->Heartbeat(req->worker_id());
-  if (cancel.ok()) {
-    for (auto& id : *cancel) resp->add_cancel_job_ids(id);
+  auto commands = manager_->Heartbeat(req->worker_id());
+  if (commands.ok()) {
+    for (auto& id : commands->cancel) resp->add_cancel_job_ids(id);
+    for (auto& id : commands->checkpoint) resp->add_checkpoint_job_ids(id);
+    for (auto& id : commands->pause) resp->add_pause_job_ids(id);
   }
-  return rpc.Done(cancel.status());
+  return rpc.Done(commands.status());
 }
 
 grpc::Status WorkerServiceImpl::AcquireJob(
@@ -286,10 +322,14 @@ grpc::Status WorkerServiceImpl::ReportEvents(
   RpcScope rpc(metrics_, "ReportEvents");
   std::vector<lathe::v1::Event> events(req->events().begin(),
                                        req->events().end());
-  auto cancel =
+  auto commands =
       manager_->ReportEvents(req->job_id(), req->attempt(), std::move(events));
-  if (cancel.ok()) resp->set_cancel_requested(*cancel);
-  return rpc.Done(cancel.status());
+  if (commands.ok()) {
+    resp->set_cancel_requested(commands->cancel);
+    resp->set_checkpoint_requested(commands->checkpoint);
+    resp->set_pause_requested(commands->pause);
+  }
+  return rpc.Done(commands.status());
 }
 
 grpc::Status WorkerServiceImpl::UploadCheckpointFile(
@@ -337,7 +377,8 @@ grpc::Status WorkerServiceImpl::FinishAttempt(
     lathe::v1::FinishAttemptResponse*) {
   RpcScope rpc(metrics_, "FinishAttempt");
   return rpc.Done(manager_->FinishAttempt(req->job_id(), req->attempt(),
-                                          req->outcome(), req->error()));
+                                          req->outcome(), req->error(),
+                                          req->failure()));
 }
 
 grpc::Status WorkerServiceImpl::FetchDataset(

@@ -33,6 +33,15 @@ class JobServiceImpl final : public lathe::v1::JobService::Service {
   grpc::Status CancelJob(grpc::ServerContext* ctx,
                          const lathe::v1::CancelJobRequest* req,
                          lathe::v1::CancelJobResponse* resp) override;
+  grpc::Status PauseJob(grpc::ServerContext* ctx,
+                        const lathe::v1::PauseJobRequest* req,
+                        lathe::v1::PauseJobResponse* resp) override;
+  grpc::Status ResumeJob(grpc::ServerContext* ctx,
+                         const lathe::v1::ResumeJobRequest* req,
+                         lathe::v1::ResumeJobResponse* resp) override;
+  grpc::Status RequestCheckpoint(
+      grpc::ServerContext* ctx, const lathe::v1::RequestCheckpointRequest* req,
+      lathe::v1::RequestCheckpointResponse* resp) override;
   grpc::Status WatchJob(
       grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
       grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) override;

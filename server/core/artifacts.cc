@@ -37,6 +37,10 @@ bool ArtifactStore::Has(const std::string& sha256, int64_t size) const {
   return s.ok() && *s == size;
 }
 
+void ArtifactStore::Remove(const std::string& sha256) const {
+  if (IsSha256Hex(sha256)) ::unlink(PathFor(sha256).c_str());
+}
+
 absl::StatusOr<std::unique_ptr<BlobWriter>> ArtifactStore::NewWriter(
     int64_t limit_bytes) const {
   static std::atomic<uint64_t> counter{0};

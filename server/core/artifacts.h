@@ -56,6 +56,8 @@ class ArtifactStore {
       int64_t limit_bytes) const;
   // Path of the blob with this digest (it may not exist).
   std::string PathFor(const std::string& sha256) const;
+  // Deletes the blob (no error when it is already gone).
+  void Remove(const std::string& sha256) const;
   // True when the blob exists with exactly `size` bytes.
   bool Has(const std::string& sha256, int64_t size) const;
 

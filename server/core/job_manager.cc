@@ -59,6 +59,11 @@ std::optional<double> Score(const Checkpoint& c) {
 
 }  // namespace
 
+bool HoldsWorker(JobState state) {
+  return state == lathe::v1::RUNNING || state == lathe::v1::CANCELLING ||
+         state == lathe::v1::PAUSING;
+}
+
 bool IsFinal(JobState state) {
   return state == lathe::v1::SUCCEEDED || state == lathe::v1::FAILED ||
          state == lathe::v1::CANCELLED;
@@ -95,30 +100,29 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
 absl::Status JobManager::Init() {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(counts_, store_->CountJobsByState());
-  // Workers do not survive a restart of the server: jobs that were running
-  // go back to the queue (cancelling ones end as cancelled). Their workers
-  // find the attempt stale and stop it.
-  for (JobState s : {lathe::v1::RUNNING, lathe::v1::CANCELLING}) {
+  // Jobs that were running keep running: their workers reconnect, their
+  // heartbeats keep a placeholder alive and their reports carry on. A worker
+  // that does not come back within the heartbeat timeout loses its job to
+  // the queue as usual.
+  for (JobState s :
+       {lathe::v1::RUNNING, lathe::v1::CANCELLING, lathe::v1::PAUSING}) {
     ASSIGN_OR_RETURN(auto jobs, store_->JobsInState(s));
-    for (Job& job : jobs) {
-      std::vector<Event> events;
-      if (s == lathe::v1::RUNNING) {
-        Transition(&job, lathe::v1::QUEUED, "server restarted; job requeued",
-                   &events);
-      } else {
-        Transition(&job, lathe::v1::CANCELLED,
-                   "server restarted while cancelling", &events);
-      }
-      RETURN_IF_ERROR(Save(&job, &events));
+    for (const Job& job : jobs) {
+      WorkerState& w = workers_[job.worker_id()];
+      w.name = "(reconnecting)";
+      w.last_seen_ms = clock_();
+      w.placeholder = true;
+      w.jobs.insert(job.id());
     }
   }
   PublishCounts();
-  metrics_->SetWorkers(0);
+  metrics_->SetWorkers(static_cast<double>(workers_.size()));
+  PublishStoredBytes();
   return absl::OkStatus();
 }
 
 void JobManager::PublishCounts() {
-  for (int s = lathe::v1::QUEUED; s <= lathe::v1::CANCELLED; ++s) {
+  for (int s = lathe::v1::QUEUED; s <= lathe::v1::PAUSED; ++s) {
     metrics_->SetJobsInState(JobState_Name(static_cast<JobState>(s)),
                              static_cast<double>(counts_[s]));
   }
@@ -132,8 +136,7 @@ void JobManager::Transition(Job* job, JobState state,
     counts_[job->state()]--;
   }
   counts_[state]++;
-  if (job->state() == lathe::v1::RUNNING ||
-      job->state() == lathe::v1::CANCELLING) {
+  if (HoldsWorker(job->state()) && !HoldsWorker(state)) {
     metrics_->ClearRunningJob(job->id());
   }
   job->set_state(state);
@@ -272,11 +275,33 @@ absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
         absl::StrCat("spec.", parsed.status().message()));
   }
   if (spec->device().empty()) spec->set_device("cpu");
-  static const std::regex kDevice("cpu|cuda:[0-9]{1,2}");
+  static const std::regex kDevice("cpu|cuda(:[0-9]{1,2})?");
   if (!std::regex_match(spec->device(), kDevice)) {
     return Invalid("spec.device",
                    absl::StrCat("\"", spec->device().substr(0, 64),
-                                "\" is not cpu or cuda:N"));
+                                "\" is not cpu, cuda or cuda:N"));
+  }
+  if (spec->priority() < -1000 || spec->priority() > 1000) {
+    return Invalid("spec.priority", "must be in [-1000, 1000]");
+  }
+  if (spec->max_attempts() < 0 || spec->max_attempts() > 10) {
+    return Invalid("spec.max_attempts", "must be in [1, 10] (0: 3)");
+  }
+  if (spec->max_attempts() == 0) spec->set_max_attempts(3);
+  auto* res = spec->mutable_resources();
+  if (res->device_kind().empty()) {
+    res->set_device_kind(absl::StartsWith(spec->device(), "cuda") ? "cuda"
+                                                                  : "cpu");
+  }
+  if (res->device_kind() != "cpu" && res->device_kind() != "cuda") {
+    return Invalid("spec.resources.device_kind", "must be cpu or cuda");
+  }
+  if (res->device_count() < 0 || res->device_count() > 64) {
+    return Invalid("spec.resources.device_count", "must be in [1, 64]");
+  }
+  if (res->device_count() == 0) res->set_device_count(1);
+  if (res->min_device_memory_mb() < 0) {
+    return Invalid("spec.resources.min_device_memory_mb", "is negative");
   }
   if (spec->owner().size() > 128) return Invalid("spec.owner", "too long");
   if (spec->labels_size() > 64) return Invalid("spec.labels", "too many");
@@ -330,7 +355,51 @@ absl::StatusOr<Job> JobManager::Submit(JobSpec spec,
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {
   if (id.empty()) return Invalid("id", "is required");
-  return store_->GetJob(id);
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+  std::vector<Job> one = {std::move(job)};
+  Annotate(&one);
+  return std::move(one[0]);
+}
+
+void JobManager::Annotate(std::vector<Job>* jobs) {
+  bool any_queued = false;
+  for (const Job& j : *jobs) any_queued |= j.state() == lathe::v1::QUEUED;
+  if (!any_queued) return;
+  auto queued = store_->JobsInState(lathe::v1::QUEUED);
+  if (!queued.ok()) return;
+  // The order a free worker would take them in, fair share aside.
+  std::stable_sort(queued->begin(), queued->end(),
+                   [](const Job& a, const Job& b) {
+                     return a.spec().priority() > b.spec().priority();
+                   });
+  std::map<std::string, int64_t> position;
+  for (size_t i = 0; i < queued->size(); ++i) {
+    position[(*queued)[i].id()] = static_cast<int64_t>(i) + 1;
+  }
+  // Estimate: queue slots ahead, divided among live workers, each taking as
+  // long as recent successful attempts took on average.
+  int64_t avg_ms = 0;
+  auto recent = store_->RecentRunTimesMs(20);
+  if (recent.ok() && !recent->empty()) {
+    for (int64_t t : *recent) avg_ms += t;
+    avg_ms /= static_cast<int64_t>(recent->size());
+  }
+  int64_t workers = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    workers = static_cast<int64_t>(workers_.size());
+  }
+  const int64_t now = clock_();
+  for (Job& j : *jobs) {
+    auto it = position.find(j.id());
+    if (j.state() != lathe::v1::QUEUED || it == position.end()) continue;
+    j.set_queue_position(it->second);
+    if (avg_ms > 0 && workers > 0) {
+      const int64_t rounds = (it->second - 1) / workers;
+      j.set_estimated_start_time_ms(
+          std::max(now + rounds * avg_ms, j.not_before_ms()));
+    }
+  }
 }
 
 absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(
@@ -353,6 +422,7 @@ absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(
   }
   ASSIGN_OR_RETURN(JobPage page,
                    store_->ListJobs(states, owner, page_size, before));
+  Annotate(&page.jobs);
   std::string next =
       page.next_before_seq > 0 ? absl::StrCat(page.next_before_seq) : "";
   return std::make_pair(std::move(page.jobs), next);
@@ -363,14 +433,87 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
   std::vector<Event> events;
-  if (job.state() == lathe::v1::QUEUED) {
-    job.set_error("cancelled by request");
-    Transition(&job, lathe::v1::CANCELLED, "cancelled while queued", &events);
-  } else if (job.state() == lathe::v1::RUNNING) {
-    Transition(&job, lathe::v1::CANCELLING, "cancel requested", &events);
-  } else {
-    return job;  // already final or cancelling
+  switch (job.state()) {
+    case lathe::v1::QUEUED:
+    case lathe::v1::PAUSED:
+      job.set_error("cancelled by request");
+      Transition(&job, lathe::v1::CANCELLED,
+                 absl::StrCat("cancelled while ", JobState_Name(job.state())),
+                 &events);
+      break;
+    case lathe::v1::RUNNING:
+    case lathe::v1::PAUSING:
+      Transition(&job, lathe::v1::CANCELLING, "cancel requested", &events);
+      break;
+    default:
+      return job;  // already final or cancelling
   }
+  RETURN_IF_ERROR(Save(&job, &events));
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::Pause(const std::string& id) {
+  if (id.empty()) return Invalid("id", "is required");
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+  std::vector<Event> events;
+  switch (job.state()) {
+    case lathe::v1::QUEUED:
+      Transition(&job, lathe::v1::PAUSED, "paused while queued", &events);
+      break;
+    case lathe::v1::RUNNING:
+      Transition(&job, lathe::v1::PAUSING,
+                 "pause requested: checkpointing, then releasing the worker",
+                 &events);
+      break;
+    case lathe::v1::PAUSING:
+    case lathe::v1::PAUSED:
+      return job;
+    default:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "job ", id, " is ", JobState_Name(job.state()), "; cannot pause"));
+  }
+  RETURN_IF_ERROR(Save(&job, &events));
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::Resume(const std::string& id) {
+  if (id.empty()) return Invalid("id", "is required");
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+  if (job.state() == lathe::v1::QUEUED || job.state() == lathe::v1::RUNNING) {
+    return job;
+  }
+  if (job.state() != lathe::v1::PAUSED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", JobState_Name(job.state()),
+                     "; only a PAUSED job "
+                     "can be resumed"));
+  }
+  std::vector<Event> events;
+  job.set_not_before_ms(0);
+  Transition(&job, lathe::v1::QUEUED,
+             "resumed; the next attempt continues from the latest checkpoint",
+             &events);
+  RETURN_IF_ERROR(Save(&job, &events));
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::RequestCheckpoint(const std::string& id) {
+  if (id.empty()) return Invalid("id", "is required");
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+  if (job.state() != lathe::v1::RUNNING) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", id, " is ", JobState_Name(job.state()),
+                     "; only a RUNNING job can checkpoint"));
+  }
+  if (job.checkpoint_requested()) return job;
+  job.set_checkpoint_requested(true);
+  Event e;
+  e.set_type(lathe::v1::EVENT_TYPE_LOG);
+  e.set_message("checkpoint requested");
+  std::vector<Event> events = {e};
   RETURN_IF_ERROR(Save(&job, &events));
   return job;
 }
@@ -398,6 +541,11 @@ absl::StatusOr<std::pair<std::vector<Checkpoint>, int64_t>>
 JobManager::ListCheckpoints(const std::string& job_id) {
   if (job_id.empty()) return Invalid("job_id", "is required");
   RETURN_IF_ERROR(store_->GetJob(job_id).status());
+  return CheckpointsAndBest(job_id);
+}
+
+absl::StatusOr<std::pair<std::vector<Checkpoint>, int64_t>>
+JobManager::CheckpointsAndBest(const std::string& job_id) {
   ASSIGN_OR_RETURN(auto cps, store_->Checkpoints(job_id));
   int64_t best_step = 0;
   std::optional<double> best;
@@ -459,6 +607,7 @@ absl::StatusOr<Dataset> JobManager::AddDataset(const std::string& name,
   ds.set_size(size);
   ds.set_sha256(sha256);
   RETURN_IF_ERROR(store_->PutDataset(ds));
+  PublishStoredBytes();
   return ds;
 }
 
@@ -476,7 +625,7 @@ absl::StatusOr<std::string> JobManager::DatasetPath(const std::string& ref) {
 }
 
 absl::StatusOr<WorkerRegistration> JobManager::RegisterWorker(
-    const std::string& name, const std::vector<std::string>& devices,
+    const std::string& name, const std::vector<lathe::v1::Device>& devices,
     const std::string& hostname) {
   if (name.empty() || name.size() > 128) {
     return Invalid("name", "must have 1 to 128 characters");
@@ -484,17 +633,30 @@ absl::StatusOr<WorkerRegistration> JobManager::RegisterWorker(
   if (devices.empty() || devices.size() > 64) {
     return Invalid("devices", "must list 1 to 64 devices");
   }
+  static const std::regex kDevice("cpu|cuda:[0-9]{1,2}");
+  std::vector<std::string> names;
+  for (const auto& d : devices) {
+    if (!std::regex_match(d.name(), kDevice) || d.memory_mb() < 0) {
+      return Invalid("devices", absl::StrCat("\"", d.name().substr(0, 64),
+                                             "\" is not cpu or cuda:N"));
+    }
+    names.push_back(d.name());
+  }
   const std::string id = RandomId("worker-");
   RETURN_IF_ERROR(store_->PutWorker(id, name, hostname.substr(0, 256),
-                                    absl::StrJoin(devices, ","), clock_()));
+                                    absl::StrJoin(names, ","), clock_()));
   absl::MutexLock lock(&mu_);
-  workers_[id] = WorkerState{name, clock_(), {}};
+  WorkerState& w = workers_[id];
+  w.name = name;
+  w.last_seen_ms = clock_();
+  w.devices = devices;
   metrics_->SetWorkers(static_cast<double>(workers_.size()));
+  changed_.SignalAll();
   return WorkerRegistration{id, options_.heartbeat_interval,
                             options_.heartbeat_timeout};
 }
 
-absl::StatusOr<std::vector<std::string>> JobManager::Heartbeat(
+absl::StatusOr<WorkerCommands> JobManager::Heartbeat(
     const std::string& worker_id) {
   absl::MutexLock lock(&mu_);
   auto it = workers_.find(worker_id);
@@ -503,15 +665,44 @@ absl::StatusOr<std::vector<std::string>> JobManager::Heartbeat(
         absl::StrCat("worker ", worker_id, " is not registered"));
   }
   it->second.last_seen_ms = clock_();
-  std::vector<std::string> cancel;
+  WorkerCommands out;
   for (const std::string& job_id : it->second.jobs) {
     auto job = store_->GetJob(job_id);
-    if (!job.ok() || job->state() != lathe::v1::RUNNING ||
-        job->worker_id() != worker_id) {
-      cancel.push_back(job_id);
+    if (!job.ok() || !HoldsWorker(job->state()) ||
+        job->worker_id() != worker_id ||
+        job->state() == lathe::v1::CANCELLING) {
+      out.cancel.push_back(job_id);
+    } else if (job->state() == lathe::v1::PAUSING) {
+      out.pause.push_back(job_id);
+    } else if (job->checkpoint_requested()) {
+      out.checkpoint.push_back(job_id);
     }
   }
-  return cancel;
+  return out;
+}
+
+bool JobManager::Fits(const WorkerState& worker, const JobSpec& spec) {
+  const auto& res = spec.resources();
+  const std::string kind =
+      res.device_kind().empty() ? "cpu" : res.device_kind();
+  int matching = 0;
+  for (const auto& d : worker.devices) {
+    const std::string dkind =
+        absl::StartsWith(d.name(), "cuda") ? "cuda" : "cpu";
+    if (dkind != kind) continue;
+    if (res.min_device_memory_mb() > 0 &&
+        d.memory_mb() < res.min_device_memory_mb()) {
+      continue;
+    }
+    ++matching;
+  }
+  return matching >= std::max(1, res.device_count());
+}
+
+absl::Duration JobManager::Backoff(int attempt) const {
+  absl::Duration d = options_.retry_backoff_base;
+  for (int i = 1; i < attempt && d < options_.retry_backoff_max; ++i) d *= 2;
+  return std::min(d, options_.retry_backoff_max);
 }
 
 absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
@@ -524,23 +715,58 @@ absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
       return absl::NotFoundError(
           absl::StrCat("worker ", worker_id, " is not registered"));
     }
-    w->second.last_seen_ms = clock_();
-    ASSIGN_OR_RETURN(auto queued, store_->OldestQueued());
-    if (queued.has_value()) {
-      Job job = std::move(*queued);
+    const int64_t now = clock_();
+    w->second.last_seen_ms = now;
+    ASSIGN_OR_RETURN(auto queued, store_->JobsInState(lathe::v1::QUEUED));
+    // Running jobs per owner, for limits and fair share.
+    std::map<std::string, int> running;
+    for (JobState st :
+         {lathe::v1::RUNNING, lathe::v1::CANCELLING, lathe::v1::PAUSING}) {
+      ASSIGN_OR_RETURN(auto held, store_->JobsInState(st));
+      for (const Job& j : held) running[j.spec().owner()]++;
+    }
+    const Job* best = nullptr;
+    int64_t next_ready_ms = 0;
+    for (const Job& j : queued) {  // oldest first
+      if (j.not_before_ms() > now) {
+        if (next_ready_ms == 0 || j.not_before_ms() < next_ready_ms) {
+          next_ready_ms = j.not_before_ms();
+        }
+        continue;
+      }
+      if (!Fits(w->second, j.spec())) continue;
+      const int owner_running = running[j.spec().owner()];
+      if (options_.max_running_per_owner > 0 &&
+          owner_running >= options_.max_running_per_owner) {
+        continue;
+      }
+      if (best == nullptr || j.spec().priority() > best->spec().priority() ||
+          (j.spec().priority() == best->spec().priority() &&
+           owner_running < running[best->spec().owner()])) {
+        best = &j;
+      }
+    }
+    if (best != nullptr) {
+      Job job = *best;
+      ASSIGN_OR_RETURN(auto checkpoints, store_->Checkpoints(job.id()));
       job.set_attempt(job.attempt() + 1);
       job.set_worker_id(worker_id);
-      const int64_t now = clock_();
+      job.set_not_before_ms(0);
+      job.set_checkpoint_requested(false);
       if (job.start_time_ms() == 0) {
         job.set_start_time_ms(now);
         metrics_->ObserveStartLatency(
             static_cast<double>(now - job.create_time_ms()) / 1000.0);
       }
       std::vector<Event> events;
-      Transition(&job, lathe::v1::RUNNING,
-                 absl::StrCat("attempt ", job.attempt(), " started on worker ",
-                              w->second.name, " (", worker_id, ")"),
-                 &events);
+      std::string message =
+          absl::StrCat("attempt ", job.attempt(), " started on worker ",
+                       w->second.name, " (", worker_id, ")");
+      if (!checkpoints.empty()) {
+        absl::StrAppend(&message, ", continuing from the checkpoint at step ",
+                        checkpoints.back().step());
+      }
+      Transition(&job, lathe::v1::RUNNING, message, &events);
       RETURN_IF_ERROR(Save(&job, &events));
       RETURN_IF_ERROR(
           store_->RecordAttemptStart(job.id(), job.attempt(), worker_id, now));
@@ -553,11 +779,20 @@ absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
       if (job.has_validation_dataset()) {
         *a.mutable_validation_dataset() = job.validation_dataset();
       }
+      if (!checkpoints.empty()) {
+        *a.mutable_resume_checkpoint() = checkpoints.back();
+      }
       return std::optional<Assignment>(std::move(a));
     }
-    if (shutdown_ || absl::Now() >= deadline)
+    if (shutdown_ || absl::Now() >= deadline) {
       return std::optional<Assignment>();
-    changed_.WaitWithDeadline(&mu_, deadline);
+    }
+    absl::Time wake = deadline;
+    if (next_ready_ms > 0) {
+      wake =
+          std::min(wake, absl::Now() + absl::Milliseconds(next_ready_ms - now));
+    }
+    changed_.WaitWithDeadline(&mu_, wake);
   }
 }
 
@@ -569,8 +804,7 @@ absl::StatusOr<Job> JobManager::LoadRunning(const std::string& job_id,
         absl::StrCat("attempt ", attempt, " of job ", job_id,
                      " is stale; the current attempt is ", job.attempt()));
   }
-  if (job.state() != lathe::v1::RUNNING &&
-      job.state() != lathe::v1::CANCELLING) {
+  if (!HoldsWorker(job.state())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job_id, " is ", JobState_Name(job.state()), ", not running"));
   }
@@ -600,12 +834,38 @@ absl::Status JobManager::ApplyCheckpoint(Job* job, Event* event) {
     }
   }
   cp->set_create_time_ms(clock_());
-  return store_->PutCheckpoint(job->id(), *cp);
+  RETURN_IF_ERROR(store_->PutCheckpoint(job->id(), *cp));
+  job->set_checkpoint_requested(false);
+  ApplyRetention(job->id());
+  PublishStoredBytes();
+  return absl::OkStatus();
 }
 
-absl::StatusOr<bool> JobManager::ReportEvents(const std::string& job_id,
-                                              int attempt,
-                                              std::vector<Event> events) {
+void JobManager::ApplyRetention(const std::string& job_id) {
+  if (options_.keep_checkpoints <= 0) return;
+  auto listing = CheckpointsAndBest(job_id);
+  if (!listing.ok()) return;
+  const auto& [cps, best_step] = *listing;
+  const size_t keep = static_cast<size_t>(options_.keep_checkpoints);
+  if (cps.size() <= keep) return;
+  for (size_t i = 0; i + keep < cps.size(); ++i) {
+    const Checkpoint& c = cps[i];
+    if (c.step() == best_step) continue;
+    if (!store_->DeleteCheckpoint(job_id, c.step()).ok()) continue;
+    for (const auto& f : c.files()) {
+      auto referenced = store_->BlobReferenced(f.sha256());
+      if (referenced.ok() && !*referenced) artifacts_->Remove(f.sha256());
+    }
+  }
+}
+
+void JobManager::PublishStoredBytes() {
+  auto bytes = store_->StoredBytes();
+  if (bytes.ok()) metrics_->SetStoredBytes(static_cast<double>(*bytes));
+}
+
+absl::StatusOr<JobCommands> JobManager::ReportEvents(
+    const std::string& job_id, int attempt, std::vector<Event> events) {
   if (events.size() > 1000) return Invalid("events", "at most 1000 per call");
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, LoadRunning(job_id, attempt));
@@ -635,38 +895,68 @@ absl::StatusOr<bool> JobManager::ReportEvents(const std::string& job_id,
     }
   }
   RETURN_IF_ERROR(Save(&job, &events));
-  return job.state() == lathe::v1::CANCELLING;
+  JobCommands commands;
+  commands.cancel = job.state() == lathe::v1::CANCELLING;
+  commands.pause = job.state() == lathe::v1::PAUSING;
+  commands.checkpoint = job.checkpoint_requested();
+  return commands;
 }
 
 absl::Status JobManager::FinishAttempt(const std::string& job_id, int attempt,
                                        JobState outcome,
-                                       const std::string& error) {
+                                       const std::string& error,
+                                       lathe::v1::FailureKind failure) {
   if (outcome != lathe::v1::SUCCEEDED && outcome != lathe::v1::FAILED &&
-      outcome != lathe::v1::CANCELLED && outcome != lathe::v1::QUEUED) {
-    return Invalid("outcome", "must be SUCCEEDED, FAILED, CANCELLED or QUEUED");
+      outcome != lathe::v1::CANCELLED && outcome != lathe::v1::QUEUED &&
+      outcome != lathe::v1::PAUSED) {
+    return Invalid("outcome",
+                   "must be SUCCEEDED, FAILED, CANCELLED, PAUSED or QUEUED");
   }
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(Job job, LoadRunning(job_id, attempt));
-  std::string message;
-  if (job.state() == lathe::v1::CANCELLING && outcome == lathe::v1::QUEUED) {
-    outcome = lathe::v1::CANCELLED;
+  // A stop that the server asked for wins over how the worker stopped.
+  if (outcome == lathe::v1::QUEUED || outcome == lathe::v1::PAUSED) {
+    if (job.state() == lathe::v1::CANCELLING) outcome = lathe::v1::CANCELLED;
+    if (job.state() == lathe::v1::PAUSING) outcome = lathe::v1::PAUSED;
   }
+  std::string message;
+  std::string attempt_outcome = JobState_Name(outcome);
+  const int max_attempts =
+      job.spec().max_attempts() > 0 ? job.spec().max_attempts() : 3;
   if (outcome == lathe::v1::SUCCEEDED) {
     message = "training finished";
   } else if (outcome == lathe::v1::QUEUED) {
     message = absl::StrCat("worker gave the job back (", error, "); requeued");
+  } else if (outcome == lathe::v1::PAUSED) {
+    message = "paused; resume continues from the latest checkpoint";
   } else if (outcome == lathe::v1::CANCELLED) {
     message = "training stopped";
     job.set_error("cancelled by request");
+  } else if ((failure == lathe::v1::FAILURE_KIND_CRASH ||
+              failure == lathe::v1::FAILURE_KIND_UNSPECIFIED) &&
+             job.state() == lathe::v1::RUNNING && attempt < max_attempts) {
+    const absl::Duration wait = Backoff(attempt);
+    job.set_not_before_ms(clock_() + absl::ToInt64Milliseconds(wait));
+    outcome = lathe::v1::QUEUED;
+    message = absl::StrCat("attempt ", attempt, " of ", max_attempts,
+                           " failed: ", error, "; retrying in ",
+                           absl::FormatDuration(wait));
   } else {
-    message = absl::StrCat("attempt ", attempt, " failed: ", error);
+    const char* kind = failure == lathe::v1::FAILURE_KIND_OUT_OF_MEMORY
+                           ? " (out of memory; not retried)"
+                       : failure == lathe::v1::FAILURE_KIND_INVALID_INPUT
+                           ? " (invalid input; not retried)"
+                       : attempt >= max_attempts ? " (no attempts left)"
+                                                 : "";
+    message = absl::StrCat("attempt ", attempt, " of ", max_attempts, " failed",
+                           kind, ": ", error);
     job.set_error(error.substr(0, 16384));
   }
   std::vector<Event> events;
   Transition(&job, outcome, message, &events);
   RETURN_IF_ERROR(Save(&job, &events));
-  RETURN_IF_ERROR(store_->RecordAttemptEnd(
-      job_id, attempt, JobState_Name(outcome), error, clock_()));
+  RETURN_IF_ERROR(store_->RecordAttemptEnd(job_id, attempt, attempt_outcome,
+                                           error, clock_()));
   auto w = workers_.find(job.worker_id());
   if (w != workers_.end()) w->second.jobs.erase(job_id);
   return absl::OkStatus();
@@ -688,8 +978,21 @@ void JobManager::ExpireWorkers() {
       std::vector<Event> events;
       const std::string why = absl::StrCat("worker ", it->second.name,
                                            " stopped sending heartbeats");
+      const int max_attempts =
+          job->spec().max_attempts() > 0 ? job->spec().max_attempts() : 3;
       if (job->state() == lathe::v1::RUNNING) {
-        Transition(&*job, lathe::v1::QUEUED, why + "; job requeued", &events);
+        if (job->attempt() < max_attempts) {
+          Transition(&*job, lathe::v1::QUEUED, why + "; job requeued", &events);
+        } else {
+          job->set_error(why);
+          Transition(&*job, lathe::v1::FAILED,
+                     absl::StrCat(why, " on attempt ", job->attempt(), " of ",
+                                  max_attempts, "; no attempts left"),
+                     &events);
+        }
+      } else if (job->state() == lathe::v1::PAUSING) {
+        Transition(&*job, lathe::v1::PAUSED,
+                   why + "; paused at its latest checkpoint", &events);
       } else if (job->state() == lathe::v1::CANCELLING) {
         job->set_error("cancelled by request");
         Transition(&*job, lathe::v1::CANCELLED, why, &events);

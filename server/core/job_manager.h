@@ -39,6 +39,28 @@ struct JobManagerOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   // Largest dataset or checkpoint file accepted, in bytes.
   int64_t max_upload_bytes = int64_t{4} << 30;
+  // Most jobs one owner may have running at once (0: no limit).
+  int max_running_per_owner = 0;
+  // Checkpoints kept per job: the last K and the best (0: keep all). Files
+  // of the others are deleted once nothing else refers to them.
+  int keep_checkpoints = 3;
+  // A crashed attempt is retried after base * 2^(attempt-1), at most max.
+  absl::Duration retry_backoff_base = absl::Seconds(1);
+  absl::Duration retry_backoff_max = absl::Seconds(60);
+};
+
+// What a worker should do with the jobs it runs.
+struct WorkerCommands {
+  std::vector<std::string> cancel;
+  std::vector<std::string> checkpoint;
+  std::vector<std::string> pause;
+};
+
+// What a worker should do with one job, answered to its reports.
+struct JobCommands {
+  bool cancel = false;
+  bool checkpoint = false;
+  bool pause = false;
 };
 
 // Milliseconds since the epoch; tests hand in a fake.
@@ -73,7 +95,11 @@ class JobManager {
   absl::StatusOr<std::pair<std::vector<lathe::v1::Job>, std::string>> List(
       const std::vector<int>& states, const std::string& owner, int page_size,
       const std::string& page_token);
+  // Cancel is honoured in every state (a finished job is returned as is).
   absl::StatusOr<lathe::v1::Job> Cancel(const std::string& id);
+  absl::StatusOr<lathe::v1::Job> Pause(const std::string& id);
+  absl::StatusOr<lathe::v1::Job> Resume(const std::string& id);
+  absl::StatusOr<lathe::v1::Job> RequestCheckpoint(const std::string& id);
   // Returns the job and its events after `after_seq` (at most `limit`).
   // Waits up to `max_wait` when there are none yet and the job is not final.
   absl::StatusOr<std::pair<lathe::v1::Job, std::vector<lathe::v1::Event>>>
@@ -94,23 +120,28 @@ class JobManager {
 
   // ---- Workers ----
   absl::StatusOr<WorkerRegistration> RegisterWorker(
-      const std::string& name, const std::vector<std::string>& devices,
+      const std::string& name, const std::vector<lathe::v1::Device>& devices,
       const std::string& hostname);
-  // Returns the ids of this worker's jobs whose cancellation was requested.
-  // NOT_FOUND when the worker is unknown (it must register again).
-  absl::StatusOr<std::vector<std::string>> Heartbeat(
-      const std::string& worker_id);
-  // Takes the oldest queued job for the worker, waiting up to `max_wait`.
+  // Returns what the worker should do with its jobs. NOT_FOUND when the
+  // worker is unknown (it must register again).
+  absl::StatusOr<WorkerCommands> Heartbeat(const std::string& worker_id);
+  // Takes the next job the worker can hold: highest priority first, then the
+  // owner with the fewest running jobs, then the oldest; owners at their
+  // running limit and jobs in retry backoff wait. Waits up to `max_wait`.
   absl::StatusOr<std::optional<lathe::v1::Assignment>> AcquireJob(
       const std::string& worker_id, absl::Duration max_wait);
-  // Applies a worker's events. Returns whether cancellation was requested.
-  absl::StatusOr<bool> ReportEvents(const std::string& job_id, int attempt,
-                                    std::vector<lathe::v1::Event> events);
+  // Applies a worker's events and answers what the worker should do.
+  absl::StatusOr<JobCommands> ReportEvents(
+      const std::string& job_id, int attempt,
+      std::vector<lathe::v1::Event> events);
   // Checks that an upload for this attempt may proceed.
   absl::Status CheckAttempt(const std::string& job_id, int attempt);
-  absl::Status FinishAttempt(const std::string& job_id, int attempt,
-                             lathe::v1::JobState outcome,
-                             const std::string& error);
+  // Ends an attempt. A FAILED attempt of kind CRASH (or unspecified) with
+  // attempts left goes back to the queue after a backoff.
+  absl::Status FinishAttempt(
+      const std::string& job_id, int attempt, lathe::v1::JobState outcome,
+      const std::string& error,
+      lathe::v1::FailureKind failure = lathe::v1::FAILURE_KIND_CRASH);
 
   // Drops workers whose heartbeat is older than the timeout and requeues
   // their jobs. The server calls it periodically.
@@ -125,6 +156,10 @@ class JobManager {
     std::string name;
     int64_t last_seen_ms = 0;
     std::set<std::string> jobs;
+    std::vector<lathe::v1::Device> devices;
+    // Recreated after a server restart for a job that was running; the real
+    // worker keeps it alive with its heartbeats.
+    bool placeholder = false;
   };
 
   JobManager(JobManagerOptions options, Store* store, ArtifactStore* artifacts,
@@ -149,6 +184,18 @@ class JobManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ApplyCheckpoint(lathe::v1::Job* job, lathe::v1::Event* event)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes checkpoints beyond the retention policy and their unreferenced
+  // blobs.
+  void ApplyRetention(const std::string& job_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishStoredBytes();
+  // Checkpoints by step and the best step, straight from the store.
+  absl::StatusOr<std::pair<std::vector<lathe::v1::Checkpoint>, int64_t>>
+  CheckpointsAndBest(const std::string& job_id);
+  static bool Fits(const WorkerState& worker, const lathe::v1::JobSpec& spec);
+  // Fills queue_position and estimated_start_time_ms of queued jobs.
+  void Annotate(std::vector<lathe::v1::Job>* jobs);
+  absl::Duration Backoff(int attempt) const;
 
   const JobManagerOptions options_;
   Store* const store_;
@@ -165,6 +212,8 @@ class JobManager {
 };
 
 bool IsFinal(lathe::v1::JobState state);
+// RUNNING, CANCELLING or PAUSING: an attempt holds a worker.
+bool HoldsWorker(lathe::v1::JobState state);
 
 }  // namespace lathe::server
 

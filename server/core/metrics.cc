@@ -42,11 +42,17 @@ Metrics::Metrics()
                       .Name("lathe_job_samples_per_second")
                       .Help("Steady-state training throughput of each running "
                             "job")
-                      .Register(*registry_)) {}
+                      .Register(*registry_)),
+      stored_bytes_(BuildGauge()
+                        .Name("lathe_artifact_bytes")
+                        .Help("Bytes of datasets and checkpoint files kept")
+                        .Register(*registry_)
+                        .Add({})) {}
 
 void Metrics::SetJobsInState(const std::string& state, double n) {
   jobs_.Add({{"state", state}}).Set(n);
 }
+void Metrics::SetStoredBytes(double bytes) { stored_bytes_.Set(bytes); }
 void Metrics::SetQueueDepth(double n) { queue_depth_.Set(n); }
 void Metrics::SetWorkers(double n) { workers_.Set(n); }
 void Metrics::ObserveStartLatency(double seconds) {

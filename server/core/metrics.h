@@ -32,6 +32,8 @@ class Metrics {
   void SetRunningJob(const std::string& job_id, double loss,
                      double samples_per_second);
   void ClearRunningJob(const std::string& job_id);
+  // Bytes of datasets and checkpoint files kept in the artifact store.
+  void SetStoredBytes(double bytes);
 
  private:
   std::shared_ptr<prometheus::Registry> registry_;
@@ -42,6 +44,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& rpcs_;
   prometheus::Family<prometheus::Gauge>& loss_;
   prometheus::Family<prometheus::Gauge>& throughput_;
+  prometheus::Gauge& stored_bytes_;
   absl::Mutex mu_;
 };
 

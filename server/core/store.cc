@@ -47,6 +47,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   data BLOB NOT NULL,
   PRIMARY KEY (job_id, step)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoint_files (
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  job_id TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  PRIMARY KEY (job_id, step, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS checkpoint_files_by_sha ON checkpoint_files(sha256);
 CREATE TABLE IF NOT EXISTS datasets (
   sha256 TEXT PRIMARY KEY,
   data BLOB NOT NULL
@@ -400,13 +409,100 @@ absl::Status Store::RecordAttemptEnd(const std::string& job_id, int attempt,
 absl::Status Store::PutCheckpoint(const std::string& job_id,
                                   const Checkpoint& checkpoint) {
   absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    Stmt st(db_,
+            "INSERT OR REPLACE INTO checkpoints(job_id, step, data) "
+            "VALUES(?1, ?2, ?3)");
+    st.Bind(1, job_id);
+    st.Bind(2, checkpoint.step());
+    st.BindBlob(3, checkpoint.SerializeAsString());
+    RETURN_IF_ERROR(st.Run());
+    for (const auto& f : checkpoint.files()) {
+      Stmt ref(db_,
+               "INSERT OR REPLACE INTO checkpoint_files(sha256, size, job_id, "
+               "step, name) VALUES(?1, ?2, ?3, ?4, ?5)");
+      ref.Bind(1, f.sha256());
+      ref.Bind(2, f.size());
+      ref.Bind(3, job_id);
+      ref.Bind(4, checkpoint.step());
+      ref.Bind(5, f.name());
+      RETURN_IF_ERROR(ref.Run());
+    }
+    return absl::OkStatus();
+  };
+  absl::Status s = body();
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::Status Store::DeleteCheckpoint(const std::string& job_id, int64_t step) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s;
+  for (const char* sql :
+       {"DELETE FROM checkpoints WHERE job_id=?1 AND step=?2",
+        "DELETE FROM checkpoint_files WHERE job_id=?1 AND step=?2"}) {
+    Stmt st(db_, sql);
+    st.Bind(1, job_id);
+    st.Bind(2, step);
+    s.Update(st.Run());
+  }
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<bool> Store::BlobReferenced(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
   Stmt st(db_,
-          "INSERT OR REPLACE INTO checkpoints(job_id, step, data) "
-          "VALUES(?1, ?2, ?3)");
-  st.Bind(1, job_id);
-  st.Bind(2, checkpoint.step());
-  st.BindBlob(3, checkpoint.SerializeAsString());
-  return st.Run();
+          "SELECT (SELECT COUNT(*) FROM checkpoint_files WHERE sha256=?1) + "
+          "(SELECT COUNT(*) FROM datasets WHERE sha256=?1)");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, sha256);
+  if (st.Step() != SQLITE_ROW) return st.StepError();
+  return st.Int(0) > 0;
+}
+
+absl::StatusOr<int64_t> Store::StoredBytes() {
+  absl::MutexLock lock(&mu_);
+  int64_t total = 0;
+  {
+    Stmt st(db_,
+            "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size "
+            "FROM checkpoint_files GROUP BY sha256)");
+    RETURN_IF_ERROR(st.status());
+    if (st.Step() != SQLITE_ROW) return st.StepError();
+    total += st.Int(0);
+  }
+  Stmt st(db_, "SELECT data FROM datasets");
+  RETURN_IF_ERROR(st.status());
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(Dataset d, Parse<Dataset>(st.Blob(0), "dataset"));
+    total += d.size();
+  }
+  if (rc != SQLITE_DONE) return st.StepError();
+  return total;
+}
+
+absl::StatusOr<std::vector<int64_t>> Store::RecentRunTimesMs(int limit) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "SELECT end_ms - start_ms FROM attempts WHERE outcome='SUCCEEDED' "
+          "ORDER BY end_ms DESC LIMIT ?1");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, static_cast<int64_t>(limit));
+  std::vector<int64_t> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) out.push_back(st.Int(0));
+  if (rc != SQLITE_DONE) return st.StepError();
+  return out;
 }
 
 absl::StatusOr<std::vector<Checkpoint>> Store::Checkpoints(

@@ -69,8 +69,16 @@ class Store {
                                 const std::string& outcome,
                                 const std::string& error, int64_t now_ms);
 
+  // Stores the checkpoint and a reference to each of its files' blobs.
   absl::Status PutCheckpoint(const std::string& job_id,
                              const lathe::v1::Checkpoint& checkpoint);
+  absl::Status DeleteCheckpoint(const std::string& job_id, int64_t step);
+  // True while a checkpoint or a dataset refers to the blob.
+  absl::StatusOr<bool> BlobReferenced(const std::string& sha256);
+  // Bytes of all distinct blobs that checkpoints and datasets refer to.
+  absl::StatusOr<int64_t> StoredBytes();
+  // Run times in ms of the most recent successful attempts, newest first.
+  absl::StatusOr<std::vector<int64_t>> RecentRunTimesMs(int limit);
   // Ordered by step.
   absl::StatusOr<std::vector<lathe::v1::Checkpoint>> Checkpoints(
       const std::string& job_id);

@@ -46,10 +46,31 @@ class JobManagerTest : public ::testing::Test {
     return spec;
   }
 
-  std::string RegisterWorker() {
-    auto reg = manager_->RegisterWorker("w", {"cpu"}, "host");
+  std::string RegisterWorker(const std::string& device = "cpu",
+                             int64_t memory_mb = 0) {
+    lathe::v1::Device d;
+    d.set_name(device);
+    d.set_memory_mb(memory_mb);
+    auto reg = manager_->RegisterWorker("w", {d}, "host");
     EXPECT_TRUE(reg.ok()) << reg.status();
     return reg->worker_id;
+  }
+
+  // Submits and returns the id.
+  std::string SubmitAs(const std::string& owner, int priority = 0) {
+    JobSpec spec = Spec();
+    spec.set_owner(owner);
+    spec.set_priority(priority);
+    auto job = manager_->Submit(spec, "");
+    EXPECT_TRUE(job.ok()) << job.status();
+    clock_.Advance(1);
+    return job->id();
+  }
+
+  std::string Acquire(const std::string& worker) {
+    auto a = manager_->AcquireJob(worker, absl::ZeroDuration());
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() && a->has_value() ? (*a)->job_id() : "";
   }
 
   TempDir dir_;
@@ -145,9 +166,10 @@ TEST_F(JobManagerTest, FifoQueueAndFullLifecycle) {
   Event eval;
   eval.set_type(lathe::v1::EVENT_TYPE_EVAL_METRICS);
   (*eval.mutable_eval())["accuracy"] = 0.75;
-  auto cancel = manager_->ReportEvents(first->id(), 1, {train, eval});
-  ASSERT_TRUE(cancel.ok()) << cancel.status();
-  EXPECT_FALSE(*cancel);
+  auto commands = manager_->ReportEvents(first->id(), 1, {train, eval});
+  ASSERT_TRUE(commands.ok()) << commands.status();
+  EXPECT_FALSE(commands->cancel);
+  EXPECT_FALSE(commands->pause);
 
   ASSERT_TRUE(
       manager_->FinishAttempt(first->id(), 1, lathe::v1::SUCCEEDED, "").ok());
@@ -196,10 +218,10 @@ TEST_F(JobManagerTest, CancelQueuedIsImmediateAndRunningGoesThroughCancelling) {
   // The worker learns of it from its heartbeat and from its next report.
   auto hb = manager_->Heartbeat(w);
   ASSERT_TRUE(hb.ok());
-  EXPECT_THAT(*hb, ::testing::ElementsAre(running->id()));
+  EXPECT_THAT(hb->cancel, ::testing::ElementsAre(running->id()));
   auto report = manager_->ReportEvents(running->id(), 1, {});
   ASSERT_TRUE(report.ok());
-  EXPECT_TRUE(*report);
+  EXPECT_TRUE(report->cancel);
   ASSERT_TRUE(
       manager_->FinishAttempt(running->id(), 1, lathe::v1::CANCELLED, "").ok());
   EXPECT_EQ(manager_->Get(running->id())->state(), lathe::v1::CANCELLED);
@@ -230,8 +252,10 @@ TEST_F(JobManagerTest, SilentWorkerLosesItsJobAndStaleReportsAreRefused) {
   EXPECT_EQ(
       manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").code(),
       absl::StatusCode::kFailedPrecondition);
-  EXPECT_TRUE(
-      manager_->FinishAttempt(job->id(), 2, lathe::v1::FAILED, "boom").ok());
+  EXPECT_TRUE(manager_
+                  ->FinishAttempt(job->id(), 2, lathe::v1::FAILED, "boom",
+                                  lathe::v1::FAILURE_KIND_INVALID_INPUT)
+                  .ok());
   auto failed = manager_->Get(job->id());
   EXPECT_EQ(failed->state(), lathe::v1::FAILED);
   EXPECT_EQ(failed->error(), "boom");
@@ -323,23 +347,248 @@ TEST_F(JobManagerTest, ListPagesNewestFirstAndFiltersByState) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST_F(JobManagerTest, RestartRequeuesRunningJobsAndKeepsEverything) {
+TEST_F(JobManagerTest, RestartKeepsRunningJobsForTheirWorkers) {
   auto job = manager_->Submit(Spec(), "");
   auto other = manager_->Submit(Spec(), "");
   const std::string w = RegisterWorker();
   ASSERT_TRUE(manager_->AcquireJob(w, absl::ZeroDuration()).ok());
+  auto restart = [&] {
+    manager_.reset();
+    store_.reset();
+    store_ = *Store::Open(dir_.path() + "/lathe.db");
+    JobManagerOptions opts;
+    opts.heartbeat_timeout = absl::Seconds(10);
+    manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(),
+                                   &metrics_, clock_.AsClock());
+  };
+  restart();
+  EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::RUNNING);
+  EXPECT_EQ(manager_->Get(other->id())->state(), lathe::v1::QUEUED);
+  // The worker carries on: heartbeats and reports under its lease work.
+  ASSERT_TRUE(manager_->Heartbeat(w).ok());
+  ASSERT_TRUE(manager_->ReportEvents(job->id(), 1, {}).ok());
+  ASSERT_TRUE(
+      manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").ok());
+
+  // After another restart, a worker that never comes back loses its job.
+  const std::string w2 = RegisterWorker();
+  ASSERT_EQ(Acquire(w2), other->id());
+  restart();
+  clock_.Advance(11000);
+  manager_->ExpireWorkers();
+  EXPECT_EQ(manager_->Get(other->id())->state(), lathe::v1::QUEUED);
+  auto events = store_->EventsAfter(other->id(), 0, 100);
+  ASSERT_TRUE(events.ok());
+  EXPECT_THAT(events->back().message(),
+              HasSubstr("stopped sending heartbeats"));
+}
+
+TEST_F(JobManagerTest, PriorityThenFairShareThenFifo) {
+  const std::string a1 = SubmitAs("alice");
+  const std::string a2 = SubmitAs("alice");
+  const std::string a3 = SubmitAs("alice");
+  const std::string b1 = SubmitAs("bob");
+  const std::string c_urgent = SubmitAs("carol", 5);
+  const std::string w = RegisterWorker();
+  EXPECT_EQ(Acquire(w), c_urgent);  // highest priority first
+  EXPECT_EQ(Acquire(w), a1);        // alice and bob run nothing: oldest first
+  // alice now runs one job, bob none: bob goes first although a2 is older.
+  EXPECT_EQ(Acquire(w), b1);
+  EXPECT_EQ(Acquire(w), a2);
+  EXPECT_EQ(Acquire(w), a3);
+  EXPECT_EQ(Acquire(w), "");
+}
+
+TEST_F(JobManagerTest, OwnerLimitHoldsJobsBack) {
   manager_.reset();
-  store_.reset();
-  store_ = *Store::Open(dir_.path() + "/lathe.db");
   JobManagerOptions opts;
+  opts.allowed_roots = {dir_.path()};
+  opts.max_running_per_owner = 1;
   manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(),
                                  &metrics_, clock_.AsClock());
-  EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::QUEUED);
-  EXPECT_EQ(manager_->Get(other->id())->state(), lathe::v1::QUEUED);
-  auto events = store_->EventsAfter(job->id(), 0, 100);
-  ASSERT_TRUE(events.ok());
-  EXPECT_EQ(events->back().state(), lathe::v1::QUEUED);
-  EXPECT_THAT(events->back().message(), HasSubstr("restarted"));
+  const std::string a1 = SubmitAs("alice");
+  const std::string a2 = SubmitAs("alice");
+  const std::string w = RegisterWorker();
+  EXPECT_EQ(Acquire(w), a1);
+  EXPECT_EQ(Acquire(w), "") << "alice is at her limit";
+  ASSERT_TRUE(manager_->FinishAttempt(a1, 1, lathe::v1::SUCCEEDED, "").ok());
+  EXPECT_EQ(Acquire(w), a2);
+}
+
+TEST_F(JobManagerTest, PlacementWaitsForAWorkerThatCanHoldTheJob) {
+  JobSpec gpu = Spec();
+  gpu.set_device("cuda");
+  gpu.mutable_resources()->set_min_device_memory_mb(40000);
+  auto big = manager_->Submit(gpu, "");
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_EQ(big->spec().resources().device_kind(), "cuda");
+  clock_.Advance(1);
+  const std::string cpu_job = SubmitAs("x");
+  const std::string cpu = RegisterWorker("cpu", 64000);
+  const std::string small_gpu = RegisterWorker("cuda:0", 24000);
+  EXPECT_EQ(Acquire(small_gpu), "") << "too little memory, and no cpu jobs";
+  EXPECT_EQ(Acquire(cpu), cpu_job) << "the gpu job does not block cpu workers";
+  const std::string big_gpu = RegisterWorker("cuda:1", 80000);
+  EXPECT_EQ(Acquire(big_gpu), big->id());
+
+  JobSpec two = Spec();
+  two.mutable_resources()->set_device_count(2);
+  auto pair = manager_->Submit(two, "");
+  ASSERT_TRUE(pair.ok());
+  EXPECT_EQ(Acquire(cpu), "") << "no worker has two cpu devices";
+  EXPECT_EQ(manager_->Get(pair->id())->queue_position(), 1);
+  JobSpec bad = Spec();
+  bad.mutable_resources()->set_device_kind("tpu");
+  EXPECT_EQ(manager_->Submit(bad, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, CrashesAreRetriedWithBackoffOthersAreNot) {
+  JobSpec spec = Spec();
+  spec.set_max_attempts(2);
+  auto job = manager_->Submit(spec, "");
+  const std::string w = RegisterWorker();
+  ASSERT_EQ(Acquire(w), job->id());
+  ASSERT_TRUE(manager_
+                  ->FinishAttempt(job->id(), 1, lathe::v1::FAILED,
+                                  "killed by signal 9",
+                                  lathe::v1::FAILURE_KIND_CRASH)
+                  .ok());
+  auto queued = manager_->Get(job->id());
+  EXPECT_EQ(queued->state(), lathe::v1::QUEUED);
+  EXPECT_GT(queued->not_before_ms(), 0);
+  EXPECT_EQ(Acquire(w), "") << "backoff not over";
+  clock_.Advance(1000);
+  ASSERT_EQ(Acquire(w), job->id());
+  ASSERT_TRUE(manager_
+                  ->FinishAttempt(job->id(), 2, lathe::v1::FAILED,
+                                  "killed by signal 9",
+                                  lathe::v1::FAILURE_KIND_CRASH)
+                  .ok());
+  EXPECT_EQ(manager_->Get(job->id())->state(), lathe::v1::FAILED)
+      << "no attempts left";
+  EXPECT_THAT(store_->EventsAfter(job->id(), 0, 100)->back().message(),
+              HasSubstr("no attempts left"));
+
+  auto oom = manager_->Submit(Spec(), "");
+  ASSERT_EQ(Acquire(w), oom->id());
+  ASSERT_TRUE(manager_
+                  ->FinishAttempt(oom->id(), 1, lathe::v1::FAILED, "oom",
+                                  lathe::v1::FAILURE_KIND_OUT_OF_MEMORY)
+                  .ok());
+  EXPECT_EQ(manager_->Get(oom->id())->state(), lathe::v1::FAILED);
+  EXPECT_THAT(store_->EventsAfter(oom->id(), 0, 100)->back().message(),
+              HasSubstr("out of memory; not retried"));
+}
+
+TEST_F(JobManagerTest, PauseCheckpointsReleasesAndResumeRequeues) {
+  const std::string id = SubmitAs("a");
+  EXPECT_EQ(manager_->Pause(id)->state(), lathe::v1::PAUSED);
+  EXPECT_EQ(manager_->Resume(id)->state(), lathe::v1::QUEUED);
+  const std::string w = RegisterWorker();
+  ASSERT_EQ(Acquire(w), id);
+  EXPECT_EQ(manager_->Pause(id)->state(), lathe::v1::PAUSING);
+  EXPECT_THAT(manager_->Heartbeat(w)->pause, ::testing::ElementsAre(id));
+  EXPECT_TRUE(manager_->ReportEvents(id, 1, {})->pause);
+  ASSERT_TRUE(manager_->FinishAttempt(id, 1, lathe::v1::PAUSED, "").ok());
+  EXPECT_EQ(manager_->Get(id)->state(), lathe::v1::PAUSED);
+  EXPECT_EQ(Acquire(w), "") << "a paused job is not run";
+  EXPECT_EQ(manager_->Resume(id)->state(), lathe::v1::QUEUED);
+  EXPECT_EQ(Acquire(w), id);
+  EXPECT_EQ(manager_->Get(id)->attempt(), 2);
+  // Cancel works in every state, paused included.
+  ASSERT_TRUE(manager_->Pause(id).ok());
+  ASSERT_TRUE(manager_->FinishAttempt(id, 2, lathe::v1::PAUSED, "").ok());
+  EXPECT_EQ(manager_->Cancel(id)->state(), lathe::v1::CANCELLED);
+  EXPECT_EQ(manager_->Resume(id).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->Pause(id).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobManagerTest, CheckpointNowIsRelayedUntilACheckpointArrives) {
+  const std::string id = SubmitAs("a");
+  EXPECT_EQ(manager_->RequestCheckpoint(id).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  const std::string w = RegisterWorker();
+  ASSERT_EQ(Acquire(w), id);
+  EXPECT_TRUE(manager_->RequestCheckpoint(id)->checkpoint_requested());
+  EXPECT_THAT(manager_->Heartbeat(w)->checkpoint, ::testing::ElementsAre(id));
+  auto writer = artifacts_->NewWriter(100);
+  ASSERT_TRUE((*writer)->Append("weights").ok());
+  lathe::v1::FileInfo f;
+  f.set_name("model.safetensors");
+  f.set_size(7);
+  f.set_sha256(*(*writer)->Commit());
+  Event cp;
+  cp.set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
+  cp.mutable_checkpoint()->set_step(3);
+  *cp.mutable_checkpoint()->add_files() = f;
+  auto commands = manager_->ReportEvents(id, 1, {cp});
+  ASSERT_TRUE(commands.ok()) << commands.status();
+  EXPECT_FALSE(commands->checkpoint);
+  EXPECT_TRUE(manager_->Heartbeat(w)->checkpoint.empty());
+}
+
+TEST_F(JobManagerTest, RetentionKeepsTheLastKAndTheBestAndFreesFiles) {
+  const std::string id = SubmitAs("a");
+  const std::string w = RegisterWorker();
+  ASSERT_EQ(Acquire(w), id);
+  std::vector<std::string> shas;
+  std::string vocab_sha;
+  auto put = [&](int64_t step, double accuracy) {
+    auto writer = artifacts_->NewWriter(100);
+    ASSERT_TRUE(
+        (*writer)->Append("weights at step " + std::to_string(step)).ok());
+    lathe::v1::FileInfo f;
+    f.set_name("model.safetensors");
+    f.set_size((*writer)->size());
+    f.set_sha256(*(*writer)->Commit());
+    shas.push_back(f.sha256());
+    // A file shared by every checkpoint must survive any deletion.
+    auto shared = artifacts_->NewWriter(100);
+    ASSERT_TRUE((*shared)->Append("vocab").ok());
+    lathe::v1::FileInfo v;
+    v.set_name("vocab.txt");
+    v.set_size(5);
+    v.set_sha256(*(*shared)->Commit());
+    vocab_sha = v.sha256();
+    Event e;
+    e.set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
+    e.mutable_checkpoint()->set_step(step);
+    (*e.mutable_checkpoint()->mutable_metrics())["accuracy"] = accuracy;
+    *e.mutable_checkpoint()->add_files() = f;
+    *e.mutable_checkpoint()->add_files() = v;
+    ASSERT_TRUE(manager_->ReportEvents(id, 1, {e}).ok());
+  };
+  put(10, 0.5);
+  put(20, 0.99);  // the best
+  put(30, 0.6);
+  put(40, 0.7);
+  put(50, 0.8);
+  put(60, 0.9);
+  auto list = manager_->ListCheckpoints(id);
+  ASSERT_TRUE(list.ok());
+  std::vector<int64_t> steps;
+  for (const auto& c : list->first) steps.push_back(c.step());
+  EXPECT_THAT(steps, ::testing::ElementsAre(20, 40, 50, 60));
+  EXPECT_EQ(list->second, 20);
+  EXPECT_FALSE(PathExists(artifacts_->PathFor(shas[0])));
+  EXPECT_FALSE(PathExists(artifacts_->PathFor(shas[2])));
+  EXPECT_TRUE(PathExists(artifacts_->PathFor(shas[1])));
+  EXPECT_TRUE(PathExists(artifacts_->PathFor(vocab_sha)));
+}
+
+TEST_F(JobManagerTest, QueuePositionFollowsPriority) {
+  const std::string a = SubmitAs("a");
+  const std::string b = SubmitAs("b", 3);
+  const std::string c = SubmitAs("c");
+  EXPECT_EQ(manager_->Get(b)->queue_position(), 1);
+  EXPECT_EQ(manager_->Get(a)->queue_position(), 2);
+  EXPECT_EQ(manager_->Get(c)->queue_position(), 3);
+  auto page = manager_->List({}, "", 0, "");
+  ASSERT_EQ(page->first.size(), 3u);
+  for (const auto& j : page->first) EXPECT_GT(j.queue_position(), 0);
 }
 
 TEST_F(JobManagerTest, WatchReturnsEventsAfterASequence) {

@@ -1,6 +1,7 @@
 #include "worker/agent/agent.h"
 
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -73,6 +74,31 @@ Event EventFromLine(const json& j) {
   return e;
 }
 
+// Memory of the device in MiB: physical memory for cpu, nvidia-smi's answer
+// for cuda:N; 0 when unknown.
+int64_t DeviceMemoryMb(const std::string& device) {
+  if (device == "cpu") {
+    const long pages = ::sysconf(_SC_PHYS_PAGES);
+    const long page = ::sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page >> 20 : 0;
+  }
+  const std::string index = device.substr(device.find(':') + 1);
+  if (index.empty() ||
+      index.find_first_not_of("0123456789") != std::string::npos) {
+    return 0;
+  }
+  const std::string cmd =
+      "nvidia-smi --query-gpu=memory.total "
+      "--format=csv,noheader,nounits -i " +
+      index + " 2>/dev/null";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return 0;
+  char buf[64] = {0};
+  const bool got = std::fgets(buf, sizeof(buf), p) != nullptr;
+  ::pclose(p);
+  return got ? std::strtoll(buf, nullptr, 10) : 0;
+}
+
 }  // namespace
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
@@ -82,6 +108,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
     char host[256] = {0};
     ::gethostname(host, sizeof(host) - 1);
     options.name = host;
+  }
+  if (options.device_memory_mb == 0) {
+    options.device_memory_mb = DeviceMemoryMb(options.device);
   }
   if (options.train_binary.empty()) {
     options.train_binary = ExecutableDir() + "/lathe-train";
@@ -96,8 +125,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(options)));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  agent->stub_ = lathe::v1::WorkerService::NewStub(grpc::CreateCustomChannel(
-      agent->options_.server, grpc::InsecureChannelCredentials(), args));
+  auto channel = grpc::CreateCustomChannel(
+      agent->options_.server, grpc::InsecureChannelCredentials(), args);
+  agent->stub_ = lathe::v1::WorkerService::NewStub(channel);
+  agent->jobs_ = lathe::v1::JobService::NewStub(channel);
   return agent;
 }
 
@@ -110,6 +141,9 @@ absl::Status Agent::Register() {
   lathe::v1::RegisterWorkerRequest req;
   req.set_name(options_.name);
   req.add_devices(options_.device);
+  auto* device = req.add_device_info();
+  device->set_name(options_.device);
+  device->set_memory_mb(options_.device_memory_mb);
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   req.set_hostname(host);
@@ -149,6 +183,12 @@ void Agent::HeartbeatLoop() {
       }
       for (const auto& c : resp.cancel_job_ids()) {
         if (c == job) cancel_ = true;
+      }
+      for (const auto& c : resp.pause_job_ids()) {
+        if (c == job) pause_ = true;
+      }
+      for (const auto& c : resp.checkpoint_job_ids()) {
+        if (c == job) checkpoint_ = true;
       }
     }
     absl::SleepFor(interval);
@@ -200,7 +240,8 @@ absl::Status Agent::Run() {
     backoff = absl::Milliseconds(200);
     if (resp.has_assignment()) {
       if (stop_) {
-        Finish(resp.assignment(), lathe::v1::QUEUED, "worker is shutting down");
+        Finish(resp.assignment(), lathe::v1::QUEUED, "worker is shutting down",
+               lathe::v1::FAILURE_KIND_UNSPECIFIED);
         break;
       }
       RunJob(resp.assignment());
@@ -314,6 +355,8 @@ bool Agent::Report(const Assignment& a, std::vector<Event> events) {
     grpc::Status s = stub_->ReportEvents(ctx.get(), req, &resp);
     if (s.ok()) {
       if (resp.cancel_requested()) cancel_ = true;
+      if (resp.pause_requested()) pause_ = true;
+      if (resp.checkpoint_requested()) checkpoint_ = true;
       return true;
     }
     if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
@@ -333,12 +376,13 @@ bool Agent::Report(const Assignment& a, std::vector<Event> events) {
 }
 
 void Agent::Finish(const Assignment& a, lathe::v1::JobState outcome,
-                   const std::string& error) {
+                   const std::string& error, lathe::v1::FailureKind failure) {
   lathe::v1::FinishAttemptRequest req;
   req.set_job_id(a.job_id());
   req.set_attempt(a.attempt());
   req.set_outcome(outcome);
   req.set_error(error);
+  req.set_failure(failure);
   for (int tries = 0; tries < 5; ++tries) {
     lathe::v1::FinishAttemptResponse resp;
     auto ctx = Ctx(absl::Seconds(10));
@@ -351,8 +395,44 @@ void Agent::Finish(const Assignment& a, lathe::v1::JobState outcome,
   }
 }
 
+absl::StatusOr<std::string> Agent::FetchResumeCheckpoint(
+    const Assignment& a, const std::string& dir) {
+  const lathe::v1::Checkpoint& cp = a.resume_checkpoint();
+  const std::string dest = absl::StrCat(dir, "/resume/checkpoint-", cp.step());
+  RETURN_IF_ERROR(MakeDirs(dest));
+  for (const auto& f : cp.files()) {
+    if (f.name().find('/') != std::string::npos || f.name() == "..") {
+      return absl::DataLossError(absl::StrCat("unsafe file name ", f.name()));
+    }
+    const std::string path = dest + "/" + f.name();
+    lathe::v1::DownloadCheckpointFileRequest req;
+    req.set_job_id(a.job_id());
+    req.set_checkpoint(absl::StrCat(cp.step()));
+    req.set_file(f.name());
+    auto ctx = Ctx(absl::Minutes(30));
+    auto reader = jobs_->DownloadCheckpointFile(ctx.get(), req);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    lathe::v1::DownloadCheckpointFileResponse chunk;
+    Sha256 hash;
+    while (reader->Read(&chunk)) {
+      out.write(chunk.data().data(),
+                static_cast<std::streamsize>(chunk.data().size()));
+      hash.Update(chunk.data());
+    }
+    RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    out.close();
+    if (!out || hash.Hex() != f.sha256()) {
+      return absl::DataLossError(
+          absl::StrCat("checkpoint file ", f.name(), " arrived damaged"));
+    }
+  }
+  return dest;
+}
+
 void Agent::RunJob(const Assignment& a) {
   cancel_ = false;
+  pause_ = false;
+  checkpoint_ = false;
   {
     absl::MutexLock lock(&mu_);
     current_job_ = a.job_id();
@@ -360,8 +440,9 @@ void Agent::RunJob(const Assignment& a) {
   Log(absl::StrCat("running job ", a.job_id(), " attempt ", a.attempt()));
   const std::string dir = absl::StrCat(options_.work_dir, "/jobs/", a.job_id(),
                                        "/attempt-", a.attempt());
-  auto done = [&](lathe::v1::JobState outcome, const std::string& error) {
-    Finish(a, outcome, error);
+  auto done = [&](lathe::v1::JobState outcome, const std::string& error,
+                  lathe::v1::FailureKind failure) {
+    Finish(a, outcome, error, failure);
     Log(absl::StrCat("job ", a.job_id(), " attempt ", a.attempt(), " ended ",
                      lathe::v1::JobState_Name(outcome),
                      error.empty() ? "" : ": " + error));
@@ -370,20 +451,43 @@ void Agent::RunJob(const Assignment& a) {
   };
 
   absl::Status s = MakeDirs(dir + "/output");
-  std::string train_path, val_path;
+  std::string train_path, val_path, resume_dir;
   if (s.ok()) {
     auto p = FetchDataset(a.train_dataset());
-    if (p.ok())
+    if (p.ok()) {
       train_path = *p;
-    else
+    } else {
       s = p.status();
+    }
   }
   if (s.ok() && !a.validation_dataset().ref().empty()) {
     auto p = FetchDataset(a.validation_dataset());
-    if (p.ok())
+    if (p.ok()) {
       val_path = *p;
-    else
+    } else {
       s = p.status();
+    }
+  }
+  if (s.ok() && a.has_resume_checkpoint()) {
+    bool has_state = false;
+    for (const auto& f : a.resume_checkpoint().files()) {
+      has_state |= f.name() == "trainer_state.json";
+    }
+    if (has_state) {
+      auto p = FetchResumeCheckpoint(a, dir);
+      if (p.ok()) {
+        resume_dir = *p;
+      } else {
+        s = p.status();
+      }
+    } else {
+      Event e;
+      e.set_type(lathe::v1::EVENT_TYPE_LOG);
+      e.set_message(absl::StrCat("the checkpoint at step ",
+                                 a.resume_checkpoint().step(),
+                                 " holds no training state; starting over"));
+      Report(a, {e});
+    }
   }
   json spec = {{"job_id", a.job_id()},
                {"task", a.spec().task()},
@@ -393,13 +497,17 @@ void Agent::RunJob(const Assignment& a) {
                {"validation_data", val_path},
                {"validation_name", a.validation_dataset().name()},
                {"params", json::object()},
-               {"device", a.spec().device()},
+               // The worker's own device: placement matched the job to it.
+               {"device", options_.device},
                {"assets_dir", options_.assets_dir}};
+  if (!resume_dir.empty()) spec["resume_from"] = resume_dir;
   for (const auto& [k, v] : a.spec().params()) spec["params"][k] = v;
   if (s.ok()) s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
   if (!s.ok()) {
+    // The server or the disk failed us, not the job: let it be retried.
     done(lathe::v1::FAILED,
-         absl::StrCat("cannot prepare the job: ", s.message()));
+         absl::StrCat("cannot prepare the job: ", s.message()),
+         lathe::v1::FAILURE_KIND_CRASH);
     return;
   }
 
@@ -408,23 +516,53 @@ void Agent::RunJob(const Assignment& a) {
                            "--out", dir + "/output"},
                           dir + "/train.log");
   if (!child.ok()) {
-    done(lathe::v1::FAILED, std::string(child.status().message()));
+    done(lathe::v1::FAILED, std::string(child.status().message()),
+         lathe::v1::FAILURE_KIND_CRASH);
     return;
   }
   std::string error;
   std::string upload_error;
   bool ours = true;
   bool stopped = false;
+  // A graceful stop (pause, shutdown): ask for a checkpoint, wait for it to
+  // be uploaded, then stop the child.
+  bool draining = false;
+  absl::Time drain_deadline;
+  bool checkpoint_signalled = false;
+  // SIGUSR1 is sent only once the child has spoken: before it installs its
+  // handler, the signal's default action would kill it.
+  bool child_ready = false;
   while (true) {
-    if ((cancel_ || stop_ || !ours) && !stopped) {
+    if (!stopped && (cancel_ || !ours)) {
       (*child)->Terminate(options_.kill_grace);
       stopped = true;
+    }
+    if (!stopped && !draining && (pause_ || stop_) && !child_ready) {
+      // Nothing to save yet: stop at once.
+      (*child)->Terminate(options_.kill_grace);
+      stopped = true;
+    }
+    if (!stopped && !draining && (pause_ || stop_)) {
+      draining = true;
+      drain_deadline = absl::Now() + options_.drain_timeout;
+      (*child)->Signal(SIGUSR1);
+    }
+    if (!stopped && draining && absl::Now() > drain_deadline) {
+      Log("no checkpoint arrived in time; stopping the child anyway");
+      (*child)->Terminate(options_.kill_grace);
+      stopped = true;
+    }
+    if (!stopped && !draining && checkpoint_ && !checkpoint_signalled &&
+        child_ready) {
+      (*child)->Signal(SIGUSR1);
+      checkpoint_signalled = true;
     }
     auto line = (*child)->ReadLine(absl::Milliseconds(200));
     if (!line.has_value()) {
       if ((*child)->eof()) break;
       continue;
     }
+    child_ready = true;
     if (stopped || !ours) continue;
     json j = json::parse(*line, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
@@ -440,8 +578,8 @@ void Agent::RunJob(const Assignment& a) {
       continue;
     }
     if (type == "checkpoint") {
-      auto e = UploadCheckpoint(a, j.value("step", int64_t{0}),
-                                j.value("dir", std::string()));
+      const std::string cp_dir = j.value("dir", std::string());
+      auto e = UploadCheckpoint(a, j.value("step", int64_t{0}), cp_dir);
       if (!e.ok()) {
         upload_error = std::string(e.status().message());
         Log(absl::StrCat("checkpoint upload failed: ", upload_error));
@@ -456,6 +594,17 @@ void Agent::RunJob(const Assignment& a) {
         }
       }
       ours = Report(a, {*e});
+      // The server holds it now; the local copy is no longer needed.
+      std::error_code ec;
+      fs::remove_all(cp_dir, ec);
+      if (j.value("requested", false)) {
+        checkpoint_signalled = false;
+        checkpoint_ = false;
+        if (draining && !stopped) {
+          (*child)->Terminate(options_.kill_grace);
+          stopped = true;
+        }
+      }
       continue;
     }
     ours = Report(a, {EventFromLine(j)});
@@ -467,23 +616,33 @@ void Agent::RunJob(const Assignment& a) {
     current_job_.clear();
     return;
   }
-  if (stopped) {
-    if (stop_ && !cancel_) {
-      done(lathe::v1::QUEUED, "worker is shutting down");
+  const bool succeeded = !exit.signaled && exit.code == 0;
+  if (stopped && !succeeded) {
+    if (cancel_) {
+      done(lathe::v1::CANCELLED, "", lathe::v1::FAILURE_KIND_UNSPECIFIED);
+    } else if (pause_) {
+      done(lathe::v1::PAUSED, "", lathe::v1::FAILURE_KIND_UNSPECIFIED);
     } else {
-      done(lathe::v1::CANCELLED, "");
+      done(lathe::v1::QUEUED, "worker is shutting down",
+           lathe::v1::FAILURE_KIND_UNSPECIFIED);
     }
     return;
   }
-  if (!exit.signaled && exit.code == 0) {
+  if (succeeded) {
     if (!upload_error.empty()) {
       done(lathe::v1::FAILED,
-           absl::StrCat("checkpoint upload failed: ", upload_error));
+           absl::StrCat("checkpoint upload failed: ", upload_error),
+           lathe::v1::FAILURE_KIND_CRASH);
     } else {
-      done(lathe::v1::SUCCEEDED, "");
+      done(lathe::v1::SUCCEEDED, "", lathe::v1::FAILURE_KIND_UNSPECIFIED);
     }
     return;
   }
+  lathe::v1::FailureKind kind = lathe::v1::FAILURE_KIND_CRASH;
+  if (!exit.signaled && exit.code == 2)
+    kind = lathe::v1::FAILURE_KIND_INVALID_INPUT;
+  if (!exit.signaled && exit.code == 3)
+    kind = lathe::v1::FAILURE_KIND_OUT_OF_MEMORY;
   if (error.empty()) {
     error = exit.signaled
                 ? absl::StrCat("training process killed by signal ", exit.code)
@@ -495,7 +654,7 @@ void Agent::RunJob(const Assignment& a) {
       error += "; log ends: " + tail;
     }
   }
-  done(lathe::v1::FAILED, error);
+  done(lathe::v1::FAILED, error, kind);
 }
 
 }  // namespace lathe::worker

@@ -27,6 +27,10 @@ struct AgentOptions {
   std::string assets_dir;    // default: the child's own default
   // How long the child gets after SIGTERM before SIGKILL on cancel.
   absl::Duration kill_grace = absl::Seconds(3);
+  // On pause or shutdown: how long to wait for the requested checkpoint.
+  absl::Duration drain_timeout = absl::Seconds(60);
+  // Memory of the device in MiB, advertised for placement (0: detect).
+  int64_t device_memory_mb = 0;
 };
 
 class Agent {
@@ -34,7 +38,8 @@ class Agent {
   static absl::StatusOr<std::unique_ptr<Agent>> Create(AgentOptions options);
   // Serves jobs until Stop(). Returns OK after a stop.
   absl::Status Run();
-  // Safe from any thread: stops the current child and gives its job back.
+  // Safe from any thread: checkpoints the current job, stops its child and
+  // gives the job back to the queue.
   void Stop();
 
  private:
@@ -49,11 +54,15 @@ class Agent {
   bool Report(const lathe::v1::Assignment& a,
               std::vector<lathe::v1::Event> events);
   void Finish(const lathe::v1::Assignment& a, lathe::v1::JobState outcome,
-              const std::string& error);
+              const std::string& error, lathe::v1::FailureKind failure);
+  // Downloads the assignment's resume checkpoint into DIR/resume/...
+  absl::StatusOr<std::string> FetchResumeCheckpoint(
+      const lathe::v1::Assignment& a, const std::string& dir);
   std::string WorkerId();
 
   const AgentOptions options_;
   std::unique_ptr<lathe::v1::WorkerService::Stub> stub_;
+  std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
   absl::Mutex mu_;
   std::string worker_id_ ABSL_GUARDED_BY(mu_);
   std::string current_job_ ABSL_GUARDED_BY(mu_);
@@ -62,6 +71,8 @@ class Agent {
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
   std::atomic<bool> stop_{false};
   std::atomic<bool> cancel_{false};
+  std::atomic<bool> pause_{false};
+  std::atomic<bool> checkpoint_{false};
   std::atomic<bool> reregister_{false};
 };
 

@@ -110,6 +110,10 @@ ChildExit ChildProcess::Wait() {
   return exit_;
 }
 
+void ChildProcess::Signal(int sig) {
+  if (!reaped_) ::kill(pid_, sig);
+}
+
 void ChildProcess::Terminate(absl::Duration grace) {
   if (reaped_) return;
   ::kill(-pid_, SIGTERM);

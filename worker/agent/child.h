@@ -38,6 +38,8 @@ class ChildProcess {
   // SIGTERM to the child's process group; SIGKILL after `grace`.
   // Returns when the child is gone.
   void Terminate(absl::Duration grace);
+  // Sends `sig` to the child alone (SIGUSR1: write a checkpoint now).
+  void Signal(int sig);
   pid_t pid() const { return pid_; }
 
  private:

@@ -29,7 +29,10 @@ constexpr char kUsage[] =
     "  --assets-dir DIR     tokenizer assets for presets (default: beside the\n"
     "                       binaries)\n"
     "  --train-binary PATH  the training child (default: lathe-train beside\n"
-    "                       this binary)\n";
+    "                       this binary)\n"
+    "  --device-memory-mb MB  device memory to advertise (default: detected)\n"
+    "On SIGTERM the worker checkpoints its running job, gives it back to the\n"
+    "queue and exits.\n";
 
 }  // namespace
 
@@ -80,6 +83,8 @@ int main(int argc, char** argv) {
       opts.work_dir = v;
     else if (a == "--assets-dir")
       opts.assets_dir = v;
+    else if (a == "--device-memory-mb")
+      opts.device_memory_mb = std::atoll(v.c_str());
     else if (a == "--train-binary")
       opts.train_binary = v;
     else {
