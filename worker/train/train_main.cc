@@ -1,6 +1,9 @@
 // lathe-train --spec SPEC.json --out DIR: the training child. Writes one JSON
 // event per line to stdout (flushed per line) and nothing else; diagnostics go
-// to stderr. Exit codes: 0 success, 2 invalid input, 1 other failure.
+// to stderr. Exit codes: 0 success, 2 invalid input (data, params, model,
+// resume directory), 3 out of memory, 1 other failure; a non-zero exit is
+// preceded by an {"type":"error","message":...} line. SIGUSR1 asks for a
+// checkpoint at the next step boundary ("checkpoint now").
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -29,6 +32,8 @@ int Fail(int code, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First, so that an early "checkpoint now" cannot kill the child.
+  lathe::InstallCheckpointSignalHandler();
   std::string spec_path;
   std::string out_dir;
   for (int i = 1; i < argc; ++i) {

@@ -1,15 +1,24 @@
 #include "worker/train/trainer.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <mutex>
+#include <new>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -18,16 +27,26 @@
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/params.h"
+#include "common/safetensors.h"
 #include "common/status.h"
 #include "worker/data/dataset.h"
 #include "worker/models/bert.h"
 #include "worker/tasks/classification_metrics.h"
 #include "worker/tokenizers/wordpiece.h"
+#include "worker/train/trainer_state.h"
 
 namespace lathe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Set by RequestCheckpoint() (possibly from a signal handler), consumed at a
+// step boundary.
+std::atomic<bool> g_checkpoint_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free,
+              "the SIGUSR1 handler needs a lock-free flag");
+
+void OnCheckpointSignal(int /*signo*/) { RequestCheckpoint(); }
 
 struct Features {
   std::vector<Encoding> encodings;
@@ -142,9 +161,11 @@ std::string ResolveAssetsDir(const TrainSpec& spec) {
 
 // Writes a complete Hugging Face directory to `dir`.tmp, then renames it to
 // `dir`, so a directory that exists under its final name is complete.
-absl::Status WriteCheckpoint(BertForSequenceClassification& model,
-                             const WordPieceTokenizer& tokenizer,
-                             int64_t max_length, const std::string& dir) {
+// `write_state` adds the training state to the temporary directory.
+absl::Status WriteCheckpoint(
+    BertForSequenceClassification& model, const WordPieceTokenizer& tokenizer,
+    int64_t max_length, const std::string& dir,
+    const std::function<absl::Status(const std::string&)>& write_state) {
   namespace fs = std::filesystem;
   const std::string tmp = dir + ".tmp";
   std::error_code ec;
@@ -171,6 +192,7 @@ absl::Status WriteCheckpoint(BertForSequenceClassification& model,
                                   {"mask_token", "[MASK]"}};
   RETURN_IF_ERROR(WriteFileAtomic(tmp + "/special_tokens_map.json",
                                   special.dump(2) + "\n"));
+  if (write_state) RETURN_IF_ERROR(write_state(tmp));
   fs::rename(tmp, dir, ec);
   if (ec) {
     return absl::InternalError(
@@ -200,6 +222,254 @@ void Shuffle(std::vector<size_t>& v, std::mt19937_64& rng) {
   }
 }
 
+// SplitMix64's finaliser: spreads nearby seeds over the whole 64-bit range.
+uint64_t Mix64(uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// The training rows' order in `epoch`: a pure function of (seed, epoch), so
+// a resumed run replays the batches of the interrupted one.
+std::vector<size_t> EpochOrder(int64_t seed, int64_t epoch, size_t n) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 rng(
+      Mix64(Mix64(static_cast<uint64_t>(seed)) ^ static_cast<uint64_t>(epoch)));
+  Shuffle(order, rng);
+  return order;
+}
+
+bool IsOutOfMemoryMessage(absl::string_view m) {
+  return absl::StrContains(m, "out of memory") ||
+         absl::StrContains(m, "not enough memory");
+}
+
+// AdamW keys its per-parameter state by the parameter's TensorImpl: as a
+// string in LibTorch 1.x, as a pointer in later releases.
+template <typename Key>
+Key OptimizerStateKey(const torch::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream os;
+    os << static_cast<const void*>(param.unsafeGetTensorImpl());
+    return os.str();
+  } else {
+    return static_cast<Key>(param.unsafeGetTensorImpl());
+  }
+}
+
+using OptimizerStateMap =
+    std::decay_t<decltype(std::declval<torch::optim::AdamW&>().state())>;
+
+torch::optim::AdamWParamState* FindAdamState(torch::optim::AdamW& optimizer,
+                                             const torch::Tensor& param) {
+  auto& state = optimizer.state();
+  auto it = state.find(
+      OptimizerStateKey<typename OptimizerStateMap::key_type>(param));
+  if (it == state.end()) return nullptr;
+  return static_cast<torch::optim::AdamWParamState*>(it->second.get());
+}
+
+torch::Tensor GeneratorState(const torch::Device& device) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state().to(torch::kCPU).contiguous();
+}
+
+void SetGeneratorState(const torch::Device& device, const torch::Tensor& s) {
+  at::Generator gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(s);
+}
+
+// Writes `dir`/training_state.safetensors (Adam moments by HF parameter name,
+// generator states) and `dir`/trainer_state.json. `state` carries every
+// scalar but the Adam step counts, which are read from the optimizer.
+// Reads generator states without drawing from them.
+absl::Status WriteTrainingState(BertForSequenceClassification& model,
+                                torch::optim::AdamW& optimizer,
+                                const torch::Device& device, TrainerState state,
+                                const std::string& dir) {
+  std::vector<torch::Tensor> keep;
+  std::vector<TensorView> views;
+  auto add = [&](const std::string& name, torch::Tensor t, const char* dtype) {
+    keep.push_back(t);
+    TensorView v;
+    v.name = name;
+    v.dtype = dtype;
+    v.shape = t.sizes().vec();
+    v.data = t.data_ptr();
+    v.nbytes = static_cast<size_t>(t.numel()) * t.element_size();
+    views.push_back(std::move(v));
+  };
+  bool first = true;
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+    const torch::optim::AdamWParamState* ps =
+        FindAdamState(optimizer, item.value());
+    const int64_t steps = ps == nullptr ? 0 : ps->step();
+    if (first) {
+      state.adam_step = steps;
+      first = false;
+    } else if (steps != state.adam_step) {
+      state.adam_steps[item.key()] = steps;
+    }
+    if (ps == nullptr) continue;
+    auto cpu = [](const torch::Tensor& t) {
+      return t.detach().to(torch::kCPU).contiguous();
+    };
+    if (ps->exp_avg().scalar_type() != torch::kFloat32) {
+      return absl::InternalError(
+          absl::StrCat("optimizer state of ", item.key(), " is not float32"));
+    }
+    add("exp_avg." + item.key(), cpu(ps->exp_avg()), "F32");
+    add("exp_avg_sq." + item.key(), cpu(ps->exp_avg_sq()), "F32");
+  }
+  add("rng.torch_cpu", GeneratorState(torch::Device(torch::kCPU)), "U8");
+  if (device.is_cuda()) add("rng.torch_cuda", GeneratorState(device), "U8");
+  for (const TensorView& v : views) {
+    if (v.dtype == "U8" &&
+        keep[&v - views.data()].scalar_type() != torch::kUInt8) {
+      return absl::InternalError("a generator state is not a byte tensor");
+    }
+  }
+  RETURN_IF_ERROR(WriteSafetensors(
+      dir + "/" + kTrainingStateFile, views,
+      {{"format", "lathe-training-state"},
+       {"format_version", std::to_string(kTrainerStateVersion)}}));
+  return WriteFileAtomic(dir + "/" + kTrainerStateFile,
+                         state.ToJson().dump(2) + "\n");
+}
+
+// Restores what WriteTrainingState wrote in `dir` into a fresh `optimizer`
+// over `model`'s parameters and into the generators. INVALID_ARGUMENT naming
+// the file and tensor when something is missing, extra or mis-shaped.
+absl::Status RestoreTrainingState(const std::string& dir,
+                                  const TrainerState& state,
+                                  BertForSequenceClassification& model,
+                                  torch::optim::AdamW& optimizer,
+                                  const torch::Device& device,
+                                  const std::function<void(std::string)>& log) {
+  const std::string path = dir + "/" + kTrainingStateFile;
+  if (!PathExists(path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resume_from ", dir, ": ", kTrainingStateFile, " is missing"));
+  }
+  auto file_or = SafetensorsFile::Open(path);
+  if (!file_or.ok()) {
+    return absl::InvalidArgumentError(file_or.status().message());
+  }
+  const SafetensorsFile& file = **file_or;
+  std::set<std::string> used;
+  auto tensor =
+      [&](const std::string& name,
+          const torch::Tensor& like) -> absl::StatusOr<torch::Tensor> {
+    const SafetensorsFile::Tensor* t = file.Find(name);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": missing tensor \"", name, "\""));
+    }
+    if (t->dtype != "F32" || t->shape != like.sizes().vec()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor \"", name, "\" is ", t->dtype, " [",
+                       absl::StrJoin(t->shape, ","), "], expected F32 [",
+                       absl::StrJoin(like.sizes().vec(), ","), "]"));
+    }
+    used.insert(name);
+    torch::Tensor out = torch::empty(t->shape, torch::kFloat32);
+    if (t->nbytes > 0) std::memcpy(out.data_ptr(), t->data, t->nbytes);
+    return out.to(device);
+  };
+  std::set<std::string> names;
+  auto& opt_state = optimizer.state();
+  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
+    names.insert(item.key());
+    auto it = state.adam_steps.find(item.key());
+    const int64_t steps =
+        it != state.adam_steps.end() ? it->second : state.adam_step;
+    if (steps == 0) continue;
+    ASSIGN_OR_RETURN(torch::Tensor exp_avg,
+                     tensor("exp_avg." + item.key(), item.value()));
+    ASSIGN_OR_RETURN(torch::Tensor exp_avg_sq,
+                     tensor("exp_avg_sq." + item.key(), item.value()));
+    auto ps = std::make_unique<torch::optim::AdamWParamState>();
+    ps->step(steps);
+    ps->exp_avg(exp_avg);
+    ps->exp_avg_sq(exp_avg_sq);
+    opt_state[OptimizerStateKey<typename OptimizerStateMap::key_type>(
+        item.value())] = std::move(ps);
+  }
+  for (const auto& [name, steps] : state.adam_steps) {
+    if (!names.count(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, "/", kTrainerStateFile, ": adam_steps names \"",
+                       name, "\", not a parameter of the model"));
+    }
+  }
+  auto set_rng = [&](const std::string& name,
+                     const torch::Device& gen_device) -> absl::Status {
+    const SafetensorsFile::Tensor* t = file.Find(name);
+    if (t == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": missing tensor \"", name, "\""));
+    }
+    if (t->dtype != "U8" || t->shape.size() != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor \"", name, "\" is not a U8 vector"));
+    }
+    used.insert(name);
+    torch::Tensor s = torch::empty(t->shape, torch::kUInt8);
+    if (t->nbytes > 0) std::memcpy(s.data_ptr(), t->data, t->nbytes);
+    try {
+      SetGeneratorState(gen_device, s);
+    } catch (const c10::Error& e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor \"", name,
+          "\" is not a generator state: ", e.what_without_backtrace()));
+    }
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(set_rng("rng.torch_cpu", torch::Device(torch::kCPU)));
+  if (device.is_cuda()) {
+    if (file.Find("rng.torch_cuda") != nullptr) {
+      RETURN_IF_ERROR(set_rng("rng.torch_cuda", device));
+    } else {
+      log("warning: the checkpoint has no CUDA generator state (it was "
+          "trained on the CPU); dropout on CUDA continues from the seed");
+    }
+  } else if (file.Find("rng.torch_cuda") != nullptr) {
+    used.insert("rng.torch_cuda");  // Trained on CUDA, resumed on the CPU.
+  }
+  for (const auto& [name, t] : file.tensors()) {
+    if (!used.count(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": unexpected tensor \"", name, "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Reads and validates `dir`/trainer_state.json: INVALID_ARGUMENT when
+// missing or malformed.
+absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
+  if (!std::filesystem::is_directory(dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resume_from ", dir, " is not a directory"));
+  }
+  const std::string path = dir + "/" + kTrainerStateFile;
+  if (!PathExists(path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resume_from ", dir, ": ", kTrainerStateFile,
+        " is missing (not a checkpoint written with training state)"));
+  }
+  auto text = ReadFile(path);
+  if (!text.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resume_from: ", text.status().message()));
+  }
+  return TrainerState::Parse(*text, path);
+}
+
 absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                    const EventFn& emit) {
   auto log = [&](const std::string& message) {
@@ -210,6 +480,22 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     return absl::InvalidArgumentError(
         absl::StrCat("spec: task \"", spec.task,
                      "\" is not supported (text-classification)"));
+  }
+  const bool resuming = !spec.resume_from.empty();
+  TrainerState resume;
+  if (resuming) {
+    ASSIGN_OR_RETURN(resume, ReadTrainerState(spec.resume_from));
+    // Only the same trajectory can be continued exactly.
+    const auto want = TrajectoryParams(params);
+    const auto have = TrajectoryParams(resume.params);
+    for (const auto& [name, value] : want) {
+      if (have.at(name) != value) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "resume_from ", spec.resume_from, ": params[", name, "] is ",
+            value.dump(), " but the checkpoint was trained with ",
+            have.at(name).dump()));
+      }
+    }
   }
   // Data.
   const std::string train_name =
@@ -226,6 +512,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     ASSIGN_OR_RETURN(val_rows, ReadExamples(spec.validation_data, val_name));
     RETURN_IF_ERROR(CheckLabels(val_rows, labels, val_name));
   } else if (params.validation_split > 0) {
+    // A pure function of the seed, so a resumed run holds out the same rows.
     std::vector<size_t> order(train_rows.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::mt19937_64 split_rng(static_cast<uint64_t>(params.seed) ^
@@ -250,6 +537,27 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   log(absl::StrCat("data: ", train_rows.size(), " training rows, ",
                    val_rows.size(), " validation rows, labels [",
                    absl::StrJoin(labels, ", "), "]"));
+  ASSIGN_OR_RETURN(const std::string train_sha, Sha256File(spec.train_data));
+  if (resuming) {
+    if (resume.labels != labels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "resume_from ", spec.resume_from, ": the checkpoint's labels [",
+          absl::StrJoin(resume.labels, ", "), "] differ from the data's [",
+          absl::StrJoin(labels, ", "), "]"));
+    }
+    if (resume.train_rows != static_cast<int64_t>(train_rows.size())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resume_from ", spec.resume_from,
+                       ": the checkpoint was trained on ", resume.train_rows,
+                       " training rows, this data has ", train_rows.size()));
+    }
+    if (!resume.train_data_sha256.empty() &&
+        resume.train_data_sha256 != train_sha) {
+      log(absl::StrCat("warning: ", train_name,
+                       " differs from the data the checkpoint was trained on "
+                       "(same row count); the resumed run is not exact"));
+    }
+  }
 
   // Model and tokenizer.
   torch::manual_seed(static_cast<uint64_t>(params.seed));
@@ -260,7 +568,44 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   torch::set_num_threads(static_cast<int>(threads));
   std::unique_ptr<WordPieceTokenizer> tokenizer;
   BertForSequenceClassification model{nullptr};
-  if (spec.model_config.has_value()) {
+  if (resuming) {
+    const std::string& dir = spec.resume_from;
+    const std::string config_path = dir + "/config.json";
+    auto config_text = ReadFile(config_path);
+    if (!config_text.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resume_from: ", config_text.status().message()));
+    }
+    nlohmann::json config_json;
+    try {
+      config_json = nlohmann::json::parse(*config_text);
+    } catch (const nlohmann::json::exception& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config_path, ": invalid JSON: ", e.what()));
+    }
+    ASSIGN_OR_RETURN(const BertConfig saved, BertConfig::FromJson(config_json));
+    if (saved.id2label != labels) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config_path, ": the checkpoint's labels [",
+          absl::StrJoin(saved.id2label, ", "), "] differ from the data's [",
+          absl::StrJoin(labels, ", "), "]"));
+    }
+    const std::string vocab = dir + "/vocab.txt";
+    if (!PathExists(vocab)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resume_from ", dir, " has no vocab.txt"));
+    }
+    ASSIGN_OR_RETURN(tokenizer, WordPieceTokenizer::FromVocabFile(vocab));
+    auto loaded = LoadBertForClassification(dir, labels, log);
+    if (!loaded.ok()) {
+      if (loaded.status().code() == absl::StatusCode::kNotFound) {
+        return absl::InvalidArgumentError(loaded.status().message());
+      }
+      return loaded.status();
+    }
+    model = *std::move(loaded);
+    log(absl::StrCat("model: resumed from ", dir));
+  } else if (spec.model_config.has_value()) {
     ASSIGN_OR_RETURN(tokenizer,
                      WordPieceTokenizer::FromVocabFile(spec.vocab_path));
     BertConfig config = *spec.model_config;
@@ -346,6 +691,17 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     total_steps = std::min(total_steps, params.max_steps);
   const int64_t warmup_steps =
       static_cast<int64_t>(std::ceil(params.warmup_ratio * total_steps));
+  if (resuming && (resume.total_steps != total_steps ||
+                   resume.steps_per_epoch != steps_per_epoch ||
+                   resume.warmup_steps != warmup_steps ||
+                   resume.max_length != max_length)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resume_from ", spec.resume_from, ": the checkpoint's schedule (",
+        resume.total_steps, " steps, ", resume.steps_per_epoch,
+        " per epoch, warmup ", resume.warmup_steps, ", max_length ",
+        resume.max_length, ") differs from this job's (", total_steps, ", ",
+        steps_per_epoch, ", ", warmup_steps, ", ", max_length, ")"));
+  }
 
   // Biases and LayerNorm weights are not decayed (as in Hugging Face).
   std::vector<torch::Tensor> decay, no_decay;
@@ -375,21 +731,88 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                    " per epoch), warmup ", warmup_steps, ", max_length ",
                    max_length));
 
-  std::mt19937_64 rng(static_cast<uint64_t>(params.seed));
-  std::vector<size_t> order(n_train);
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   double loss_since_report = 0;
   int64_t steps_since_report = 0;
-  double steady_seconds = 0;  // Training-step time after the first step.
+  double steady_seconds = 0;  // Step time after this run's first step.
   int64_t steady_samples = 0;
   double first_step_seconds = 0;
   int64_t first_step_samples = 0;
+  int64_t steps_this_run = 0;
   int64_t step = 0;
-  size_t cursor = order.size();  // Forces a shuffle before the first step.
+  int64_t epoch = -1;
+  std::vector<size_t> order;
+  size_t cursor = 0;  // Rows of `order` already trained on.
+  if (resuming) {
+    RETURN_IF_ERROR(RestoreTrainingState(spec.resume_from, resume, model,
+                                         optimizer, device, log));
+    step = resume.global_step;
+    epoch = resume.epoch;
+    order = EpochOrder(params.seed, epoch, n_train);
+    cursor = static_cast<size_t>(resume.position);
+    loss_since_report = resume.loss_since_report;
+    steps_since_report = resume.steps_since_report;
+    log(absl::StrCat("resumed from checkpoint at step ", step));
+  }
+
+  TrainerState snapshot;
+  snapshot.total_steps = total_steps;
+  snapshot.steps_per_epoch = steps_per_epoch;
+  snapshot.warmup_steps = warmup_steps;
+  snapshot.train_rows = n_train;
+  snapshot.validation_rows = static_cast<int64_t>(val.encodings.size());
+  snapshot.train_data_sha256 = train_sha;
+  snapshot.max_length = max_length;
+  snapshot.labels = labels;
+  snapshot.device = device.str();
+  snapshot.params = params;
+  // Evaluates when due, then writes a checkpoint (Hugging Face files plus the
+  // training state) when due or requested. Draws nothing from any generator.
+  auto after_step = [&](bool requested) -> absl::Status {
+    const bool last = step == total_steps;
+    nlohmann::json metrics = nlohmann::json::object();
+    if (!val.encodings.empty() &&
+        (last || (params.eval_steps > 0 && step % params.eval_steps == 0))) {
+      const EvalResult r =
+          Evaluate(model, val, params.batch_size, tokenizer->pad_id(), device,
+                   static_cast<int64_t>(labels.size()));
+      metrics = r.ToJson();
+      emit({{"type", "eval"}, {"step", step}, {"metrics", metrics}});
+    }
+    if (!(last || requested ||
+          (params.save_steps > 0 && step % params.save_steps == 0))) {
+      return absl::OkStatus();
+    }
+    TrainerState state = snapshot;
+    state.global_step = step;
+    const bool epoch_done = cursor >= order.size();
+    state.epoch = epoch_done ? epoch + 1 : epoch;
+    state.position = epoch_done ? 0 : static_cast<int64_t>(cursor);
+    state.loss_since_report = loss_since_report;
+    state.steps_since_report = steps_since_report;
+    const std::string dir = absl::StrCat(out_dir, "/checkpoint-", step);
+    RETURN_IF_ERROR(WriteCheckpoint(
+        model, *tokenizer, max_length, dir, [&](const std::string& tmp) {
+          return WriteTrainingState(model, optimizer, device, state, tmp);
+        }));
+    nlohmann::json event = {{"type", "checkpoint"},
+                            {"step", step},
+                            {"dir", dir},
+                            {"final", last},
+                            {"metrics", metrics}};
+    if (requested) event["requested"] = true;
+    emit(event);
+    return absl::OkStatus();
+  };
+  if (resuming && step == total_steps) {
+    // The interrupted attempt had finished: report its final checkpoint again.
+    RETURN_IF_ERROR(after_step(g_checkpoint_requested.exchange(false)));
+  }
+
   while (step < total_steps) {
     const auto t0 = Clock::now();
     if (cursor >= order.size()) {
-      Shuffle(order, rng);
+      ++epoch;
+      order = EpochOrder(params.seed, epoch, n_train);
       cursor = 0;
     }
     const size_t end = std::min(order.size(), cursor + params.batch_size);
@@ -401,7 +824,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     for (auto& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
-    optimizer.zero_grad();
+    // Undefined rather than zeroed gradients: every step, the first after a
+    // resume included, then computes them the same way.
+    for (torch::Tensor& p : all_params) p.mutable_grad() = torch::Tensor();
     torch::Tensor logits =
         model(b.input_ids, b.token_type_ids, b.attention_mask);
     torch::Tensor loss = torch::nn::functional::cross_entropy(logits, b.labels);
@@ -412,9 +837,10 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     optimizer.step();
     const double loss_value = loss.item<double>();
     ++step;
+    ++steps_this_run;
     const double seconds =
         std::chrono::duration<double>(Clock::now() - t0).count();
-    if (step == 1) {
+    if (steps_this_run == 1) {
       first_step_seconds = seconds;
       first_step_samples = samples;
     } else {
@@ -434,8 +860,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
           steady_samples > 0
               ? steady_samples / std::max(1e-9, steady_seconds)
               : first_step_samples / std::max(1e-9, first_step_seconds);
-      const double sec_per_step =
-          step > 1 ? steady_seconds / (step - 1) : first_step_seconds;
+      const double sec_per_step = steps_this_run > 1
+                                      ? steady_seconds / (steps_this_run - 1)
+                                      : first_step_seconds;
       emit({{"type", "train"},
             {"step", step},
             {"total_steps", total_steps},
@@ -447,25 +874,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       loss_since_report = 0;
       steps_since_report = 0;
     }
-    const bool last = step == total_steps;
-    nlohmann::json metrics = nlohmann::json::object();
-    if (!val.encodings.empty() &&
-        (last || (params.eval_steps > 0 && step % params.eval_steps == 0))) {
-      const EvalResult r =
-          Evaluate(model, val, params.batch_size, tokenizer->pad_id(), device,
-                   static_cast<int64_t>(labels.size()));
-      metrics = r.ToJson();
-      emit({{"type", "eval"}, {"step", step}, {"metrics", metrics}});
-    }
-    if (last || (params.save_steps > 0 && step % params.save_steps == 0)) {
-      const std::string dir = absl::StrCat(out_dir, "/checkpoint-", step);
-      RETURN_IF_ERROR(WriteCheckpoint(model, *tokenizer, max_length, dir));
-      emit({{"type", "checkpoint"},
-            {"step", step},
-            {"dir", dir},
-            {"final", last},
-            {"metrics", metrics}});
-    }
+    RETURN_IF_ERROR(after_step(g_checkpoint_requested.exchange(false)));
   }
   return absl::OkStatus();
 }
@@ -494,6 +903,7 @@ absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
   ASSIGN_OR_RETURN(s.device, StringField(j, "device", false));
   if (s.device.empty()) s.device = "cpu";
   ASSIGN_OR_RETURN(s.assets_dir, StringField(j, "assets_dir", false));
+  ASSIGN_OR_RETURN(s.resume_from, StringField(j, "resume_from", false));
   if (j.contains("params") && !j["params"].is_null()) {
     if (!j["params"].is_object()) {
       return absl::InvalidArgumentError("spec: \"params\" is not an object");
@@ -514,24 +924,60 @@ absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
 
 absl::Status RunTraining(const TrainSpec& spec, const std::string& out_dir,
                          const EventFn& emit) {
+  absl::Status status;
   try {
-    RETURN_IF_ERROR(MakeDirs(out_dir));
-    return Train(spec, out_dir, emit);
+    status = MakeDirs(out_dir);
+    if (status.ok()) status = Train(spec, out_dir, emit);
   } catch (const c10::Error& e) {
-    return absl::InternalError(
+    status = absl::InternalError(
         absl::StrCat("LibTorch error: ", e.what_without_backtrace()));
+  } catch (const std::bad_alloc& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory (std::bad_alloc: ", e.what(), ")"));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("error: ", e.what()));
+    status = absl::InternalError(absl::StrCat("error: ", e.what()));
   }
+  // LibTorch reports allocation failures as c10::Error ("CUDA out of
+  // memory", "DefaultCPUAllocator: not enough memory"), some of them caught
+  // and wrapped deeper down.
+  if (status.code() == absl::StatusCode::kInternal &&
+      IsOutOfMemoryMessage(status.message())) {
+    return absl::ResourceExhaustedError(status.message());
+  }
+  return status;
+}
+
+void RequestCheckpoint() {
+  g_checkpoint_requested.store(true, std::memory_order_relaxed);
+}
+
+void InstallCheckpointSignalHandler() {
+  struct sigaction action;
+  std::memset(&action, 0, sizeof(action));
+  action.sa_handler = OnCheckpointSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGUSR1, &action, nullptr);
+  // A parent may block SIGUSR1 across fork/exec so that a request sent
+  // before this point stays pending instead of killing the child; it is
+  // delivered here.
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_UNBLOCK, &usr1, nullptr);
 }
 
 int ExitCodeForStatus(const absl::Status& status) {
   if (status.ok()) return 0;
-  if (status.code() == absl::StatusCode::kInvalidArgument ||
-      status.code() == absl::StatusCode::kNotFound) {
-    return 2;
+  switch (status.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+      return 2;
+    case absl::StatusCode::kResourceExhausted:
+      return 3;
+    default:
+      return 1;
   }
-  return 1;
 }
 
 }  // namespace lathe

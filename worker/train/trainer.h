@@ -30,6 +30,12 @@ struct TrainSpec {
   // Holds bert-base-uncased/vocab.txt for presets. Empty: $LATHE_ASSETS_DIR,
   // else <executable dir>/../assets.
   std::string assets_dir;
+  // A checkpoint directory (OUT/checkpoint-STEP of an earlier attempt of this
+  // job, with trainer_state.json and training_state.safetensors) to continue
+  // from: the model comes from its config.json + model.safetensors (not from
+  // `model`), the optimizer, schedule, RNG and data position from its state.
+  // Empty: start at step 0.
+  std::string resume_from;
 
   // Test hooks, never read from JSON: when set, the model is a random-init
   // BERT with this architecture (id2label is replaced by the data's labels)
@@ -46,13 +52,31 @@ struct TrainSpec {
 using EventFn = std::function<void(const nlohmann::json&)>;
 
 // Trains per `spec`, writing checkpoints to `out_dir`/checkpoint-STEP (each
-// emitted as an event once complete, never modified afterwards). Invalid input
-// (data, model, params, spec) is INVALID_ARGUMENT or NOT_FOUND; other
-// failures keep their codes. Catches every LibTorch exception.
+// emitted as an event once complete, never modified afterwards). Each holds
+// the Hugging Face files plus the training state (trainer_state.json,
+// training_state.safetensors) that `resume_from` reads. On the CPU with the
+// same seed and num_threads, a run resumed from any of its checkpoints ends
+// with bitwise the same weights as the uninterrupted run. Invalid input
+// (data, model, params, spec, resume directory) is INVALID_ARGUMENT or
+// NOT_FOUND; running out of memory is RESOURCE_EXHAUSTED; other failures keep
+// their codes. Catches every LibTorch exception and std::bad_alloc.
 absl::Status RunTraining(const TrainSpec& spec, const std::string& out_dir,
                          const EventFn& emit);
 
-// Exit code for a status from RunTraining: 0 ok, 2 invalid input, 1 else.
+// Asks the running (or next) RunTraining to write a checkpoint at its next
+// step boundary (after at least one step), emitted with "requested": true.
+// Async-signal-safe: only sets a lock-free atomic flag.
+void RequestCheckpoint();
+
+// Installs RequestCheckpoint() as the process's SIGUSR1 handler ("checkpoint
+// now") and unblocks SIGUSR1 in the calling thread. Call first in main():
+// until then SIGUSR1's default action kills the process, so a parent that
+// may signal early should spawn the child with SIGUSR1 blocked (the mask is
+// inherited across exec; the pending signal is delivered here).
+void InstallCheckpointSignalHandler();
+
+// Exit code for a status from RunTraining: 0 ok, 2 invalid input
+// (INVALID_ARGUMENT, NOT_FOUND), 3 out of memory (RESOURCE_EXHAUSTED), 1 else.
 int ExitCodeForStatus(const absl::Status& status);
 
 }  // namespace lathe
