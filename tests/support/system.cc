@@ -100,7 +100,7 @@ bool ServerProcess::Start(std::string* why) {
   std::filesystem::create_directories(data_dir_ + "/logs");
   std::vector<std::string> argv = {BinDir() + "/lathe-server",
                                    "--listen",
-                                   "127.0.0.1:0",
+                                   listen_,
                                    "--metrics-listen",
                                    "127.0.0.1:0",
                                    "--data-dir",
@@ -197,6 +197,37 @@ CommandResult ServerProcess::Cli(const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {BinDir() + "/lathe", "--server", grpc_};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
+}
+
+BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
+                                     const std::string& log) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+}
+
+BackgroundProcess::~BackgroundProcess() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  int status = 0;
+  while (::waitpid(pid_, &status, WNOHANG) != pid_) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 std::string HttpGet(const std::string& addr, const std::string& path) {

@@ -40,6 +40,8 @@ class ServerProcess {
   const std::string& grpc_address() const { return grpc_; }
   const std::string& metrics_address() const { return metrics_; }
   const std::string& data_dir() const { return data_dir_; }
+  // Listen on this address instead of a free port (to restart in place).
+  void SetListen(const std::string& addr) { listen_ = addr; }
   pid_t pid() const { return pid_; }
   // Runs `lathe --server ADDR args...`.
   CommandResult Cli(const std::vector<std::string>& args) const;
@@ -49,8 +51,24 @@ class ServerProcess {
   int local_workers_;
   std::vector<std::string> extra_;
   pid_t pid_ = -1;
+  std::string listen_ = "127.0.0.1:0";
   std::string grpc_;
   std::string metrics_;
+};
+
+// A process that runs for the life of the object: SIGTERM, then SIGKILL, on
+// destruction. Its stdout and stderr go to `log`.
+class BackgroundProcess {
+ public:
+  BackgroundProcess(const std::vector<std::string>& argv,
+                    const std::string& log);
+  ~BackgroundProcess();
+  BackgroundProcess(const BackgroundProcess&) = delete;
+  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
 };
 
 // GET http://addr/path over a plain socket; returns the body ("" on error).

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -310,6 +311,11 @@ absl::StatusOr<Event> Agent::UploadCheckpoint(const Assignment& a, int64_t step,
         absl::StrCat("cannot list checkpoint ", dir, ": ", ec.message()));
   }
   std::sort(names.begin(), names.end());
+  // Fault injection for tests: LATHE_FAULT_STALL_UPLOAD_STEP=N stalls the
+  // first attempt's upload of the checkpoint at step N after its first chunk.
+  const char* stall_env = std::getenv("LATHE_FAULT_STALL_UPLOAD_STEP");
+  const bool stall = stall_env != nullptr && a.attempt() == 1 &&
+                     std::strtoll(stall_env, nullptr, 10) == step;
   for (const std::string& name : names) {
     const std::string path = dir + "/" + name;
     ASSIGN_OR_RETURN(std::string sha, Sha256File(path));
@@ -318,27 +324,39 @@ absl::StatusOr<Event> Agent::UploadCheckpoint(const Assignment& a, int64_t step,
     info.set_name(name);
     info.set_size(size);
     info.set_sha256(sha);
-    auto ctx = Ctx(absl::Minutes(30));
-    lathe::v1::UploadCheckpointFileResponse resp;
-    auto writer = stub_->UploadCheckpointFile(ctx.get(), &resp);
-    std::ifstream in(path, std::ios::binary);
-    std::string buf(kChunk, '\0');
-    bool first = true;
-    while (first || in) {
-      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-      lathe::v1::UploadCheckpointFileRequest msg;
-      if (first) {
-        msg.set_job_id(a.job_id());
-        msg.set_attempt(a.attempt());
-        msg.set_step(step);
-        *msg.mutable_file() = info;
+    // The server may be restarting: retry an unavailable one for a while.
+    absl::Status sent;
+    for (int tries = 0; tries < 30; ++tries) {
+      auto ctx = Ctx(absl::Minutes(30));
+      lathe::v1::UploadCheckpointFileResponse resp;
+      auto writer = stub_->UploadCheckpointFile(ctx.get(), &resp);
+      std::ifstream in(path, std::ios::binary);
+      std::string buf(kChunk, '\0');
+      bool first = true;
+      while (first || in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        lathe::v1::UploadCheckpointFileRequest msg;
+        if (first) {
+          msg.set_job_id(a.job_id());
+          msg.set_attempt(a.attempt());
+          msg.set_step(step);
+          *msg.mutable_file() = info;
+        }
+        msg.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+        if (!writer->Write(msg)) break;
+        if (first && stall) {
+          Log(absl::StrCat("stalling upload of the checkpoint at step ", step,
+                           " (fault injection)"));
+          absl::SleepFor(absl::Hours(1));
+        }
         first = false;
       }
-      msg.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
-      if (!writer->Write(msg)) break;
+      writer->WritesDone();
+      sent = FromGrpc(writer->Finish());
+      if (!absl::IsUnavailable(sent) || stop_) break;
+      absl::SleepFor(absl::Seconds(1));
     }
-    writer->WritesDone();
-    RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+    RETURN_IF_ERROR(sent);
     *cp->add_files() = info;
   }
   return e;
