@@ -300,6 +300,72 @@ TEST_F(FaultTest, KillNineOfTheAgentDuringACheckpointUploadKeepsEarlierOnes) {
   EXPECT_TRUE(std::filesystem::is_empty(dir.path() + "/artifacts/tmp"));
 }
 
+TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
+  TempDir dir;
+  ServerProcess server(dir.path(), 1, {"--allow-root", dir_->path()});
+  std::string why;
+  ASSERT_TRUE(server.Start(&why)) << why;
+  const std::string id = Submit(server);
+  WaitForStep(server, id, KillStep(2, 10));
+  // checkpoint-now: a checkpoint arrives at a step that is not a save step.
+  CommandResult now = server.Cli({"checkpoint-now", id});
+  ASSERT_EQ(now.exit_code, 0) << now.err;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool off_schedule = false;
+  while (!off_schedule && std::chrono::steady_clock::now() < deadline) {
+    json list =
+        json::parse(server.Cli({"checkpoints", id, "--output", "json"}).out,
+                    nullptr, false);
+    if (!list.is_discarded()) {
+      for (const auto& c : list["checkpoints"]) {
+        off_schedule |= std::stoi(c["step"].get<std::string>()) % 6 != 0;
+      }
+    }
+    if (!off_schedule) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  EXPECT_TRUE(off_schedule) << "no requested checkpoint arrived";
+
+  WaitForStep(server, id, KillStep(14, kTotalSteps - 4));
+  CommandResult pause = server.Cli({"pause", id, "--output", "json"});
+  ASSERT_EQ(pause.exit_code, 0) << pause.err;
+  json job;
+  while (std::chrono::steady_clock::now() <
+         deadline + std::chrono::seconds(60)) {
+    job = json::parse(server.Cli({"get", id, "--output", "json"}).out);
+    if (job["state"] == "PAUSED") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(job["state"], "PAUSED") << job.dump(2);
+  EXPECT_TRUE(testing::ProcessesMatching("jobs/" + id).empty())
+      << "a paused job holds no training process";
+  CommandResult resume = server.Cli({"resume", id});
+  ASSERT_EQ(resume.exit_code, 0) << resume.err;
+  ExpectResumedExactly(server, id, 2);
+}
+
+TEST_F(FaultTest, SigtermToAWorkerCheckpointsAndTheJobContinuesExactly) {
+  TempDir dir;
+  ServerProcess server(dir.path(), 1, {"--allow-root", dir_->path()});
+  std::string why;
+  ASSERT_TRUE(server.Start(&why)) << why;
+  const std::string id = Submit(server);
+  WaitForStep(server, id, KillStep(8, kTotalSteps - 4));
+  auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
+  auto children = testing::ProcessesMatching("jobs/" + id);
+  for (pid_t p : agents) {
+    if (std::find(children.begin(), children.end(), p) == children.end()) {
+      ::kill(p, SIGTERM);
+    }
+  }
+  // The local worker is restarted by the server and takes the job again.
+  ExpectResumedExactly(server, id, 2);
+  CommandResult events = server.Cli({"watch", id});
+  EXPECT_THAT(events.out, HasSubstr("worker is shutting down"));
+}
+
 TEST_F(FaultTest, KillNineDuringASubmitStormLosesNoAcknowledgedJob) {
   TempDir dir;
   ServerProcess server(dir.path() + "/server", 0,
