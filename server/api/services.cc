@@ -298,6 +298,24 @@ grpc::Status WorkerServiceImpl::Heartbeat(
   return rpc.Done(commands.status());
 }
 
+grpc::Status WorkerServiceImpl::HeartbeatStream(
+    grpc::ServerContext* ctx,
+    grpc::ServerReaderWriter<lathe::v1::HeartbeatResponse,
+                             lathe::v1::HeartbeatRequest>* stream) {
+  RpcScope rpc(metrics_, "HeartbeatStream");
+  lathe::v1::HeartbeatRequest req;
+  while (!ctx->IsCancelled() && stream->Read(&req)) {
+    auto commands = manager_->Heartbeat(req.worker_id());
+    if (!commands.ok()) return rpc.Done(commands.status());
+    lathe::v1::HeartbeatResponse resp;
+    for (auto& id : commands->cancel) resp.add_cancel_job_ids(id);
+    for (auto& id : commands->checkpoint) resp.add_checkpoint_job_ids(id);
+    for (auto& id : commands->pause) resp.add_pause_job_ids(id);
+    if (!stream->Write(resp)) break;
+  }
+  return rpc.Done(absl::OkStatus());
+}
+
 grpc::Status WorkerServiceImpl::AcquireJob(
     grpc::ServerContext* ctx, const lathe::v1::AcquireJobRequest* req,
     lathe::v1::AcquireJobResponse* resp) {

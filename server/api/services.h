@@ -86,6 +86,10 @@ class WorkerServiceImpl final : public lathe::v1::WorkerService::Service {
   grpc::Status Heartbeat(grpc::ServerContext* ctx,
                          const lathe::v1::HeartbeatRequest* req,
                          lathe::v1::HeartbeatResponse* resp) override;
+  grpc::Status HeartbeatStream(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<lathe::v1::HeartbeatResponse,
+                               lathe::v1::HeartbeatRequest>* stream) override;
   grpc::Status AcquireJob(grpc::ServerContext* ctx,
                           const lathe::v1::AcquireJobRequest* req,
                           lathe::v1::AcquireJobResponse* resp) override;

@@ -160,39 +160,71 @@ absl::Status Agent::Register() {
   return absl::OkStatus();
 }
 
+void Agent::ApplyCommands(const lathe::v1::HeartbeatResponse& resp,
+                          const std::string& job) {
+  if (job.empty()) return;
+  for (const auto& c : resp.cancel_job_ids()) {
+    if (c == job) cancel_ = true;
+  }
+  for (const auto& c : resp.pause_job_ids()) {
+    if (c == job) pause_ = true;
+  }
+  for (const auto& c : resp.checkpoint_job_ids()) {
+    if (c == job) checkpoint_ = true;
+  }
+}
+
 void Agent::HeartbeatLoop() {
+  // One long-lived stream carries the heartbeats; when it breaks (the server
+  // restarts, the network drops) it is opened again. Only silence longer
+  // than the server's timeout costs the lease.
   while (!stop_) {
     absl::Duration interval;
-    std::string id, job;
+    std::string id;
     {
       absl::MutexLock lock(&mu_);
       interval = heartbeat_interval_;
       id = worker_id_;
-      job = current_job_;
     }
-    if (!id.empty()) {
+    if (id.empty() || reregister_) {
+      absl::SleepFor(absl::Milliseconds(100));
+      continue;
+    }
+    grpc::ClientContext ctx;
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_) break;
+      heartbeat_ctx_ = &ctx;
+    }
+    auto stream = stub_->HeartbeatStream(&ctx);
+    while (!stop_ && WorkerId() == id) {
       lathe::v1::HeartbeatRequest req;
       req.set_worker_id(id);
+      if (!stream->Write(req)) break;
       lathe::v1::HeartbeatResponse resp;
-      auto ctx = Ctx(absl::Seconds(5));
-      grpc::Status s = stub_->Heartbeat(ctx.get(), req, &resp);
-      if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
-        // The server forgot us (restart or timeout): our job, if any, was
-        // requeued, so stop it and register again.
-        reregister_ = true;
-        if (!job.empty()) cancel_ = true;
+      if (!stream->Read(&resp)) break;
+      std::string job;
+      {
+        absl::MutexLock lock(&mu_);
+        job = current_job_;
       }
-      for (const auto& c : resp.cancel_job_ids()) {
-        if (c == job) cancel_ = true;
-      }
-      for (const auto& c : resp.pause_job_ids()) {
-        if (c == job) pause_ = true;
-      }
-      for (const auto& c : resp.checkpoint_job_ids()) {
-        if (c == job) checkpoint_ = true;
-      }
+      ApplyCommands(resp, job);
+      absl::SleepFor(interval);
     }
-    absl::SleepFor(interval);
+    {
+      absl::MutexLock lock(&mu_);
+      heartbeat_ctx_ = nullptr;
+    }
+    ctx.TryCancel();
+    grpc::Status s = stream->Finish();
+    if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+      // The server forgot us (our lease lapsed): our job, if any, was
+      // requeued, so stop it and register again.
+      reregister_ = true;
+      absl::MutexLock lock(&mu_);
+      if (!current_job_.empty()) cancel_ = true;
+    }
+    if (!stop_) absl::SleepFor(interval);
   }
 }
 
@@ -256,6 +288,8 @@ void Agent::Stop() {
   absl::MutexLock lock(&mu_);
   stop_ = true;
   if (acquire_ctx_ != nullptr) acquire_ctx_->TryCancel();
+  // The heartbeat stream stays open while a running job drains; it ends
+  // when the heartbeat loop sees stop_.
 }
 
 absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {

@@ -46,6 +46,9 @@ class Agent {
   explicit Agent(AgentOptions options);
   absl::Status Register();
   void HeartbeatLoop();
+  // Sets the cancel/pause/checkpoint flags for `job` from a response.
+  void ApplyCommands(const lathe::v1::HeartbeatResponse& resp,
+                     const std::string& job);
   void RunJob(const lathe::v1::Assignment& a);
   absl::StatusOr<std::string> FetchDataset(const lathe::v1::Dataset& ds);
   absl::StatusOr<lathe::v1::Event> UploadCheckpoint(
@@ -68,6 +71,8 @@ class Agent {
   std::string current_job_ ABSL_GUARDED_BY(mu_);
   // The in-flight long poll, cancelled by Stop().
   grpc::ClientContext* acquire_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // The open heartbeat stream.
+  grpc::ClientContext* heartbeat_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::Duration heartbeat_interval_ ABSL_GUARDED_BY(mu_) = absl::Seconds(1);
   std::atomic<bool> stop_{false};
   std::atomic<bool> cancel_{false};
