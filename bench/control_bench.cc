@@ -1,0 +1,650 @@
+// Control-plane benchmarks against a real lathe-server process on loopback:
+// durable submits per second, submit-to-running latency with an idle worker,
+// GetJob requests per second, WatchJob event delivery with many watchers,
+// checkpoint download throughput against reading the same file from disk
+// (and the server's memory meanwhile), and start-up time and memory with a
+// large history. The benchmark itself plays the worker through the
+// WorkerService, so no training runs: these numbers are the server's own.
+//
+// usage: lathe-bench-control [--quick] [--out FILE.md]
+#include <grpcpp/grpcpp.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/files.h"
+#include "lathe/v1/lathe.grpc.pb.h"
+#include "server/core/store.h"
+#include "tests/support/system.h"
+#include "tests/support/temp_dir.h"
+
+namespace lathe::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using testing::ServerProcess;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+int64_t WallUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(
+      v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
+  return v[i];
+}
+
+double Median(std::vector<double> v) { return Percentile(std::move(v), 0.5); }
+
+// Resident and peak memory of a process, in MiB.
+std::pair<double, double> MemoryMb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  double rss = 0, hwm = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) / 1024;
+    if (line.rfind("VmHWM:", 0) == 0) hwm = std::stod(line.substr(6)) / 1024;
+  }
+  return {rss, hwm};
+}
+
+std::shared_ptr<grpc::Channel> Channel(const std::string& addr) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  // Separate connections per client: no multiplexing onto one socket.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+struct Row {
+  std::string what;
+  std::string result;
+  std::string target;
+  std::string verdict;
+};
+
+class Bench {
+ public:
+  explicit Bench(bool quick) : quick_(quick) {}
+
+  bool Start(std::string* why) {
+    server_ = std::make_unique<ServerProcess>(dir_.path() + "/server", 0);
+    if (!server_->Start(why)) return false;
+    jobs_ = lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+    workers_ =
+        lathe::v1::WorkerService::NewStub(Channel(server_->grpc_address()));
+    std::ofstream(dir_.path() + "/d.jsonl") << "{\"text\":\"x\",\"label\":1}\n";
+    grpc::ClientContext ctx;
+    lathe::v1::UploadDatasetResponse resp;
+    auto w =
+        lathe::v1::DatasetService::NewStub(Channel(server_->grpc_address()))
+            ->UploadDataset(&ctx, &resp);
+    lathe::v1::UploadDatasetRequest req;
+    req.set_name("d.jsonl");
+    req.set_chunk("{\"text\":\"x\",\"label\":1}\n");
+    w->Write(req);
+    w->WritesDone();
+    if (!w->Finish().ok()) {
+      *why = "dataset upload failed";
+      return false;
+    }
+    dataset_ = resp.dataset().ref();
+    return true;
+  }
+
+  lathe::v1::SubmitJobRequest SubmitRequest() const {
+    lathe::v1::SubmitJobRequest req;
+    req.mutable_spec()->set_task("text-classification");
+    req.mutable_spec()->set_model("preset:bert-tiny");
+    req.mutable_spec()->set_train_data(dataset_);
+    return req;
+  }
+
+  void Submits() {
+    const int clients = 16;
+    const double duration = quick_ ? 2 : 5;
+    std::atomic<int64_t> ok{0}, failed{0};
+    std::vector<double> latencies_ms;
+    std::mutex mu;
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&] {
+        auto stub =
+            lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+        std::vector<double> mine;
+        while (Seconds(start, Clock::now()) < duration) {
+          grpc::ClientContext ctx;
+          lathe::v1::SubmitJobResponse resp;
+          const auto t0 = Clock::now();
+          if (stub->SubmitJob(&ctx, SubmitRequest(), &resp).ok()) {
+            ok++;
+            mine.push_back(Seconds(t0, Clock::now()) * 1000);
+          } else {
+            failed++;
+          }
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        latencies_ms.insert(latencies_ms.end(), mine.begin(), mine.end());
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double rate = static_cast<double>(ok) / Seconds(start, Clock::now());
+    rows_.push_back(
+        {absl::StrFormat("durable submits/s, %d clients", clients),
+         absl::StrFormat("%.0f/s (p50 %.1f ms, p99 %.1f ms, %d failed)", rate,
+                         Median(latencies_ms), Percentile(latencies_ms, 0.99),
+                         static_cast<int>(failed)),
+         ">= 2000/s", rate >= 2000 ? "met" : "missed"});
+    // Drain the queue so later measurements start from an empty one.
+    DrainQueue();
+  }
+
+  std::string RegisterWorker() {
+    lathe::v1::RegisterWorkerRequest req;
+    req.set_name("bench");
+    req.add_devices("cpu");
+    lathe::v1::RegisterWorkerResponse resp;
+    grpc::ClientContext ctx;
+    workers_->RegisterWorker(&ctx, req, &resp);
+    return resp.worker_id();
+  }
+
+  // Takes every queued job and finishes it, as a worker would.
+  void DrainQueue() {
+    const std::string w = RegisterWorker();
+    while (true) {
+      lathe::v1::AcquireJobRequest req;
+      req.set_worker_id(w);
+      req.set_wait_ms(0);
+      lathe::v1::AcquireJobResponse resp;
+      grpc::ClientContext ctx;
+      if (!workers_->AcquireJob(&ctx, req, &resp).ok() ||
+          !resp.has_assignment()) {
+        return;
+      }
+      Finish(resp.assignment());
+    }
+  }
+
+  void Finish(const lathe::v1::Assignment& a) {
+    lathe::v1::FinishAttemptRequest req;
+    req.set_job_id(a.job_id());
+    req.set_attempt(a.attempt());
+    req.set_outcome(lathe::v1::SUCCEEDED);
+    lathe::v1::FinishAttemptResponse resp;
+    grpc::ClientContext ctx;
+    workers_->FinishAttempt(&ctx, req, &resp);
+  }
+
+  void SubmitToRunning() {
+    const std::string w = RegisterWorker();
+    const int n = quick_ ? 50 : 300;
+    std::vector<double> ms;
+    for (int i = 0; i < n; ++i) {
+      // The idle worker waits in its long poll before the submit.
+      std::atomic<int64_t> got_us{0};
+      lathe::v1::Assignment assignment;
+      std::thread poll([&] {
+        lathe::v1::AcquireJobRequest req;
+        req.set_worker_id(w);
+        req.set_wait_ms(10000);
+        lathe::v1::AcquireJobResponse resp;
+        grpc::ClientContext ctx;
+        workers_->AcquireJob(&ctx, req, &resp);
+        got_us = WallUs();
+        assignment = resp.assignment();
+      });
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      grpc::ClientContext ctx;
+      lathe::v1::SubmitJobResponse resp;
+      const int64_t t0 = WallUs();
+      jobs_->SubmitJob(&ctx, SubmitRequest(), &resp);
+      poll.join();
+      if (assignment.job_id() == resp.job().id()) {
+        ms.push_back(static_cast<double>(got_us - t0) / 1000.0);
+      }
+      Finish(assignment);
+    }
+    const double p50 = Median(ms), p99 = Percentile(ms, 0.99);
+    rows_.push_back(
+        {"submit to running, idle worker (submit sent -> worker "
+         "holds the job)",
+         absl::StrFormat("p50 %.1f ms, p99 %.1f ms (n=%d)", p50, p99,
+                         static_cast<int>(ms.size())),
+         "p50 < 20 ms", p50 < 20 ? "met" : "missed"});
+  }
+
+  void GetJobs() {
+    grpc::ClientContext sctx;
+    lathe::v1::SubmitJobResponse job;
+    jobs_->SubmitJob(&sctx, SubmitRequest(), &job);
+    const int clients = 8;
+    const double duration = quick_ ? 2 : 5;
+    std::atomic<int64_t> ok{0};
+    const auto start = Clock::now();
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&] {
+        auto stub =
+            lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+        lathe::v1::GetJobRequest req;
+        req.set_id(job.job().id());
+        while (Seconds(start, Clock::now()) < duration) {
+          grpc::ClientContext ctx;
+          lathe::v1::GetJobResponse resp;
+          if (stub->GetJob(&ctx, req, &resp).ok()) ok++;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    rows_.push_back(
+        {absl::StrFormat("GetJob requests/s, %d clients", clients),
+         absl::StrFormat(
+             "%.0f/s", static_cast<double>(ok) / Seconds(start, Clock::now())),
+         "(no target)", ""});
+    DrainQueue();
+  }
+
+  void Watchers() {
+    const int watchers = quick_ ? 100 : 1000;
+    const int events = quick_ ? 20 : 50;
+    const std::string w = RegisterWorker();
+    grpc::ClientContext sctx;
+    lathe::v1::SubmitJobResponse job;
+    jobs_->SubmitJob(&sctx, SubmitRequest(), &job);
+    lathe::v1::AcquireJobRequest areq;
+    areq.set_worker_id(w);
+    areq.set_wait_ms(1000);
+    lathe::v1::AcquireJobResponse a;
+    {
+      grpc::ClientContext ctx;
+      workers_->AcquireJob(&ctx, areq, &a);
+    }
+    // Watchers start after the events so far and measure the ones to come.
+    int64_t after_seq = 0;
+    {
+      lathe::v1::GetJobRequest req;
+      req.set_id(job.job().id());
+      lathe::v1::GetJobResponse resp;
+      grpc::ClientContext ctx;
+      jobs_->GetJob(&ctx, req, &resp);
+      after_seq = resp.job().last_event_seq();
+    }
+    std::mutex mu;
+    std::vector<double> delays_ms;
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    auto channel = Channel(server_->grpc_address());
+    for (int i = 0; i < watchers; ++i) {
+      threads.emplace_back([&] {
+        auto stub = lathe::v1::JobService::NewStub(channel);
+        lathe::v1::WatchJobRequest req;
+        req.set_id(job.job().id());
+        grpc::ClientContext ctx;
+        req.set_after_seq(after_seq);
+        auto reader = stub->WatchJob(&ctx, req);
+        lathe::v1::WatchJobResponse r;
+        std::vector<double> mine;
+        bool first = true;
+        while (reader->Read(&r)) {
+          if (first) {
+            ready++;
+            first = false;
+            continue;
+          }
+          if (r.event().type() == lathe::v1::EVENT_TYPE_LOG) {
+            const int64_t sent = std::stoll(r.event().message());
+            mine.push_back(static_cast<double>(WallUs() - sent) / 1000.0);
+          }
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        delays_ms.insert(delays_ms.end(), mine.begin(), mine.end());
+      });
+    }
+    while (ready < watchers)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int e = 0; e < events; ++e) {
+      lathe::v1::ReportEventsRequest req;
+      req.set_job_id(a.assignment().job_id());
+      req.set_attempt(a.assignment().attempt());
+      auto* ev = req.add_events();
+      ev->set_type(lathe::v1::EVENT_TYPE_LOG);
+      ev->set_message(std::to_string(WallUs()));
+      lathe::v1::ReportEventsResponse resp;
+      grpc::ClientContext ctx;
+      workers_->ReportEvents(&ctx, req, &resp);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    Finish(a.assignment());
+    for (auto& t : threads) t.join();
+    const double p50 = Median(delays_ms), p99 = Percentile(delays_ms, 0.99);
+    rows_.push_back(
+        {absl::StrFormat("WatchJob event delivery, %d watchers", watchers),
+         absl::StrFormat("p50 %.1f ms, p99 %.1f ms (%zu deliveries)", p50, p99,
+                         delays_ms.size()),
+         "p99 < 50 ms with 1,000 watchers",
+         watchers < 1000 ? "(quick: fewer watchers)"
+                         : (p99 < 50 ? "met" : "missed")});
+  }
+
+  void Downloads() {
+    const int64_t size = quick_ ? (64ll << 20) : (1ll << 30);
+    const std::string w = RegisterWorker();
+    grpc::ClientContext sctx;
+    lathe::v1::SubmitJobResponse job;
+    jobs_->SubmitJob(&sctx, SubmitRequest(), &job);
+    lathe::v1::AcquireJobRequest areq;
+    areq.set_worker_id(w);
+    areq.set_wait_ms(1000);
+    lathe::v1::AcquireJobResponse a;
+    {
+      grpc::ClientContext ctx;
+      workers_->AcquireJob(&ctx, areq, &a);
+    }
+    // A file of random bytes, uploaded as a checkpoint file.
+    const std::string path = dir_.path() + "/big.bin";
+    {
+      std::ofstream out(path, std::ios::binary);
+      std::mt19937_64 rng(1);
+      std::vector<uint64_t> buf(1 << 17);
+      for (int64_t done = 0; done < size;
+           done += static_cast<int64_t>(buf.size() * 8)) {
+        for (auto& x : buf) x = rng();
+        out.write(reinterpret_cast<const char*>(buf.data()),
+                  static_cast<std::streamsize>(buf.size() * 8));
+      }
+    }
+    const std::string sha = *Sha256File(path);
+    {
+      grpc::ClientContext ctx;
+      lathe::v1::UploadCheckpointFileResponse resp;
+      auto writer = workers_->UploadCheckpointFile(&ctx, &resp);
+      std::ifstream in(path, std::ios::binary);
+      std::string buf(1 << 20, '\0');
+      bool first = true;
+      while (first || in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        lathe::v1::UploadCheckpointFileRequest msg;
+        if (first) {
+          msg.set_job_id(a.assignment().job_id());
+          msg.set_attempt(a.assignment().attempt());
+          msg.set_step(1);
+          msg.mutable_file()->set_name("model.safetensors");
+          msg.mutable_file()->set_size(size);
+          msg.mutable_file()->set_sha256(sha);
+          first = false;
+        }
+        msg.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+        writer->Write(msg);
+      }
+      writer->WritesDone();
+      if (!writer->Finish().ok()) {
+        rows_.push_back({"checkpoint download", "upload failed", "", ""});
+        return;
+      }
+    }
+    {
+      lathe::v1::ReportEventsRequest req;
+      req.set_job_id(a.assignment().job_id());
+      req.set_attempt(a.assignment().attempt());
+      auto* ev = req.add_events();
+      ev->set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
+      ev->mutable_checkpoint()->set_step(1);
+      auto* f = ev->mutable_checkpoint()->add_files();
+      f->set_name("model.safetensors");
+      f->set_size(size);
+      f->set_sha256(sha);
+      lathe::v1::ReportEventsResponse resp;
+      grpc::ClientContext ctx;
+      workers_->ReportEvents(&ctx, req, &resp);
+    }
+    const std::string blob = server_->data_dir() + "/artifacts/blobs/" +
+                             sha.substr(0, 2) + "/" + sha;
+    auto read_disk = [&] {
+      const auto t0 = Clock::now();
+      std::ifstream in(blob, std::ios::binary);
+      std::string buf(1 << 20, '\0');
+      while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) ||
+             in.gcount() > 0) {
+      }
+      return static_cast<double>(size) / Seconds(t0, Clock::now()) / 1e9;
+    };
+    auto download = [&] {
+      auto stub =
+          lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+      const auto t0 = Clock::now();
+      lathe::v1::DownloadCheckpointFileRequest req;
+      req.set_job_id(job.job().id());
+      req.set_checkpoint("1");
+      req.set_file("model.safetensors");
+      grpc::ClientContext ctx;
+      auto reader = stub->DownloadCheckpointFile(&ctx, req);
+      lathe::v1::DownloadCheckpointFileResponse r;
+      int64_t got = 0;
+      while (reader->Read(&r)) got += static_cast<int64_t>(r.data().size());
+      reader->Finish();
+      return got == size
+                 ? static_cast<double>(size) / Seconds(t0, Clock::now()) / 1e9
+                 : 0.0;
+    };
+    std::vector<double> disk, net;
+    for (int i = 0; i < 3; ++i) {
+      disk.push_back(read_disk());
+      net.push_back(download());
+    }
+    const double d = Median(disk), n = Median(net);
+    rows_.push_back(
+        {absl::StrFormat("checkpoint download, %d MiB file, 1 client",
+                         static_cast<int>(size >> 20)),
+         absl::StrFormat("%.2f GB/s vs disk read %.2f GB/s (page cache warm): "
+                         "%.0f%%",
+                         n, d, 100 * n / d),
+         ">= 1 GB/s and >= 70% of disk",
+         n >= 1 && n >= 0.7 * d ? "met" : "missed"});
+    // Memory while 8 clients download at once.
+    const auto before = MemoryMb(server_->pid());
+    std::atomic<bool> done{false};
+    double peak = before.first;
+    std::thread sampler([&] {
+      while (!done) {
+        peak = std::max(peak, MemoryMb(server_->pid()).first);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    });
+    std::vector<std::thread> clients;
+    for (int i = 0; i < 8; ++i) clients.emplace_back(download);
+    for (auto& c : clients) c.join();
+    done = true;
+    sampler.join();
+    rows_.push_back(
+        {"server memory during 8 concurrent downloads",
+         absl::StrFormat("RSS %.0f MiB before, %.0f MiB peak "
+                         "(file is %d MiB)",
+                         before.first, peak, static_cast<int>(size >> 20)),
+         "flat (no whole-file buffering)",
+         peak - before.first < 0.25 * static_cast<double>(size >> 20)
+             ? "met"
+             : "missed"});
+    Finish(a.assignment());
+  }
+
+  // A fresh data directory with N finished jobs written straight into the
+  // database, then a server started on it.
+  void History() {
+    const int n = quick_ ? 10000 : 100000;
+    TempDir dir;
+    const std::string data = dir.path() + "/data";
+    MakeDirs(data).IgnoreError();
+    {
+      auto store = server::Store::Open(data + "/lathe.db");
+      if (!store.ok()) return;
+    }
+    sqlite3* db = nullptr;
+    sqlite3_open((data + "/lathe.db").c_str(), &db);
+    sqlite3_exec(db, "PRAGMA synchronous=OFF; BEGIN", nullptr, nullptr,
+                 nullptr);
+    sqlite3_stmt* job_stmt = nullptr;
+    sqlite3_stmt* ev_stmt = nullptr;
+    sqlite3_prepare_v2(
+        db,
+        "INSERT INTO jobs(id, state, owner, data) VALUES(?1, ?2, "
+        "'bench', ?3)",
+        -1, &job_stmt, nullptr);
+    sqlite3_prepare_v2(
+        db, "INSERT INTO events(job_id, seq, data) VALUES(?1, ?2, ?3)", -1,
+        &ev_stmt, nullptr);
+    for (int i = 0; i < n; ++i) {
+      lathe::v1::Job job;
+      job.set_id(absl::StrFormat("job-%012x", i));
+      *job.mutable_spec() = SubmitRequest().spec();
+      job.set_state(lathe::v1::SUCCEEDED);
+      job.set_last_event_seq(3);
+      (*job.mutable_eval_metrics())["accuracy"] = 0.9;
+      const std::string bytes = job.SerializeAsString();
+      sqlite3_bind_text(job_stmt, 1, job.id().c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int(job_stmt, 2, lathe::v1::SUCCEEDED);
+      sqlite3_bind_blob(job_stmt, 3, bytes.data(),
+                        static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+      sqlite3_step(job_stmt);
+      sqlite3_reset(job_stmt);
+      for (int s = 1; s <= 3; ++s) {
+        lathe::v1::Event e;
+        e.set_seq(s);
+        e.set_type(lathe::v1::EVENT_TYPE_STATE);
+        const std::string eb = e.SerializeAsString();
+        sqlite3_bind_text(ev_stmt, 1, job.id().c_str(), -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int(ev_stmt, 2, s);
+        sqlite3_bind_blob(ev_stmt, 3, eb.data(), static_cast<int>(eb.size()),
+                          SQLITE_TRANSIENT);
+        sqlite3_step(ev_stmt);
+        sqlite3_reset(ev_stmt);
+      }
+    }
+    sqlite3_finalize(job_stmt);
+    sqlite3_finalize(ev_stmt);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    std::vector<double> starts;
+    double rss = 0;
+    for (int i = 0; i < 3; ++i) {
+      ServerProcess s(data, 0);
+      std::string why;
+      const auto t0 = Clock::now();
+      if (!s.Start(&why)) return;
+      starts.push_back(Seconds(t0, Clock::now()));
+      // Touch the history the way users do.
+      s.Cli({"list", "--page-size", "100"});
+      rss = std::max(rss, MemoryMb(s.pid()).first);
+      s.Stop();
+    }
+    const double start = Median(starts);
+    rows_.push_back({absl::StrFormat("server start-up to SERVING, %d finished "
+                                     "jobs",
+                                     n),
+                     absl::StrFormat("%.2f s (median of 3)", start), "< 1 s",
+                     start < 1 ? "met" : "missed"});
+    rows_.push_back(
+        {absl::StrFormat("server resident memory, %d finished jobs", n),
+         absl::StrFormat("%.0f MiB", rss), "< 150 MB",
+         rss < 143 ? "met" : "missed"});
+  }
+
+  std::string Table() const {
+    std::ostringstream out;
+    out << "| measurement | result | target | verdict |\n"
+        << "| --- | --- | --- | --- |\n";
+    for (const auto& r : rows_) {
+      out << "| " << r.what << " | " << r.result << " | " << r.target << " | "
+          << r.verdict << " |\n";
+    }
+    return out.str();
+  }
+
+  void Stop() {
+    if (server_) server_->Stop();
+  }
+
+ private:
+  bool quick_;
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
+  std::unique_ptr<lathe::v1::WorkerService::Stub> workers_;
+  std::string dataset_;
+  std::vector<Row> rows_;
+};
+
+}  // namespace
+}  // namespace lathe::bench
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string out_path;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--out" && i + 1 < argc) {
+      out_path = argv[++i];
+    } else {
+      std::fprintf(stderr,
+                   "usage: lathe-bench-control [--quick] [--out FILE]\n");
+      return 2;
+    }
+  }
+  lathe::bench::Bench bench(quick);
+  std::string why;
+  if (!bench.Start(&why)) {
+    std::fprintf(stderr, "lathe-bench-control: %s\n", why.c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "submits...\n");
+  bench.Submits();
+  std::fprintf(stderr, "submit to running...\n");
+  bench.SubmitToRunning();
+  std::fprintf(stderr, "get...\n");
+  bench.GetJobs();
+  std::fprintf(stderr, "watchers...\n");
+  bench.Watchers();
+  std::fprintf(stderr, "downloads...\n");
+  bench.Downloads();
+  bench.Stop();
+  std::fprintf(stderr, "history...\n");
+  bench.History();
+  const std::string table = bench.Table();
+  std::cout << table;
+  if (!out_path.empty()) {
+    const auto slash = out_path.rfind('/');
+    if (slash != std::string::npos) {
+      lathe::MakeDirs(out_path.substr(0, slash)).IgnoreError();
+    }
+    std::ofstream(out_path) << table;
+  }
+  return 0;
+}
