@@ -57,6 +57,8 @@ uint64_t FaultSeed() {
   return seed;
 }
 
+// Kill points leave several steps to go, so that the job is still running
+// when the kill lands even on a slow, loaded machine.
 int KillStep(int lo, int hi) {
   static std::mt19937_64 rng(FaultSeed());
   std::uniform_int_distribution<int> d(lo, hi);
@@ -199,7 +201,7 @@ TEST_F(FaultTest, KillNineOfTheTrainingChildIsRetriedAndResumesExactly) {
   std::string why;
   ASSERT_TRUE(server.Start(&why)) << why;
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(7, kTotalSteps - 3));
+  WaitForStep(server, id, KillStep(7, kTotalSteps - 8));
   auto children = testing::ProcessesMatching("jobs/" + id + "/attempt-1");
   ASSERT_FALSE(children.empty());
   // The child is the one whose command line names lathe-train.
@@ -222,7 +224,7 @@ TEST_F(FaultTest, KillNineOfTheAgentRequeuesAndResumesExactly) {
   std::string why;
   ASSERT_TRUE(server.Start(&why)) << why;
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(7, kTotalSteps - 3));
+  WaitForStep(server, id, KillStep(7, kTotalSteps - 8));
   // The agent: its work dir is on its command line; its child dies with it.
   auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
   auto children = testing::ProcessesMatching("jobs/" + id);
@@ -251,7 +253,7 @@ TEST_F(FaultTest, KillNineOfTheServerLosesNothingAndTheWorkerCarriesOn) {
        "remote", "--work-dir", dir.path() + "/worker"},
       dir.path() + "/worker.log");
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(4, kTotalSteps - 6));
+  WaitForStep(server, id, KillStep(4, kTotalSteps - 9));
   server.Kill();
   ASSERT_TRUE(server.Start(&why)) << why;
   // The same attempt finishes: nothing was lost or redone.
@@ -328,7 +330,7 @@ TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
   }
   EXPECT_TRUE(off_schedule) << "no requested checkpoint arrived";
 
-  WaitForStep(server, id, KillStep(14, kTotalSteps - 4));
+  WaitForStep(server, id, KillStep(14, kTotalSteps - 8));
   CommandResult pause = server.Cli({"pause", id, "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.err;
   json job;
@@ -352,7 +354,7 @@ TEST_F(FaultTest, SigtermToAWorkerCheckpointsAndTheJobContinuesExactly) {
   std::string why;
   ASSERT_TRUE(server.Start(&why)) << why;
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(8, kTotalSteps - 4));
+  WaitForStep(server, id, KillStep(8, kTotalSteps - 8));
   auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
   auto children = testing::ProcessesMatching("jobs/" + id);
   for (pid_t p : agents) {
