@@ -14,7 +14,8 @@ namespace lathe::server {
 namespace {
 
 constexpr size_t kMaxMessage = 1024;
-constexpr size_t kChunk = 1 << 20;
+// Below gRPC's default 4 MiB receive limit, so that any client can download.
+constexpr size_t kChunk = 2 << 20;
 constexpr int kWatchBatch = 256;
 
 grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
@@ -51,28 +52,35 @@ absl::Status StreamFile(grpc::ServerContext* ctx, const std::string& path,
     return absl::OutOfRangeError(absl::StrCat(
         "offset ", offset, " is outside the file (size ", end, ")"));
   }
-  std::string buf(kChunk, '\0');
   bool sent_first = false;
   absl::Status status;
+  // One message, reused: the file is read straight into its data field.
+  Response r;
+  std::string* data = r.mutable_data();
   while (true) {
     if (ctx->IsCancelled()) {
       status = absl::CancelledError("client cancelled the download");
       break;
     }
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), offset);
+    data->resize(kChunk);
+    ssize_t n = ::pread(fd, data->data(), kChunk, offset);
     if (n < 0) {
       status = absl::InternalError("cannot read stored file");
       break;
     }
     if (n == 0 && sent_first) break;
-    Response r;
+    data->resize(static_cast<size_t>(n));
     r.set_offset(offset);
-    r.set_data(buf.data(), static_cast<size_t>(n));
     if (!sent_first) first(&r);
-    sent_first = true;
     if (!writer->Write(r)) {
       status = absl::CancelledError("client went away");
       break;
+    }
+    if (!sent_first) {
+      // Only the first message describes the file.
+      r.Clear();
+      data = r.mutable_data();
+      sent_first = true;
     }
     offset += n;
     if (n == 0) break;
