@@ -202,6 +202,19 @@ class Bench {
     workers_->FinishAttempt(&ctx, req, &resp);
   }
 
+  // Submits a job and takes it as a fresh worker: the job is RUNNING.
+  void StartJob(lathe::v1::SubmitJobResponse* job,
+                lathe::v1::AcquireJobResponse* a) {
+    const std::string w = RegisterWorker();
+    grpc::ClientContext sctx;
+    jobs_->SubmitJob(&sctx, SubmitRequest(), job);
+    lathe::v1::AcquireJobRequest req;
+    req.set_worker_id(w);
+    req.set_wait_ms(1000);
+    grpc::ClientContext ctx;
+    workers_->AcquireJob(&ctx, req, a);
+  }
+
   void SubmitToRunning() {
     const std::string w = RegisterWorker();
     const int n = quick_ ? 50 : 300;
@@ -274,18 +287,9 @@ class Bench {
   void Watchers() {
     const int watchers = quick_ ? 100 : 1000;
     const int events = quick_ ? 20 : 50;
-    const std::string w = RegisterWorker();
-    grpc::ClientContext sctx;
     lathe::v1::SubmitJobResponse job;
-    jobs_->SubmitJob(&sctx, SubmitRequest(), &job);
-    lathe::v1::AcquireJobRequest areq;
-    areq.set_worker_id(w);
-    areq.set_wait_ms(1000);
     lathe::v1::AcquireJobResponse a;
-    {
-      grpc::ClientContext ctx;
-      workers_->AcquireJob(&ctx, areq, &a);
-    }
+    StartJob(&job, &a);
     // Watchers start after the events so far and measure the ones to come.
     int64_t after_seq = 0;
     {
@@ -355,18 +359,9 @@ class Bench {
 
   void Downloads() {
     const int64_t size = quick_ ? (64ll << 20) : (1ll << 30);
-    const std::string w = RegisterWorker();
-    grpc::ClientContext sctx;
     lathe::v1::SubmitJobResponse job;
-    jobs_->SubmitJob(&sctx, SubmitRequest(), &job);
-    lathe::v1::AcquireJobRequest areq;
-    areq.set_worker_id(w);
-    areq.set_wait_ms(1000);
     lathe::v1::AcquireJobResponse a;
-    {
-      grpc::ClientContext ctx;
-      workers_->AcquireJob(&ctx, areq, &a);
-    }
+    StartJob(&job, &a);
     // A file of random bytes, uploaded as a checkpoint file.
     const std::string path = dir_.path() + "/big.bin";
     {

@@ -68,6 +68,23 @@ pid_t SpawnWithPipes(const std::vector<std::string>& argv, int* out_fd,
   return pid;
 }
 
+// Starts `argv` with stdout and stderr appended to `log`.
+pid_t SpawnLogged(const std::vector<std::string>& argv,
+                  const std::string& log) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
 }  // namespace
 
 std::string BinDir() { return LATHE_TEST_BIN_DIR; }
@@ -108,18 +125,8 @@ bool ServerProcess::Start(std::string* why) {
                                    "--local-workers",
                                    std::to_string(local_workers_)};
   argv.insert(argv.end(), extra_.begin(), extra_.end());
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
   const std::string log = data_dir_ + "/logs/server.log";
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(args[0], args.data());
-    _exit(127);
-  }
+  pid_ = SpawnLogged(argv, log);
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -201,17 +208,7 @@ CommandResult ServerProcess::Cli(const std::vector<std::string>& args) const {
 
 BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,
                                      const std::string& log) {
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_ = ::fork();
-  if (pid_ == 0) {
-    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(args[0], args.data());
-    _exit(127);
-  }
+  pid_ = SpawnLogged(argv, log);
 }
 
 BackgroundProcess::~BackgroundProcess() {

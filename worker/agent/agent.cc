@@ -100,6 +100,36 @@ int64_t DeviceMemoryMb(const std::string& device) {
   return got ? std::strtoll(buf, nullptr, 10) : 0;
 }
 
+// Writes a stream of chunks to `path` through a temporary name, renaming it
+// into place only when the content has the expected SHA-256.
+template <typename Response>
+absl::Status StreamToFile(grpc::ClientReader<Response>* reader,
+                          const std::string& path, const std::string& sha256,
+                          const std::string& what) {
+  const std::string tmp = absl::StrCat(path, ".part-", ::getpid());
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::InternalError(absl::StrCat("cannot create ", tmp));
+  Response chunk;
+  Sha256 hash;
+  while (reader->Read(&chunk)) {
+    out.write(chunk.data().data(),
+              static_cast<std::streamsize>(chunk.data().size()));
+    hash.Update(chunk.data());
+  }
+  absl::Status s = FromGrpc(reader->Finish());
+  out.close();
+  if (s.ok() && !out)
+    s = absl::InternalError(absl::StrCat("cannot write ", tmp));
+  if (s.ok() && hash.Hex() != sha256) {
+    s = absl::DataLossError(absl::StrCat(what, " arrived damaged (SHA-256)"));
+  }
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    s = absl::InternalError(absl::StrCat("cannot store ", path));
+  }
+  if (!s.ok()) ::unlink(tmp.c_str());
+  return s;
+}
+
 }  // namespace
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
@@ -296,35 +326,11 @@ absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {
   const std::string path =
       absl::StrCat(options_.work_dir, "/cache/datasets/", ds.sha256());
   if (PathExists(path)) return path;  // written only after verification
-  const std::string tmp = absl::StrCat(path, ".part-", ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::InternalError(absl::StrCat("cannot create ", tmp));
-    lathe::v1::FetchDatasetRequest req;
-    req.set_ref(ds.ref());
-    auto ctx = Ctx(absl::Minutes(30));
-    auto reader = stub_->FetchDataset(ctx.get(), req);
-    lathe::v1::FetchDatasetResponse chunk;
-    Sha256 hash;
-    while (reader->Read(&chunk)) {
-      out.write(chunk.data().data(),
-                static_cast<std::streamsize>(chunk.data().size()));
-      hash.Update(chunk.data());
-    }
-    absl::Status s = FromGrpc(reader->Finish());
-    out.close();
-    if (s.ok() && hash.Hex() != ds.sha256()) {
-      s = absl::DataLossError(absl::StrCat(
-          "dataset ", ds.ref(), " arrived with a different SHA-256"));
-    }
-    if (!s.ok()) {
-      ::unlink(tmp.c_str());
-      return s;
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot store ", path));
-  }
+  lathe::v1::FetchDatasetRequest req;
+  req.set_ref(ds.ref());
+  auto ctx = Ctx(absl::Minutes(30));
+  auto reader = stub_->FetchDataset(ctx.get(), req);
+  RETURN_IF_ERROR(StreamToFile(reader.get(), path, ds.sha256(), ds.ref()));
   return path;
 }
 
@@ -456,27 +462,14 @@ absl::StatusOr<std::string> Agent::FetchResumeCheckpoint(
     if (f.name().find('/') != std::string::npos || f.name() == "..") {
       return absl::DataLossError(absl::StrCat("unsafe file name ", f.name()));
     }
-    const std::string path = dest + "/" + f.name();
     lathe::v1::DownloadCheckpointFileRequest req;
     req.set_job_id(a.job_id());
     req.set_checkpoint(absl::StrCat(cp.step()));
     req.set_file(f.name());
     auto ctx = Ctx(absl::Minutes(30));
     auto reader = jobs_->DownloadCheckpointFile(ctx.get(), req);
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    lathe::v1::DownloadCheckpointFileResponse chunk;
-    Sha256 hash;
-    while (reader->Read(&chunk)) {
-      out.write(chunk.data().data(),
-                static_cast<std::streamsize>(chunk.data().size()));
-      hash.Update(chunk.data());
-    }
-    RETURN_IF_ERROR(FromGrpc(reader->Finish()));
-    out.close();
-    if (!out || hash.Hex() != f.sha256()) {
-      return absl::DataLossError(
-          absl::StrCat("checkpoint file ", f.name(), " arrived damaged"));
-    }
+    RETURN_IF_ERROR(StreamToFile(reader.get(), dest + "/" + f.name(),
+                                 f.sha256(), "checkpoint file " + f.name()));
   }
   return dest;
 }
