@@ -39,14 +39,16 @@ using testing::CommandResult;
 using ::testing::HasSubstr;
 using testing::ServerProcess;
 
-// 33 steps (3 epochs of 11 batches: 10% of the rows are held out), a
-// checkpoint every 6 steps.
+// 220 steps (20 epochs of 11 batches: 10% of the rows are held out), a
+// checkpoint every 20 steps. Long enough that a fast machine still gives the
+// tests time to act while the job runs.
+constexpr int kSaveSteps = 20;
 const std::vector<std::string> kJobParams = {
-    "epochs=3",           "batch_size=8", "max_seq_length=16",
-    "learning_rate=2e-3", "save_steps=6", "eval_steps=0",
-    "logging_steps=1",    "seed=7",       "num_threads=2",
+    "epochs=20",          "batch_size=8",  "max_seq_length=16",
+    "learning_rate=2e-3", "save_steps=20", "eval_steps=0",
+    "logging_steps=1",    "seed=7",        "num_threads=2",
     "warmup_ratio=0.1"};
-constexpr int kTotalSteps = 33;
+constexpr int kTotalSteps = 220;
 
 uint64_t FaultSeed() {
   const char* env = std::getenv("LATHE_FAULT_SEED");
@@ -201,7 +203,7 @@ TEST_F(FaultTest, KillNineOfTheTrainingChildIsRetriedAndResumesExactly) {
   std::string why;
   ASSERT_TRUE(server.Start(&why)) << why;
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(7, kTotalSteps - 8));
+  WaitForStep(server, id, KillStep(kSaveSteps + 5, kTotalSteps - 8));
   auto children = testing::ProcessesMatching("jobs/" + id + "/attempt-1");
   ASSERT_FALSE(children.empty());
   // The child is the one whose command line names lathe-train.
@@ -224,7 +226,7 @@ TEST_F(FaultTest, KillNineOfTheAgentRequeuesAndResumesExactly) {
   std::string why;
   ASSERT_TRUE(server.Start(&why)) << why;
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(7, kTotalSteps - 8));
+  WaitForStep(server, id, KillStep(kSaveSteps + 5, kTotalSteps - 8));
   // The agent: its work dir is on its command line; its child dies with it.
   auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
   auto children = testing::ProcessesMatching("jobs/" + id);
@@ -269,7 +271,8 @@ TEST_F(FaultTest, KillNineOfTheAgentDuringACheckpointUploadKeepsEarlierOnes) {
       {"--allow-root", dir_->path(), "--heartbeat-timeout-ms", "2000"});
   // Local workers inherit the environment: the first attempt's upload of
   // the checkpoint at step 12 stalls (fault injection, worker/agent/agent.cc).
-  ::setenv("LATHE_FAULT_STALL_UPLOAD_STEP", "12", 1);
+  ::setenv("LATHE_FAULT_STALL_UPLOAD_STEP",
+           std::to_string(2 * kSaveSteps).c_str(), 1);
   std::string why;
   const bool started = server.Start(&why);
   ::unsetenv("LATHE_FAULT_STALL_UPLOAD_STEP");
@@ -288,7 +291,7 @@ TEST_F(FaultTest, KillNineOfTheAgentDuringACheckpointUploadKeepsEarlierOnes) {
   ASSERT_TRUE(stalled);
   CommandResult cps = server.Cli({"checkpoints", id, "--output", "json"});
   json before = json::parse(cps.out);
-  ASSERT_EQ(before["checkpoints"].size(), 1u) << "the step 6 checkpoint";
+  ASSERT_EQ(before["checkpoints"].size(), 1u) << "the first checkpoint";
   auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
   auto children = testing::ProcessesMatching("jobs/" + id);
   for (pid_t p : agents) {
@@ -296,7 +299,8 @@ TEST_F(FaultTest, KillNineOfTheAgentDuringACheckpointUploadKeepsEarlierOnes) {
       ::kill(p, SIGKILL);
     }
   }
-  // The restarted worker stalls only first attempts: it resumes from step 6.
+  // The restarted worker stalls only first attempts: it resumes from the
+  // first checkpoint.
   ExpectResumedExactly(server, id, 2);
   // No half-written upload is left in the artifact store.
   EXPECT_TRUE(std::filesystem::is_empty(dir.path() + "/artifacts/tmp"));
@@ -308,34 +312,41 @@ TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
   std::string why;
   ASSERT_TRUE(server.Start(&why)) << why;
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(2, 10));
+  WaitForStep(server, id, KillStep(2, 8));
   // checkpoint-now: a checkpoint arrives at a step that is not a save step.
+  // Read from the event log: retention may delete the checkpoint itself.
+  auto jobs = lathe::v1::JobService::NewStub(grpc::CreateChannel(
+      server.grpc_address(), grpc::InsecureChannelCredentials()));
   CommandResult now = server.Cli({"checkpoint-now", id});
   ASSERT_EQ(now.exit_code, 0) << now.err;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  bool off_schedule = false;
-  while (!off_schedule && std::chrono::steady_clock::now() < deadline) {
-    json list =
-        json::parse(server.Cli({"checkpoints", id, "--output", "json"}).out,
-                    nullptr, false);
-    if (!list.is_discarded()) {
-      for (const auto& c : list["checkpoints"]) {
-        off_schedule |= std::stoi(c["step"].get<std::string>()) % 6 != 0;
+  int64_t requested_step = 0;
+  {
+    lathe::v1::WatchJobRequest req;
+    req.set_id(id);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(120));
+    auto reader = jobs->WatchJob(&ctx, req);
+    lathe::v1::WatchJobResponse r;
+    while (requested_step == 0 && reader->Read(&r)) {
+      const auto& cp = r.event().checkpoint();
+      if (r.event().type() == lathe::v1::EVENT_TYPE_CHECKPOINT && !cp.final() &&
+          cp.step() % kSaveSteps != 0) {
+        requested_step = cp.step();
       }
     }
-    if (!off_schedule) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    ctx.TryCancel();
+    reader->Finish();
   }
-  EXPECT_TRUE(off_schedule) << "no requested checkpoint arrived";
+  EXPECT_GT(requested_step, 0) << "no requested checkpoint arrived";
 
-  WaitForStep(server, id, KillStep(14, kTotalSteps - 8));
+  // Pause at once: the job is a few steps past the requested checkpoint.
   CommandResult pause = server.Cli({"pause", id, "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.err;
   json job;
-  while (std::chrono::steady_clock::now() <
-         deadline + std::chrono::seconds(60)) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < deadline) {
     job = json::parse(server.Cli({"get", id, "--output", "json"}).out);
     if (job["state"] == "PAUSED") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));

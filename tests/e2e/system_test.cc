@@ -397,7 +397,7 @@ TEST(WorkerLossTest, JobOfAVanishedWorkerIsRequeuedAndFinishes) {
   WriteSentimentData(dir.path() + "/t.jsonl", 96, 0);
   CommandResult r = server.Cli(
       {"submit", "--task", "text-classification", "--model", "preset:bert-tiny",
-       "--train-data", dir.path() + "/t.jsonl", "--param", "epochs=3",
+       "--train-data", dir.path() + "/t.jsonl", "--param", "epochs=20",
        "--param", "batch_size=8", "--param", "max_seq_length=16", "--param",
        "logging_steps=1", "--param", "eval_steps=0", "--output", "json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
