@@ -18,37 +18,10 @@ namespace lathe {
 namespace {
 
 using ::lathe::testing::FreshDir;
+using ::lathe::testing::RunResult;
 using ::lathe::testing::TinySpec;
+using ::lathe::testing::TrainRun;
 using ::lathe::testing::WriteTinyTask;
-
-struct RunResult {
-  absl::Status status;
-  std::vector<nlohmann::json> events;
-  std::vector<nlohmann::json> OfType(const std::string& type) const {
-    std::vector<nlohmann::json> out;
-    for (const auto& e : events) {
-      if (e["type"] == type) out.push_back(e);
-    }
-    return out;
-  }
-  bool Logged(const std::string& message) const {
-    for (const auto& e : OfType("log")) {
-      if (e["message"] == message) return true;
-    }
-    return false;
-  }
-};
-
-RunResult TrainRun(
-    const TrainSpec& spec, const std::string& out,
-    const std::function<void(const nlohmann::json&)>& also = {}) {
-  RunResult run;
-  run.status = RunTraining(spec, out, [&](const nlohmann::json& e) {
-    run.events.push_back(e);
-    if (also) also(e);
-  });
-  return run;
-}
 
 std::string Bytes(const std::string& path) {
   auto bytes = ReadFile(path);

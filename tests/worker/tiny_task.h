@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -83,6 +84,37 @@ inline TrainSpec TinySpec(const std::string& dir) {
   spec.vocab_path = dir + "/vocab.txt";
   spec.params = {{"num_threads", "1"}, {"seed", "3"}, {"logging_steps", "5"}};
   return spec;
+}
+
+// The outcome of one in-process training run and the events it emitted.
+struct RunResult {
+  absl::Status status;
+  std::vector<nlohmann::json> events;
+  std::vector<nlohmann::json> OfType(const std::string& type) const {
+    std::vector<nlohmann::json> out;
+    for (const auto& e : events) {
+      if (e["type"] == type) out.push_back(e);
+    }
+    return out;
+  }
+  bool Logged(const std::string& message) const {
+    for (const auto& e : OfType("log")) {
+      if (e["message"] == message) return true;
+    }
+    return false;
+  }
+};
+
+// Runs RunTraining, collecting every event; `also` sees each one as well.
+inline RunResult TrainRun(
+    const TrainSpec& spec, const std::string& out,
+    const std::function<void(const nlohmann::json&)>& also = {}) {
+  RunResult run;
+  run.status = RunTraining(spec, out, [&](const nlohmann::json& e) {
+    run.events.push_back(e);
+    if (also) also(e);
+  });
+  return run;
 }
 
 }  // namespace lathe::testing

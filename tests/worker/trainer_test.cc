@@ -13,27 +13,10 @@ namespace lathe {
 namespace {
 
 using ::lathe::testing::FreshDir;
+using ::lathe::testing::RunResult;
 using ::lathe::testing::TinySpec;
+using ::lathe::testing::TrainRun;
 using ::lathe::testing::WriteTinyTask;
-
-struct RunResult {
-  absl::Status status;
-  std::vector<nlohmann::json> events;
-  std::vector<nlohmann::json> OfType(const std::string& type) const {
-    std::vector<nlohmann::json> out;
-    for (const auto& e : events) {
-      if (e["type"] == type) out.push_back(e);
-    }
-    return out;
-  }
-};
-
-RunResult Train(const TrainSpec& spec, const std::string& out) {
-  RunResult run;
-  run.status = RunTraining(
-      spec, out, [&](const nlohmann::json& e) { run.events.push_back(e); });
-  return run;
-}
 
 TEST(TrainerTest, LearnsSeparableTask) {
   const std::string dir = FreshDir("learns");
@@ -45,7 +28,7 @@ TEST(TrainerTest, LearnsSeparableTask) {
   spec.params["validation_split"] = "0.2";
   spec.params["eval_steps"] = "30";
   spec.params["save_steps"] = "40";
-  const RunResult run = Train(spec, dir + "/out");
+  const RunResult run = TrainRun(spec, dir + "/out");
   ASSERT_TRUE(run.status.ok()) << run.status;
 
   const auto train = run.OfType("train");
@@ -98,10 +81,10 @@ TEST(TrainerTest, SameSeedGivesBitwiseEqualWeights) {
   spec.params["batch_size"] = "8";
   spec.params["learning_rate"] = "0.001";
   spec.params["num_threads"] = "2";
-  ASSERT_TRUE(Train(spec, dir + "/a").status.ok());
-  ASSERT_TRUE(Train(spec, dir + "/b").status.ok());
+  ASSERT_TRUE(TrainRun(spec, dir + "/a").status.ok());
+  ASSERT_TRUE(TrainRun(spec, dir + "/b").status.ok());
   spec.params["seed"] = "4";
-  ASSERT_TRUE(Train(spec, dir + "/c").status.ok());
+  ASSERT_TRUE(TrainRun(spec, dir + "/c").status.ok());
   const auto a = ReadFile(dir + "/a/checkpoint-4/model.safetensors");
   const auto b = ReadFile(dir + "/b/checkpoint-4/model.safetensors");
   const auto c = ReadFile(dir + "/c/checkpoint-4/model.safetensors");
@@ -116,7 +99,7 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
   {
     TrainSpec spec = TinySpec(dir);
     spec.params["epochs"] = "0";
-    const RunResult run = Train(spec, dir + "/out");
+    const RunResult run = TrainRun(spec, dir + "/out");
     EXPECT_EQ(run.status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(ExitCodeForStatus(run.status), 2);
   }
@@ -124,7 +107,7 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     TrainSpec spec = TinySpec(dir);
     spec.model_config.reset();
     spec.model = "preset:bert-huge";
-    const RunResult run = Train(spec, dir + "/out");
+    const RunResult run = TrainRun(spec, dir + "/out");
     EXPECT_EQ(run.status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(std::string(run.status.message()).find("bert-huge"),
               std::string::npos);
@@ -133,7 +116,7 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     TrainSpec spec = TinySpec(dir);
     spec.model_config.reset();
     spec.model = dir + "/no-such-model";
-    EXPECT_EQ(Train(spec, dir + "/out").status.code(),
+    EXPECT_EQ(TrainRun(spec, dir + "/out").status.code(),
               absl::StatusCode::kInvalidArgument);
   }
   {
@@ -142,7 +125,7 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     TrainSpec spec = TinySpec(dir);
     spec.train_data = dir + "/bad.jsonl";
     spec.train_name = "bad.jsonl";
-    const RunResult run = Train(spec, dir + "/out");
+    const RunResult run = TrainRun(spec, dir + "/out");
     EXPECT_EQ(run.status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(std::string(run.status.message()),
               "bad.jsonl:2: field \"text\" is not a string");
@@ -153,7 +136,7 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     TrainSpec spec = TinySpec(dir);
     spec.validation_data = dir + "/val.jsonl";
     spec.validation_name = "val.jsonl";
-    const RunResult run = Train(spec, dir + "/out");
+    const RunResult run = TrainRun(spec, dir + "/out");
     EXPECT_EQ(run.status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(std::string(run.status.message()).find("\"meh\""),
               std::string::npos);
@@ -162,7 +145,7 @@ TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
     TrainSpec spec = TinySpec(dir);
     spec.device = "cuda:0";
     spec.params["max_steps"] = "1";
-    const RunResult run = Train(spec, dir + "/out");
+    const RunResult run = TrainRun(spec, dir + "/out");
     // A CPU LibTorch refuses with a clear message; a CUDA build may train.
     if (!run.status.ok()) {
       EXPECT_NE(std::string(run.status.message()).find("CUDA"),
