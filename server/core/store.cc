@@ -134,6 +134,20 @@ absl::StatusOr<M> Parse(const std::string& bytes, const char* what) {
   return m;
 }
 
+// Every row's column 0 parsed as an M, in order.
+template <typename M>
+absl::StatusOr<std::vector<M>> ParseRows(Stmt& st, const char* what) {
+  RETURN_IF_ERROR(st.status());
+  std::vector<M> out;
+  int rc;
+  while ((rc = st.Step()) == SQLITE_ROW) {
+    ASSIGN_OR_RETURN(M m, Parse<M>(st.Blob(0), what));
+    out.push_back(std::move(m));
+  }
+  if (rc != SQLITE_DONE) return st.StepError();
+  return out;
+}
+
 }  // namespace
 
 int64_t NowMs() {
@@ -367,14 +381,7 @@ absl::StatusOr<std::vector<Event>> Store::EventsAfter(const std::string& job_id,
   st.Bind(1, job_id);
   st.Bind(2, after_seq);
   st.Bind(3, static_cast<int64_t>(limit));
-  std::vector<Event> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    ASSIGN_OR_RETURN(Event e, Parse<Event>(st.Blob(0), "event"));
-    out.push_back(std::move(e));
-  }
-  if (rc != SQLITE_DONE) return st.StepError();
-  return out;
+  return ParseRows<Event>(st, "event");
 }
 
 absl::Status Store::RecordAttemptStart(const std::string& job_id, int attempt,
@@ -481,13 +488,8 @@ absl::StatusOr<int64_t> Store::StoredBytes() {
     total += st.Int(0);
   }
   Stmt st(db_, "SELECT data FROM datasets");
-  RETURN_IF_ERROR(st.status());
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    ASSIGN_OR_RETURN(Dataset d, Parse<Dataset>(st.Blob(0), "dataset"));
-    total += d.size();
-  }
-  if (rc != SQLITE_DONE) return st.StepError();
+  ASSIGN_OR_RETURN(auto datasets, ParseRows<Dataset>(st, "dataset"));
+  for (const Dataset& d : datasets) total += d.size();
   return total;
 }
 
@@ -511,14 +513,7 @@ absl::StatusOr<std::vector<Checkpoint>> Store::Checkpoints(
   Stmt st(db_, "SELECT data FROM checkpoints WHERE job_id=?1 ORDER BY step");
   RETURN_IF_ERROR(st.status());
   st.Bind(1, job_id);
-  std::vector<Checkpoint> out;
-  int rc;
-  while ((rc = st.Step()) == SQLITE_ROW) {
-    ASSIGN_OR_RETURN(Checkpoint c, Parse<Checkpoint>(st.Blob(0), "checkpoint"));
-    out.push_back(std::move(c));
-  }
-  if (rc != SQLITE_DONE) return st.StepError();
-  return out;
+  return ParseRows<Checkpoint>(st, "checkpoint");
 }
 
 absl::Status Store::PutDataset(const Dataset& dataset) {
