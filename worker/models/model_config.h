@@ -1,0 +1,113 @@
+// The architecture hyperparameters of every model family Lathe implements,
+// read from and written to Hugging Face config.json files. No LibTorch.
+#ifndef LATHE_WORKER_MODELS_MODEL_CONFIG_H_
+#define LATHE_WORKER_MODELS_MODEL_CONFIG_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace lathe {
+
+enum class Architecture {
+  kBert,        // model_type "bert"
+  kRoberta,     // "roberta" (and "xlm-roberta", "camembert")
+  kDistilBert,  // "distilbert"
+  kGpt2,        // "gpt2"
+  kLlama,       // "llama", "mistral", "qwen2" (RMSNorm, rotary, SwiGLU, GQA)
+};
+
+// model_type for config.json ("bert", ...).
+std::string ArchitectureName(Architecture a);
+
+// One flat struct for all families; the family's config.json key names are
+// mapped on read and written back on save (GPT-2's n_embd, DistilBERT's dim,
+// ...). Fields a family does not use keep their defaults.
+struct ModelConfig {
+  Architecture architecture = Architecture::kBert;
+  std::string model_type = "bert";  // As read: "qwen2", "mistral", ...
+
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t num_key_value_heads = 12;  // Llama family (GQA); = heads otherwise
+  int64_t intermediate_size = 3072;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;  // BERT, RoBERTa (1)
+  // "gelu" (erf), "gelu_new"/"gelu_pytorch_tanh" (tanh form), "relu",
+  // "silu"/"swish", "quick_gelu".
+  std::string hidden_act = "gelu";
+  double layer_norm_eps = 1e-12;  // LayerNorm or RMSNorm epsilon
+  double hidden_dropout = 0.1;
+  double attention_dropout = 0.1;
+  double classifier_dropout = 0.1;  // Head dropout (seq_classif_dropout, ...)
+  double initializer_range = 0.02;
+  // BERT/RoBERTa: "absolute"; RoBERTa positions start at pad_token_id + 1.
+  // DistilBERT: sinusoidal_pos_embds. Llama: rotary with rope_theta.
+  bool sinusoidal_positions = false;
+  double rope_theta = 10000.0;
+  // Llama family: bias on q/k/v projections (Qwen2: true) and on o_proj and
+  // the MLP (false for all published ones).
+  bool attention_bias = false;
+  bool mlp_bias = false;
+  // Optional head_dim override (some Llama-family configs); 0: hidden/heads.
+  int64_t head_dim = 0;
+  bool tie_word_embeddings = false;  // GPT-2 true; Llama configs say
+  std::optional<int64_t> pad_token_id;
+  std::optional<int64_t> bos_token_id;
+  std::optional<int64_t> eos_token_id;
+
+  // Class names by index (id2label); size() is num_labels.
+  std::vector<std::string> id2label;
+  // The "architectures" entry as read (e.g. "BertForMaskedLM"); on save the
+  // head that was trained decides it.
+  std::vector<std::string> architectures;
+  // Every key of the original config.json, so fields Lathe does not use
+  // survive a load/save round trip. ToJson() starts from it.
+  nlohmann::json original = nlohmann::json::object();
+
+  int64_t num_labels() const { return static_cast<int64_t>(id2label.size()); }
+  int64_t EffectiveHeadDim() const {
+    return head_dim > 0 ? head_dim : hidden_size / num_attention_heads;
+  }
+
+  // INVALID_ARGUMENT naming the field for non-positive sizes, heads that do
+  // not divide the hidden size (or KV heads that do not divide the heads),
+  // dropouts outside [0, 1), or an unsupported activation.
+  absl::Status Validate() const;
+
+  // Parses config.json. model_type decides the family; INVALID_ARGUMENT
+  // naming the field for a missing or malformed value, and naming the
+  // model_type when the family is not implemented.
+  static absl::StatusOr<ModelConfig> FromJson(const nlohmann::json& j);
+  static absl::StatusOr<ModelConfig> FromFile(const std::string& path);
+  // config.json in the family's own key names with `architectures` set to
+  // `architecture_class` (e.g. "GPT2ForSequenceClassification"),
+  // id2label/label2id, and every other original key kept.
+  nlohmann::json ToJson(const std::string& architecture_class) const;
+};
+
+// A built-in random-initialisation model and the tokenizer it uses.
+struct Preset {
+  std::string name;           // "preset:bert-tiny"
+  std::string tokenizer_dir;  // Under the assets dir: "bert-base-uncased"
+  std::string description;
+  ModelConfig config;
+};
+
+// Every preset, for `lathe models list`: preset:bert-tiny (2 layers, hidden
+// 128), preset:bert-mini (4 layers, hidden 256), preset:gpt2-tiny,
+// preset:llama-tiny (each with its family's real tokenizer and vocabulary).
+const std::vector<Preset>& Presets();
+// INVALID_ARGUMENT naming the known presets for an unknown name.
+absl::StatusOr<Preset> FindPreset(const std::string& name);
+
+}  // namespace lathe
+
+#endif  // LATHE_WORKER_MODELS_MODEL_CONFIG_H_
