@@ -1,11 +1,19 @@
 #include "common/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <set>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
@@ -109,34 +117,29 @@ absl::Status WriteSafetensors(
   return WriteFileAtomic(path, out);
 }
 
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
-    const std::string& path) {
-  ASSIGN_OR_RETURN(std::string contents, ReadFile(path));
-  return Parse(std::move(contents), path);
-}
-
-absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
-    std::string contents, const std::string& display_name) {
+absl::Status SafetensorsFile::ParseInto(SafetensorsFile* file,
+                                        const char* bytes, uint64_t size,
+                                        const std::string& display_name) {
   auto bad = [&](const std::string& msg) {
     return absl::InvalidArgumentError(
         absl::StrCat(display_name, ": invalid safetensors file: ", msg));
   };
-  if (contents.size() < 8) return bad("shorter than the 8-byte header length");
+  if (size < 8) return bad("shorter than the 8-byte header length");
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) {
-    header_len |= static_cast<uint64_t>(static_cast<uint8_t>(contents[i]))
+    header_len |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[i]))
                   << (8 * i);
   }
   if (header_len > kMaxHeaderBytes) {
     return bad(absl::StrCat("header of ", header_len,
                             " bytes exceeds the 100 MB limit"));
   }
-  if (header_len > contents.size() - 8) {
+  if (header_len > size - 8) {
     return bad(absl::StrCat("header length ", header_len,
-                            " runs past the end of the file (", contents.size(),
+                            " runs past the end of the file (", size,
                             " bytes)"));
   }
-  const std::string_view header_text(contents.data() + 8, header_len);
+  const std::string_view header_text(bytes + 8, header_len);
   std::set<std::string> top_keys;
   std::string duplicate;
   nlohmann::json::parser_callback_t note_keys =
@@ -162,9 +165,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
   if (!duplicate.empty()) {
     return bad(absl::StrCat("duplicate tensor name \"", duplicate, "\""));
   }
-  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
   const uint64_t data_start = 8 + header_len;
-  const uint64_t data_size = contents.size() - data_start;
+  const uint64_t data_size = size - data_start;
   std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> spans;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
@@ -223,8 +225,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
                               t.dtype, " does not match ", end - begin,
                               " bytes of data"));
     }
-    t.data =
-        reinterpret_cast<const uint8_t*>(contents.data()) + data_start + begin;
+    t.data = reinterpret_cast<const uint8_t*>(bytes) + data_start + begin;
     t.nbytes = end - begin;
     spans.push_back({{begin, end}, name});
     file->tensors_.emplace(name, std::move(t));
@@ -246,22 +247,187 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
     return bad(absl::StrCat(data_size - expect,
                             " trailing bytes after the last tensor"));
   }
-  // Tensor pointers point into contents_; moving a std::string may move its
-  // buffer, so the file takes ownership before pointers are handed out and
-  // the pointers are rebased onto the stored buffer.
-  const char* old_base = contents.data();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Parse(
+    std::string contents, const std::string& display_name) {
+  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
+  // The file owns the bytes before any pointer into them is taken.
   file->contents_ = std::move(contents);
-  for (auto& [name, t] : file->tensors_) {
-    t.data = reinterpret_cast<const uint8_t*>(file->contents_.data()) +
-             (reinterpret_cast<const char*>(t.data) - old_base);
-  }
+  RETURN_IF_ERROR(ParseInto(file.get(), file->contents_.data(),
+                            file->contents_.size(), display_name));
   return file;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
+    const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    const std::string msg =
+        absl::StrCat("cannot open ", path, ": ", std::strerror(err));
+    return err == ENOENT ? absl::NotFoundError(msg)
+                         : absl::PermissionDeniedError(msg);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": not a regular file"));
+  }
+  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > 0) {
+    // Mapped, not read: a multi-gigabyte checkpoint costs page cache only,
+    // and only the pages of tensors actually copied out are touched.
+    void* mapping = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (mapping == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      return absl::InternalError(
+          absl::StrCat("cannot map ", path, ": ", std::strerror(err)));
+    }
+    file->mapping_ = mapping;
+    file->mapping_size_ = size;
+  }
+  ::close(fd);
+  RETURN_IF_ERROR(ParseInto(
+      file.get(), static_cast<const char*>(file->mapping_), size, path));
+  return file;
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (mapping_ != nullptr) ::munmap(mapping_, mapping_size_);
 }
 
 const SafetensorsFile::Tensor* SafetensorsFile::Find(
     const std::string& name) const {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : &it->second;
+}
+
+const SafetensorsModel::Entry* SafetensorsModel::Find(
+    const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+absl::Status CheckNoPickleWeights(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> found;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if ((absl::StartsWith(name, "pytorch_model") &&
+         absl::EndsWith(name, ".bin")) ||
+        absl::EndsWith(name, ".pt") || absl::EndsWith(name, ".pth") ||
+        absl::EndsWith(name, ".ckpt") || absl::EndsWith(name, ".pkl")) {
+      found.push_back(name);
+    }
+  }
+  if (found.empty()) return absl::OkStatus();
+  std::sort(found.begin(), found.end());
+  return absl::InvalidArgumentError(absl::StrCat(
+      dir, "/", found.front(),
+      ": pickle checkpoints are never loaded, because unpickling can run "
+      "arbitrary code; convert the weights to model.safetensors (for "
+      "example with the safetensors library's convert script, or "
+      "save_pretrained(..., safe_serialization=True)) and retry"));
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsModel>> SafetensorsModel::Open(
+    const std::string& dir) {
+  auto model = std::unique_ptr<SafetensorsModel>(new SafetensorsModel());
+  const std::string single = dir + "/model.safetensors";
+  const std::string index_path = dir + "/model.safetensors.index.json";
+  if (PathExists(single)) {
+    ASSIGN_OR_RETURN(auto file, SafetensorsFile::Open(single));
+    for (const auto& [name, t] : file->tensors()) {
+      model->tensors_[name] = Entry{&t, single};
+    }
+    model->files_.push_back(std::move(file));
+    model->source_ = single;
+    return model;
+  }
+  if (!PathExists(index_path)) {
+    RETURN_IF_ERROR(CheckNoPickleWeights(dir));
+    return absl::NotFoundError(absl::StrCat(
+        dir,
+        " has neither model.safetensors nor model.safetensors.index.json"));
+  }
+  model->source_ = index_path;
+  auto bad = [&](const std::string& msg) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_path, ": invalid shard index: ", msg));
+  };
+  ASSIGN_OR_RETURN(int64_t index_size, FileSize(index_path));
+  if (static_cast<uint64_t>(index_size) > kMaxHeaderBytes) {
+    return bad(absl::StrCat(index_size, " bytes exceeds the 100 MB limit"));
+  }
+  ASSIGN_OR_RETURN(std::string index_text, ReadFile(index_path));
+  nlohmann::json index;
+  try {
+    index = nlohmann::json::parse(index_text);
+  } catch (const nlohmann::json::exception& e) {
+    return bad(absl::StrCat("not valid JSON: ", e.what()));
+  }
+  if (!index.is_object() || !index.contains("weight_map") ||
+      !index["weight_map"].is_object()) {
+    return bad("missing object \"weight_map\"");
+  }
+  // Shard -> the tensors the index places in it.
+  std::map<std::string, std::vector<std::string>> shards;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end();
+       ++it) {
+    if (!it.value().is_string()) {
+      return bad(
+          absl::StrCat("weight_map[\"", it.key(), "\"] is not a string"));
+    }
+    const std::string shard = it.value().get<std::string>();
+    // Shards are siblings of the index: no paths that leave the directory.
+    if (shard.empty() || shard == "." || shard == ".." ||
+        shard.find('/') != std::string::npos ||
+        shard.find('\\') != std::string::npos) {
+      return bad(absl::StrCat("tensor \"", it.key(), "\" names shard \"", shard,
+                              "\", which is not a plain file name"));
+    }
+    shards[shard].push_back(it.key());
+  }
+  if (shards.empty()) return bad("weight_map is empty");
+  for (const auto& [shard, names] : shards) {
+    const std::string path = dir + "/" + shard;
+    if (!PathExists(path)) {
+      return bad(absl::StrCat("shard \"", shard, "\" (holding \"",
+                              names.front(), "\") does not exist"));
+    }
+    auto file = SafetensorsFile::Open(path);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat(index_path, ": shard \"", shard,
+                                       "\": ", file.status().message()));
+    }
+    for (const std::string& name : names) {
+      if ((*file)->Find(name) == nullptr) {
+        return bad(absl::StrCat("tensor \"", name, "\" is listed in shard \"",
+                                shard, "\" but the shard does not hold it"));
+      }
+    }
+    for (const auto& [name, t] : (*file)->tensors()) {
+      auto [pos, inserted] = model->tensors_.emplace(name, Entry{&t, path});
+      if (!inserted) {
+        return bad(absl::StrCat("tensor \"", name, "\" is in two shards (",
+                                pos->second.file, " and ", path, ")"));
+      }
+    }
+    model->files_.push_back(*std::move(file));
+  }
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsModel>> OpenSafetensorsModel(
+    const std::string& dir) {
+  return SafetensorsModel::Open(dir);
 }
 
 }  // namespace lathe

@@ -193,7 +193,170 @@ TEST(SafetensorsTest, BadMetadata) {
 }
 
 TEST(SafetensorsTest, MissingFileIsAnError) {
-  EXPECT_FALSE(SafetensorsFile::Open(TempPath("does_not_exist")).ok());
+  const auto file = SafetensorsFile::Open(TempPath("does_not_exist"));
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
+}
+
+// Open() maps the file; a malformed file on disk fails the same checks as
+// Parse() and names the path.
+TEST(SafetensorsTest, OpenValidatesMappedFile) {
+  const std::string path = TempPath("mapped_bad.safetensors");
+  ASSERT_TRUE(
+      WriteFileAtomic(path, RawFile(R"({"a":{"dtype":"F32","shape":[2],)"
+                                    R"("data_offsets":[0,8]}})",
+                                    "1234"))
+          .ok());
+  const auto file = SafetensorsFile::Open(path);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(file.status().message().find(path), std::string::npos)
+      << file.status();
+  EXPECT_NE(file.status().message().find("out of bounds"), std::string::npos)
+      << file.status();
+
+  const std::string empty = TempPath("mapped_empty.safetensors");
+  ASSERT_TRUE(WriteFileAtomic(empty, "").ok());
+  const auto e = SafetensorsFile::Open(empty);
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(e.status().message().find("shorter"), std::string::npos);
+}
+
+// A fresh, empty directory for one test.
+std::string TempDir(const std::string& name) {
+  const std::string dir = TempPath(name);
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+void WriteF32(const std::string& path, const std::vector<std::string>& names) {
+  static const std::vector<float> data = {1, 2, 3, 4};
+  std::vector<TensorView> views;
+  for (const std::string& n : names) {
+    views.push_back({n, "F32", {2, 2}, data.data(), 16});
+  }
+  ASSERT_TRUE(WriteSafetensors(path, views, {{"format", "pt"}}).ok());
+}
+
+void WriteIndex(const std::string& dir, const std::string& weight_map) {
+  ASSERT_TRUE(WriteFileAtomic(dir + "/model.safetensors.index.json",
+                              R"({"metadata":{"total_size":48},)"
+                              R"("weight_map":)" +
+                                  weight_map + "}")
+                  .ok());
+}
+
+void ExpectIndexError(const std::string& dir, const std::string& fragment) {
+  const auto model = OpenSafetensorsModel(dir);
+  ASSERT_FALSE(model.ok()) << "expected failure mentioning " << fragment;
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string msg(model.status().message());
+  EXPECT_NE(msg.find("model.safetensors.index.json"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
+}
+
+TEST(SafetensorsModelTest, SingleFile) {
+  const std::string dir = TempDir("model_single");
+  WriteF32(dir + "/model.safetensors", {"a", "b"});
+  const auto model = OpenSafetensorsModel(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->tensors().size(), 2u);
+  ASSERT_NE((*model)->Find("b"), nullptr);
+  EXPECT_EQ((*model)->Find("b")->tensor->shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ((*model)->Find("zzz"), nullptr);
+}
+
+TEST(SafetensorsModelTest, Sharded) {
+  const std::string dir = TempDir("model_sharded");
+  WriteF32(dir + "/model-00001-of-00002.safetensors", {"a", "b"});
+  WriteF32(dir + "/model-00002-of-00002.safetensors", {"c"});
+  WriteIndex(dir, R"({"a":"model-00001-of-00002.safetensors",)"
+                  R"("b":"model-00001-of-00002.safetensors",)"
+                  R"("c":"model-00002-of-00002.safetensors"})");
+  const auto model = OpenSafetensorsModel(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ((*model)->tensors().size(), 3u);
+  const auto* c = (*model)->Find("c");
+  ASSERT_NE(c, nullptr);
+  EXPECT_NE(c->file.find("model-00002-of-00002"), std::string::npos);
+  std::vector<float> back(4);
+  std::memcpy(back.data(), c->tensor->data, 16);
+  EXPECT_EQ(back, (std::vector<float>{1, 2, 3, 4}));
+}
+
+TEST(SafetensorsModelTest, IndexNamesMissingShard) {
+  const std::string dir = TempDir("model_missing_shard");
+  WriteF32(dir + "/s1.safetensors", {"a"});
+  WriteIndex(dir, R"({"a":"s1.safetensors","b":"s2.safetensors"})");
+  ExpectIndexError(dir, "s2.safetensors");
+}
+
+TEST(SafetensorsModelTest, IndexListsTensorAbsentFromShard) {
+  const std::string dir = TempDir("model_absent_tensor");
+  WriteF32(dir + "/s1.safetensors", {"a"});
+  WriteIndex(dir, R"({"a":"s1.safetensors","ghost":"s1.safetensors"})");
+  ExpectIndexError(dir, "\"ghost\"");
+}
+
+TEST(SafetensorsModelTest, TensorInTwoShards) {
+  const std::string dir = TempDir("model_two_shards");
+  WriteF32(dir + "/s1.safetensors", {"a", "b"});
+  WriteF32(dir + "/s2.safetensors", {"b"});
+  WriteIndex(dir, R"({"a":"s1.safetensors","b":"s2.safetensors"})");
+  ExpectIndexError(dir, "two shards");
+}
+
+TEST(SafetensorsModelTest, ShardOutsideDirectory) {
+  const std::string dir = TempDir("model_escape");
+  WriteIndex(dir, R"({"a":"../elsewhere.safetensors"})");
+  ExpectIndexError(dir, "plain file name");
+}
+
+TEST(SafetensorsModelTest, IndexNotJson) {
+  const std::string dir = TempDir("model_bad_index");
+  ASSERT_TRUE(
+      WriteFileAtomic(dir + "/model.safetensors.index.json", "{nope").ok());
+  ExpectIndexError(dir, "not valid JSON");
+  WriteIndex(dir, "[]");
+  ExpectIndexError(dir, "weight_map");
+}
+
+TEST(SafetensorsModelTest, MalformedShardNamesIndexAndShard) {
+  const std::string dir = TempDir("model_bad_shard");
+  ASSERT_TRUE(WriteFileAtomic(dir + "/s1.safetensors", "abc").ok());
+  WriteIndex(dir, R"({"a":"s1.safetensors"})");
+  ExpectIndexError(dir, "s1.safetensors");
+}
+
+TEST(SafetensorsModelTest, PickleRefusedWithConvertMessage) {
+  for (const std::string name : {"pytorch_model.bin", "weights.pt", "model.pth",
+                                 "last.ckpt", "state.pkl"}) {
+    const std::string dir = TempDir("model_pickle");
+    ASSERT_TRUE(WriteFileAtomic(dir + "/" + name, "\x80\x02}q\x00.").ok());
+    EXPECT_EQ(CheckNoPickleWeights(dir).code(),
+              absl::StatusCode::kInvalidArgument);
+    const auto model = OpenSafetensorsModel(dir);
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string msg(model.status().message());
+    EXPECT_NE(msg.find(name), std::string::npos) << msg;
+    EXPECT_NE(msg.find("convert"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("safetensors"), std::string::npos) << msg;
+  }
+}
+
+TEST(SafetensorsModelTest, SafetensorsPreferredOverPickle) {
+  const std::string dir = TempDir("model_both");
+  WriteF32(dir + "/model.safetensors", {"a"});
+  ASSERT_TRUE(WriteFileAtomic(dir + "/pytorch_model.bin", "x").ok());
+  EXPECT_TRUE(OpenSafetensorsModel(dir).ok());
+}
+
+TEST(SafetensorsModelTest, NoWeightsIsNotFound) {
+  const std::string dir = TempDir("model_empty");
+  EXPECT_TRUE(CheckNoPickleWeights(dir).ok());
+  EXPECT_EQ(OpenSafetensorsModel(dir).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 }  // namespace
