@@ -3,7 +3,10 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +28,73 @@ Client::Client(const std::string& target) {
       target, grpc::InsecureChannelCredentials(), args);
   jobs_ = lathe::v1::JobService::NewStub(channel);
   datasets_ = lathe::v1::DatasetService::NewStub(channel);
+  models_ = lathe::v1::ModelService::NewStub(channel);
+}
+
+absl::StatusOr<lathe::v1::PushModelResponse> Client::PushModel(
+    const std::string& dir, const std::string& name, bool replace,
+    const std::function<void(const std::string&, int64_t, int64_t)>& progress) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    return absl::NotFoundError(absl::StrCat(dir, " is not a directory"));
+  }
+  // Relative paths, sorted, with their sizes and digests.
+  std::vector<lathe::v1::ModelFile> files;
+  int64_t total = 0;
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file()) continue;
+    const std::string rel = fs::relative(it->path(), dir).generic_string();
+    if (rel == "trainer_state.json" || rel == "training_state.safetensors") {
+      continue;  // a checkpoint's training state is not part of a model
+    }
+    lathe::v1::ModelFile f;
+    f.set_path(rel);
+    ASSIGN_OR_RETURN(int64_t size, FileSize(it->path().string()));
+    ASSIGN_OR_RETURN(std::string sha, Sha256File(it->path().string()));
+    f.set_size(size);
+    f.set_sha256(sha);
+    total += size;
+    files.push_back(std::move(f));
+  }
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot list ", dir, ": ", ec.message()));
+  }
+  std::sort(files.begin(), files.end(),
+            [](const auto& a, const auto& b) { return a.path() < b.path(); });
+  grpc::ClientContext ctx;
+  lathe::v1::PushModelResponse resp;
+  auto writer = models_->PushModel(&ctx, &resp);
+  lathe::v1::PushModelRequest msg;
+  msg.set_name(name);
+  msg.set_replace(replace);
+  bool open = writer->Write(msg);
+  std::string buf(1 << 20, '\0');
+  int64_t sent = 0;
+  for (const auto& f : files) {
+    if (!open) break;
+    std::ifstream in(dir + "/" + f.path(), std::ios::binary);
+    if (!in) {
+      ctx.TryCancel();
+      return absl::NotFoundError(absl::StrCat("cannot open ", f.path()));
+    }
+    bool first = true;
+    while (open && (first || in)) {
+      in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+      lathe::v1::PushModelRequest chunk;
+      if (first) *chunk.mutable_file() = f;
+      first = false;
+      chunk.set_chunk(buf.data(), static_cast<size_t>(in.gcount()));
+      sent += in.gcount();
+      open = writer->Write(chunk);
+      if (progress) progress(f.path(), sent, total);
+    }
+  }
+  writer->WritesDone();
+  RETURN_IF_ERROR(FromGrpc(writer->Finish()));
+  return resp;
 }
 
 absl::StatusOr<lathe::v1::Dataset> Client::UploadDataset(

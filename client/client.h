@@ -22,10 +22,20 @@ class Client {
 
   lathe::v1::JobService::Stub& jobs() { return *jobs_; }
   lathe::v1::DatasetService::Stub& datasets() { return *datasets_; }
+  lathe::v1::ModelService::Stub& models() { return *models_; }
 
   // Streams a local file to the server and returns its dataset reference.
   absl::StatusOr<lathe::v1::Dataset> UploadDataset(const std::string& path,
                                                    const std::string& name);
+  // Pushes every regular file under `dir` (recursively; training-state
+  // files of a checkpoint, trainer_state.json and training_state.safetensors,
+  // are left out) to the model store as `name`. Files are hashed, then
+  // streamed in 1 MiB chunks; no file is held in memory. `progress` is told
+  // (path, bytes sent of the whole model, total bytes) as chunks go out.
+  absl::StatusOr<lathe::v1::PushModelResponse> PushModel(
+      const std::string& dir, const std::string& name, bool replace,
+      const std::function<void(const std::string&, int64_t, int64_t)>&
+          progress);
   // Turns a --train-data argument into a reference the server accepts: a
   // local file is uploaded; dataset: refs and file:// URIs pass through.
   absl::StatusOr<std::string> ResolveData(const std::string& arg);
@@ -44,6 +54,7 @@ class Client {
                             const std::string& dest);
   std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
   std::unique_ptr<lathe::v1::DatasetService::Stub> datasets_;
+  std::unique_ptr<lathe::v1::ModelService::Stub> models_;
 };
 
 }  // namespace lathe::client

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -33,7 +34,13 @@ Commands:
          [--label KEY=VALUE ...] [--request-id ID] [--priority N]
          [--max-attempts N] [--devices N] [--min-device-memory-mb MB]
                              submit a job; DATA is a local file (uploaded),
-                             a dataset:<sha256> reference or a file:// URI
+                             a dataset:<sha256> reference or a file:// URI;
+                             MODEL is a stored model's name, a preset
+                             (preset:bert-tiny, preset:bert-mini,
+                             preset:gpt2-tiny, preset:llama-tiny), job:ID
+                             (that job's best checkpoint), job:ID@STEP, or
+                             an absolute directory path / file:// URI the
+                             server may read
   list [--state STATE ...] [--owner NAME] [--page-size N] [--page-token T]
   get JOB                    show a job
   watch JOB [--after-seq N]  follow a job live until it ends
@@ -49,6 +56,12 @@ Commands:
   download JOB --dest DIR [--checkpoint latest|best|STEP]
                              download a checkpoint and verify its SHA-256s
   datasets upload FILE [--name NAME]
+  models push DIR --name NAME [--replace]
+                             store a model directory (config.json and
+                             model.safetensors; no pickles) under NAME
+  models list                stored models (name, digest, size, created)
+                             and the presets
+  models delete NAME         remove NAME; jobs already submitted still run
 
 The server is --server, else $LATHE_SERVER, else 127.0.0.1:50051.
 --output json prints protobuf's JSON mapping with the proto field names.
@@ -82,7 +95,7 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       if (eq != std::string::npos) {
         value = name.substr(eq + 1);
         name = name.substr(0, eq);
-      } else if (name == "help") {
+      } else if (name == "help" || name == "replace") {
         value = "1";
       } else if (i + 1 < argc) {
         value = argv[++i];
@@ -498,6 +511,93 @@ int Download(Client& c, const Args& a, const std::string& id) {
   return 0;
 }
 
+std::string FormatBytes(int64_t n) {
+  if (n >= (int64_t{1} << 30))
+    return absl::StrFormat("%.1f GiB", n / 1073741824.0);
+  if (n >= (1 << 20)) return absl::StrFormat("%.1f MiB", n / 1048576.0);
+  if (n >= (1 << 10)) return absl::StrFormat("%.1f KiB", n / 1024.0);
+  return absl::StrCat(n, " B");
+}
+
+int Models(Client& c, const Args& a) {
+  const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
+  if (sub == "push" && a.positional.size() == 3) {
+    const std::string name = a.Get("name");
+    if (name.empty()) {
+      std::cerr << "lathe: models push needs --name NAME\n";
+      return 2;
+    }
+    int last_percent = -1;
+    auto resp = c.PushModel(
+        a.positional[2], name, !a.Get("replace").empty(),
+        [&](const std::string& path, int64_t sent, int64_t total) {
+          const int percent =
+              total > 0 ? static_cast<int>(sent * 100 / total) : 100;
+          if (percent == last_percent) return;
+          last_percent = percent;
+          std::cerr << "\rpushing " << name << ": " << percent << "% ("
+                    << FormatBytes(sent) << " of " << FormatBytes(total) << ") "
+                    << path << "\x1b[K" << std::flush;
+        });
+    if (last_percent >= 0) std::cerr << "\n";
+    if (!resp.ok()) return Fail(resp.status());
+    if (json_output) {
+      std::cout << ToJson(*resp) << "\n";
+    } else {
+      const auto& m = resp->model();
+      std::cout << (resp->created() ? "stored " : "unchanged ") << m.name()
+                << "  " << m.digest() << "  " << m.files_size() << " files  "
+                << FormatBytes(m.size()) << "\n";
+    }
+    return 0;
+  }
+  if (sub == "list" && a.positional.size() == 2) {
+    lathe::v1::ListModelsResponse resp;
+    auto ctx = Ctx();
+    auto s = FromGrpc(c.models().ListModels(
+        ctx.get(), lathe::v1::ListModelsRequest(), &resp));
+    if (!s.ok()) return Fail(s);
+    if (json_output) {
+      std::cout << ToJson(resp) << "\n";
+      return 0;
+    }
+    std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", "NAME", "DIGEST",
+                                 "SIZE", "CREATED");
+    for (const auto& m : resp.models()) {
+      const std::time_t t = static_cast<std::time_t>(m.create_time_ms() / 1000);
+      char when[32] = {0};
+      std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
+                    std::localtime(&t));
+      std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", m.name(),
+                                   m.digest().substr(0, 16),
+                                   FormatBytes(m.size()), when);
+    }
+    for (const auto& p : resp.presets()) {
+      std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", p.name(),
+                                   "(preset)", "-", p.description());
+    }
+    return 0;
+  }
+  if (sub == "delete" && a.positional.size() == 3) {
+    lathe::v1::DeleteModelRequest req;
+    req.set_name(a.positional[2]);
+    lathe::v1::DeleteModelResponse resp;
+    auto ctx = Ctx();
+    auto s = FromGrpc(c.models().DeleteModel(ctx.get(), req, &resp));
+    if (!s.ok()) return Fail(s);
+    if (json_output) {
+      std::cout << ToJson(resp) << "\n";
+    } else {
+      std::cout << "deleted " << resp.model().name() << "  "
+                << resp.model().digest() << "\n";
+    }
+    return 0;
+  }
+  std::cerr << "lathe: usage: lathe models push DIR --name NAME [--replace] | "
+               "models list | models delete NAME\n";
+  return 2;
+}
+
 int Main(int argc, char** argv) {
   auto parsed = ParseArgs(argc, argv);
   if (!parsed.ok()) return Fail(parsed.status());
@@ -523,6 +623,7 @@ int Main(int argc, char** argv) {
   };
   if (cmd == "submit") return Submit(c, a);
   if (cmd == "list") return List(c, a);
+  if (cmd == "models") return Models(c, a);
   if (cmd == "datasets") {
     if (a.positional.size() != 3 || a.positional[1] != "upload") {
       std::cerr << "lathe: usage: lathe datasets upload FILE [--name NAME]\n";

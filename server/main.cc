@@ -48,6 +48,9 @@ constexpr char kUsage[] =
     "  --heartbeat-timeout-ms MS   drop a silent worker after MS (default "
     "15000)\n"
     "  --max-upload-mb MB          largest dataset or checkpoint file (4096)\n"
+    "  --max-model-mb MB           largest model pushed to the model store,\n"
+    "                              all files together (20480)\n"
+    "  --max-model-files N         most files in one pushed model (10000)\n"
     "  --max-running-per-owner N   running jobs one owner may have (0: any)\n"
     "  --keep-checkpoints K        keep the last K checkpoints of a job and "
     "its\n"
@@ -63,6 +66,8 @@ struct Flags {
   std::string worker_device = "cpu";
   int64_t heartbeat_timeout_ms = 15000;
   int64_t max_upload_mb = 4096;
+  int64_t max_model_mb = 20480;
+  int64_t max_model_files = 10000;
   int64_t max_running_per_owner = 0;
   int64_t keep_checkpoints = 3;
 };
@@ -114,6 +119,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       RETURN_IF_ERROR(int_flag(&f.keep_checkpoints, 0, 1 << 20));
     } else if (a == "--max-upload-mb") {
       RETURN_IF_ERROR(int_flag(&f.max_upload_mb, 1, 1 << 20));
+    } else if (a == "--max-model-mb") {
+      RETURN_IF_ERROR(int_flag(&f.max_model_mb, 1, 1 << 24));
+    } else if (a == "--max-model-files") {
+      RETURN_IF_ERROR(int_flag(&f.max_model_files, 1, 1000000));
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
     }
@@ -143,6 +152,8 @@ class ServerProcess {
     opts.max_upload_bytes = flags_.max_upload_mb << 20;
     opts.max_running_per_owner = static_cast<int>(flags_.max_running_per_owner);
     opts.keep_checkpoints = static_cast<int>(flags_.keep_checkpoints);
+    opts.models.max_model_bytes = flags_.max_model_mb << 20;
+    opts.models.max_files = static_cast<int>(flags_.max_model_files);
     ASSIGN_OR_RETURN(manager_,
                      JobManager::Create(opts, store_.get(), artifacts_.get(),
                                         metrics_.get()));
@@ -162,6 +173,7 @@ class ServerProcess {
     JobServiceImpl jobs(manager_.get(), metrics_.get());
     DatasetServiceImpl datasets(manager_.get(), artifacts_.get(),
                                 metrics_.get());
+    ModelServiceImpl models(manager_->models(), metrics_.get());
     WorkerServiceImpl workers(manager_.get(), artifacts_.get(), metrics_.get());
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -172,6 +184,7 @@ class ServerProcess {
     builder.SetMaxReceiveMessageSize(8 << 20);
     builder.RegisterService(&jobs);
     builder.RegisterService(&datasets);
+    builder.RegisterService(&models);
     builder.RegisterService(&workers);
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port == 0) {

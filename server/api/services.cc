@@ -267,6 +267,63 @@ grpc::Status DatasetServiceImpl::UploadDataset(
   return rpc.Done(body());
 }
 
+// ---- ModelService ----
+
+grpc::Status ModelServiceImpl::PushModel(
+    grpc::ServerContext* ctx,
+    grpc::ServerReader<lathe::v1::PushModelRequest>* reader,
+    lathe::v1::PushModelResponse* resp) {
+  RpcScope rpc(metrics_, "PushModel");
+  auto body = [&]() -> absl::Status {
+    lathe::v1::PushModelRequest msg;
+    if (!reader->Read(&msg)) {
+      return absl::InvalidArgumentError("name: no message received");
+    }
+    ASSIGN_OR_RETURN(auto push, models_->StartPush(msg.name(), msg.replace()));
+    do {
+      if (ctx->IsCancelled()) return absl::CancelledError("push cancelled");
+      if (msg.has_file()) RETURN_IF_ERROR(push->BeginFile(msg.file()));
+      RETURN_IF_ERROR(push->Append(msg.chunk()));
+    } while (reader->Read(&msg));
+    if (ctx->IsCancelled()) return absl::CancelledError("push cancelled");
+    ASSIGN_OR_RETURN(PushResult result, push->Finish());
+    *resp->mutable_model() = std::move(result.model);
+    resp->set_created(result.created);
+    return absl::OkStatus();
+  };
+  return rpc.Done(body());
+}
+
+grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext*,
+                                          const lathe::v1::ListModelsRequest*,
+                                          lathe::v1::ListModelsResponse* resp) {
+  RpcScope rpc(metrics_, "ListModels");
+  auto models = models_->List();
+  if (models.ok()) {
+    for (auto& m : *models) *resp->add_models() = std::move(m);
+    for (const auto& p : ModelPresets()) *resp->add_presets() = p;
+  }
+  return rpc.Done(models.status());
+}
+
+grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext*,
+                                        const lathe::v1::GetModelRequest* req,
+                                        lathe::v1::GetModelResponse* resp) {
+  RpcScope rpc(metrics_, "GetModel");
+  auto model = models_->Get(req->name());
+  if (model.ok()) *resp->mutable_model() = std::move(*model);
+  return rpc.Done(model.status());
+}
+
+grpc::Status ModelServiceImpl::DeleteModel(
+    grpc::ServerContext*, const lathe::v1::DeleteModelRequest* req,
+    lathe::v1::DeleteModelResponse* resp) {
+  RpcScope rpc(metrics_, "DeleteModel");
+  auto model = models_->Delete(req->name());
+  if (model.ok()) *resp->mutable_model() = std::move(*model);
+  return rpc.Done(model.status());
+}
+
 // ---- WorkerService ----
 
 grpc::Status WorkerServiceImpl::RegisterWorker(
@@ -415,6 +472,16 @@ grpc::Status WorkerServiceImpl::FetchDataset(
   if (!path.ok()) return rpc.Done(path.status());
   return rpc.Done(StreamFile(ctx, *path, req->offset(), writer,
                              [](lathe::v1::FetchDatasetResponse*) {}));
+}
+
+grpc::Status WorkerServiceImpl::FetchModelFile(
+    grpc::ServerContext* ctx, const lathe::v1::FetchModelFileRequest* req,
+    grpc::ServerWriter<lathe::v1::FetchModelFileResponse>* writer) {
+  RpcScope rpc(metrics_, "FetchModelFile");
+  auto path = manager_->models()->FilePath(req->sha256());
+  if (!path.ok()) return rpc.Done(path.status());
+  return rpc.Done(StreamFile(ctx, *path, req->offset(), writer,
+                             [](lathe::v1::FetchModelFileResponse*) {}));
 }
 
 }  // namespace lathe::server

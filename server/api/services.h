@@ -10,6 +10,7 @@
 #include "server/core/artifacts.h"
 #include "server/core/job_manager.h"
 #include "server/core/metrics.h"
+#include "server/core/models.h"
 
 namespace lathe::server {
 
@@ -75,6 +76,29 @@ class DatasetServiceImpl final : public lathe::v1::DatasetService::Service {
   Metrics* metrics_;
 };
 
+class ModelServiceImpl final : public lathe::v1::ModelService::Service {
+ public:
+  ModelServiceImpl(ModelStore* models, Metrics* metrics)
+      : models_(models), metrics_(metrics) {}
+  grpc::Status PushModel(
+      grpc::ServerContext* ctx,
+      grpc::ServerReader<lathe::v1::PushModelRequest>* reader,
+      lathe::v1::PushModelResponse* resp) override;
+  grpc::Status ListModels(grpc::ServerContext* ctx,
+                          const lathe::v1::ListModelsRequest* req,
+                          lathe::v1::ListModelsResponse* resp) override;
+  grpc::Status GetModel(grpc::ServerContext* ctx,
+                        const lathe::v1::GetModelRequest* req,
+                        lathe::v1::GetModelResponse* resp) override;
+  grpc::Status DeleteModel(grpc::ServerContext* ctx,
+                           const lathe::v1::DeleteModelRequest* req,
+                           lathe::v1::DeleteModelResponse* resp) override;
+
+ private:
+  ModelStore* models_;
+  Metrics* metrics_;
+};
+
 class WorkerServiceImpl final : public lathe::v1::WorkerService::Service {
  public:
   WorkerServiceImpl(JobManager* manager, ArtifactStore* artifacts,
@@ -106,6 +130,9 @@ class WorkerServiceImpl final : public lathe::v1::WorkerService::Service {
   grpc::Status FetchDataset(
       grpc::ServerContext* ctx, const lathe::v1::FetchDatasetRequest* req,
       grpc::ServerWriter<lathe::v1::FetchDatasetResponse>* writer) override;
+  grpc::Status FetchModelFile(
+      grpc::ServerContext* ctx, const lathe::v1::FetchModelFileRequest* req,
+      grpc::ServerWriter<lathe::v1::FetchModelFileResponse>* writer) override;
 
  private:
   JobManager* manager_;

@@ -27,9 +27,34 @@ using lathe::v1::JobState;
 constexpr char kDatasetPrefix[] = "dataset:";
 constexpr char kFilePrefix[] = "file://";
 constexpr char kPresetPrefix[] = "preset:";
+constexpr char kJobPrefix[] = "job:";
 const char* const kTasks[] = {"text-classification"};
-const char* const kPresets[] = {"bert-tiny", "bert-mini"};
 constexpr size_t kMaxText = 4096;
+// Checkpoint files that hold training state, not the model.
+const char* const kTrainingStateFiles[] = {"trainer_state.json",
+                                           "training_state.safetensors"};
+
+std::string PresetNames() {
+  std::vector<std::string> names;
+  for (const auto& p : ModelPresets()) names.push_back(p.name());
+  return absl::StrJoin(names, ", ");
+}
+
+// Splits "job:ID" or "job:ID@STEP"; false when malformed.
+bool ParseJobRef(const std::string& ref, std::string* id,
+                 std::optional<int64_t>* step) {
+  static const std::regex kRef("job:([A-Za-z0-9_-]{1,128})(@([0-9]{1,18}))?");
+  std::smatch m;
+  if (!std::regex_match(ref, m, kRef)) return false;
+  *id = m[1].str();
+  step->reset();
+  if (m[3].matched) {
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(m[3].str(), &v)) return false;
+    *step = v;
+  }
+  return true;
+}
 
 std::string RandomId(const char* prefix) {
   thread_local std::mt19937_64 rng(std::random_device{}());
@@ -75,7 +100,9 @@ JobManager::JobManager(JobManagerOptions options, Store* store,
       store_(store),
       artifacts_(artifacts),
       metrics_(metrics),
-      clock_(clock ? std::move(clock) : Clock(NowMs)) {}
+      clock_(clock ? std::move(clock) : Clock(NowMs)),
+      models_(std::make_unique<ModelStore>(options_.models, store, artifacts,
+                                           metrics, clock_)) {}
 
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
     JobManagerOptions options, Store* store, ArtifactStore* artifacts,
@@ -148,6 +175,15 @@ void JobManager::Transition(Job* job, JobState state,
 absl::Status JobManager::Save(Job* job, std::vector<Event>* events) {
   absl::Status s = store_->UpdateJob(job, events);
   changed_.SignalAll();
+  if (s.ok() && IsFinal(job->state())) {
+    // A finished job never runs again: its model files may go once nothing
+    // else refers to them.
+    auto released = store_->ReleaseJobModel(job->id());
+    if (released.ok() && !released->empty()) {
+      models_->Collect(*released);
+      PublishStoredBytes();
+    }
+  }
   return s;
 }
 
@@ -222,6 +258,141 @@ absl::StatusOr<Dataset> JobManager::ResolveData(const std::string& field,
                                      "files)"));
 }
 
+absl::Status JobManager::CheckModel(JobSpec* spec) {
+  const std::string& model = spec->model();
+  if (model.empty()) return Invalid("spec.model", "is required");
+  if (model.size() > kMaxText) return Invalid("spec.model", "too long");
+  if (absl::StartsWith(model, kPresetPrefix)) {
+    for (const auto& p : ModelPresets()) {
+      if (p.name() == model) return absl::OkStatus();
+    }
+    return Invalid("spec.model",
+                   absl::StrCat("unknown preset \"", model.substr(0, 64),
+                                "\"; known: ", PresetNames()));
+  }
+  if (absl::StartsWith(model, kJobPrefix)) {
+    std::string id;
+    std::optional<int64_t> step;
+    if (!ParseJobRef(model, &id, &step)) {
+      return Invalid("spec.model",
+                     absl::StrCat("\"", model.substr(0, 64),
+                                  "\" is not job:ID or job:ID@STEP"));
+    }
+    return absl::OkStatus();
+  }
+  if (model[0] == '/' || absl::StartsWith(model, kFilePrefix)) {
+    ASSIGN_OR_RETURN(std::string dir, ResolveLocalPath("spec.model", model));
+    if (!PathExists(dir + "/config.json") ||
+        !(PathExists(dir + "/model.safetensors") ||
+          PathExists(dir + "/model.safetensors.index.json"))) {
+      return Invalid("spec.model",
+                     absl::StrCat("\"", dir,
+                                  "\" is not a model directory (it needs "
+                                  "config.json and model.safetensors)"));
+    }
+    spec->set_model(dir);
+    return absl::OkStatus();
+  }
+  if (!CheckModelName(model, "spec.model").ok()) {
+    return Invalid("spec.model",
+                   absl::StrCat("\"", model.substr(0, 64),
+                                "\" is not a model reference; use a stored "
+                                "model's name, job:ID, job:ID@STEP, one of ",
+                                PresetNames(),
+                                ", or the absolute path of a model "
+                                "directory"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<lathe::v1::ResolvedModel> JobManager::ResolveModel(
+    const std::string& model) {
+  lathe::v1::ResolvedModel out;
+  if (absl::StartsWith(model, kPresetPrefix)) {
+    out.set_kind(lathe::v1::MODEL_SOURCE_KIND_PRESET);
+    out.set_preset(model);
+    out.set_origin(model);
+    return out;
+  }
+  if (model[0] == '/') {  // made canonical by CheckModel
+    out.set_kind(lathe::v1::MODEL_SOURCE_KIND_LOCAL_PATH);
+    out.set_local_path(model);
+    out.set_origin(model);
+    return out;
+  }
+  if (absl::StartsWith(model, kJobPrefix)) return ResolveJobModel(model);
+  ASSIGN_OR_RETURN(auto stored, store_->GetModel(model));
+  if (!stored.has_value()) {
+    return absl::NotFoundError(absl::StrCat(
+        "spec.model: no model named \"", model,
+        "\" in the model store (lathe models list shows the stored models "
+        "and the presets)"));
+  }
+  out.set_kind(lathe::v1::MODEL_SOURCE_KIND_MANIFEST);
+  out.set_digest(stored->digest());
+  *out.mutable_files() = stored->files();
+  out.set_origin(absl::StrCat("model ", model));
+  return out;
+}
+
+absl::StatusOr<lathe::v1::ResolvedModel> JobManager::ResolveJobModel(
+    const std::string& model) {
+  std::string id;
+  std::optional<int64_t> step;
+  if (!ParseJobRef(model, &id, &step)) {
+    return Invalid("spec.model", "is not job:ID or job:ID@STEP");
+  }
+  auto source = store_->GetJob(id);
+  if (absl::IsNotFound(source.status())) {
+    return absl::NotFoundError(
+        absl::StrCat("spec.model: job ", id, " not found"));
+  }
+  RETURN_IF_ERROR(source.status());
+  ASSIGN_OR_RETURN(auto listing, CheckpointsAndBest(id));
+  const auto& [cps, best_step] = listing;
+  if (cps.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "spec.model: job ", id, " (", JobState_Name(source->state()),
+        ") has no checkpoint yet"));
+  }
+  // Without a step: the best by evaluation metric, else the latest.
+  const int64_t want = step.has_value()
+                           ? *step
+                           : (best_step != 0 ? best_step : cps.back().step());
+  const Checkpoint* chosen = nullptr;
+  for (const Checkpoint& c : cps) {
+    if (c.step() == want) chosen = &c;
+  }
+  if (chosen == nullptr) {
+    std::vector<int64_t> steps;
+    for (const Checkpoint& c : cps) steps.push_back(c.step());
+    return absl::NotFoundError(
+        absl::StrCat("spec.model: job ", id, " has no checkpoint at step ",
+                     want, "; it has steps ", absl::StrJoin(steps, ", ")));
+  }
+  lathe::v1::ResolvedModel out;
+  out.set_kind(lathe::v1::MODEL_SOURCE_KIND_MANIFEST);
+  for (const auto& f : chosen->files()) {
+    bool state = false;
+    for (const char* t : kTrainingStateFiles) state |= f.name() == t;
+    if (state) continue;
+    if (!artifacts_->Has(f.sha256(), f.size())) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("spec.model: file ", f.name(), " of job ", id,
+                       "'s checkpoint at step ", want, " is missing"));
+    }
+    auto* mf = out.add_files();
+    mf->set_path(f.name());
+    mf->set_size(f.size());
+    mf->set_sha256(f.sha256());
+  }
+  std::vector<lathe::v1::ModelFile> files(out.files().begin(),
+                                          out.files().end());
+  out.set_digest(ModelDigest(files));
+  out.set_origin(absl::StrCat(kJobPrefix, id, "@", want));
+  return out;
+}
+
 absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
   bool task_ok = false;
   for (const char* t : kTasks) task_ok |= spec->task() == t;
@@ -232,38 +403,7 @@ absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
         absl::StrCat("unknown task \"", spec->task().substr(0, 64),
                      "\"; supported: ", absl::StrJoin(kTasks, ", ")));
   }
-  if (spec->model().empty()) return Invalid("spec.model", "is required");
-  if (spec->model().size() > kMaxText) return Invalid("spec.model", "too long");
-  if (absl::StartsWith(spec->model(), kPresetPrefix)) {
-    const std::string name = spec->model().substr(strlen(kPresetPrefix));
-    bool ok = false;
-    for (const char* p : kPresets) ok |= name == p;
-    if (!ok) {
-      return Invalid("spec.model",
-                     absl::StrCat("unknown preset \"", name.substr(0, 64),
-                                  "\"; known: preset:bert-tiny, "
-                                  "preset:bert-mini"));
-    }
-  } else {
-    if (spec->model()[0] != '/' &&
-        !absl::StartsWith(spec->model(), kFilePrefix)) {
-      return Invalid(
-          "spec.model",
-          absl::StrCat("unknown model \"", spec->model().substr(0, 64),
-                       "\"; use preset:bert-tiny, preset:bert-mini "
-                       "or the absolute path of a model directory"));
-    }
-    ASSIGN_OR_RETURN(std::string dir,
-                     ResolveLocalPath("spec.model", spec->model()));
-    if (!PathExists(dir + "/config.json") ||
-        !PathExists(dir + "/model.safetensors")) {
-      return Invalid("spec.model",
-                     absl::StrCat("\"", dir,
-                                  "\" is not a model directory (it needs "
-                                  "config.json and model.safetensors)"));
-    }
-    spec->set_model(dir);
-  }
+  RETURN_IF_ERROR(CheckModel(spec));
   if (spec->train_data().empty()) {
     return Invalid("spec.train_data", "is required");
   }
@@ -334,9 +474,18 @@ absl::StatusOr<Job> JobManager::Submit(JobSpec spec,
   *job.mutable_spec() = std::move(spec);
   job.set_create_time_ms(clock_());
   job.mutable_train_metrics();  // present (zero) in every view from the start
+  // Shared: no model-store collection between resolving and pinning.
+  absl::ReaderMutexLock pin_lock(models_->pin_mutex());
   absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(*job.mutable_model_source(),
+                   ResolveModel(job.spec().model()));
   std::vector<Event> events;
-  Transition(&job, lathe::v1::QUEUED, "job submitted", &events);
+  std::string submitted = "job submitted";
+  if (job.model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
+    absl::StrAppend(&submitted, "; model ", job.model_source().origin(),
+                    " pinned as ", job.model_source().digest());
+  }
+  Transition(&job, lathe::v1::QUEUED, submitted, &events);
   absl::Status s = store_->InsertJob(&job, request_id, &events);
   if (absl::IsAlreadyExists(s) && !request_id.empty()) {
     counts_[lathe::v1::QUEUED]--;
@@ -782,6 +931,7 @@ absl::StatusOr<std::optional<Assignment>> JobManager::AcquireJob(
       if (!checkpoints.empty()) {
         *a.mutable_resume_checkpoint() = checkpoints.back();
       }
+      if (job.has_model_source()) *a.mutable_model() = job.model_source();
       return std::optional<Assignment>(std::move(a));
     }
     if (shutdown_ || absl::Now() >= deadline) {

@@ -25,6 +25,7 @@
 #include "lathe/v1/lathe.pb.h"
 #include "server/core/artifacts.h"
 #include "server/core/metrics.h"
+#include "server/core/models.h"
 #include "server/core/store.h"
 
 namespace lathe::server {
@@ -47,6 +48,8 @@ struct JobManagerOptions {
   // A crashed attempt is retried after base * 2^(attempt-1), at most max.
   absl::Duration retry_backoff_base = absl::Seconds(1);
   absl::Duration retry_backoff_max = absl::Seconds(60);
+  // Limits of the model store (pushed models).
+  ModelStoreOptions models;
 };
 
 // What a worker should do with the jobs it runs.
@@ -87,7 +90,11 @@ class JobManager {
   // ---- Clients ----
   // Validates `spec` (INVALID_ARGUMENT names the field as spec.FIELD), stores
   // the job as QUEUED and returns it. A repeated non-empty `request_id`
-  // returns the job of the first submit.
+  // returns the job of the first submit. spec.model is resolved and pinned
+  // in Job.model_source: a store name to its manifest, "job:ID" to that
+  // job's best checkpoint, "job:ID@STEP" to that step's; NOT_FOUND for an
+  // unknown name, job or step, FAILED_PRECONDITION for a job without
+  // checkpoints, INVALID_ARGUMENT ("spec.model: ...") for a malformed one.
   absl::StatusOr<lathe::v1::Job> Submit(lathe::v1::JobSpec spec,
                                         const std::string& request_id);
   absl::StatusOr<lathe::v1::Job> Get(const std::string& id);
@@ -150,6 +157,8 @@ class JobManager {
   void Shutdown();
 
   const JobManagerOptions& options() const { return options_; }
+  // The model store; owned by the manager.
+  ModelStore* models() { return models_.get(); }
 
  private:
   struct WorkerState {
@@ -170,6 +179,16 @@ class JobManager {
                                                  const std::string& value);
   absl::StatusOr<std::string> ResolveLocalPath(const std::string& field,
                                                const std::string& value);
+  // Checks the form of spec.model; presets and local directories are
+  // validated (and a path made canonical) here, names and job references
+  // later by ResolveModel.
+  absl::Status CheckModel(lathe::v1::JobSpec* spec);
+  // What a checked spec.model names, now. Call with pin_mutex() held shared
+  // until the job is stored, so the files cannot be collected meanwhile.
+  absl::StatusOr<lathe::v1::ResolvedModel> ResolveModel(
+      const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<lathe::v1::ResolvedModel> ResolveJobModel(
+      const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves `job` to `state`, appending a state event to `events`, and keeps
   // the per-state counts and metrics current.
   void Transition(lathe::v1::Job* job, lathe::v1::JobState state,
@@ -202,6 +221,7 @@ class JobManager {
   ArtifactStore* const artifacts_;
   Metrics* const metrics_;
   const Clock clock_;
+  std::unique_ptr<ModelStore> models_;
 
   absl::Mutex mu_;
   // Signalled whenever a job changes or is queued.

@@ -14,6 +14,7 @@ using lathe::v1::Checkpoint;
 using lathe::v1::Dataset;
 using lathe::v1::Event;
 using lathe::v1::Job;
+using lathe::v1::Model;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -60,6 +61,26 @@ CREATE TABLE IF NOT EXISTS datasets (
   sha256 TEXT PRIMARY KEY,
   data BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS models (
+  name TEXT PRIMARY KEY,
+  data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS model_files (
+  name TEXT NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  PRIMARY KEY (name, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS model_files_by_sha ON model_files(sha256);
+CREATE TABLE IF NOT EXISTS job_model_files (
+  job_id TEXT NOT NULL,
+  path TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS job_model_files_by_sha ON job_model_files(sha256);
 CREATE TABLE IF NOT EXISTS workers (
   id TEXT PRIMARY KEY,
   name TEXT NOT NULL,
@@ -244,6 +265,18 @@ absl::Status Store::InsertJob(Job* job, const std::string& request_id,
       RETURN_IF_ERROR(st.Run());
     }
     RETURN_IF_ERROR(AppendEventsLocked(job, events));
+    if (job->model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
+      for (const auto& f : job->model_source().files()) {
+        Stmt pin(db_,
+                 "INSERT OR REPLACE INTO job_model_files(job_id, path, "
+                 "sha256, size) VALUES(?1, ?2, ?3, ?4)");
+        pin.Bind(1, job->id());
+        pin.Bind(2, f.path());
+        pin.Bind(3, f.sha256());
+        pin.Bind(4, f.size());
+        RETURN_IF_ERROR(pin.Run());
+      }
+    }
     return WriteJobLocked(*job);
   };
   absl::Status s = body();
@@ -469,7 +502,20 @@ absl::StatusOr<bool> Store::BlobReferenced(const std::string& sha256) {
   absl::MutexLock lock(&mu_);
   Stmt st(db_,
           "SELECT (SELECT COUNT(*) FROM checkpoint_files WHERE sha256=?1) + "
-          "(SELECT COUNT(*) FROM datasets WHERE sha256=?1)");
+          "(SELECT COUNT(*) FROM datasets WHERE sha256=?1) + "
+          "(SELECT COUNT(*) FROM model_files WHERE sha256=?1) + "
+          "(SELECT COUNT(*) FROM job_model_files WHERE sha256=?1)");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, sha256);
+  if (st.Step() != SQLITE_ROW) return st.StepError();
+  return st.Int(0) > 0;
+}
+
+absl::StatusOr<bool> Store::ModelBlobReferenced(const std::string& sha256) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_,
+          "SELECT (SELECT COUNT(*) FROM model_files WHERE sha256=?1) + "
+          "(SELECT COUNT(*) FROM job_model_files WHERE sha256=?1)");
   RETURN_IF_ERROR(st.status());
   st.Bind(1, sha256);
   if (st.Step() != SQLITE_ROW) return st.StepError();
@@ -482,7 +528,9 @@ absl::StatusOr<int64_t> Store::StoredBytes() {
   {
     Stmt st(db_,
             "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size "
-            "FROM checkpoint_files GROUP BY sha256)");
+            "FROM (SELECT sha256, size FROM checkpoint_files UNION ALL "
+            "SELECT sha256, size FROM model_files UNION ALL "
+            "SELECT sha256, size FROM job_model_files) GROUP BY sha256)");
     RETURN_IF_ERROR(st.status());
     if (st.Step() != SQLITE_ROW) return st.StepError();
     total += st.Int(0);
@@ -535,6 +583,99 @@ absl::StatusOr<std::optional<Dataset>> Store::GetDataset(
   if (rc != SQLITE_ROW) return st.StepError();
   ASSIGN_OR_RETURN(Dataset d, Parse<Dataset>(st.Blob(0), "dataset"));
   return std::optional<Dataset>(std::move(d));
+}
+
+absl::Status Store::PutModel(const Model& model) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto body = [&]() -> absl::Status {
+    {
+      Stmt del(db_, "DELETE FROM model_files WHERE name=?1");
+      del.Bind(1, model.name());
+      RETURN_IF_ERROR(del.Run());
+    }
+    Stmt st(db_, "INSERT OR REPLACE INTO models(name, data) VALUES(?1, ?2)");
+    st.Bind(1, model.name());
+    st.BindBlob(2, model.SerializeAsString());
+    RETURN_IF_ERROR(st.Run());
+    for (const auto& f : model.files()) {
+      Stmt ref(db_,
+               "INSERT INTO model_files(name, path, sha256, size) "
+               "VALUES(?1, ?2, ?3, ?4)");
+      ref.Bind(1, model.name());
+      ref.Bind(2, f.path());
+      ref.Bind(3, f.sha256());
+      ref.Bind(4, f.size());
+      RETURN_IF_ERROR(ref.Run());
+    }
+    return absl::OkStatus();
+  };
+  absl::Status s = body();
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<std::optional<Model>> Store::GetModel(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, "SELECT data FROM models WHERE name=?1");
+  st.Bind(1, name);
+  ASSIGN_OR_RETURN(auto rows, ParseRows<Model>(st, "model"));
+  if (rows.empty()) return std::optional<Model>();
+  return std::optional<Model>(std::move(rows[0]));
+}
+
+absl::StatusOr<std::vector<Model>> Store::ListModels() {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, "SELECT data FROM models ORDER BY name");
+  return ParseRows<Model>(st, "model");
+}
+
+absl::Status Store::DeleteModel(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  absl::Status s;
+  int changed = 0;
+  {
+    Stmt st(db_, "DELETE FROM models WHERE name=?1");
+    st.Bind(1, name);
+    s.Update(st.Run());
+    changed = sqlite3_changes(db_);
+  }
+  {
+    Stmt st(db_, "DELETE FROM model_files WHERE name=?1");
+    st.Bind(1, name);
+    s.Update(st.Run());
+  }
+  if (s.ok() && changed == 0) {
+    s = absl::NotFoundError(absl::StrCat("model ", name, " not found"));
+  }
+  if (!s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::StatusOr<std::vector<std::string>> Store::ReleaseJobModel(
+    const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::string> shas;
+  {
+    Stmt st(db_, "SELECT sha256 FROM job_model_files WHERE job_id=?1");
+    RETURN_IF_ERROR(st.status());
+    st.Bind(1, job_id);
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) shas.push_back(st.Blob(0));
+    if (rc != SQLITE_DONE) return st.StepError();
+  }
+  if (shas.empty()) return shas;
+  Stmt del(db_, "DELETE FROM job_model_files WHERE job_id=?1");
+  del.Bind(1, job_id);
+  RETURN_IF_ERROR(del.Run());
+  return shas;
 }
 
 absl::Status Store::PutWorker(const std::string& id, const std::string& name,

@@ -1,5 +1,6 @@
 // Durable state of the server in one SQLite database (WAL, synchronous=FULL):
-// jobs, their events, attempts, checkpoints, datasets and workers. Rows hold
+// jobs, their events, attempts, checkpoints, datasets, stored models, the
+// model files each unfinished job pinned, and workers. Rows hold
 // the serialized protobuf message next to the columns that queries filter on.
 //
 // Thread safety: every method may be called from any thread; calls are
@@ -40,6 +41,8 @@ class Store {
 
   // Inserts a new job with its first events in one transaction. `request_id`
   // may be empty; a non-empty one is unique (ALREADY_EXISTS on a repeat).
+  // The files of a manifest job->model_source() are pinned to the job in the
+  // same transaction (see ReleaseJobModel).
   // Assigns seq and time to `events` and sets job->last_event_seq.
   absl::Status InsertJob(lathe::v1::Job* job, const std::string& request_id,
                          std::vector<lathe::v1::Event>* events);
@@ -73,9 +76,13 @@ class Store {
   absl::Status PutCheckpoint(const std::string& job_id,
                              const lathe::v1::Checkpoint& checkpoint);
   absl::Status DeleteCheckpoint(const std::string& job_id, int64_t step);
-  // True while a checkpoint or a dataset refers to the blob.
+  // True while a checkpoint, a dataset, a stored model or a job's pinned
+  // model refers to the blob.
   absl::StatusOr<bool> BlobReferenced(const std::string& sha256);
-  // Bytes of all distinct blobs that checkpoints and datasets refer to.
+  // True while a stored model or a job's pinned model refers to the blob.
+  absl::StatusOr<bool> ModelBlobReferenced(const std::string& sha256);
+  // Bytes of all distinct blobs that checkpoints, datasets and models refer
+  // to.
   absl::StatusOr<int64_t> StoredBytes();
   // Run times in ms of the most recent successful attempts, newest first.
   absl::StatusOr<std::vector<int64_t>> RecentRunTimesMs(int limit);
@@ -86,6 +93,20 @@ class Store {
   absl::Status PutDataset(const lathe::v1::Dataset& dataset);
   absl::StatusOr<std::optional<lathe::v1::Dataset>> GetDataset(
       const std::string& sha256);
+
+  // Stores `model` under model.name(), replacing a model of that name, with a
+  // reference to each of its files' blobs, in one transaction.
+  absl::Status PutModel(const lathe::v1::Model& model);
+  absl::StatusOr<std::optional<lathe::v1::Model>> GetModel(
+      const std::string& name);
+  // Sorted by name.
+  absl::StatusOr<std::vector<lathe::v1::Model>> ListModels();
+  // NOT_FOUND when there is no such model.
+  absl::Status DeleteModel(const std::string& name);
+  // Drops the job's pins on its model files (once it can no longer run).
+  // Returns the digests that were pinned.
+  absl::StatusOr<std::vector<std::string>> ReleaseJobModel(
+      const std::string& job_id);
 
   absl::Status PutWorker(const std::string& id, const std::string& name,
                          const std::string& hostname,

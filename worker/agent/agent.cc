@@ -152,6 +152,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   }
   options.work_dir = CanonicalPath(options.work_dir);
   RETURN_IF_ERROR(MakeDirs(options.work_dir + "/cache/datasets"));
+  RETURN_IF_ERROR(MakeDirs(options.work_dir + "/cache/models"));
   RETURN_IF_ERROR(MakeDirs(options.work_dir + "/jobs"));
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(options)));
   grpc::ChannelArguments args;
@@ -334,6 +335,83 @@ absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {
   return path;
 }
 
+absl::StatusOr<std::string> Agent::PrepareModel(const Assignment& a) {
+  const lathe::v1::ResolvedModel& m = a.model();
+  switch (m.kind()) {
+    case lathe::v1::MODEL_SOURCE_KIND_PRESET:
+      return m.preset();
+    case lathe::v1::MODEL_SOURCE_KIND_LOCAL_PATH:
+      return m.local_path();
+    case lathe::v1::MODEL_SOURCE_KIND_MANIFEST:
+      break;
+    default:
+      return a.spec().model();  // a job stored by an older server
+  }
+  if (m.digest().size() != 64 ||
+      m.digest().find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::DataLossError("the model digest is malformed");
+  }
+  const std::string dir =
+      absl::StrCat(options_.work_dir, "/cache/models/", m.digest());
+  auto log = [&](const std::string& msg) {
+    Log(msg);
+    Event e;
+    e.set_type(lathe::v1::EVENT_TYPE_LOG);
+    e.set_message(msg);
+    Report(a, {e});
+  };
+  // The directory appears only by rename, after every file was verified.
+  if (PathExists(dir)) {
+    log(absl::StrCat("model ", m.digest(), " from cache (", m.origin(), ")"));
+    return dir;
+  }
+  const std::string tmp =
+      absl::StrCat(options_.work_dir, "/cache/models/.tmp-", m.digest(), "-",
+                   ::getpid(), "-", absl::ToUnixNanos(absl::Now()));
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  auto fetch = [&]() -> absl::Status {
+    int64_t bytes = 0;
+    for (const auto& f : m.files()) {
+      // The server checked these paths; check again before writing.
+      const std::string& p = f.path();
+      bool clean = !p.empty() && p[0] != '/' && p.size() <= 512 &&
+                   p.find('\\') == std::string::npos;
+      for (size_t start = 0; clean && start <= p.size();) {
+        size_t end = p.find('/', start);
+        if (end == std::string::npos) end = p.size();
+        const std::string part = p.substr(start, end - start);
+        clean = !part.empty() && part != "." && part != "..";
+        start = end + 1;
+      }
+      if (!clean) {
+        return absl::DataLossError(absl::StrCat("unsafe model path ", p));
+      }
+      const std::string dest = tmp + "/" + p;
+      RETURN_IF_ERROR(MakeDirs(dest.substr(0, dest.rfind('/'))));
+      lathe::v1::FetchModelFileRequest req;
+      req.set_sha256(f.sha256());
+      auto ctx = Ctx(absl::Minutes(60));
+      auto reader = stub_->FetchModelFile(ctx.get(), req);
+      RETURN_IF_ERROR(
+          StreamToFile(reader.get(), dest, f.sha256(), "model file " + p));
+      bytes += f.size();
+    }
+    if (::rename(tmp.c_str(), dir.c_str()) != 0) {
+      return absl::InternalError(absl::StrCat("cannot store ", dir));
+    }
+    log(absl::StrCat("model ", m.digest(), " fetched (", m.origin(), ", ",
+                     m.files_size(), " files, ", bytes, " bytes)"));
+    return absl::OkStatus();
+  };
+  absl::Status s = fetch();
+  if (!s.ok()) {
+    fs::remove_all(tmp, ec);
+    return s;
+  }
+  return dir;
+}
+
 absl::StatusOr<Event> Agent::UploadCheckpoint(const Assignment& a, int64_t step,
                                               const std::string& dir) {
   Event e;
@@ -513,6 +591,15 @@ void Agent::RunJob(const Assignment& a) {
       s = p.status();
     }
   }
+  std::string model_path;
+  if (s.ok()) {
+    auto p = PrepareModel(a);
+    if (p.ok()) {
+      model_path = *p;
+    } else {
+      s = p.status();
+    }
+  }
   if (s.ok() && a.has_resume_checkpoint()) {
     bool has_state = false;
     for (const auto& f : a.resume_checkpoint().files()) {
@@ -536,7 +623,7 @@ void Agent::RunJob(const Assignment& a) {
   }
   json spec = {{"job_id", a.job_id()},
                {"task", a.spec().task()},
-               {"model", a.spec().model()},
+               {"model", model_path},
                {"train_data", train_path},
                {"train_name", a.train_dataset().name()},
                {"validation_data", val_path},

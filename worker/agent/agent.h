@@ -1,5 +1,7 @@
 // The worker agent: dials the server, registers, heartbeats, acquires one job
-// at a time, fetches its data (cached by digest), runs the training child,
+// at a time, fetches its data and base model (cached by digest under
+// WORK_DIR/cache/datasets/<sha256> and WORK_DIR/cache/models/<digest>/), runs
+// the training child,
 // relays the child's events and checkpoints, and stops the child on cancel.
 // It does not link LibTorch; the child does.
 #ifndef LATHE_WORKER_AGENT_AGENT_H_
@@ -51,6 +53,10 @@ class Agent {
                      const std::string& job);
   void RunJob(const lathe::v1::Assignment& a);
   absl::StatusOr<std::string> FetchDataset(const lathe::v1::Dataset& ds);
+  // The directory or preset the child trains from: a pinned manifest is
+  // fetched file by file (SHA-256 verified) into the model cache once per
+  // digest; presets and local paths pass through.
+  absl::StatusOr<std::string> PrepareModel(const lathe::v1::Assignment& a);
   absl::StatusOr<lathe::v1::Event> UploadCheckpoint(
       const lathe::v1::Assignment& a, int64_t step, const std::string& dir);
   // Sends events; returns false when the attempt is no longer ours.
