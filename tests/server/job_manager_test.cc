@@ -107,7 +107,7 @@ TEST_F(JobManagerTest, InvalidFieldsAreNamed) {
       {[](JobSpec* s) { s->set_task("translation"); }, "spec.task"},
       {[](JobSpec* s) { s->clear_task(); }, "spec.task"},
       {[](JobSpec* s) { s->set_model("preset:gpt-17"); }, "spec.model"},
-      {[](JobSpec* s) { s->set_model("bert-base-uncased"); }, "spec.model"},
+      {[](JobSpec* s) { s->set_model("bert base uncased"); }, "spec.model"},
       {[](JobSpec* s) { s->set_model("/etc"); }, "spec.model"},
       {[](JobSpec* s) { s->clear_train_data(); }, "spec.train_data"},
       {[](JobSpec* s) { s->set_train_data("dataset:" + std::string(64, 'a')); },
