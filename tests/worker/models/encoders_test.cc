@@ -439,6 +439,15 @@ torch::Tensor RealTokens(const torch::Tensor& y, const ModelInputs& in,
   return y.index({in.attention_mask.to(torch::kBool)});
 }
 
+// The same weights with one LayerNorm scaled by 1%: a reference built from
+// them must disagree with the model, or the comparison proves nothing.
+Weights Perturbed(const Weights& w, const std::string& p) {
+  Weights out = w;
+  const std::string n = p + "embeddings.LayerNorm.weight";
+  out[n] = w.at(n) * 1.01;
+  return out;
+}
+
 struct Captured {
   std::vector<std::string> lines;
   LogFn fn() {
@@ -491,6 +500,10 @@ TEST(EncodersTest, BertMatchesReferenceForEveryHead) {
     const torch::Tensor got = Forward(model, in);
     EXPECT_LT(MaxDiff(RealTokens(got, in, head), RealTokens(want, in, head)),
               1e-5);
+    const torch::Tensor off =
+        BertLikeReference(Perturbed(w, p), p, false, head, in);
+    EXPECT_GT(MaxDiff(RealTokens(got, in, head), RealTokens(off, in, head)),
+              1e-4);
   }
 }
 
@@ -510,6 +523,10 @@ TEST(EncodersTest, RobertaMatchesReferenceForEveryHead) {
     const torch::Tensor got = Forward(model, in);
     EXPECT_LT(MaxDiff(RealTokens(got, in, head), RealTokens(want, in, head)),
               1e-5);
+    const torch::Tensor off =
+        BertLikeReference(Perturbed(w, p), p, true, head, in);
+    EXPECT_GT(MaxDiff(RealTokens(got, in, head), RealTokens(off, in, head)),
+              1e-4);
   }
 }
 
@@ -530,6 +547,10 @@ TEST(EncodersTest, DistilBertMatchesReferenceForEveryHead) {
       const torch::Tensor got = Forward(model, in);
       EXPECT_LT(MaxDiff(RealTokens(got, in, head), RealTokens(want, in, head)),
                 1e-5);
+      const torch::Tensor off =
+          DistilReference(Perturbed(w, p), p, act, head, in);
+      EXPECT_GT(MaxDiff(RealTokens(got, in, head), RealTokens(off, in, head)),
+                1e-4);
     }
   }
 }
