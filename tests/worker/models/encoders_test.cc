@@ -721,6 +721,28 @@ TEST(EncodersTest, HeadMissingIsInitialisedAndLogged) {
   EXPECT_EQ(Forward(model, in).sizes(), (std::vector<int64_t>{kBatch, 2}));
 }
 
+// A classifier of the right size is kept when the job names other labels;
+// the index mapping is reported.
+TEST(EncodersTest, ReusedClassifierWithNewLabelsIsLogged) {
+  torch::manual_seed(11);
+  const std::string dir = FreshDir("bert_relabel");
+  WriteConfig(dir, BertConfigJson(false));
+  const Weights w = WriteWeights(
+      dir + "/model.safetensors",
+      BertLikeWeights(false, "bert.", HeadKind::kSequenceClassification));
+  Captured log;
+  TaskModel model = MustLoad(dir, HeadKind::kSequenceClassification, &log,
+                             {"bad", "meh", "good"});
+  ASSERT_NE(model, nullptr);
+  EXPECT_NE(log.all().find("map by index"), std::string::npos) << log.all();
+  EXPECT_EQ(log.all().find("initialised fresh"), std::string::npos);
+  const ModelInputs in = MakeInputs(0);
+  EXPECT_LT(MaxDiff(Forward(model, in),
+                    BertLikeReference(w, "bert.", false,
+                                      HeadKind::kSequenceClassification, in)),
+            1e-5);
+}
+
 // Returns the header JSON of a safetensors file, checking its alignment.
 json ReadHeader(const std::string& path) {
   auto raw = ReadFile(path);
