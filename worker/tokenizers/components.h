@@ -35,7 +35,7 @@ bool IsBertWhitespace(int32_t cp);   // space, \t, \n, \r, Zs
 bool IsBertControl(int32_t cp);      // Cc/Cf except \t \n \r
 bool IsPunctuationChar(int32_t cp);  // ASCII symbols and Unicode P*
 bool IsCjkChar(int32_t cp);
-bool IsDigitChar(int32_t cp);  // Unicode Nd
+bool IsDigitChar(int32_t cp);  // Unicode N* (Nd, Nl, No)
 
 // ---- Errors ----
 

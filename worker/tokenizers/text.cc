@@ -91,7 +91,9 @@ bool IsCjkChar(int32_t cp) {
 }
 
 bool IsDigitChar(int32_t cp) {
-  return utf8proc_category(cp) == UTF8PROC_CATEGORY_ND;
+  const auto cat = utf8proc_category(cp);
+  return cat == UTF8PROC_CATEGORY_ND || cat == UTF8PROC_CATEGORY_NL ||
+         cat == UTF8PROC_CATEGORY_NO;
 }
 
 absl::Status JsonError(const std::string& file, const std::string& path,
