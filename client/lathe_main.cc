@@ -20,6 +20,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/client.h"
+#include "client/tokenize_command.h"
 #include "common/status.h"
 
 namespace lathe::client {
@@ -62,6 +63,9 @@ Commands:
   models list                stored models (name, digest, size, created)
                              and the presets
   models delete NAME         remove NAME; jobs already submitted still run
+  tokenize --tokenizer DIR [--jsonl] [--no-special-tokens] < LINES
+                             encode each line offline: one JSON object of
+                             ids and code point offsets per line
 
 The server is --server, else $LATHE_SERVER, else 127.0.0.1:50051.
 --output json prints protobuf's JSON mapping with the proto field names.
@@ -599,6 +603,10 @@ int Models(Client& c, const Args& a) {
 }
 
 int Main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "tokenize") {
+    return RunTokenizeCommand(argc - 2, argv + 2, std::cin, std::cout,
+                              std::cerr);
+  }
   auto parsed = ParseArgs(argc, argv);
   if (!parsed.ok()) return Fail(parsed.status());
   Args& a = *parsed;
