@@ -374,7 +374,8 @@ Span TrimOffsets(std::string_view text, Span span) {
     if (!IsWhitespaceChar(NextCodePoint(text, &p))) break;
     e = start;
   }
-  if (b >= e) return {span.first, span.first};
+  // All whitespace: an empty span where the whitespace ends.
+  if (b >= e) return {static_cast<int64_t>(b), static_cast<int64_t>(b)};
   return {static_cast<int64_t>(b), static_cast<int64_t>(e)};
 }
 
