@@ -27,25 +27,7 @@ using nlohmann::json;
 using testing::CommandResult;
 using ::testing::HasSubstr;
 using testing::ServerProcess;
-
-const char* const kPositive[] = {"great", "excellent", "wonderful", "happy",
-                                 "love",  "superb",    "fine",      "nice"};
-const char* const kNegative[] = {"terrible", "awful", "horrible", "sad",
-                                 "hate",     "poor",  "bad",      "worst"};
-
-// A small, clearly separable sentiment set in JSONL.
-void WriteSentimentData(const std::string& path, int rows, int offset) {
-  std::ofstream out(path);
-  for (int i = 0; i < rows; ++i) {
-    const bool pos = (i + offset) % 2 == 0;
-    const auto& words = pos ? kPositive : kNegative;
-    json row = {
-        {"text", std::string("the movie was ") + words[(i * 3 + offset) % 8] +
-                     " and the food was " + words[(i * 5 + 1 + offset) % 8]},
-        {"label", pos ? "positive" : "negative"}};
-    out << row.dump() << "\n";
-  }
-}
+using testing::WriteSentimentData;
 
 json ParseJson(const CommandResult& r) {
   json j = json::parse(r.out, nullptr, false);

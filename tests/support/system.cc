@@ -265,3 +265,25 @@ std::vector<pid_t> ProcessesMatching(const std::string& needle) {
 }
 
 }  // namespace lathe::testing
+
+namespace lathe::testing {
+
+void WriteSentimentData(const std::string& path, int rows, int offset) {
+  static const char* const kPositive[] = {"great", "excellent", "wonderful",
+                                          "happy", "love",      "superb",
+                                          "fine",  "nice"};
+  static const char* const kNegative[] = {
+      "terrible", "awful", "horrible", "sad", "hate", "poor", "bad", "worst"};
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    const bool pos = (i + offset) % 2 == 0;
+    const auto& words = pos ? kPositive : kNegative;
+    nlohmann::json row = {
+        {"text", std::string("the movie was ") + words[(i * 3 + offset) % 8] +
+                     " and the food was " + words[(i * 5 + 1 + offset) % 8]},
+        {"label", pos ? "positive" : "negative"}};
+    out << row.dump() << "\n";
+  }
+}
+
+}  // namespace lathe::testing

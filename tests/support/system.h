@@ -74,6 +74,11 @@ class BackgroundProcess {
 // GET http://addr/path over a plain socket; returns the body ("" on error).
 std::string HttpGet(const std::string& addr, const std::string& path);
 
+// Writes a small, clearly separable sentiment set in JSONL to `path`: `rows`
+// rows, "positive" and "negative" alternating (from `offset`'s parity), each
+// text holding two sentiment words of its label.
+void WriteSentimentData(const std::string& path, int rows, int offset);
+
 // Process ids whose command line contains `needle`.
 std::vector<pid_t> ProcessesMatching(const std::string& needle);
 

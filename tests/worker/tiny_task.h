@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
-#include "worker/models/bert_config.h"
+#include "worker/models/model_config.h"
 #include "worker/train/trainer.h"
 
 namespace lathe::testing {
@@ -63,8 +63,9 @@ inline void WriteTinyTask(const std::string& dir, int rows) {
   }
 }
 
-inline BertConfig TinyConfig() {
-  BertConfig c;
+inline ModelConfig TinyConfig() {
+  ModelConfig c;  // BERT
+  c.pad_token_id = 0;
   c.vocab_size = static_cast<int64_t>(TinyVocab().size());
   c.hidden_size = 32;
   c.num_hidden_layers = 2;
@@ -81,7 +82,7 @@ inline TrainSpec TinySpec(const std::string& dir) {
   spec.train_data = dir + "/data.jsonl";
   spec.train_name = "data.jsonl";
   spec.model_config = TinyConfig();
-  spec.vocab_path = dir + "/vocab.txt";
+  spec.tokenizer_dir = dir;
   spec.params = {{"num_threads", "1"}, {"seed", "3"}, {"logging_steps", "5"}};
   return spec;
 }

@@ -4,11 +4,16 @@
 // resume directory), 3 out of memory, 1 other failure; a non-zero exit is
 // preceded by an {"type":"error","message":...} line. SIGUSR1 asks for a
 // checkpoint at the next step boundary ("checkpoint now").
+//
+// lathe-train init-model PRESET --out DIR [--seed N] [--assets DIR]: writes a
+// random-initialisation base model in the Hugging Face layout (for
+// pre-training from scratch, or to push to the model store).
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "common/files.h"
 #include "nlohmann/json.hpp"
 #include "worker/train/trainer.h"
@@ -29,9 +34,45 @@ int Fail(int code, const std::string& message) {
   return code;
 }
 
+int InitModel(int argc, char** argv) {
+  const char* usage =
+      "usage: lathe-train init-model PRESET --out DIR [--seed N] "
+      "[--assets DIR]";
+  std::string preset, out, assets, seed = "42";
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if ((arg == "--out" || arg == "--seed" || arg == "--assets") &&
+        i + 1 < argc) {
+      (arg == "--out" ? out : arg == "--seed" ? seed : assets) = argv[++i];
+    } else if (preset.empty() && arg[0] != '-') {
+      preset = arg;
+    } else {
+      std::fprintf(stderr, "%s (bad argument \"%s\")\n", usage, arg.c_str());
+      return 2;
+    }
+  }
+  int64_t seed_value = 0;
+  if (preset.empty() || out.empty() || !absl::SimpleAtoi(seed, &seed_value)) {
+    std::fprintf(stderr, "%s\n", usage);
+    return 2;
+  }
+  const absl::Status status =
+      lathe::WritePresetModel(preset, assets, seed_value, out);
+  if (!status.ok()) {
+    std::fprintf(stderr, "lathe-train: %s\n",
+                 std::string(status.message()).c_str());
+    return lathe::ExitCodeForStatus(status);
+  }
+  std::printf("%s\n", out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "init-model") {
+    return InitModel(argc, argv);
+  }
   // First, so that an early "checkpoint now" cannot kill the child.
   lathe::InstallCheckpointSignalHandler();
   std::string spec_path;

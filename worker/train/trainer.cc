@@ -30,9 +30,9 @@
 #include "common/safetensors.h"
 #include "common/status.h"
 #include "worker/data/dataset.h"
-#include "worker/models/bert.h"
+#include "worker/models/model.h"
 #include "worker/tasks/classification_metrics.h"
-#include "worker/tokenizers/wordpiece.h"
+#include "worker/tokenizers/tokenizer.h"
 #include "worker/train/trainer_state.h"
 
 namespace lathe {
@@ -49,7 +49,7 @@ static_assert(std::atomic<bool>::is_always_lock_free,
 void OnCheckpointSignal(int /*signo*/) { RequestCheckpoint(); }
 
 struct Features {
-  std::vector<Encoding> encodings;
+  std::vector<TokenizedText> encodings;
   std::vector<int64_t> labels;
 };
 
@@ -86,16 +86,15 @@ Batch Collate(const Features& f, const std::vector<size_t>& order, size_t begin,
   const int64_t n = static_cast<int64_t>(end - begin);
   int64_t longest = 1;
   for (size_t i = begin; i < end; ++i) {
-    longest =
-        std::max<int64_t>(longest, f.encodings[order[i]].input_ids.size());
+    longest = std::max<int64_t>(longest, f.encodings[order[i]].ids.size());
   }
   std::vector<int64_t> ids(n * longest, pad_id), types(n * longest, 0),
       mask(n * longest, 0), labels(n);
   for (int64_t r = 0; r < n; ++r) {
-    const Encoding& e = f.encodings[order[begin + r]];
-    for (size_t c = 0; c < e.input_ids.size(); ++c) {
-      ids[r * longest + c] = e.input_ids[c];
-      types[r * longest + c] = e.token_type_ids[c];
+    const TokenizedText& e = f.encodings[order[begin + r]];
+    for (size_t c = 0; c < e.ids.size(); ++c) {
+      ids[r * longest + c] = e.ids[c];
+      types[r * longest + c] = e.type_ids[c];
       mask[r * longest + c] = 1;
     }
     labels[r] = f.labels[order[begin + r]];
@@ -111,9 +110,21 @@ Batch Collate(const Features& f, const std::vector<size_t>& order, size_t begin,
   return b;
 }
 
-EvalResult Evaluate(BertForSequenceClassification& model, const Features& f,
-                    int64_t batch_size, int64_t pad_id,
-                    const torch::Device& device, int64_t num_labels) {
+// The model's inputs for `b`: token types only for BERT, the one family here
+// whose Hugging Face class embeds them for every tokenizer.
+ModelInputs Inputs(const TaskModelImpl& model, const Batch& b) {
+  ModelInputs in;
+  in.input_ids = b.input_ids;
+  in.attention_mask = b.attention_mask;
+  if (model.config().architecture == Architecture::kBert) {
+    in.token_type_ids = b.token_type_ids;
+  }
+  return in;
+}
+
+EvalResult Evaluate(TaskModel& model, const Features& f, int64_t batch_size,
+                    int64_t pad_id, const torch::Device& device,
+                    int64_t num_labels) {
   torch::NoGradGuard no_grad;
   model->eval();
   std::vector<size_t> order(f.encodings.size());
@@ -124,8 +135,7 @@ EvalResult Evaluate(BertForSequenceClassification& model, const Features& f,
   for (size_t begin = 0; begin < order.size(); begin += batch_size) {
     const size_t end = std::min(order.size(), begin + batch_size);
     Batch b = Collate(f, order, begin, end, pad_id, device);
-    torch::Tensor logits =
-        model(b.input_ids, b.token_type_ids, b.attention_mask);
+    torch::Tensor logits = model->forward(Inputs(*model, b));
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, b.labels,
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(
@@ -159,22 +169,10 @@ std::string ResolveAssetsDir(const TrainSpec& spec) {
   return ExecutableDir() + "/../assets";
 }
 
-// Writes a complete Hugging Face directory to `dir`.tmp, then renames it to
-// `dir`, so a directory that exists under its final name is complete.
-// `write_state` adds the training state to the temporary directory.
-absl::Status WriteCheckpoint(
-    BertForSequenceClassification& model, const WordPieceTokenizer& tokenizer,
-    int64_t max_length, const std::string& dir,
-    const std::function<absl::Status(const std::string&)>& write_state) {
-  namespace fs = std::filesystem;
-  const std::string tmp = dir + ".tmp";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::remove_all(dir, ec);
-  RETURN_IF_ERROR(MakeDirs(tmp));
-  RETURN_IF_ERROR(SaveBertWeights(model, tmp));
-  RETURN_IF_ERROR(WriteFileAtomic(
-      tmp + "/vocab.txt", absl::StrJoin(tokenizer.vocab(), "\n") + "\n"));
+// A bare vocab.txt (the BERT presets' tokenizer) gets the files that tell
+// other tools it is an uncased BERT WordPiece tokenizer.
+absl::Status WriteBertTokenizerConfig(const std::string& tmp,
+                                      int64_t max_length) {
   const nlohmann::json tokenizer_config = {{"do_lower_case", true},
                                            {"model_max_length", max_length},
                                            {"tokenizer_class", "BertTokenizer"},
@@ -190,9 +188,30 @@ absl::Status WriteCheckpoint(
                                   {"pad_token", "[PAD]"},
                                   {"cls_token", "[CLS]"},
                                   {"mask_token", "[MASK]"}};
-  RETURN_IF_ERROR(WriteFileAtomic(tmp + "/special_tokens_map.json",
-                                  special.dump(2) + "\n"));
+  return WriteFileAtomic(tmp + "/special_tokens_map.json",
+                         special.dump(2) + "\n");
+}
+
+// Writes a complete Hugging Face directory to `dir`.tmp, then renames it to
+// `dir`, so a directory that exists under its final name is complete.
+// `write_state` adds the training state to the temporary directory.
+absl::Status WriteCheckpoint(
+    TaskModelImpl& model, const Tokenizer& tokenizer, int64_t max_length,
+    const std::string& dir,
+    const std::function<absl::Status(const std::string&)>& write_state) {
+  namespace fs = std::filesystem;
+  const std::string tmp = dir + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::remove_all(dir, ec);
+  RETURN_IF_ERROR(MakeDirs(tmp));
+  RETURN_IF_ERROR(SaveModel(model, tmp));
+  RETURN_IF_ERROR(tokenizer.CopyFilesTo(tmp));
   if (write_state) RETURN_IF_ERROR(write_state(tmp));
+  if (!PathExists(tmp + "/tokenizer_config.json") &&
+      PathExists(tmp + "/vocab.txt")) {
+    RETURN_IF_ERROR(WriteBertTokenizerConfig(tmp, max_length));
+  }
   fs::rename(tmp, dir, ec);
   if (ec) {
     return absl::InternalError(
@@ -201,15 +220,14 @@ absl::Status WriteCheckpoint(
   return SyncParentDir(dir);
 }
 
-Features Featurize(const WordPieceTokenizer& tok,
-                   const std::vector<Example>& rows,
+Features Featurize(const Tokenizer& tok, const std::vector<Example>& rows,
                    const std::vector<std::string>& labels, int64_t max_length) {
   Features f;
   f.encodings.reserve(rows.size());
   for (const Example& ex : rows) {
     std::optional<std::string_view> pair;
     if (ex.text_pair.has_value()) pair = *ex.text_pair;
-    f.encodings.push_back(tok.Encode(ex.text, pair, max_length));
+    f.encodings.push_back(tok.EncodeTruncated(ex.text, pair, max_length));
   }
   f.labels = LabelIndices(rows, labels);
   return f;
@@ -287,7 +305,7 @@ void SetGeneratorState(const torch::Device& device, const torch::Tensor& s) {
 // generator states) and `dir`/trainer_state.json. `state` carries every
 // scalar but the Adam step counts, which are read from the optimizer.
 // Reads generator states without drawing from them.
-absl::Status WriteTrainingState(BertForSequenceClassification& model,
+absl::Status WriteTrainingState(TaskModel& model,
                                 torch::optim::AdamW& optimizer,
                                 const torch::Device& device, TrainerState state,
                                 const std::string& dir) {
@@ -345,8 +363,7 @@ absl::Status WriteTrainingState(BertForSequenceClassification& model,
 // over `model`'s parameters and into the generators. INVALID_ARGUMENT naming
 // the file and tensor when something is missing, extra or mis-shaped.
 absl::Status RestoreTrainingState(const std::string& dir,
-                                  const TrainerState& state,
-                                  BertForSequenceClassification& model,
+                                  const TrainerState& state, TaskModel& model,
                                   torch::optim::AdamW& optimizer,
                                   const torch::Device& device,
                                   const std::function<void(std::string)>& log) {
@@ -566,90 +583,85 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
           ? params.num_threads
           : std::max<int64_t>(1, std::thread::hardware_concurrency());
   torch::set_num_threads(static_cast<int>(threads));
-  std::unique_ptr<WordPieceTokenizer> tokenizer;
-  BertForSequenceClassification model{nullptr};
+  std::unique_ptr<Tokenizer> tokenizer;
+  TaskModel model;
+  const HeadKind head = HeadKind::kSequenceClassification;
+  // Errors in a model or tokenizer the job names are the job's input errors.
+  auto input_error = [](const absl::Status& status) {
+    return status.code() == absl::StatusCode::kNotFound
+               ? absl::InvalidArgumentError(status.message())
+               : status;
+  };
   if (resuming) {
     const std::string& dir = spec.resume_from;
-    const std::string config_path = dir + "/config.json";
-    auto config_text = ReadFile(config_path);
-    if (!config_text.ok()) {
+    auto saved = ModelConfig::FromFile(dir + "/config.json");
+    if (!saved.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("resume_from: ", config_text.status().message()));
+          absl::StrCat("resume_from: ", saved.status().message()));
     }
-    nlohmann::json config_json;
-    try {
-      config_json = nlohmann::json::parse(*config_text);
-    } catch (const nlohmann::json::exception& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(config_path, ": invalid JSON: ", e.what()));
-    }
-    ASSIGN_OR_RETURN(const BertConfig saved, BertConfig::FromJson(config_json));
-    if (saved.id2label != labels) {
+    if (saved->id2label != labels) {
       return absl::InvalidArgumentError(absl::StrCat(
-          config_path, ": the checkpoint's labels [",
-          absl::StrJoin(saved.id2label, ", "), "] differ from the data's [",
+          dir, "/config.json: the checkpoint's labels [",
+          absl::StrJoin(saved->id2label, ", "), "] differ from the data's [",
           absl::StrJoin(labels, ", "), "]"));
     }
-    const std::string vocab = dir + "/vocab.txt";
-    if (!PathExists(vocab)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("resume_from ", dir, " has no vocab.txt"));
-    }
-    ASSIGN_OR_RETURN(tokenizer, WordPieceTokenizer::FromVocabFile(vocab));
-    auto loaded = LoadBertForClassification(dir, labels, log);
-    if (!loaded.ok()) {
-      if (loaded.status().code() == absl::StatusCode::kNotFound) {
-        return absl::InvalidArgumentError(loaded.status().message());
-      }
-      return loaded.status();
-    }
+    auto tok = Tokenizer::FromDirectory(dir);
+    if (!tok.ok()) return input_error(tok.status());
+    tokenizer = *std::move(tok);
+    auto loaded = LoadModel(dir, head, labels, log);
+    if (!loaded.ok()) return input_error(loaded.status());
     model = *std::move(loaded);
     log(absl::StrCat("model: resumed from ", dir));
   } else if (spec.model_config.has_value()) {
-    ASSIGN_OR_RETURN(tokenizer,
-                     WordPieceTokenizer::FromVocabFile(spec.vocab_path));
-    BertConfig config = *spec.model_config;
+    auto tok = Tokenizer::FromDirectory(spec.tokenizer_dir);
+    if (!tok.ok()) return input_error(tok.status());
+    tokenizer = *std::move(tok);
+    ModelConfig config = *spec.model_config;
     config.id2label = labels;
     RETURN_IF_ERROR(config.Validate());
-    model = BertForSequenceClassification(config);
+    ASSIGN_OR_RETURN(model, CreateModel(config, head));
   } else if (absl::StartsWith(spec.model, "preset:")) {
-    ASSIGN_OR_RETURN(BertConfig config, BertConfig::Preset(spec.model));
+    ASSIGN_OR_RETURN(const Preset preset, FindPreset(spec.model));
+    ModelConfig config = preset.config;
     config.id2label = labels;
-    const std::string vocab =
-        ResolveAssetsDir(spec) + "/bert-base-uncased/vocab.txt";
-    if (!PathExists(vocab)) {
+    const std::string tokenizer_dir =
+        ResolveAssetsDir(spec) + "/" + preset.tokenizer_dir;
+    if (!std::filesystem::is_directory(tokenizer_dir)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the preset's vocabulary ", vocab,
-          " is missing; run the asset preparation (tools/prepare_assets.js) "
-          "or set LATHE_ASSETS_DIR"));
+          "the tokenizer of ", spec.model, " (", tokenizer_dir,
+          ") is missing; run ./run setup (tools/prepare_assets.js) or set "
+          "LATHE_ASSETS_DIR"));
     }
-    ASSIGN_OR_RETURN(tokenizer, WordPieceTokenizer::FromVocabFile(vocab));
-    model = BertForSequenceClassification(config);
+    ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromDirectory(tokenizer_dir));
+    ASSIGN_OR_RETURN(model, CreateModel(config, head));
     log(absl::StrCat("model: ", spec.model, " (random initialisation, seed ",
                      params.seed, ")"));
   } else {
     if (spec.model.empty() || !std::filesystem::is_directory(spec.model)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown model \"", spec.model,
-                       "\": expected preset:bert-tiny, preset:bert-mini or a "
-                       "model directory"));
-    }
-    const std::string vocab = spec.model + "/vocab.txt";
-    if (!PathExists(vocab)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "model directory ", spec.model,
-          " has no vocab.txt (only WordPiece BERT tokenizers are supported)"));
+          "unknown model \"", spec.model,
+          "\": expected a preset (preset:bert-tiny, ...) or a model "
+          "directory"));
     }
-    ASSIGN_OR_RETURN(tokenizer, WordPieceTokenizer::FromVocabFile(vocab));
-    ASSIGN_OR_RETURN(model, LoadBertForClassification(spec.model, labels, log));
-    log(absl::StrCat("model: loaded ", spec.model));
+    auto tok = Tokenizer::FromDirectory(spec.model);
+    if (!tok.ok()) return input_error(tok.status());
+    tokenizer = *std::move(tok);
+    auto loaded = LoadModel(spec.model, head, labels, log);
+    if (!loaded.ok()) return input_error(loaded.status());
+    model = *std::move(loaded);
+    log(absl::StrCat("model: loaded ", spec.model, " (",
+                     model->architecture_class(), ")"));
   }
-  const BertConfig& config = model->config();
+  const ModelConfig& config = model->config();
   if (tokenizer->vocab_size() > config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "the vocabulary has ", tokenizer->vocab_size(),
+        "the tokenizer has ", tokenizer->vocab_size(),
         " tokens but the model's vocab_size is ", config.vocab_size));
   }
+  // Padding is masked out, so any id works where the tokenizer has no pad
+  // token (GPT-2, Llama): the end-of-sequence token, as is customary.
+  const int64_t pad_id =
+      tokenizer->pad_id().value_or(tokenizer->eos_id().value_or(0));
 
   torch::Device device(torch::kCPU);
   try {
@@ -679,8 +691,12 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   model->train();
   log(absl::StrCat("device: ", device.str(), ", threads: ", threads));
 
-  const int64_t max_length =
-      std::min(params.max_seq_length, config.max_position_embeddings);
+  // RoBERTa's positions start after the padding index.
+  const int64_t positions =
+      config.architecture == Architecture::kRoberta
+          ? config.max_position_embeddings - config.pad_token_id.value_or(1) - 1
+          : config.max_position_embeddings;
+  const int64_t max_length = std::min(params.max_seq_length, positions);
   const Features train = Featurize(*tokenizer, train_rows, labels, max_length);
   const Features val = Featurize(*tokenizer, val_rows, labels, max_length);
   const int64_t n_train = static_cast<int64_t>(train.encodings.size());
@@ -703,11 +719,11 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         steps_per_epoch, ", ", warmup_steps, ", ", max_length, ")"));
   }
 
-  // Biases and LayerNorm weights are not decayed (as in Hugging Face).
+  // Biases and normalisation weights (the one-dimensional parameters of
+  // every family here) are not decayed, as in Hugging Face.
   std::vector<torch::Tensor> decay, no_decay;
   for (const auto& item : model->named_parameters()) {
-    if (absl::EndsWith(item.key(), ".bias") ||
-        absl::StrContains(item.key(), "LayerNorm.")) {
+    if (item.value().dim() <= 1) {
       no_decay.push_back(item.value());
     } else {
       decay.push_back(item.value());
@@ -773,7 +789,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     if (!val.encodings.empty() &&
         (last || (params.eval_steps > 0 && step % params.eval_steps == 0))) {
       const EvalResult r =
-          Evaluate(model, val, params.batch_size, tokenizer->pad_id(), device,
+          Evaluate(model, val, params.batch_size, pad_id, device,
                    static_cast<int64_t>(labels.size()));
       metrics = r.ToJson();
       emit({{"type", "eval"}, {"step", step}, {"metrics", metrics}});
@@ -791,7 +807,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     state.steps_since_report = steps_since_report;
     const std::string dir = absl::StrCat(out_dir, "/checkpoint-", step);
     RETURN_IF_ERROR(WriteCheckpoint(
-        model, *tokenizer, max_length, dir, [&](const std::string& tmp) {
+        *model, *tokenizer, max_length, dir, [&](const std::string& tmp) {
           return WriteTrainingState(model, optimizer, device, state, tmp);
         }));
     nlohmann::json event = {{"type", "checkpoint"},
@@ -816,7 +832,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       cursor = 0;
     }
     const size_t end = std::min(order.size(), cursor + params.batch_size);
-    Batch b = Collate(train, order, cursor, end, tokenizer->pad_id(), device);
+    Batch b = Collate(train, order, cursor, end, pad_id, device);
     const int64_t samples = static_cast<int64_t>(end - cursor);
     cursor = end;
     const double lr =
@@ -827,8 +843,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     // Undefined rather than zeroed gradients: every step, the first after a
     // resume included, then computes them the same way.
     for (torch::Tensor& p : all_params) p.mutable_grad() = torch::Tensor();
-    torch::Tensor logits =
-        model(b.input_ids, b.token_type_ids, b.attention_mask);
+    torch::Tensor logits = model->forward(Inputs(*model, b));
     torch::Tensor loss = torch::nn::functional::cross_entropy(logits, b.labels);
     loss.backward();
     if (params.max_grad_norm > 0) {
@@ -945,6 +960,47 @@ absl::Status RunTraining(const TrainSpec& spec, const std::string& out_dir,
     return absl::ResourceExhaustedError(status.message());
   }
   return status;
+}
+
+absl::Status WritePresetModel(const std::string& preset,
+                              const std::string& assets_dir, int64_t seed,
+                              const std::string& dir) {
+  try {
+    ASSIGN_OR_RETURN(const Preset p, FindPreset(preset));
+    if (std::filesystem::exists(dir)) {
+      return absl::AlreadyExistsError(absl::StrCat(dir, " already exists"));
+    }
+    TrainSpec spec;
+    spec.assets_dir = assets_dir;
+    ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                     Tokenizer::FromDirectory(ResolveAssetsDir(spec) + "/" +
+                                              p.tokenizer_dir));
+    const bool decoder = p.config.architecture == Architecture::kGpt2 ||
+                         p.config.architecture == Architecture::kLlama;
+    torch::manual_seed(static_cast<uint64_t>(seed));
+    ASSIGN_OR_RETURN(TaskModel model,
+                     CreateModel(p.config, decoder ? HeadKind::kCausalLm
+                                                   : HeadKind::kMaskedLm));
+    const std::string tmp = dir + ".tmp";
+    std::error_code ec;
+    std::filesystem::remove_all(tmp, ec);
+    RETURN_IF_ERROR(MakeDirs(tmp));
+    RETURN_IF_ERROR(SaveModel(*model, tmp));
+    RETURN_IF_ERROR(tokenizer->CopyFilesTo(tmp));
+    if (!PathExists(tmp + "/tokenizer_config.json") &&
+        PathExists(tmp + "/vocab.txt")) {
+      RETURN_IF_ERROR(
+          WriteBertTokenizerConfig(tmp, p.config.max_position_embeddings));
+    }
+    std::filesystem::rename(tmp, dir, ec);
+    if (ec) {
+      return absl::InternalError(
+          absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
+    }
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("error: ", e.what()));
+  }
 }
 
 void RequestCheckpoint() {

@@ -1,4 +1,5 @@
-// The training child's core: reads a job spec, trains a text classifier and
+// The training child's core: reads a job spec, fine-tunes a model (any
+// family in worker/models) as a text classifier and
 // reports progress as JSON events. No LibTorch in this header.
 #ifndef LATHE_WORKER_TRAIN_TRAINER_H_
 #define LATHE_WORKER_TRAIN_TRAINER_H_
@@ -11,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
-#include "worker/models/bert_config.h"
+#include "worker/models/model_config.h"
 
 namespace lathe {
 
@@ -19,7 +20,8 @@ namespace lathe {
 struct TrainSpec {
   std::string job_id;
   std::string task = "text-classification";
-  // "preset:bert-tiny", "preset:bert-mini" or a model directory.
+  // A preset ("preset:bert-tiny", see Presets()) or a Hugging Face model
+  // directory (config.json, safetensors weights, tokenizer files).
   std::string model;
   std::string train_data;       // Local path.
   std::string train_name;       // Display name used in messages.
@@ -27,8 +29,8 @@ struct TrainSpec {
   std::string validation_name;
   std::map<std::string, std::string> params;  // See common/params.h.
   std::string device = "cpu";                 // "cpu" or "cuda:N".
-  // Holds bert-base-uncased/vocab.txt for presets. Empty: $LATHE_ASSETS_DIR,
-  // else <executable dir>/../assets.
+  // Holds the presets' tokenizer directories (bert-base-uncased, gpt2,
+  // llama2). Empty: $LATHE_ASSETS_DIR, else <executable dir>/../assets.
   std::string assets_dir;
   // A checkpoint directory (OUT/checkpoint-STEP of an earlier attempt of this
   // job, with trainer_state.json and training_state.safetensors) to continue
@@ -38,10 +40,10 @@ struct TrainSpec {
   std::string resume_from;
 
   // Test hooks, never read from JSON: when set, the model is a random-init
-  // BERT with this architecture (id2label is replaced by the data's labels)
-  // and the tokenizer reads `vocab_path`.
-  std::optional<BertConfig> model_config;
-  std::string vocab_path;
+  // model with this architecture (id2label is replaced by the data's labels)
+  // and the tokenizer is the one in `tokenizer_dir`.
+  std::optional<ModelConfig> model_config;
+  std::string tokenizer_dir;
 
   // INVALID_ARGUMENT naming the field when the JSON is malformed.
   static absl::StatusOr<TrainSpec> FromJson(const std::string& text);
@@ -62,6 +64,16 @@ using EventFn = std::function<void(const nlohmann::json&)>;
 // their codes. Catches every LibTorch exception and std::bad_alloc.
 absl::Status RunTraining(const TrainSpec& spec, const std::string& out_dir,
                          const EventFn& emit);
+
+// Writes a random-initialisation base model of `preset` ("preset:gpt2-tiny",
+// ...) to `dir` (created; must not exist yet) in the published Hugging Face
+// layout: the family's usual pre-training class (BertForMaskedLM,
+// GPT2LMHeadModel, LlamaForCausalLM, ...), config.json, model.safetensors and
+// the preset's tokenizer files from `assets_dir` (empty: as TrainSpec's).
+// A base for pre-training from scratch, or to push to the model store.
+absl::Status WritePresetModel(const std::string& preset,
+                              const std::string& assets_dir, int64_t seed,
+                              const std::string& dir);
 
 // Asks the running (or next) RunTraining to write a checkpoint at its next
 // step boundary (after at least one step), emitted with "requested": true.

@@ -1,0 +1,190 @@
+// Whole-system tests for base models: a BERT, a GPT-2 and a Llama-style base
+// model in the published Hugging Face layout (written by `lathe-train
+// init-model`), pushed to the real server's model store, fine-tuned as text
+// classifiers by the real worker, and a fine-tuned checkpoint chained into
+// the next job with `job:ID`.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "common/files.h"
+#include "common/safetensors.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/system.h"
+#include "tests/support/temp_dir.h"
+
+namespace lathe {
+namespace {
+
+using nlohmann::json;
+using testing::CommandResult;
+using ::testing::HasSubstr;
+using testing::ServerProcess;
+
+json ParseJson(const CommandResult& r) {
+  json j = json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
+  return j;
+}
+
+class BaseModelsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    server_ = new ServerProcess(dir_->path() + "/server", 1,
+                                {"--allow-root", dir_->path()});
+    std::string why;
+    started_ = server_->Start(&why);
+    if (!started_) start_error_ = new std::string(why);
+    testing::WriteSentimentData(dir_->path() + "/train.jsonl", 96, 0);
+    testing::WriteSentimentData(dir_->path() + "/validation.jsonl", 32, 1);
+  }
+  static void TearDownTestSuite() {
+    delete server_;  // Stops the server, its workers and their children.
+    server_ = nullptr;
+    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
+        << "processes left behind";
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
+  }
+  static std::string Path(const std::string& name) {
+    return dir_->path() + "/" + name;
+  }
+
+  // Submits a short sentiment fine-tuning job on `model`; returns its id.
+  std::string Submit(const std::string& model, int max_steps) {
+    CommandResult r = server_->Cli({"submit",
+                                    "--task",
+                                    "text-classification",
+                                    "--model",
+                                    model,
+                                    "--train-data",
+                                    Path("train.jsonl"),
+                                    "--validation-data",
+                                    Path("validation.jsonl"),
+                                    "--param",
+                                    "learning_rate=2e-3",
+                                    "--param",
+                                    "batch_size=16",
+                                    "--param",
+                                    "max_seq_length=32",
+                                    "--param",
+                                    "warmup_ratio=0",
+                                    "--param",
+                                    "max_steps=" + std::to_string(max_steps),
+                                    "--param",
+                                    "epochs=100",
+                                    "--output",
+                                    "json"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return ParseJson(r).value("id", "");
+  }
+
+  // Waits for `id` to end and returns `lathe get` as JSON.
+  json WaitAndGet(const std::string& id) {
+    CommandResult wait = server_->Cli({"wait", id, "--timeout", "600"});
+    EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
+    CommandResult get = server_->Cli({"get", id, "--output", "json"});
+    EXPECT_EQ(get.exit_code, 0) << get.err;
+    return ParseJson(get);
+  }
+
+  static TempDir* dir_;
+  static ServerProcess* server_;
+  static bool started_;
+  static std::string* start_error_;
+};
+
+TempDir* BaseModelsTest::dir_ = nullptr;
+ServerProcess* BaseModelsTest::server_ = nullptr;
+bool BaseModelsTest::started_ = false;
+std::string* BaseModelsTest::start_error_ = nullptr;
+
+struct Family {
+  std::string preset;
+  std::string model_type;
+  std::string base_class;        // What init-model writes.
+  std::string classifier_class;  // What fine-tuning writes.
+  std::string head_tensor;       // The classification head's weight.
+  std::string tokenizer_file;
+};
+
+class FamilyTest : public BaseModelsTest,
+                   public ::testing::WithParamInterface<Family> {};
+
+TEST_P(FamilyTest, PushedBaseModelFineTunesAndItsCheckpointChains) {
+  const Family& f = GetParam();
+  const std::string name = f.model_type + "-base";
+  const std::string base = Path(name);
+
+  // A base model in the published layout, as a user would bring one.
+  CommandResult init =
+      testing::RunCommand({testing::BinDir() + "/lathe-train", "init-model",
+                           f.preset, "--out", base, "--seed", "5"});
+  ASSERT_EQ(init.exit_code, 0) << init.out << init.err;
+  json base_config = json::parse(*ReadFile(base + "/config.json"));
+  EXPECT_EQ(base_config["model_type"], f.model_type);
+  EXPECT_EQ(base_config["architectures"][0], f.base_class);
+  EXPECT_TRUE(PathExists(base + "/" + f.tokenizer_file));
+
+  CommandResult push = server_->Cli(
+      {"models", "push", base, "--name", name, "--output", "json"});
+  ASSERT_EQ(push.exit_code, 0) << push.out << push.err;
+  CommandResult list = server_->Cli({"models", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr(name));
+
+  const std::string id = Submit(name, 24);
+  ASSERT_FALSE(id.empty());
+  json job = WaitAndGet(id);
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  ASSERT_TRUE(job["eval_metrics"].contains("accuracy")) << job.dump(2);
+  // The sentiment words decide the label; every family learns it.
+  EXPECT_GE(job["eval_metrics"]["accuracy"].get<double>(), 0.8) << job.dump(2);
+
+  const std::string dest = Path(name + "-tuned");
+  CommandResult dl = server_->Cli({"download", id, "--dest", dest});
+  ASSERT_EQ(dl.exit_code, 0) << dl.out << dl.err;
+  json config = json::parse(*ReadFile(dest + "/config.json"));
+  EXPECT_EQ(config["model_type"], f.model_type);
+  EXPECT_EQ(config["architectures"][0], f.classifier_class);
+  EXPECT_EQ(config["id2label"]["0"], "negative");
+  EXPECT_EQ(config["label2id"]["positive"], 1);
+  EXPECT_TRUE(PathExists(dest + "/" + f.tokenizer_file));
+  auto weights = SafetensorsFile::Open(dest + "/model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ASSERT_NE((*weights)->Find(f.head_tensor), nullptr) << f.head_tensor;
+  EXPECT_EQ((*weights)->Find(f.head_tensor)->shape[0], 2);
+  EXPECT_EQ((*weights)->metadata().at("format"), "pt");
+
+  // Chained: the fine-tuned job's best checkpoint is the next job's base.
+  const std::string next = Submit("job:" + id, 4);
+  json chained = WaitAndGet(next);
+  ASSERT_EQ(chained["state"], "SUCCEEDED") << chained.dump(2);
+  EXPECT_GE(chained["eval_metrics"]["accuracy"].get<double>(), 0.8)
+      << chained.dump(2);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Families, FamilyTest,
+    ::testing::Values(Family{"preset:bert-tiny", "bert", "BertForMaskedLM",
+                             "BertForSequenceClassification",
+                             "classifier.weight", "vocab.txt"},
+                      Family{"preset:gpt2-tiny", "gpt2", "GPT2LMHeadModel",
+                             "GPT2ForSequenceClassification", "score.weight",
+                             "vocab.json"},
+                      Family{"preset:llama-tiny", "llama", "LlamaForCausalLM",
+                             "LlamaForSequenceClassification", "score.weight",
+                             "tokenizer.json"}),
+    [](const ::testing::TestParamInfo<Family>& info) {
+      return info.param.model_type;
+    });
+
+}  // namespace
+}  // namespace lathe
