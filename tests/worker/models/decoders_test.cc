@@ -781,6 +781,35 @@ TEST(DecodersTest, InitialisationFollowsHuggingFace) {
   EXPECT_TRUE((*m)->named_buffers().is_empty());
 }
 
+TEST(DecodersTest, TrainingForwardAndBackward) {
+  for (const std::string type : {"gpt2", "qwen2"}) {
+    SCOPED_TRACE(type);
+    ModelConfig c = TinyConfig(type);
+    c.pad_token_id = 0;
+    c.tie_word_embeddings = true;
+    torch::manual_seed(8);
+    auto m = CreateModel(c, HeadKind::kCausalLm);
+    ASSERT_TRUE(m.ok()) << m.status();
+    (*m)->train();
+    Batch batch = MakeBatch(c.vocab_size);
+    batch.ids[1][4] = 0;
+    batch.ids[1][5] = 0;
+    torch::Tensor logits = (*m)->forward(Inputs(batch));
+    logits.pow(2).mean().backward();
+    const std::string embedding = (*m)->tied_parameters().at(0).second;
+    auto params = (*m)->named_parameters();
+    torch::Tensor grad = params[embedding].grad();
+    ASSERT_TRUE(grad.defined());
+    EXPECT_TRUE(torch::isfinite(grad).all().item<bool>());
+    EXPECT_GT(grad.abs().sum().item<double>(), 0.0);
+    if (type == "qwen2") {
+      // Qwen2's q/k/v biases train.
+      EXPECT_TRUE(
+          params["model.layers.0.self_attn.q_proj.bias"].grad().defined());
+    }
+  }
+}
+
 TEST(DecodersTest, HeadNamesAndPrefixesFollowTheClasses) {
   ModelConfig llama = TinyConfig("llama");
   auto qa = CreateModel(llama, HeadKind::kQuestionAnswering);
