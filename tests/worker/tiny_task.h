@@ -70,6 +70,7 @@ inline ModelConfig TinyConfig() {
   c.hidden_size = 32;
   c.num_hidden_layers = 2;
   c.num_attention_heads = 2;
+  c.num_key_value_heads = 2;
   c.intermediate_size = 64;
   c.max_position_embeddings = 64;
   return c;

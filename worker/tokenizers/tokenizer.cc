@@ -187,9 +187,26 @@ class HfTokenizer : public Tokenizer {
     auto total = [&] {
       return static_cast<int64_t>(a.size() + (b ? b->size() : 0));
     };
-    while (total() > budget) {
-      Encoded* longer = (b && b->size() > a.size()) ? &*b : &a;
-      Shrink(longer);
+    if (!b) {
+      while (total() > budget) Shrink(&a);
+    } else if (total() > budget) {
+      // Hugging Face's longest-first rule: the shorter sequence keeps its
+      // length when the longer can absorb the cut; otherwise both get half
+      // the budget and the originally longer one the odd token.
+      const bool a_longer = a.size() > b->size();
+      const int64_t shorter =
+          static_cast<int64_t>(a_longer ? b->size() : a.size());
+      int64_t keep_short = shorter;
+      int64_t keep_long =
+          shorter > budget ? shorter : std::max(shorter, budget - shorter);
+      if (keep_short + keep_long > budget) {
+        keep_short = budget / 2;
+        keep_long = keep_short + budget % 2;
+      }
+      const int64_t keep_a = a_longer ? keep_long : keep_short;
+      const int64_t keep_b = a_longer ? keep_short : keep_long;
+      while (static_cast<int64_t>(a.size()) > keep_a) Shrink(&a);
+      while (static_cast<int64_t>(b->size()) > keep_b) Shrink(&*b);
     }
     return Finish(std::move(a), std::move(b), true, text, pair);
   }

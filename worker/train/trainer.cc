@@ -122,6 +122,25 @@ ModelInputs Inputs(const TaskModelImpl& model, const Batch& b) {
   return in;
 }
 
+// The model's trainable tensors by name, each once: a tied alias (GPT-2's
+// lm_head.weight is transformer.wte.weight) is listed under its source's
+// name only, so the optimizer updates it once per step.
+std::vector<std::pair<std::string, torch::Tensor>> UniqueParameters(
+    const TaskModelImpl& model) {
+  std::set<std::string> aliases;
+  for (const auto& [alias, source] : model.tied_parameters()) {
+    aliases.insert(alias);
+  }
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  std::set<const void*> seen;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (aliases.count(item.key())) continue;
+    if (!seen.insert(item.value().unsafeGetTensorImpl()).second) continue;
+    out.emplace_back(item.key(), item.value());
+  }
+  return out;
+}
+
 EvalResult Evaluate(TaskModel& model, const Features& f, int64_t batch_size,
                     int64_t pad_id, const torch::Device& device,
                     int64_t num_labels) {
@@ -322,15 +341,14 @@ absl::Status WriteTrainingState(TaskModel& model,
     views.push_back(std::move(v));
   };
   bool first = true;
-  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
-    const torch::optim::AdamWParamState* ps =
-        FindAdamState(optimizer, item.value());
+  for (const auto& [key, value] : UniqueParameters(*model)) {
+    const torch::optim::AdamWParamState* ps = FindAdamState(optimizer, value);
     const int64_t steps = ps == nullptr ? 0 : ps->step();
     if (first) {
       state.adam_step = steps;
       first = false;
     } else if (steps != state.adam_step) {
-      state.adam_steps[item.key()] = steps;
+      state.adam_steps[key] = steps;
     }
     if (ps == nullptr) continue;
     auto cpu = [](const torch::Tensor& t) {
@@ -338,10 +356,10 @@ absl::Status WriteTrainingState(TaskModel& model,
     };
     if (ps->exp_avg().scalar_type() != torch::kFloat32) {
       return absl::InternalError(
-          absl::StrCat("optimizer state of ", item.key(), " is not float32"));
+          absl::StrCat("optimizer state of ", key, " is not float32"));
     }
-    add("exp_avg." + item.key(), cpu(ps->exp_avg()), "F32");
-    add("exp_avg_sq." + item.key(), cpu(ps->exp_avg_sq()), "F32");
+    add("exp_avg." + key, cpu(ps->exp_avg()), "F32");
+    add("exp_avg_sq." + key, cpu(ps->exp_avg_sq()), "F32");
   }
   add("rng.torch_cpu", GeneratorState(torch::Device(torch::kCPU)), "U8");
   if (device.is_cuda()) add("rng.torch_cuda", GeneratorState(device), "U8");
@@ -399,22 +417,21 @@ absl::Status RestoreTrainingState(const std::string& dir,
   };
   std::set<std::string> names;
   auto& opt_state = optimizer.state();
-  for (const auto& item : model->named_parameters(/*recurse=*/true)) {
-    names.insert(item.key());
-    auto it = state.adam_steps.find(item.key());
+  for (const auto& [key, value] : UniqueParameters(*model)) {
+    names.insert(key);
+    auto it = state.adam_steps.find(key);
     const int64_t steps =
         it != state.adam_steps.end() ? it->second : state.adam_step;
     if (steps == 0) continue;
-    ASSIGN_OR_RETURN(torch::Tensor exp_avg,
-                     tensor("exp_avg." + item.key(), item.value()));
+    ASSIGN_OR_RETURN(torch::Tensor exp_avg, tensor("exp_avg." + key, value));
     ASSIGN_OR_RETURN(torch::Tensor exp_avg_sq,
-                     tensor("exp_avg_sq." + item.key(), item.value()));
+                     tensor("exp_avg_sq." + key, value));
     auto ps = std::make_unique<torch::optim::AdamWParamState>();
     ps->step(steps);
     ps->exp_avg(exp_avg);
     ps->exp_avg_sq(exp_avg_sq);
-    opt_state[OptimizerStateKey<typename OptimizerStateMap::key_type>(
-        item.value())] = std::move(ps);
+    opt_state[OptimizerStateKey<typename OptimizerStateMap::key_type>(value)] =
+        std::move(ps);
   }
   for (const auto& [name, steps] : state.adam_steps) {
     if (!names.count(name)) {
@@ -722,12 +739,10 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   // Biases and normalisation weights (the one-dimensional parameters of
   // every family here) are not decayed, as in Hugging Face.
   std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& item : model->named_parameters()) {
-    if (item.value().dim() <= 1) {
-      no_decay.push_back(item.value());
-    } else {
-      decay.push_back(item.value());
-    }
+  std::vector<torch::Tensor> all_params;
+  for (const auto& [key, value] : UniqueParameters(*model)) {
+    (value.dim() <= 1 ? no_decay : decay).push_back(value);
+    all_params.push_back(value);
   }
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay,
@@ -742,7 +757,6 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                               .eps(1e-8)));
   torch::optim::AdamW optimizer(
       groups, torch::optim::AdamWOptions(params.learning_rate));
-  std::vector<torch::Tensor> all_params = model->parameters();
   log(absl::StrCat("training: ", total_steps, " steps (", steps_per_epoch,
                    " per epoch), warmup ", warmup_steps, ", max_length ",
                    max_length));
