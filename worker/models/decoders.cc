@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/models/family_models.h"
+#include "worker/models/linear.h"
 #include "worker/models/model.h"
 
 namespace lathe {
@@ -124,7 +125,7 @@ void InitNormal(torch::Tensor w, double std) {
   w.normal_(0.0, std);
 }
 
-void InitLinear(torch::nn::Linear& l, double std) {
+void InitLinear(Linear& l, double std) {
   InitNormal(l->weight, std);
   if (l->bias.defined()) {
     torch::NoGradGuard no_grad;
@@ -132,8 +133,10 @@ void InitLinear(torch::nn::Linear& l, double std) {
   }
 }
 
-torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias, double std) {
-  torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(bias));
+// Lathe's Linear: torch.nn.Linear's names and numerics, and room for a LoRA
+// adapter (lora.h).
+Linear MakeLinear(int64_t in, int64_t out, bool bias, double std) {
+  Linear l(in, out, bias);
   InitLinear(l, std);
   return l;
 }
@@ -175,23 +178,13 @@ torch::Tensor LastTokenStates(const torch::Tensor& hidden,
 
 // ---------------------------------------------------------------- GPT-2
 
-// Hugging Face's Conv1D: weight [in, out], y = x W + b.
-class Conv1DImpl : public torch::nn::Module {
- public:
-  Conv1DImpl(int64_t in, int64_t out, double std) {
-    weight = register_parameter("weight", torch::empty({in, out}));
-    bias = register_parameter("bias", torch::zeros({out}));
-    InitNormal(weight, std);
-  }
-  torch::Tensor forward(const torch::Tensor& x) {
-    std::vector<int64_t> shape = x.sizes().vec();
-    shape.back() = weight.size(1);
-    return torch::addmm(bias, x.reshape({-1, x.size(-1)}), weight).view(shape);
-  }
-  torch::Tensor weight;
-  torch::Tensor bias;
-};
-TORCH_MODULE(Conv1D);
+// Hugging Face's Conv1D: weight [in, out], y = x W + b (Lathe's Linear in
+// its transposed layout, which also takes LoRA adapters).
+Linear Conv1D(int64_t in, int64_t out, double std) {
+  Linear l(in, out, /*bias=*/true, /*fan_in_fan_out=*/true);
+  InitNormal(l->weight, std);
+  return l;
+}
 
 torch::nn::LayerNorm MakeLayerNorm(int64_t h, double eps) {
   // LayerNorm starts at weight 1, bias 0 as Hugging Face initialises it.
@@ -265,8 +258,8 @@ class Gpt2BlockImpl : public torch::nn::Module {
   double scale_ = 1.0;
   Act act_;
   torch::nn::LayerNorm ln_1_{nullptr}, ln_2_{nullptr};
-  Conv1D c_attn_{nullptr}, attn_proj_{nullptr};
-  Conv1D c_fc_{nullptr}, mlp_proj_{nullptr};
+  Linear c_attn_{nullptr}, attn_proj_{nullptr};
+  Linear c_fc_{nullptr}, mlp_proj_{nullptr};
 };
 TORCH_MODULE(Gpt2Block);
 
@@ -457,9 +450,8 @@ class LlamaLayerImpl : public torch::nn::Module {
   double attn_dropout_;
   Act act_;
   RmsNorm input_layernorm_{nullptr}, post_attention_layernorm_{nullptr};
-  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr},
-      o_proj_{nullptr};
-  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
+  Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
 };
 TORCH_MODULE(LlamaLayer);
 
@@ -638,9 +630,9 @@ class DecoderTaskImpl : public TaskModelImpl {
   std::string prefix_;
   std::string embedding_name_;
   Projection lm_head_{nullptr};
-  torch::nn::Linear score_{nullptr};
-  torch::nn::Linear token_head_{nullptr};
-  torch::nn::Linear qa_outputs_{nullptr};
+  Linear score_{nullptr};
+  Linear token_head_{nullptr};
+  Linear qa_outputs_{nullptr};
   torch::nn::Dropout dropout_{nullptr};
 };
 

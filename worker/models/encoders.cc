@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "worker/models/linear.h"
 
 namespace lathe {
 namespace families {
@@ -22,9 +23,11 @@ std::shared_ptr<torch::nn::Module> Holder(torch::nn::Module& parent,
   return parent.register_module(name, std::make_shared<torch::nn::Module>());
 }
 
-torch::nn::Linear MakeLinear(torch::nn::Module& parent, const std::string& name,
-                             int64_t in, int64_t out, double init_std) {
-  auto l = parent.register_module(name, torch::nn::Linear(in, out));
+Linear MakeLinear(torch::nn::Module& parent, const std::string& name,
+                  int64_t in, int64_t out, double init_std) {
+  // Lathe's Linear: torch.nn.Linear's names and numerics, and room for a
+  // LoRA adapter (lora.h).
+  auto l = parent.register_module(name, Linear(in, out, /*bias=*/true));
   torch::NoGradGuard no_grad;
   l->weight.normal_(0.0, init_std);
   l->bias.zero_();
@@ -99,10 +102,10 @@ std::string ClassPrefix(const ModelConfig& c) {
 }
 
 struct BertLayerParts {
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
-  torch::nn::Linear attn_dense{nullptr};
+  Linear query{nullptr}, key{nullptr}, value{nullptr};
+  Linear attn_dense{nullptr};
   torch::nn::LayerNorm attn_norm{nullptr};
-  torch::nn::Linear intermediate{nullptr}, output{nullptr};
+  Linear intermediate{nullptr}, output{nullptr};
   torch::nn::LayerNorm output_norm{nullptr};
 };
 
@@ -321,18 +324,18 @@ class BertLikeModelImpl : public TaskModelImpl {
   torch::nn::Embedding word_{nullptr}, position_{nullptr}, token_type_{nullptr};
   torch::nn::LayerNorm emb_norm_{nullptr};
   std::vector<BertLayerParts> layers_;
-  torch::nn::Linear pooler_{nullptr};
-  torch::nn::Linear cls_dense_{nullptr};
-  torch::nn::Linear classifier_{nullptr};
-  torch::nn::Linear mlm_dense_{nullptr};
+  Linear pooler_{nullptr};
+  Linear cls_dense_{nullptr};
+  Linear classifier_{nullptr};
+  Linear mlm_dense_{nullptr};
   torch::nn::LayerNorm mlm_norm_{nullptr};
   torch::Tensor mlm_bias_;
 };
 
 struct DistilLayerParts {
-  torch::nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, out{nullptr};
+  Linear q{nullptr}, k{nullptr}, v{nullptr}, out{nullptr};
   torch::nn::LayerNorm sa_norm{nullptr};
-  torch::nn::Linear lin1{nullptr}, lin2{nullptr};
+  Linear lin1{nullptr}, lin2{nullptr};
   torch::nn::LayerNorm out_norm{nullptr};
 };
 
@@ -511,9 +514,9 @@ class DistilBertModelImpl : public TaskModelImpl {
   torch::nn::Embedding word_{nullptr}, position_{nullptr};
   torch::nn::LayerNorm emb_norm_{nullptr};
   std::vector<DistilLayerParts> layers_;
-  torch::nn::Linear pre_classifier_{nullptr};
-  torch::nn::Linear classifier_{nullptr};
-  torch::nn::Linear vocab_transform_{nullptr};
+  Linear pre_classifier_{nullptr};
+  Linear classifier_{nullptr};
+  Linear vocab_transform_{nullptr};
   torch::nn::LayerNorm vocab_norm_{nullptr};
   torch::Tensor vocab_bias_;
 };
