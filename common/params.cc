@@ -1,11 +1,13 @@
 #include "common/params.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace lathe {
 namespace {
@@ -36,6 +38,20 @@ const std::vector<IntField>& IntFields() {
       {"seed", &TrainParams::seed, INT64_MIN, INT64_MAX},
       {"max_steps", &TrainParams::max_steps, 0, 1000000000},
       {"num_threads", &TrainParams::num_threads, 0, 1024},
+      {"gradient_accumulation_steps", &TrainParams::gradient_accumulation_steps,
+       1, 1024},
+      {"bf16", &TrainParams::bf16, 0, 1},
+      {"lora_r", &TrainParams::lora_r, 1, 1024},
+      {"use_rslora", &TrainParams::use_rslora, 0, 1},
+      {"merge_lora", &TrainParams::merge_lora, 0, 1},
+      {"early_stopping_patience", &TrainParams::early_stopping_patience, 0,
+       1000},
+      {"doc_stride", &TrainParams::doc_stride, 0, 512},
+      {"max_answer_length", &TrainParams::max_answer_length, 1, 512},
+      {"completion_only_loss", &TrainParams::completion_only_loss, 0, 1},
+      {"image_size", &TrainParams::image_size, 0, 1024},
+      {"max_new_tokens", &TrainParams::max_new_tokens, 1, 4096},
+      {"top_k", &TrainParams::top_k, 0, 1000000},
   };
   return *fields;
 }
@@ -47,6 +63,44 @@ const std::vector<DoubleField>& DoubleFields() {
       {"weight_decay", &TrainParams::weight_decay, 0.0, 1.0, false},
       {"max_grad_norm", &TrainParams::max_grad_norm, 0.0, 1e6, false},
       {"validation_split", &TrainParams::validation_split, 0.0, 0.5, false},
+      {"lora_alpha", &TrainParams::lora_alpha, 0.0, 1e6, true},
+      {"lora_dropout", &TrainParams::lora_dropout, 0.0, 0.999, false},
+      {"null_score_diff_threshold", &TrainParams::null_score_diff_threshold,
+       -1e6, 1e6, false},
+      {"mlm_probability", &TrainParams::mlm_probability, 0.0, 0.999, true},
+      {"temperature", &TrainParams::temperature, 0.0, 100.0, false},
+      {"top_p", &TrainParams::top_p, 0.0, 1.0, true},
+  };
+  return *fields;
+}
+
+struct StringField {
+  const char* name;
+  std::string TrainParams::*field;
+  // Accepted values; empty: any text of at most 256 bytes.
+  std::vector<std::string> choices;
+};
+
+const std::vector<StringField>& StringFields() {
+  static const auto* fields = new std::vector<StringField>{
+      {"lr_scheduler_type",
+       &TrainParams::lr_scheduler_type,
+       {"linear", "cosine", "constant"}},
+      {"method", &TrainParams::method, {"full", "lora", "linear-probe"}},
+      {"lora_target_modules", &TrainParams::lora_target_modules, {}},
+      {"metric_for_best_model", &TrainParams::metric_for_best_model, {}},
+      {"text_column", &TrainParams::text_column, {}},
+      {"text_pair_column", &TrainParams::text_pair_column, {}},
+      {"label_column", &TrainParams::label_column, {}},
+      {"prompt_column", &TrainParams::prompt_column, {}},
+      {"completion_column", &TrainParams::completion_column, {}},
+      {"messages_column", &TrainParams::messages_column, {}},
+      {"question_column", &TrainParams::question_column, {}},
+      {"context_column", &TrainParams::context_column, {}},
+      {"answers_column", &TrainParams::answers_column, {}},
+      {"tokens_column", &TrainParams::tokens_column, {}},
+      {"tags_column", &TrainParams::tags_column, {}},
+      {"image_column", &TrainParams::image_column, {}},
   };
   return *fields;
 }
@@ -88,6 +142,21 @@ absl::StatusOr<TrainParams> ParseTrainParams(
       }
       out.*f.field = v;
     }
+    for (const StringField& f : StringFields()) {
+      if (name != f.name) continue;
+      known = true;
+      if (value.size() > 256) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": longer than 256 bytes"));
+      }
+      if (!f.choices.empty() && std::find(f.choices.begin(), f.choices.end(),
+                                          value) == f.choices.end()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": \"", value, "\" is not one of ",
+                         absl::StrJoin(f.choices, ", ")));
+      }
+      out.*f.field = value;
+    }
     if (!known) {
       return absl::InvalidArgumentError(absl::StrCat(
           where, ": unknown hyperparameter; accepted: ", TrainParamsHelp()));
@@ -97,9 +166,14 @@ absl::StatusOr<TrainParams> ParseTrainParams(
 }
 
 const char* TrainParamsHelp() {
-  return "epochs, batch_size, learning_rate, warmup_ratio, weight_decay, "
-         "max_seq_length, eval_steps, save_steps, logging_steps, seed, "
-         "max_grad_norm, validation_split, max_steps, num_threads";
+  static const std::string* help = [] {
+    std::vector<std::string> names;
+    for (const IntField& f : IntFields()) names.push_back(f.name);
+    for (const DoubleField& f : DoubleFields()) names.push_back(f.name);
+    for (const StringField& f : StringFields()) names.push_back(f.name);
+    return new std::string(absl::StrJoin(names, ", "));
+  }();
+  return help->c_str();
 }
 
 }  // namespace lathe

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -26,6 +27,43 @@ struct TrainParams {
   double validation_split = 0.1;  // [0, 0.5]; used without validation data
   int64_t max_steps = 0;          // 0 = epochs decide; else stop there
   int64_t num_threads = 0;        // 0 = every core the machine gives
+
+  // Optimisation.
+  int64_t gradient_accumulation_steps = 1;   // 1..1024 micro-batches per step
+  std::string lr_scheduler_type = "linear";  // linear | cosine | constant
+  int64_t bf16 = 0;  // 0/1: bf16 autocast where the device supports it
+  // Method: full | lora | linear-probe (frozen base, trained head).
+  std::string method = "full";
+  int64_t lora_r = 8;          // 1..1024
+  double lora_alpha = 16;      // (0, 1e6]
+  double lora_dropout = 0.05;  // [0, 1)
+  int64_t use_rslora = 0;      // 0/1: scale alpha/sqrt(r) instead of alpha/r
+  // Comma-separated module names (q_proj,v_proj); empty: the family's default.
+  std::string lora_target_modules;
+  int64_t merge_lora = 0;  // 0/1: also write the merged model
+
+  // Evaluation and selection. Empty metric: the task's default.
+  std::string metric_for_best_model;
+  int64_t early_stopping_patience = 0;  // 0..1000 evaluations; 0 = off
+
+  // Data columns (empty: the task's default names).
+  std::string text_column, text_pair_column, label_column;
+  std::string prompt_column, completion_column, messages_column;
+  std::string question_column, context_column, answers_column;
+  std::string tokens_column, tags_column, image_column;
+
+  // Task-specific.
+  int64_t doc_stride = 128;              // 0..512: QA window overlap (tokens)
+  int64_t max_answer_length = 30;        // 1..512: QA answer span (tokens)
+  double null_score_diff_threshold = 0;  // QA v2: predict "" above it
+  int64_t completion_only_loss = 1;      // 0/1: causal-lm loss on completions
+  double mlm_probability = 0.15;         // (0, 1): masked-lm masking rate
+  int64_t image_size = 0;  // 0..1024: resize side; 0 = the model's
+  // Generation for causal-lm predictions.
+  int64_t max_new_tokens = 64;  // 1..4096
+  double temperature = 0;       // [0, 100]; 0 = greedy
+  int64_t top_k = 0;            // 0..1000000; 0 = off
+  double top_p = 1;             // (0, 1]
 };
 
 // Parses `params` (name -> decimal text) over the defaults. An unknown name

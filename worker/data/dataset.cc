@@ -1,6 +1,7 @@
 #include "worker/data/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <utility>
@@ -25,8 +26,49 @@ bool IsBlank(absl::string_view s) {
   return absl::StripAsciiWhitespace(s).empty();
 }
 
+std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
+
+// One class label from a JSON string or integer; empty when it is neither.
+std::string ClassLabel(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_integer()) return v.dump();
+  return "";
+}
+
+// Fills ex.labels from a JSON array of class labels (duplicates dropped).
+absl::Status ListLabel(const nlohmann::json& list, const std::string& column,
+                       const std::string& name, int64_t line, Example* ex) {
+  ex->label_is_list = true;
+  for (const nlohmann::json& v : list) {
+    if (!v.is_string() && !v.is_number_integer()) {
+      return RowError(name, line,
+                      absl::StrCat("field ", Quoted(column),
+                                   " must list strings or integers"));
+    }
+    std::string l = ClassLabel(v);
+    if (l.empty()) {
+      return RowError(
+          name, line,
+          absl::StrCat("field ", Quoted(column), " lists an empty label"));
+    }
+    if (std::find(ex->labels.begin(), ex->labels.end(), l) ==
+        ex->labels.end()) {
+      ex->labels.push_back(std::move(l));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A finite number from its text (CSV/TSV fields, JSON strings are refused).
+bool ParseNumber(absl::string_view text, double* out) {
+  return absl::SimpleAtod(absl::StripAsciiWhitespace(text), out) &&
+         std::isfinite(*out);
+}
+
 absl::StatusOr<std::vector<Example>> ParseJsonl(const std::string& contents,
-                                                const std::string& name) {
+                                                const std::string& name,
+                                                const ReadOptions& options) {
+  const TextColumns& cols = options.columns;
   std::vector<Example> rows;
   int64_t line_no = 0;
   size_t pos = 0;
@@ -48,33 +90,70 @@ absl::StatusOr<std::vector<Example>> ParseJsonl(const std::string& contents,
     }
     Example ex;
     ex.line = line_no;
-    if (!row.contains("text")) {
-      return RowError(name, line_no, "missing field \"text\"");
-    }
-    if (!row["text"].is_string()) {
-      return RowError(name, line_no, "field \"text\" is not a string");
-    }
-    ex.text = row["text"].get<std::string>();
-    if (row.contains("text_pair") && !row["text_pair"].is_null()) {
-      if (!row["text_pair"].is_string()) {
-        return RowError(name, line_no, "field \"text_pair\" is not a string");
-      }
-      ex.text_pair = row["text_pair"].get<std::string>();
-    }
-    if (!row.contains("label")) {
-      return RowError(name, line_no, "missing field \"label\"");
-    }
-    const auto& label = row["label"];
-    if (label.is_string()) {
-      ex.label = label.get<std::string>();
-    } else if (label.is_number_integer()) {
-      ex.label = label.dump();
-    } else {
+    if (!row.contains(cols.text)) {
       return RowError(name, line_no,
-                      "field \"label\" must be a string or an integer");
+                      absl::StrCat("missing field ", Quoted(cols.text)));
     }
-    if (ex.label.empty()) {
-      return RowError(name, line_no, "field \"label\" is empty");
+    if (!row[cols.text].is_string()) {
+      return RowError(
+          name, line_no,
+          absl::StrCat("field ", Quoted(cols.text), " is not a string"));
+    }
+    ex.text = row[cols.text].get<std::string>();
+    if (row.contains(cols.text_pair) && !row[cols.text_pair].is_null()) {
+      if (!row[cols.text_pair].is_string()) {
+        return RowError(
+            name, line_no,
+            absl::StrCat("field ", Quoted(cols.text_pair), " is not a string"));
+      }
+      ex.text_pair = row[cols.text_pair].get<std::string>();
+    }
+    if (!row.contains(cols.label) && options.labels_optional) {
+      rows.push_back(std::move(ex));
+      continue;
+    }
+    if (!row.contains(cols.label)) {
+      return RowError(name, line_no,
+                      absl::StrCat("missing field ", Quoted(cols.label)));
+    }
+    const auto& label = row[cols.label];
+    switch (options.label_kind) {
+      case LabelKind::kNumber:
+        if (!label.is_number()) {
+          return RowError(
+              name, line_no,
+              absl::StrCat("field ", Quoted(cols.label), " is not a number"));
+        }
+        ex.value = label.get<double>();
+        if (!std::isfinite(ex.value)) {
+          return RowError(name, line_no,
+                          absl::StrCat("field ", Quoted(cols.label),
+                                       " is not a finite number"));
+        }
+        ex.label = label.dump();
+        break;
+      case LabelKind::kClassOrList:
+        if (label.is_array()) {
+          RETURN_IF_ERROR(ListLabel(label, cols.label, name, line_no, &ex));
+          break;
+        }
+        [[fallthrough]];
+      case LabelKind::kClass:
+        if (!label.is_string() && !label.is_number_integer()) {
+          return RowError(
+              name, line_no,
+              absl::StrCat("field ", Quoted(cols.label),
+                           options.label_kind == LabelKind::kClassOrList
+                               ? " must be a string, an integer or a list"
+                               : " must be a string or an integer"));
+        }
+        ex.label = ClassLabel(label);
+        if (ex.label.empty()) {
+          return RowError(
+              name, line_no,
+              absl::StrCat("field ", Quoted(cols.label), " is empty"));
+        }
+        break;
     }
     rows.push_back(std::move(ex));
   }
@@ -156,7 +235,9 @@ absl::StatusOr<std::vector<CsvRecord>> SplitCsv(const std::string& s,
 
 absl::StatusOr<std::vector<Example>> ParseCsv(const std::string& contents,
                                               char delim,
-                                              const std::string& name) {
+                                              const std::string& name,
+                                              const ReadOptions& options) {
+  const TextColumns& names = options.columns;
   ASSIGN_OR_RETURN(std::vector<CsvRecord> records,
                    SplitCsv(contents, delim, name));
   size_t r = 0;
@@ -171,19 +252,21 @@ absl::StatusOr<std::vector<Example>> ParseCsv(const std::string& contents,
     if (c == 0 && col.rfind("\xEF\xBB\xBF", 0) == 0) col = col.substr(3);
     if (!cols.emplace(col, c).second) {
       return RowError(name, header.line,
-                      absl::StrCat("duplicate column \"", col, "\""));
+                      absl::StrCat("duplicate column ", Quoted(col)));
     }
   }
-  for (const char* need : {"text", "label"}) {
-    if (!cols.count(need)) {
+  for (const std::string* need : {&names.text, &names.label}) {
+    if (options.labels_optional && need == &names.label) continue;
+    if (!cols.count(*need)) {
       return RowError(name, header.line,
-                      absl::StrCat("header has no \"", need, "\" column"));
+                      absl::StrCat("header has no ", Quoted(*need), " column"));
     }
   }
-  const size_t text_col = cols["text"];
-  const size_t label_col = cols["label"];
-  const bool has_pair = cols.count("text_pair") > 0;
-  const size_t pair_col = has_pair ? cols["text_pair"] : 0;
+  const size_t text_col = cols[names.text];
+  const bool has_label = cols.count(names.label) > 0;
+  const size_t label_col = has_label ? cols[names.label] : 0;
+  const bool has_pair = cols.count(names.text_pair) > 0;
+  const size_t pair_col = has_pair ? cols[names.text_pair] : 0;
   std::vector<Example> rows;
   for (; r < records.size(); ++r) {
     const CsvRecord& rec = records[r];
@@ -197,8 +280,41 @@ absl::StatusOr<std::vector<Example>> ParseCsv(const std::string& contents,
     ex.line = rec.line;
     ex.text = rec.fields[text_col];
     if (has_pair) ex.text_pair = rec.fields[pair_col];
-    ex.label = std::string(absl::StripAsciiWhitespace(rec.fields[label_col]));
-    if (ex.label.empty()) return RowError(name, rec.line, "empty \"label\"");
+    if (has_label) {
+      const std::string field(
+          absl::StripAsciiWhitespace(rec.fields[label_col]));
+      if (field.empty()) {
+        if (!options.labels_optional) {
+          return RowError(name, rec.line,
+                          absl::StrCat("empty ", Quoted(names.label)));
+        }
+      } else if (options.label_kind == LabelKind::kNumber) {
+        if (!ParseNumber(field, &ex.value)) {
+          return RowError(
+              name, rec.line,
+              absl::StrCat("field ", Quoted(names.label), " is not a number"));
+        }
+        ex.label = field;
+      } else if (options.label_kind == LabelKind::kClassOrList &&
+                 field[0] == '[') {
+        nlohmann::json list;
+        try {
+          list = nlohmann::json::parse(field);
+        } catch (const nlohmann::json::exception& e) {
+          return RowError(name, rec.line,
+                          absl::StrCat("field ", Quoted(names.label),
+                                       " is not a JSON list: ", e.what()));
+        }
+        if (!list.is_array()) {
+          return RowError(name, rec.line,
+                          absl::StrCat("field ", Quoted(names.label),
+                                       " is not a JSON list"));
+        }
+        RETURN_IF_ERROR(ListLabel(list, names.label, name, rec.line, &ex));
+      } else {
+        ex.label = field;
+      }
+    }
     rows.push_back(std::move(ex));
   }
   return rows;
@@ -230,8 +346,25 @@ DataFormat DataFormatFromName(const std::string& name) {
   return DataFormat::kJsonl;
 }
 
+TextColumns TextColumnsFromParams(const TrainParams& params) {
+  TextColumns c;
+  if (!params.text_column.empty()) c.text = params.text_column;
+  if (!params.text_pair_column.empty()) c.text_pair = params.text_pair_column;
+  if (!params.label_column.empty()) c.label = params.label_column;
+  return c;
+}
+
 absl::StatusOr<std::vector<Example>> ReadExamples(
-    const std::string& path, const std::string& display_name) {
+    const std::string& path, const std::string& display_name,
+    bool labels_optional) {
+  ReadOptions options;
+  options.labels_optional = labels_optional;
+  return ReadExamples(path, display_name, options);
+}
+
+absl::StatusOr<std::vector<Example>> ReadExamples(
+    const std::string& path, const std::string& display_name,
+    const ReadOptions& options) {
   const std::string name = display_name.empty() ? path : display_name;
   auto contents = ReadFile(path);
   if (!contents.ok()) {
@@ -245,15 +378,15 @@ absl::StatusOr<std::vector<Example>> ReadExamples(
   std::vector<Example> rows;
   switch (format) {
     case DataFormat::kJsonl: {
-      ASSIGN_OR_RETURN(rows, ParseJsonl(*contents, name));
+      ASSIGN_OR_RETURN(rows, ParseJsonl(*contents, name, options));
       break;
     }
     case DataFormat::kCsv: {
-      ASSIGN_OR_RETURN(rows, ParseCsv(*contents, ',', name));
+      ASSIGN_OR_RETURN(rows, ParseCsv(*contents, ',', name, options));
       break;
     }
     case DataFormat::kTsv: {
-      ASSIGN_OR_RETURN(rows, ParseCsv(*contents, '\t', name));
+      ASSIGN_OR_RETURN(rows, ParseCsv(*contents, '\t', name, options));
       break;
     }
   }
@@ -269,7 +402,13 @@ absl::StatusOr<std::vector<std::string>> LabelSet(
     return absl::InvalidArgumentError(absl::StrCat(display_name, ": no rows"));
   }
   std::set<std::string> distinct;
-  for (const Example& ex : train) distinct.insert(ex.label);
+  for (const Example& ex : train) {
+    if (ex.label_is_list) {
+      distinct.insert(ex.labels.begin(), ex.labels.end());
+    } else {
+      distinct.insert(ex.label);
+    }
+  }
   std::vector<std::string> labels(distinct.begin(), distinct.end());
   if (AllIntegers(labels)) {
     std::sort(labels.begin(), labels.end(),
@@ -289,10 +428,17 @@ absl::Status CheckLabels(const std::vector<Example>& rows,
   const std::set<std::string> known(labels.begin(), labels.end());
   std::set<std::string> unknown;
   int64_t first_line = 0;
-  for (const Example& ex : rows) {
-    if (known.count(ex.label)) continue;
+  auto check = [&](const Example& ex, const std::string& label) {
+    if (known.count(label)) return;
     if (unknown.empty()) first_line = ex.line;
-    unknown.insert(ex.label);
+    unknown.insert(label);
+  };
+  for (const Example& ex : rows) {
+    if (ex.label_is_list) {
+      for (const std::string& l : ex.labels) check(ex, l);
+    } else {
+      check(ex, ex.label);
+    }
   }
   if (unknown.empty()) return absl::OkStatus();
   std::vector<std::string> quoted;
@@ -310,6 +456,23 @@ std::vector<int64_t> LabelIndices(const std::vector<Example>& rows,
   std::vector<int64_t> out;
   out.reserve(rows.size());
   for (const Example& ex : rows) out.push_back(index.at(ex.label));
+  return out;
+}
+
+std::vector<std::vector<uint8_t>> LabelIndicators(
+    const std::vector<Example>& rows, const std::vector<std::string>& labels) {
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < labels.size(); ++i) index[labels[i]] = i;
+  std::vector<std::vector<uint8_t>> out;
+  out.reserve(rows.size());
+  for (const Example& ex : rows) {
+    std::vector<uint8_t> row(labels.size(), 0);
+    for (const std::string& l : ex.labels) {
+      auto it = index.find(l);
+      if (it != index.end()) row[it->second] = 1;
+    }
+    out.push_back(std::move(row));
+  }
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/params.h"
 
 namespace lathe {
 
@@ -16,7 +17,37 @@ struct Example {
   std::string text;
   std::optional<std::string> text_pair;
   std::string label;  // Integer labels are kept in decimal text.
-  int64_t line = 0;   // 1-based line in the source file where the row starts.
+  // A label given as a list (multi-label): its distinct entries in order of
+  // appearance, each like `label`; `label` is then empty.
+  bool label_is_list = false;
+  std::vector<std::string> labels;
+  double value = 0;  // The label as a number (LabelKind::kNumber).
+  int64_t line = 0;  // 1-based line in the source file where the row starts.
+};
+
+// Which JSONL keys / CSV header names hold the text, the optional pair and
+// the label.
+struct TextColumns {
+  std::string text = "text";
+  std::string text_pair = "text_pair";
+  std::string label = "label";
+};
+
+// params.text_column, text_pair_column and label_column where set.
+TextColumns TextColumnsFromParams(const TrainParams& params);
+
+enum class LabelKind {
+  kClass,        // A string or an integer.
+  kClassOrList,  // That, or a list of them (a JSON array; in CSV/TSV a field
+                 // that starts with '[' holds a JSON array).
+  kNumber,       // A finite number (in CSV/TSV, its text), kept in `value`.
+};
+
+struct ReadOptions {
+  TextColumns columns;
+  LabelKind label_kind = LabelKind::kClass;
+  // Rows to predict: a row may lack its label (then empty, not a list).
+  bool labels_optional = false;
 };
 
 enum class DataFormat { kJsonl, kCsv, kTsv };
@@ -32,17 +63,27 @@ DataFormat DataFormatFromName(const std::string& name);
 // comes from `display_name` (or from `path` when the display name has no
 // known extension). Every error is INVALID_ARGUMENT and starts with
 // "DISPLAY_NAME:LINE: ", e.g. `train.jsonl:17: missing field "label"`;
-// an empty file is an error too.
+// an empty file is an error too. With `labels_optional` (rows to predict), a
+// row may lack its label (then empty).
 absl::StatusOr<std::vector<Example>> ReadExamples(
-    const std::string& path, const std::string& display_name);
+    const std::string& path, const std::string& display_name,
+    bool labels_optional = false);
+
+// As above with renamed columns (error messages name the column as given)
+// and the label forms of `options.label_kind`: a label of another form is an
+// error naming the row, e.g. `train.jsonl:3: field "score" is not a number`.
+absl::StatusOr<std::vector<Example>> ReadExamples(
+    const std::string& path, const std::string& display_name,
+    const ReadOptions& options);
 
 // The sorted distinct labels of `train` (numerically when every label is an
-// integer). INVALID_ARGUMENT when `train` is empty.
+// integer), list labels contributing each of their entries.
+// INVALID_ARGUMENT when `train` is empty.
 absl::StatusOr<std::vector<std::string>> LabelSet(
     const std::vector<Example>& train, const std::string& display_name);
 
-// INVALID_ARGUMENT naming `display_name` and the labels of `rows` that are
-// not in `labels`.
+// INVALID_ARGUMENT naming `display_name` and the labels of `rows` (single
+// or in lists) that are not in `labels`.
 absl::Status CheckLabels(const std::vector<Example>& rows,
                          const std::vector<std::string>& labels,
                          const std::string& display_name);
@@ -50,6 +91,11 @@ absl::Status CheckLabels(const std::vector<Example>& rows,
 // Index of each row's label in `labels` (which must contain them all).
 std::vector<int64_t> LabelIndices(const std::vector<Example>& rows,
                                   const std::vector<std::string>& labels);
+
+// Each row's list label as an indicator row over `labels` (1 where the
+// label is in the row's list; labels not in `labels` are skipped).
+std::vector<std::vector<uint8_t>> LabelIndicators(
+    const std::vector<Example>& rows, const std::vector<std::string>& labels);
 
 }  // namespace lathe
 

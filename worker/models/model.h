@@ -28,13 +28,16 @@ enum class HeadKind {
   kMaskedLm,                // [B, T, vocab] (BERT, RoBERTa, DistilBERT)
 };
 
-// Inputs for one batch, all [B, T] int64 on the model's device.
+// Inputs for one batch, all [B, T] int64 on the model's device (text), or
+// pixel_values (images).
 // attention_mask is 1 for real tokens, 0 for padding (padding may be on
 // either side); token_type_ids may be undefined (zeros are used).
 struct ModelInputs {
   torch::Tensor input_ids;
   torch::Tensor attention_mask;
   torch::Tensor token_type_ids;
+  // Image models: [B, C, H, W] float, normalised as the model expects.
+  torch::Tensor pixel_values;
 };
 
 // A family's backbone plus one head. Implementations register their
@@ -47,6 +50,9 @@ class TaskModelImpl : public torch::nn::Module {
   virtual torch::Tensor forward(const ModelInputs& inputs) = 0;
 
   const ModelConfig& config() const { return config_; }
+  // For the task to record what its head means (id2label, problem_type)
+  // before saving; the architecture fields must not change.
+  ModelConfig* mutable_config() { return &config_; }
   HeadKind head() const { return head_; }
   // The Hugging Face class this is, e.g. "LlamaForSequenceClassification".
   virtual std::string architecture_class() const = 0;
@@ -85,8 +91,7 @@ using LogFn = std::function<void(const std::string&)>;
 // global generator so torch::manual_seed() makes it reproducible. Heads that
 // need labels need config.num_labels() >= 1. INVALID_ARGUMENT for a head the
 // family has no Hugging Face class for.
-absl::StatusOr<TaskModel> CreateModel(const ModelConfig& config,
-                                      HeadKind head);
+absl::StatusOr<TaskModel> CreateModel(const ModelConfig& config, HeadKind head);
 
 // Loads the Hugging Face directory `dir`: config.json, then
 // model.safetensors or model.safetensors.index.json (sharded); any pickle
@@ -97,16 +102,19 @@ absl::StatusOr<TaskModel> CreateModel(const ModelConfig& config,
 // replace config's id2label. A head missing from the checkpoint (or sized
 // for another label count) is initialised fresh and reported through `log`;
 // a missing backbone tensor, an unexpected tensor or a shape mismatch is
-// INVALID_ARGUMENT naming it. NOT_FOUND when config.json is absent. Does not
-// throw.
+// INVALID_ARGUMENT naming it. NOT_FOUND when config.json is absent. A
+// directory that also holds a PEFT LoRA adapter (adapter_config.json, as
+// Lathe's LoRA checkpoints do) gets it applied (lora.h LoadPeftAdapter).
+// Does not throw.
 absl::StatusOr<TaskModel> LoadModel(const std::string& dir, HeadKind head,
                                     const std::vector<std::string>& labels,
                                     const LogFn& log);
 
 // Writes `dir`/config.json (ToJson(architecture_class())) and
 // `dir`/model.safetensors: every parameter and persistent buffer under its
-// Hugging Face name, contiguous float32 on the CPU, tied aliases omitted,
-// metadata {"format": "pt"}. `dir` must exist. Does not throw.
+// Hugging Face name, contiguous float32 on the CPU, tied aliases and LoRA
+// adapter tensors (saved apart by lora.h) omitted, metadata
+// {"format": "pt"}. `dir` must exist. Does not throw.
 absl::Status SaveModel(TaskModelImpl& model, const std::string& dir);
 
 }  // namespace lathe

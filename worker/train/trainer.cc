@@ -1,5 +1,6 @@
 #include "worker/train/trainer.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <torch/torch.h>
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -29,10 +31,10 @@
 #include "common/params.h"
 #include "common/safetensors.h"
 #include "common/status.h"
-#include "worker/data/dataset.h"
 #include "worker/models/model.h"
-#include "worker/tasks/classification_metrics.h"
+#include "worker/tasks/task.h"
 #include "worker/tokenizers/tokenizer.h"
+#include "worker/train/method.h"
 #include "worker/train/trainer_state.h"
 
 namespace lathe {
@@ -48,22 +50,6 @@ static_assert(std::atomic<bool>::is_always_lock_free,
 
 void OnCheckpointSignal(int /*signo*/) { RequestCheckpoint(); }
 
-struct Features {
-  std::vector<TokenizedText> encodings;
-  std::vector<int64_t> labels;
-};
-
-struct Batch {
-  torch::Tensor input_ids, token_type_ids, attention_mask, labels;
-};
-
-struct EvalResult {
-  double accuracy = 0, f1 = 0, loss = 0;
-  nlohmann::json ToJson() const {
-    return {{"accuracy", accuracy}, {"f1", f1}, {"loss", loss}};
-  }
-};
-
 absl::StatusOr<std::string> StringField(const nlohmann::json& j,
                                         const char* key, bool required) {
   if (!j.contains(key) || j[key].is_null()) {
@@ -78,48 +64,6 @@ absl::StatusOr<std::string> StringField(const nlohmann::json& j,
         absl::StrCat("spec: field \"", key, "\" is not a string"));
   }
   return j[key].get<std::string>();
-}
-
-// Pads rows [begin, end) of `order` to the batch's longest row.
-Batch Collate(const Features& f, const std::vector<size_t>& order, size_t begin,
-              size_t end, int64_t pad_id, const torch::Device& device) {
-  const int64_t n = static_cast<int64_t>(end - begin);
-  int64_t longest = 1;
-  for (size_t i = begin; i < end; ++i) {
-    longest = std::max<int64_t>(longest, f.encodings[order[i]].ids.size());
-  }
-  std::vector<int64_t> ids(n * longest, pad_id), types(n * longest, 0),
-      mask(n * longest, 0), labels(n);
-  for (int64_t r = 0; r < n; ++r) {
-    const TokenizedText& e = f.encodings[order[begin + r]];
-    for (size_t c = 0; c < e.ids.size(); ++c) {
-      ids[r * longest + c] = e.ids[c];
-      types[r * longest + c] = e.type_ids[c];
-      mask[r * longest + c] = 1;
-    }
-    labels[r] = f.labels[order[begin + r]];
-  }
-  auto make = [&](std::vector<int64_t>& v, std::vector<int64_t> shape) {
-    return torch::from_blob(v.data(), shape, torch::kLong).clone().to(device);
-  };
-  Batch b;
-  b.input_ids = make(ids, {n, longest});
-  b.token_type_ids = make(types, {n, longest});
-  b.attention_mask = make(mask, {n, longest});
-  b.labels = make(labels, {n});
-  return b;
-}
-
-// The model's inputs for `b`: token types only for BERT, the one family here
-// whose Hugging Face class embeds them for every tokenizer.
-ModelInputs Inputs(const TaskModelImpl& model, const Batch& b) {
-  ModelInputs in;
-  in.input_ids = b.input_ids;
-  in.attention_mask = b.attention_mask;
-  if (model.config().architecture == Architecture::kBert) {
-    in.token_type_ids = b.token_type_ids;
-  }
-  return in;
 }
 
 // The model's trainable tensors by name, each once: a tied alias (GPT-2's
@@ -141,44 +85,18 @@ std::vector<std::pair<std::string, torch::Tensor>> UniqueParameters(
   return out;
 }
 
-EvalResult Evaluate(TaskModel& model, const Features& f, int64_t batch_size,
-                    int64_t pad_id, const torch::Device& device,
-                    int64_t num_labels) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  std::vector<size_t> order(f.encodings.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::vector<int64_t> predicted;
-  predicted.reserve(order.size());
-  double loss_sum = 0;
-  for (size_t begin = 0; begin < order.size(); begin += batch_size) {
-    const size_t end = std::min(order.size(), begin + batch_size);
-    Batch b = Collate(f, order, begin, end, pad_id, device);
-    torch::Tensor logits = model->forward(Inputs(*model, b));
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, b.labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(
-                        torch::kSum))
-                    .item<double>();
-    torch::Tensor pred = logits.argmax(-1).to(torch::kCPU).contiguous();
-    const int64_t* p = pred.data_ptr<int64_t>();
-    predicted.insert(predicted.end(), p, p + pred.numel());
-  }
-  model->train();
-  const ClassificationMetrics m =
-      ComputeClassificationMetrics(predicted, f.labels, num_labels);
-  EvalResult r;
-  r.accuracy = m.accuracy;
-  r.f1 = m.f1;
-  r.loss = f.encodings.empty() ? 0 : loss_sum / f.encodings.size();
-  return r;
-}
-
-// Hugging Face's linear schedule: warmup from 0, then linear decay to 0.
-double LearningRate(int64_t step0, double base, int64_t warmup, int64_t total) {
+// Hugging Face's schedules: linear warmup from 0, then linear decay to 0,
+// half a cosine to 0, or constant.
+double LearningRate(const std::string& type, int64_t step0, double base,
+                    int64_t warmup, int64_t total) {
   if (step0 < warmup) return base * step0 / std::max<int64_t>(1, warmup);
-  return base * std::max(0.0, static_cast<double>(total - step0) /
-                                  std::max<int64_t>(1, total - warmup));
+  if (type == "constant") return base;
+  const double progress = static_cast<double>(step0 - warmup) /
+                          std::max<int64_t>(1, total - warmup);
+  if (type == "cosine") {
+    return base * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * progress)));
+  }
+  return base * std::max(0.0, 1.0 - progress);
 }
 
 std::string ResolveAssetsDir(const TrainSpec& spec) {
@@ -215,7 +133,7 @@ absl::Status WriteBertTokenizerConfig(const std::string& tmp,
 // `dir`, so a directory that exists under its final name is complete.
 // `write_state` adds the training state to the temporary directory.
 absl::Status WriteCheckpoint(
-    TaskModelImpl& model, const Tokenizer& tokenizer, int64_t max_length,
+    TaskModelImpl& model, const Tokenizer* tokenizer, int64_t max_length,
     const std::string& dir,
     const std::function<absl::Status(const std::string&)>& write_state) {
   namespace fs = std::filesystem;
@@ -225,7 +143,7 @@ absl::Status WriteCheckpoint(
   fs::remove_all(dir, ec);
   RETURN_IF_ERROR(MakeDirs(tmp));
   RETURN_IF_ERROR(SaveModel(model, tmp));
-  RETURN_IF_ERROR(tokenizer.CopyFilesTo(tmp));
+  if (tokenizer != nullptr) RETURN_IF_ERROR(tokenizer->CopyFilesTo(tmp));
   if (write_state) RETURN_IF_ERROR(write_state(tmp));
   if (!PathExists(tmp + "/tokenizer_config.json") &&
       PathExists(tmp + "/vocab.txt")) {
@@ -237,19 +155,6 @@ absl::Status WriteCheckpoint(
         absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
   }
   return SyncParentDir(dir);
-}
-
-Features Featurize(const Tokenizer& tok, const std::vector<Example>& rows,
-                   const std::vector<std::string>& labels, int64_t max_length) {
-  Features f;
-  f.encodings.reserve(rows.size());
-  for (const Example& ex : rows) {
-    std::optional<std::string_view> pair;
-    if (ex.text_pair.has_value()) pair = *ex.text_pair;
-    f.encodings.push_back(tok.EncodeTruncated(ex.text, pair, max_length));
-  }
-  f.labels = LabelIndices(rows, labels);
-  return f;
 }
 
 void Shuffle(std::vector<size_t>& v, std::mt19937_64& rng) {
@@ -504,17 +409,103 @@ absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
   return TrainerState::Parse(*text, path);
 }
 
+// Where a model comes from: its config, its tokenizer (null when it has
+// none, as image models) and how to build it once the task has configured
+// the head.
+struct ModelSource {
+  ModelConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string load_dir;  // Empty: random initialisation from `config`.
+  std::string description;
+};
+
+// Reads the tokenizer in `dir` when there is one.
+absl::StatusOr<std::unique_ptr<Tokenizer>> OptionalTokenizer(
+    const std::string& dir) {
+  auto tok = Tokenizer::FromDirectory(dir);
+  if (tok.ok()) return std::move(tok).value();
+  if (tok.status().code() == absl::StatusCode::kNotFound) {
+    return std::unique_ptr<Tokenizer>();
+  }
+  return absl::InvalidArgumentError(tok.status().message());
+}
+
+absl::StatusOr<ModelSource> ResolveModel(const TrainSpec& spec,
+                                         const TrainParams& params) {
+  ModelSource m;
+  auto from_dir = [&](const std::string& dir,
+                      const std::string& what) -> absl::Status {
+    auto config = ModelConfig::FromFile(dir + "/config.json");
+    if (!config.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": ", config.status().message()));
+    }
+    m.config = *std::move(config);
+    ASSIGN_OR_RETURN(m.tokenizer, OptionalTokenizer(dir));
+    m.load_dir = dir;
+    return absl::OkStatus();
+  };
+  if (!spec.resume_from.empty()) {
+    RETURN_IF_ERROR(from_dir(spec.resume_from, "resume_from"));
+    m.description = absl::StrCat("resumed from ", spec.resume_from);
+  } else if (spec.model_config.has_value()) {
+    m.config = *spec.model_config;
+    ASSIGN_OR_RETURN(m.tokenizer, OptionalTokenizer(spec.tokenizer_dir));
+    m.description = "test configuration (random initialisation)";
+  } else if (absl::StartsWith(spec.model, "preset:")) {
+    ASSIGN_OR_RETURN(const Preset preset, FindPreset(spec.model));
+    m.config = preset.config;
+    if (!preset.tokenizer_dir.empty()) {
+      const std::string dir =
+          ResolveAssetsDir(spec) + "/" + preset.tokenizer_dir;
+      if (!std::filesystem::is_directory(dir)) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the tokenizer of ", spec.model, " (", dir,
+            ") is missing; run ./run setup (tools/prepare_assets.js) or set "
+            "LATHE_ASSETS_DIR"));
+      }
+      ASSIGN_OR_RETURN(m.tokenizer, Tokenizer::FromDirectory(dir));
+    }
+    m.description = absl::StrCat(spec.model, " (random initialisation, seed ",
+                                 params.seed, ")");
+  } else {
+    if (spec.model.empty() || !std::filesystem::is_directory(spec.model)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown model \"", spec.model,
+          "\": expected a preset (preset:bert-tiny, ...) or a model "
+          "directory"));
+    }
+    RETURN_IF_ERROR(from_dir(spec.model, spec.model));
+    m.description = absl::StrCat("loaded ", spec.model);
+  }
+  return m;
+}
+
+// The token budget of one example: the job's max_seq_length within the
+// model's positions (RoBERTa's start after the padding index).
+int64_t MaxLength(const ModelConfig& config, const TrainParams& params) {
+  const int64_t positions =
+      config.architecture == Architecture::kRoberta
+          ? config.max_position_embeddings - config.pad_token_id.value_or(1) - 1
+          : config.max_position_embeddings;
+  return std::min(params.max_seq_length, positions);
+}
+
+// Token types reach BERT only, the one family here whose Hugging Face class
+// embeds them for every tokenizer.
+void DropUnusedInputs(const TaskModelImpl& model, ModelInputs* in) {
+  if (model.config().architecture != Architecture::kBert) {
+    in->token_type_ids = torch::Tensor();
+  }
+}
+
 absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                    const EventFn& emit) {
   auto log = [&](const std::string& message) {
     emit({{"type", "log"}, {"message", message}});
   };
   ASSIGN_OR_RETURN(const TrainParams params, ParseTrainParams(spec.params));
-  if (spec.task != "text-classification") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec: task \"", spec.task,
-                     "\" is not supported (text-classification)"));
-  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Task> task, CreateTask(spec.task));
   const bool resuming = !spec.resume_from.empty();
   TrainerState resume;
   if (resuming) {
@@ -531,47 +522,38 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       }
     }
   }
-  // Data.
-  const std::string train_name =
-      spec.train_name.empty() ? spec.train_data : spec.train_name;
-  ASSIGN_OR_RETURN(std::vector<Example> train_rows,
-                   ReadExamples(spec.train_data, train_name));
-  ASSIGN_OR_RETURN(const std::vector<std::string> labels,
-                   LabelSet(train_rows, train_name));
-  std::vector<Example> val_rows;
-  if (!spec.validation_data.empty()) {
-    const std::string val_name = spec.validation_name.empty()
-                                     ? spec.validation_data
-                                     : spec.validation_name;
-    ASSIGN_OR_RETURN(val_rows, ReadExamples(spec.validation_data, val_name));
-    RETURN_IF_ERROR(CheckLabels(val_rows, labels, val_name));
-  } else if (params.validation_split > 0) {
-    // A pure function of the seed, so a resumed run holds out the same rows.
-    std::vector<size_t> order(train_rows.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::mt19937_64 split_rng(static_cast<uint64_t>(params.seed) ^
-                              0x9E3779B97F4A7C15ull);
-    Shuffle(order, split_rng);
-    const size_t n_val =
-        std::min(train_rows.size() - 1,
-                 static_cast<size_t>(std::llround(params.validation_split *
-                                                  train_rows.size())));
-    std::vector<bool> is_val(train_rows.size(), false);
-    for (size_t i = 0; i < n_val; ++i) is_val[order[i]] = true;
-    std::vector<Example> kept;
-    for (size_t i = 0; i < train_rows.size(); ++i) {
-      (is_val[i] ? val_rows : kept).push_back(std::move(train_rows[i]));
-    }
-    train_rows = std::move(kept);
-  }
-  if (labels.size() < 2) {
-    log(absl::StrCat("warning: the training data has a single label \"",
-                     labels[0], "\""));
-  }
-  log(absl::StrCat("data: ", train_rows.size(), " training rows, ",
-                   val_rows.size(), " validation rows, labels [",
-                   absl::StrJoin(labels, ", "), "]"));
+
+  // Model source and tokenizer, then the data (which the task reads with
+  // the tokenizer), then the model with the task's head.
+  torch::manual_seed(static_cast<uint64_t>(params.seed));
+  const int64_t threads =
+      params.num_threads > 0
+          ? params.num_threads
+          : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(threads));
+  ASSIGN_OR_RETURN(ModelSource source, ResolveModel(spec, params));
+  const int64_t max_length = MaxLength(source.config, params);
+  TaskData data;
+  data.train_path = spec.train_data;
+  data.train_name = spec.train_name.empty() ? spec.train_data : spec.train_name;
+  data.validation_path = spec.validation_data;
+  data.validation_name = spec.validation_name.empty() ? spec.validation_data
+                                                      : spec.validation_name;
+  TaskContext context;
+  context.params = &params;
+  context.tokenizer = source.tokenizer.get();
+  context.model_config = &source.config;
+  context.max_length = max_length;
+  context.log = log;
+  RETURN_IF_ERROR(task->Prepare(data, context));
   ASSIGN_OR_RETURN(const std::string train_sha, Sha256File(spec.train_data));
+  const nlohmann::json signature = task->Signature();
+  std::vector<std::string> labels;
+  {
+    ModelConfig configured = source.config;
+    task->ConfigureModel(&configured);
+    labels = configured.id2label;
+  }
   if (resuming) {
     if (resume.labels != labels) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -579,106 +561,45 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
           absl::StrJoin(resume.labels, ", "), "] differ from the data's [",
           absl::StrJoin(labels, ", "), "]"));
     }
-    if (resume.train_rows != static_cast<int64_t>(train_rows.size())) {
+    if (resume.train_rows != task->train_size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("resume_from ", spec.resume_from,
                        ": the checkpoint was trained on ", resume.train_rows,
-                       " training rows, this data has ", train_rows.size()));
+                       " training rows, this data has ", task->train_size()));
     }
     if (!resume.train_data_sha256.empty() &&
         resume.train_data_sha256 != train_sha) {
-      log(absl::StrCat("warning: ", train_name,
+      log(absl::StrCat("warning: ", data.train_name,
                        " differs from the data the checkpoint was trained on "
                        "(same row count); the resumed run is not exact"));
     }
   }
-
-  // Model and tokenizer.
-  torch::manual_seed(static_cast<uint64_t>(params.seed));
-  const int64_t threads =
-      params.num_threads > 0
-          ? params.num_threads
-          : std::max<int64_t>(1, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(threads));
-  std::unique_ptr<Tokenizer> tokenizer;
   TaskModel model;
-  const HeadKind head = HeadKind::kSequenceClassification;
-  // Errors in a model or tokenizer the job names are the job's input errors.
-  auto input_error = [](const absl::Status& status) {
-    return status.code() == absl::StatusCode::kNotFound
-               ? absl::InvalidArgumentError(status.message())
-               : status;
-  };
-  if (resuming) {
-    const std::string& dir = spec.resume_from;
-    auto saved = ModelConfig::FromFile(dir + "/config.json");
-    if (!saved.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("resume_from: ", saved.status().message()));
-    }
-    if (saved->id2label != labels) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          dir, "/config.json: the checkpoint's labels [",
-          absl::StrJoin(saved->id2label, ", "), "] differ from the data's [",
-          absl::StrJoin(labels, ", "), "]"));
-    }
-    auto tok = Tokenizer::FromDirectory(dir);
-    if (!tok.ok()) return input_error(tok.status());
-    tokenizer = *std::move(tok);
-    auto loaded = LoadModel(dir, head, labels, log);
-    if (!loaded.ok()) return input_error(loaded.status());
-    model = *std::move(loaded);
-    log(absl::StrCat("model: resumed from ", dir));
-  } else if (spec.model_config.has_value()) {
-    auto tok = Tokenizer::FromDirectory(spec.tokenizer_dir);
-    if (!tok.ok()) return input_error(tok.status());
-    tokenizer = *std::move(tok);
-    ModelConfig config = *spec.model_config;
-    config.id2label = labels;
+  if (source.load_dir.empty()) {
+    ModelConfig config = source.config;
+    task->ConfigureModel(&config);
     RETURN_IF_ERROR(config.Validate());
-    ASSIGN_OR_RETURN(model, CreateModel(config, head));
-  } else if (absl::StartsWith(spec.model, "preset:")) {
-    ASSIGN_OR_RETURN(const Preset preset, FindPreset(spec.model));
-    ModelConfig config = preset.config;
-    config.id2label = labels;
-    const std::string tokenizer_dir =
-        ResolveAssetsDir(spec) + "/" + preset.tokenizer_dir;
-    if (!std::filesystem::is_directory(tokenizer_dir)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the tokenizer of ", spec.model, " (", tokenizer_dir,
-          ") is missing; run ./run setup (tools/prepare_assets.js) or set "
-          "LATHE_ASSETS_DIR"));
-    }
-    ASSIGN_OR_RETURN(tokenizer, Tokenizer::FromDirectory(tokenizer_dir));
-    ASSIGN_OR_RETURN(model, CreateModel(config, head));
-    log(absl::StrCat("model: ", spec.model, " (random initialisation, seed ",
-                     params.seed, ")"));
+    ASSIGN_OR_RETURN(model, CreateModel(config, task->head()));
   } else {
-    if (spec.model.empty() || !std::filesystem::is_directory(spec.model)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown model \"", spec.model,
-          "\": expected a preset (preset:bert-tiny, ...) or a model "
-          "directory"));
+    auto loaded = LoadModel(source.load_dir, task->head(), labels, log);
+    if (!loaded.ok()) {
+      return loaded.status().code() == absl::StatusCode::kNotFound
+                 ? absl::InvalidArgumentError(loaded.status().message())
+                 : loaded.status();
     }
-    auto tok = Tokenizer::FromDirectory(spec.model);
-    if (!tok.ok()) return input_error(tok.status());
-    tokenizer = *std::move(tok);
-    auto loaded = LoadModel(spec.model, head, labels, log);
-    if (!loaded.ok()) return input_error(loaded.status());
     model = *std::move(loaded);
-    log(absl::StrCat("model: loaded ", spec.model, " (",
-                     model->architecture_class(), ")"));
   }
-  const ModelConfig& config = model->config();
-  if (tokenizer->vocab_size() > config.vocab_size) {
+  task->ConfigureModel(model->mutable_config());
+  model->mutable_config()->original["finetuning_task"] = task->name();
+  log(absl::StrCat("model: ", source.description, " (",
+                   model->architecture_class(), ")"));
+  const Tokenizer* tokenizer = source.tokenizer.get();
+  if (tokenizer != nullptr &&
+      tokenizer->vocab_size() > model->config().vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat(
         "the tokenizer has ", tokenizer->vocab_size(),
-        " tokens but the model's vocab_size is ", config.vocab_size));
+        " tokens but the model's vocab_size is ", model->config().vocab_size));
   }
-  // Padding is masked out, so any id works where the tokenizer has no pad
-  // token (GPT-2, Llama): the end-of-sequence token, as is customary.
-  const int64_t pad_id =
-      tokenizer->pad_id().value_or(tokenizer->eos_id().value_or(0));
 
   torch::Device device(torch::kCPU);
   try {
@@ -704,21 +625,23 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     return absl::InvalidArgumentError(
         absl::StrCat("spec: device \"", spec.device, "\" is not supported"));
   }
+  if (params.bf16 != 0) {
+    log("warning: params[bf16]=1 is not applied: this build trains in "
+        "float32");
+  }
+  RETURN_IF_ERROR(ApplyTrainingMethod(*model, params, log));
   model->to(device);
   model->train();
   log(absl::StrCat("device: ", device.str(), ", threads: ", threads));
 
-  // RoBERTa's positions start after the padding index.
-  const int64_t positions =
-      config.architecture == Architecture::kRoberta
-          ? config.max_position_embeddings - config.pad_token_id.value_or(1) - 1
-          : config.max_position_embeddings;
-  const int64_t max_length = std::min(params.max_seq_length, positions);
-  const Features train = Featurize(*tokenizer, train_rows, labels, max_length);
-  const Features val = Featurize(*tokenizer, val_rows, labels, max_length);
-  const int64_t n_train = static_cast<int64_t>(train.encodings.size());
-  const int64_t steps_per_epoch =
-      (n_train + params.batch_size - 1) / params.batch_size;
+  const int64_t n_train = task->train_size();
+  if (n_train == 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(data.train_name, ": no training examples"));
+  }
+  const int64_t rows_per_step =
+      params.batch_size * params.gradient_accumulation_steps;
+  const int64_t steps_per_epoch = (n_train + rows_per_step - 1) / rows_per_step;
   int64_t total_steps = params.epochs * steps_per_epoch;
   if (params.max_steps > 0)
     total_steps = std::min(total_steps, params.max_steps);
@@ -737,10 +660,15 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   }
 
   // Biases and normalisation weights (the one-dimensional parameters of
-  // every family here) are not decayed, as in Hugging Face.
+  // every family here) are not decayed, as in Hugging Face. Frozen
+  // parameters (LoRA's base, a linear probe's body) stay out.
   std::vector<torch::Tensor> decay, no_decay;
   std::vector<torch::Tensor> all_params;
+  int64_t trainable = 0, total_count = 0;
   for (const auto& [key, value] : UniqueParameters(*model)) {
+    total_count += value.numel();
+    if (!value.requires_grad()) continue;
+    trainable += value.numel();
     (value.dim() <= 1 ? no_decay : decay).push_back(value);
     all_params.push_back(value);
   }
@@ -757,14 +685,28 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                               .eps(1e-8)));
   torch::optim::AdamW optimizer(
       groups, torch::optim::AdamWOptions(params.learning_rate));
-  log(absl::StrCat("training: ", total_steps, " steps (", steps_per_epoch,
-                   " per epoch), warmup ", warmup_steps, ", max_length ",
-                   max_length));
+  log(absl::StrCat(
+      "training: ", total_steps, " steps (", steps_per_epoch, " per epoch",
+      params.gradient_accumulation_steps > 1
+          ? absl::StrCat(", ", params.gradient_accumulation_steps,
+                         " micro-batches each")
+          : std::string(),
+      "), warmup ", warmup_steps, ", ", params.lr_scheduler_type,
+      " schedule, max_length ", max_length, ", method ", params.method,
+      ", trainable parameters ", trainable, " of ", total_count));
+
+  const std::string best_metric = params.metric_for_best_model.empty()
+                                      ? task->default_metric()
+                                      : params.metric_for_best_model;
+  const bool greater_better = task->greater_is_better(best_metric);
+  std::optional<double> best_value;
+  int64_t evals_without_improvement = 0;
+  bool stop_early = false;
 
   double loss_since_report = 0;
   int64_t steps_since_report = 0;
   double steady_seconds = 0;  // Step time after this run's first step.
-  int64_t steady_samples = 0;
+  int64_t steady_samples = 0, steady_tokens = 0;
   double first_step_seconds = 0;
   int64_t first_step_samples = 0;
   int64_t steps_this_run = 0;
@@ -789,7 +731,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   snapshot.steps_per_epoch = steps_per_epoch;
   snapshot.warmup_steps = warmup_steps;
   snapshot.train_rows = n_train;
-  snapshot.validation_rows = static_cast<int64_t>(val.encodings.size());
+  snapshot.validation_rows = task->validation_size();
   snapshot.train_data_sha256 = train_sha;
   snapshot.max_length = max_length;
   snapshot.labels = labels;
@@ -798,17 +740,40 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   // Evaluates when due, then writes a checkpoint (Hugging Face files plus the
   // training state) when due or requested. Draws nothing from any generator.
   auto after_step = [&](bool requested) -> absl::Status {
-    const bool last = step == total_steps;
+    const bool last = step == total_steps || stop_early;
     nlohmann::json metrics = nlohmann::json::object();
-    if (!val.encodings.empty() &&
+    if (task->validation_size() > 0 &&
         (last || (params.eval_steps > 0 && step % params.eval_steps == 0))) {
-      const EvalResult r =
-          Evaluate(model, val, params.batch_size, pad_id, device,
-                   static_cast<int64_t>(labels.size()));
-      metrics = r.ToJson();
+      absl::StatusOr<nlohmann::json> evaluated;
+      {
+        torch::NoGradGuard no_grad;
+        model->eval();
+        evaluated = task->Evaluate(*model, params.batch_size, device);
+        model->train();
+      }
+      RETURN_IF_ERROR(evaluated.status());
+      metrics = *std::move(evaluated);
       emit({{"type", "eval"}, {"step", step}, {"metrics", metrics}});
+      if (metrics.contains(best_metric) && metrics[best_metric].is_number()) {
+        const double v = metrics[best_metric].get<double>();
+        if (!best_value ||
+            (greater_better ? v > *best_value : v < *best_value)) {
+          best_value = v;
+          evals_without_improvement = 0;
+        } else if (++evals_without_improvement >=
+                       params.early_stopping_patience &&
+                   params.early_stopping_patience > 0 && !last) {
+          stop_early = true;
+          log(absl::StrCat("early stopping at step ", step, ": ", best_metric,
+                           " has not improved for ", evals_without_improvement,
+                           " evaluations (best ", *best_value, ")"));
+        }
+      } else if (!metrics.empty()) {
+        log(absl::StrCat("warning: metric_for_best_model \"", best_metric,
+                         "\" is not among the task's metrics"));
+      }
     }
-    if (!(last || requested ||
+    if (!(last || stop_early || requested ||
           (params.save_steps > 0 && step % params.save_steps == 0))) {
       return absl::OkStatus();
     }
@@ -821,14 +786,17 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     state.steps_since_report = steps_since_report;
     const std::string dir = absl::StrCat(out_dir, "/checkpoint-", step);
     RETURN_IF_ERROR(WriteCheckpoint(
-        *model, *tokenizer, max_length, dir, [&](const std::string& tmp) {
+        *model, tokenizer, max_length, dir, [&](const std::string& tmp) {
+          RETURN_IF_ERROR(SaveTrainingMethodOutputs(*model, params, tmp));
           return WriteTrainingState(model, optimizer, device, state, tmp);
         }));
     nlohmann::json event = {{"type", "checkpoint"},
                             {"step", step},
                             {"dir", dir},
-                            {"final", last},
-                            {"metrics", metrics}};
+                            {"final", last || stop_early},
+                            {"metrics", metrics},
+                            {"metric_for_best_model", best_metric},
+                            {"greater_is_better", greater_better}};
     if (requested) event["requested"] = true;
     emit(event);
     return absl::OkStatus();
@@ -838,33 +806,53 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     RETURN_IF_ERROR(after_step(g_checkpoint_requested.exchange(false)));
   }
 
-  while (step < total_steps) {
+  while (step < total_steps && !stop_early) {
     const auto t0 = Clock::now();
     if (cursor >= order.size()) {
       ++epoch;
       order = EpochOrder(params.seed, epoch, n_train);
       cursor = 0;
     }
-    const size_t end = std::min(order.size(), cursor + params.batch_size);
-    Batch b = Collate(train, order, cursor, end, pad_id, device);
-    const int64_t samples = static_cast<int64_t>(end - cursor);
-    cursor = end;
     const double lr =
-        LearningRate(step, params.learning_rate, warmup_steps, total_steps);
+        LearningRate(params.lr_scheduler_type, step, params.learning_rate,
+                     warmup_steps, total_steps);
     for (auto& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     // Undefined rather than zeroed gradients: every step, the first after a
     // resume included, then computes them the same way.
     for (torch::Tensor& p : all_params) p.mutable_grad() = torch::Tensor();
-    torch::Tensor logits = model->forward(Inputs(*model, b));
-    torch::Tensor loss = torch::nn::functional::cross_entropy(logits, b.labels);
-    loss.backward();
+    // One optimizer step over up to gradient_accumulation_steps
+    // micro-batches, never past the end of the epoch. Each micro-batch's
+    // loss is weighted by its share of the step's rows.
+    const size_t step_end =
+        std::min(order.size(), cursor + static_cast<size_t>(rows_per_step));
+    const double step_rows = static_cast<double>(step_end - cursor);
+    double loss_value = 0;
+    int64_t samples = 0, tokens = 0;
+    while (cursor < step_end) {
+      const size_t end =
+          std::min(step_end, cursor + static_cast<size_t>(params.batch_size));
+      std::vector<size_t> indices(order.begin() + cursor, order.begin() + end);
+      // Per-step randomness (masking) from (seed, step, micro-batch): the
+      // same after a resume, without generator state to carry.
+      torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
+          Mix64(Mix64(static_cast<uint64_t>(params.seed)) ^
+                static_cast<uint64_t>(step) * 1315423911ull ^ cursor));
+      TaskBatch b = task->TrainBatch(indices, device, &gen);
+      DropUnusedInputs(*model, &b.inputs);
+      torch::Tensor loss = task->Loss(model->forward(b.inputs), b);
+      const double weight = static_cast<double>(end - cursor) / step_rows;
+      (loss * weight).backward();
+      loss_value += loss.item<double>() * weight;
+      samples += b.examples;
+      tokens += b.tokens;
+      cursor = end;
+    }
     if (params.max_grad_norm > 0) {
       torch::nn::utils::clip_grad_norm_(all_params, params.max_grad_norm);
     }
     optimizer.step();
-    const double loss_value = loss.item<double>();
     ++step;
     ++steps_this_run;
     const double seconds =
@@ -875,6 +863,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     } else {
       steady_seconds += seconds;
       steady_samples += samples;
+      steady_tokens += tokens;
     }
     if (!std::isfinite(loss_value)) {
       return absl::InternalError(absl::StrCat("training diverged at step ",
@@ -892,14 +881,20 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       const double sec_per_step = steps_this_run > 1
                                       ? steady_seconds / (steps_this_run - 1)
                                       : first_step_seconds;
-      emit({{"type", "train"},
-            {"step", step},
-            {"total_steps", total_steps},
-            {"epoch", static_cast<double>(step) / steps_per_epoch},
-            {"loss", loss_since_report / steps_since_report},
-            {"learning_rate", lr},
-            {"samples_per_second", sps},
-            {"eta_seconds", sec_per_step * (total_steps - step)}});
+      nlohmann::json event = {
+          {"type", "train"},
+          {"step", step},
+          {"total_steps", total_steps},
+          {"epoch", static_cast<double>(step) / steps_per_epoch},
+          {"loss", loss_since_report / steps_since_report},
+          {"learning_rate", lr},
+          {"samples_per_second", sps},
+          {"eta_seconds", sec_per_step * (total_steps - step)}};
+      if (steady_tokens > 0) {
+        event["tokens_per_second"] =
+            steady_tokens / std::max(1e-9, steady_seconds);
+      }
+      emit(event);
       loss_since_report = 0;
       steps_since_report = 0;
     }

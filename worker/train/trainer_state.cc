@@ -23,7 +23,15 @@ nlohmann::json ParamsToJson(const TrainParams& p) {
           {"max_grad_norm", p.max_grad_norm},
           {"validation_split", p.validation_split},
           {"max_steps", p.max_steps},
-          {"num_threads", p.num_threads}};
+          {"num_threads", p.num_threads},
+          {"gradient_accumulation_steps", p.gradient_accumulation_steps},
+          {"lr_scheduler_type", p.lr_scheduler_type},
+          {"method", p.method},
+          {"lora_r", p.lora_r},
+          {"lora_alpha", p.lora_alpha},
+          {"lora_dropout", p.lora_dropout},
+          {"use_rslora", p.use_rslora},
+          {"lora_target_modules", p.lora_target_modules}};
 }
 
 // Reads j[key] into *out when it has the right JSON type; `required` fields
@@ -72,7 +80,15 @@ std::map<std::string, nlohmann::json> TrajectoryParams(const TrainParams& p) {
           {"seed", p.seed},
           {"max_grad_norm", p.max_grad_norm},
           {"validation_split", p.validation_split},
-          {"max_steps", p.max_steps}};
+          {"max_steps", p.max_steps},
+          {"gradient_accumulation_steps", p.gradient_accumulation_steps},
+          {"lr_scheduler_type", p.lr_scheduler_type},
+          {"method", p.method},
+          {"lora_r", p.lora_r},
+          {"lora_alpha", p.lora_alpha},
+          {"lora_dropout", p.lora_dropout},
+          {"use_rslora", p.use_rslora},
+          {"lora_target_modules", p.lora_target_modules}};
 }
 
 nlohmann::json TrainerState::ToJson() const {
@@ -180,6 +196,17 @@ absl::StatusOr<TrainerState> TrainerState::Parse(
   RETURN_IF_ERROR(Get(h, "validation_split", &p.validation_split, true, hw));
   RETURN_IF_ERROR(Get(h, "max_steps", &p.max_steps, true, hw));
   RETURN_IF_ERROR(Get(h, "num_threads", &p.num_threads, false, hw));
+  // Absent in states written before these existed: the defaults applied.
+  RETURN_IF_ERROR(Get(h, "gradient_accumulation_steps",
+                      &p.gradient_accumulation_steps, false, hw));
+  RETURN_IF_ERROR(Get(h, "lr_scheduler_type", &p.lr_scheduler_type, false, hw));
+  RETURN_IF_ERROR(Get(h, "method", &p.method, false, hw));
+  RETURN_IF_ERROR(Get(h, "lora_r", &p.lora_r, false, hw));
+  RETURN_IF_ERROR(Get(h, "lora_alpha", &p.lora_alpha, false, hw));
+  RETURN_IF_ERROR(Get(h, "lora_dropout", &p.lora_dropout, false, hw));
+  RETURN_IF_ERROR(Get(h, "use_rslora", &p.use_rslora, false, hw));
+  RETURN_IF_ERROR(
+      Get(h, "lora_target_modules", &p.lora_target_modules, false, hw));
 
   // Consistency: a state the trainer could have written.
   auto bad = [&](const std::string& what) {
