@@ -28,7 +28,11 @@ constexpr char kDatasetPrefix[] = "dataset:";
 constexpr char kFilePrefix[] = "file://";
 constexpr char kPresetPrefix[] = "preset:";
 constexpr char kJobPrefix[] = "job:";
-const char* const kTasks[] = {"text-classification"};
+// The task types the training child implements (worker/tasks/task.cc).
+const char* const kTasks[] = {
+    "text-classification", "text-regression", "token-classification",
+    "question-answering",  "causal-lm",       "masked-lm",
+    "image-classification"};
 constexpr size_t kMaxText = 4096;
 // Checkpoint files that hold training state, not the model.
 const char* const kTrainingStateFiles[] = {"trainer_state.json",
@@ -73,8 +77,14 @@ absl::Status Invalid(const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", what));
 }
 
-// The metric that ranks checkpoints: higher accuracy, else lower loss.
+// The metric that ranks checkpoints: the one the trainer named (negated
+// when lower is better), else higher accuracy, else lower loss.
 std::optional<double> Score(const Checkpoint& c) {
+  if (!c.metric_for_best_model().empty()) {
+    auto m = c.metrics().find(c.metric_for_best_model());
+    if (m == c.metrics().end()) return std::nullopt;
+    return c.greater_is_better() ? m->second : -m->second;
+  }
   auto acc = c.metrics().find("accuracy");
   if (acc != c.metrics().end()) return acc->second;
   auto loss = c.metrics().find("loss");

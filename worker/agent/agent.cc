@@ -44,6 +44,27 @@ std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
   return ctx;
 }
 
+// Copies the numbers of a metrics object into `out`; nested arrays and
+// objects (a confusion matrix) become dotted names ("confusion_matrix.0.1").
+// At most 4096 entries, so a huge matrix cannot flood the event log.
+void FlattenMetrics(const json& value, const std::string& prefix,
+                    google::protobuf::Map<std::string, double>* out) {
+  if (out->size() >= 4096) return;
+  if (value.is_number()) {
+    (*out)[prefix] = value.get<double>();
+  } else if (value.is_boolean()) {
+    (*out)[prefix] = value.get<bool>() ? 1.0 : 0.0;
+  } else if (value.is_array()) {
+    for (size_t i = 0; i < value.size(); ++i) {
+      FlattenMetrics(value[i], absl::StrCat(prefix, ".", i), out);
+    }
+  } else if (value.is_object()) {
+    for (auto& [k, v] : value.items()) {
+      FlattenMetrics(v, prefix.empty() ? k : absl::StrCat(prefix, ".", k), out);
+    }
+  }
+}
+
 // Maps one line of the child's protocol to an event; nullopt for lines that
 // need more than a plain relay (checkpoints, errors).
 Event EventFromLine(const json& j) {
@@ -64,9 +85,7 @@ Event EventFromLine(const json& j) {
     e.set_type(lathe::v1::EVENT_TYPE_EVAL_METRICS);
     e.set_step(j.value("step", int64_t{0}));
     if (j.contains("metrics") && j["metrics"].is_object()) {
-      for (auto& [k, v] : j["metrics"].items()) {
-        if (v.is_number()) (*e.mutable_eval())[k] = v.get<double>();
-      }
+      FlattenMetrics(j["metrics"], "", e.mutable_eval());
     }
   } else {
     e.set_type(lathe::v1::EVENT_TYPE_LOG);
@@ -719,12 +738,13 @@ void Agent::RunJob(const Assignment& a) {
       }
       e->mutable_checkpoint()->set_final(j.value("final", false));
       if (j.contains("metrics") && j["metrics"].is_object()) {
-        for (auto& [k, v] : j["metrics"].items()) {
-          if (v.is_number()) {
-            (*e->mutable_checkpoint()->mutable_metrics())[k] = v.get<double>();
-          }
-        }
+        FlattenMetrics(j["metrics"], "",
+                       e->mutable_checkpoint()->mutable_metrics());
       }
+      e->mutable_checkpoint()->set_metric_for_best_model(
+          j.value("metric_for_best_model", std::string()));
+      e->mutable_checkpoint()->set_greater_is_better(
+          j.value("greater_is_better", true));
       ours = Report(a, {*e});
       // The server holds it now; the local copy is no longer needed.
       std::error_code ec;
