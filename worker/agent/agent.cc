@@ -652,6 +652,7 @@ void Agent::RunJob(const Assignment& a) {
                {"device", options_.device},
                {"assets_dir", options_.assets_dir}};
   if (!resume_dir.empty()) spec["resume_from"] = resume_dir;
+  if (a.spec().kind() == lathe::v1::JOB_KIND_PREDICT) spec["mode"] = "predict";
   for (const auto& [k, v] : a.spec().params()) spec["params"][k] = v;
   if (s.ok()) s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
   if (!s.ok()) {

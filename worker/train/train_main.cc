@@ -8,9 +8,14 @@
 // lathe-train init-model PRESET --out DIR [--seed N] [--assets DIR]: writes a
 // random-initialisation base model in the Hugging Face layout (for
 // pre-training from scratch, or to push to the model store).
+//
+// lathe-train predict --model DIR --task TASK --input FILE [--param K=V]...
+// [--device cpu|cuda:N]: prints one JSON object per input row (what
+// `lathe predict` runs on a worker).
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <string>
 
 #include "absl/strings/numbers.h"
@@ -67,11 +72,61 @@ int InitModel(int argc, char** argv) {
   return 0;
 }
 
+int PredictCommand(int argc, char** argv) {
+  const char* usage =
+      "usage: lathe-train predict --model DIR --task TASK --input FILE "
+      "[--param K=V]... [--device cpu|cuda:N]";
+  std::string model, task, input, device = "cpu";
+  std::map<std::string, std::string> params;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "%s\n", usage);
+      return 2;
+    }
+    const std::string value = argv[++i];
+    if (arg == "--model") {
+      model = value;
+    } else if (arg == "--task") {
+      task = value;
+    } else if (arg == "--input") {
+      input = value;
+    } else if (arg == "--device") {
+      device = value;
+    } else if (arg == "--param" && value.find('=') != std::string::npos) {
+      params[value.substr(0, value.find('='))] =
+          value.substr(value.find('=') + 1);
+    } else {
+      std::fprintf(stderr, "%s (bad argument \"%s\")\n", usage, arg.c_str());
+      return 2;
+    }
+  }
+  if (model.empty() || task.empty() || input.empty()) {
+    std::fprintf(stderr, "%s\n", usage);
+    return 2;
+  }
+  auto rows = lathe::RunPrediction(model, task, input, input, params, device);
+  if (!rows.ok()) {
+    std::fprintf(stderr, "lathe-train: %s\n",
+                 std::string(rows.status().message()).c_str());
+    return lathe::ExitCodeForStatus(rows.status());
+  }
+  for (const auto& row : *rows) {
+    const std::string line =
+        row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::printf("%s\n", line.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "init-model") {
     return InitModel(argc, argv);
+  }
+  if (argc > 1 && std::string(argv[1]) == "predict") {
+    return PredictCommand(argc, argv);
   }
   // First, so that an early "checkpoint now" cannot kill the child.
   lathe::InstallCheckpointSignalHandler();

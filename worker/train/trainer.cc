@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -903,6 +904,95 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<nlohmann::json>> Predict(
+    const std::string& model_dir, const std::string& task_name,
+    const std::string& input, const std::string& input_name,
+    const std::map<std::string, std::string>& raw_params,
+    const std::string& device_name, const LogFn& log) {
+  ASSIGN_OR_RETURN(const TrainParams params, ParseTrainParams(raw_params));
+  ASSIGN_OR_RETURN(std::unique_ptr<Task> task, CreateTask(task_name));
+  if (!std::filesystem::is_directory(model_dir)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model ", model_dir, " is not a directory"));
+  }
+  auto config = ModelConfig::FromFile(model_dir + "/config.json");
+  if (!config.ok())
+    return absl::InvalidArgumentError(config.status().message());
+  ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
+                   OptionalTokenizer(model_dir));
+  auto loaded = LoadModel(model_dir, task->head(), {}, log);
+  if (!loaded.ok()) {
+    return loaded.status().code() == absl::StatusCode::kNotFound
+               ? absl::InvalidArgumentError(loaded.status().message())
+               : loaded.status();
+  }
+  TaskModel model = *std::move(loaded);
+  torch::Device device(torch::kCPU);
+  try {
+    device = torch::Device(device_name.empty() ? "cpu" : device_name);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device \"", device_name, "\" is not cpu or cuda:N"));
+  }
+  model->to(device);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  TaskContext context;
+  context.params = &params;
+  context.tokenizer = tokenizer.get();
+  context.model_config = &model->config();
+  context.max_length = MaxLength(model->config(), params);
+  context.log = log;
+  return task->Predict(*model, input, input_name, context, device);
+}
+
+// The prediction job: predictions.jsonl in OUT/checkpoint-0, reported as
+// the job's final checkpoint.
+absl::Status PredictToCheckpoint(const TrainSpec& spec,
+                                 const std::string& out_dir,
+                                 const EventFn& emit) {
+  auto log = [&](const std::string& message) {
+    emit({{"type", "log"}, {"message", message}});
+  };
+  ASSIGN_OR_RETURN(const TrainParams params, ParseTrainParams(spec.params));
+  torch::set_num_threads(static_cast<int>(
+      params.num_threads > 0
+          ? params.num_threads
+          : std::max<int64_t>(1, std::thread::hardware_concurrency())));
+  torch::manual_seed(static_cast<uint64_t>(params.seed));
+  std::string model_dir = spec.model;
+  if (absl::StartsWith(model_dir, "preset:")) {
+    return absl::InvalidArgumentError(
+        "predictions need a trained model (job:ID, job:ID@STEP, a stored "
+        "model or a model directory), not a preset");
+  }
+  const auto start = Clock::now();
+  ASSIGN_OR_RETURN(
+      std::vector<nlohmann::json> rows,
+      Predict(model_dir, spec.task, spec.train_data,
+              spec.train_name.empty() ? spec.train_data : spec.train_name,
+              spec.params, spec.device, log));
+  std::string text;
+  for (const nlohmann::json& row : rows) {
+    text += row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    text += "\n";
+  }
+  const std::string dir = out_dir + "/checkpoint-0";
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  RETURN_IF_ERROR(MakeDirs(dir));
+  RETURN_IF_ERROR(WriteFileAtomic(dir + "/predictions.jsonl", text));
+  log(absl::StrCat(rows.size(), " predictions in ",
+                   std::chrono::duration<double>(Clock::now() - start).count(),
+                   " s"));
+  emit({{"type", "checkpoint"},
+        {"step", 0},
+        {"dir", dir},
+        {"final", true},
+        {"metrics", nlohmann::json::object()}});
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
@@ -928,6 +1018,12 @@ absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
   if (s.device.empty()) s.device = "cpu";
   ASSIGN_OR_RETURN(s.assets_dir, StringField(j, "assets_dir", false));
   ASSIGN_OR_RETURN(s.resume_from, StringField(j, "resume_from", false));
+  ASSIGN_OR_RETURN(s.mode, StringField(j, "mode", false));
+  if (s.mode.empty()) s.mode = "train";
+  if (s.mode != "train" && s.mode != "predict") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec: mode \"", s.mode, "\" is not train or predict"));
+  }
   if (j.contains("params") && !j["params"].is_null()) {
     if (!j["params"].is_object()) {
       return absl::InvalidArgumentError("spec: \"params\" is not an object");
@@ -951,7 +1047,10 @@ absl::Status RunTraining(const TrainSpec& spec, const std::string& out_dir,
   absl::Status status;
   try {
     status = MakeDirs(out_dir);
-    if (status.ok()) status = Train(spec, out_dir, emit);
+    if (status.ok()) {
+      status = spec.mode == "predict" ? PredictToCheckpoint(spec, out_dir, emit)
+                                      : Train(spec, out_dir, emit);
+    }
   } catch (const c10::Error& e) {
     status = absl::InternalError(
         absl::StrCat("LibTorch error: ", e.what_without_backtrace()));
@@ -1007,6 +1106,23 @@ absl::Status WritePresetModel(const std::string& preset,
           absl::StrCat("renaming ", tmp, " to ", dir, ": ", ec.message()));
     }
     return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("error: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::vector<nlohmann::json>> RunPrediction(
+    const std::string& model_dir, const std::string& task,
+    const std::string& input, const std::string& input_name,
+    const std::map<std::string, std::string>& params,
+    const std::string& device) {
+  try {
+    return Predict(
+        model_dir, task, input, input_name, params, device,
+        [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); });
+  } catch (const c10::Error& e) {
+    return absl::InternalError(
+        absl::StrCat("LibTorch error: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("error: ", e.what()));
   }

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -38,6 +39,10 @@ struct TrainSpec {
   // `model`), the optimizer, schedule, RNG and data position from its state.
   // Empty: start at step 0.
   std::string resume_from;
+  // "train" (default) or "predict": run `model` on the rows of train_data
+  // and write OUT/checkpoint-0/predictions.jsonl (one JSON object per row),
+  // emitted as the final checkpoint.
+  std::string mode = "train";
 
   // Test hooks, never read from JSON: when set, the model is a random-init
   // model with this architecture (id2label is replaced by the data's labels)
@@ -64,6 +69,17 @@ using EventFn = std::function<void(const nlohmann::json&)>;
 // their codes. Catches every LibTorch exception and std::bad_alloc.
 absl::Status RunTraining(const TrainSpec& spec, const std::string& out_dir,
                          const EventFn& emit);
+
+// Runs `model_dir` (a Hugging Face directory with config.json, weights and
+// its tokenizer, such as a Lathe checkpoint) as `task` on the rows of
+// `input` (display name `input_name`) and returns one JSON object per row.
+// `params` supplies max_seq_length, the column names and the generation
+// settings. INVALID_ARGUMENT for bad input. Catches LibTorch exceptions.
+absl::StatusOr<std::vector<nlohmann::json>> RunPrediction(
+    const std::string& model_dir, const std::string& task,
+    const std::string& input, const std::string& input_name,
+    const std::map<std::string, std::string>& params,
+    const std::string& device);
 
 // Writes a random-initialisation base model of `preset` ("preset:gpt2-tiny",
 // ...) to `dir` (created; must not exist yet) in the published Hugging Face
