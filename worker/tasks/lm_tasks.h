@@ -1,0 +1,62 @@
+// Pieces of the causal-lm and masked-lm tasks that tests reach directly:
+// generation and masked-lm masking. LibTorch.
+#ifndef LATHE_WORKER_TASKS_LM_TASKS_H_
+#define LATHE_WORKER_TASKS_LM_TASKS_H_
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "worker/models/model.h"
+
+namespace lathe {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 64;
+  double temperature = 0;         // 0: greedy (argmax)
+  int64_t top_k = 0;              // 0: off
+  double top_p = 1;               // 1: off
+  uint64_t seed = 42;             // Sampling draws; unused when greedy.
+  std::optional<int64_t> eos_id;  // Generation stops after emitting it.
+};
+
+// Continues `prompt` (non-empty) with `model` (a causal-lm head, in eval
+// mode), recomputing the whole forward each step (no cache). Returns the new
+// ids only, the EOS that stopped generation excluded. Stops at max_new_tokens
+// or when the sequence reaches the model's max_position_embeddings.
+// Sampling: logits / temperature, keep the top_k largest, then the smallest
+// set of most likely tokens whose probability reaches top_p; draws come from
+// a generator seeded with `seed`, so equal options give equal outputs.
+std::vector<int64_t> GenerateTokens(TaskModelImpl& model,
+                                    const std::vector<int64_t>& prompt,
+                                    const GenerationOptions& options,
+                                    const torch::Device& device);
+
+// Mean token cross-entropy of causal-lm logits [B, T, V] against labels
+// [B, T] (Hugging Face's shift: logits[:, :-1] predict labels[:, 1:]),
+// ignoring -100; zero (keeping the graph) when no label counts.
+torch::Tensor CausalLmLoss(const torch::Tensor& logits,
+                           const torch::Tensor& labels);
+
+struct MlmMasking {
+  torch::Tensor input_ids;  // With masked positions replaced.
+  torch::Tensor labels;     // Original ids at masked positions, else -100.
+};
+
+// Hugging Face's masking for masked-lm on `input_ids` [B, T] (int64, CPU):
+// each position where `maskable` [B, T] (bool) is true is chosen with
+// probability `probability`; a chosen position becomes `mask_id` with
+// probability 0.8, a uniformly random id in [0, vocab_size) with
+// probability 0.1, and stays unchanged otherwise. Special tokens and
+// padding must be false in `maskable`. Draws come from `generator` (a CPU
+// generator; null: torch's default).
+MlmMasking MaskTokens(const torch::Tensor& input_ids,
+                      const torch::Tensor& maskable, double probability,
+                      int64_t mask_id, int64_t vocab_size,
+                      torch::Generator* generator);
+
+}  // namespace lathe
+
+#endif  // LATHE_WORKER_TASKS_LM_TASKS_H_
