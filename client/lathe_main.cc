@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -56,6 +58,13 @@ Commands:
   checkpoints JOB            list checkpoints with metrics and files
   download JOB --dest DIR [--checkpoint latest|best|STEP]
                              download a checkpoint and verify its SHA-256s
+  predict MODEL --input FILE [--task TASK] [--param NAME=VALUE ...]
+         [--device cpu|cuda:N] [--timeout SECONDS]
+                             run a fine-tuned model (job:ID, job:ID@STEP,
+                             a stored model or a directory) on a worker over
+                             the rows of FILE (the training format; labels
+                             ignored) and print one JSON object per row;
+                             TASK defaults to the job's for job:ID
   datasets upload FILE [--name NAME]
   models push DIR --name NAME [--replace]
                              store a model directory (config.json and
@@ -69,9 +78,10 @@ Commands:
 
 The server is --server, else $LATHE_SERVER, else 127.0.0.1:50051.
 --output json prints protobuf's JSON mapping with the proto field names.
-Hyperparameters (--param): epochs, batch_size, learning_rate, warmup_ratio,
-weight_decay, max_seq_length, eval_steps, save_steps, logging_steps, seed,
-max_grad_norm, validation_split, max_steps, num_threads.
+Tasks (--task): text-classification, text-regression, token-classification,
+question-answering, causal-lm, masked-lm, image-classification.
+Hyperparameters (--param): see docs/params.md (or submit an unknown name: the
+error lists them all).
 )";
 
 struct Args {
@@ -427,6 +437,115 @@ int Watch(Client& c, const std::string& id, int64_t after_seq) {
   return last.state() == lathe::v1::SUCCEEDED ? 0 : 1;
 }
 
+// Blocks until job `id` ends (or `timeout_s` passes, when positive) and
+// returns it; DEADLINE_EXCEEDED on timeout.
+absl::StatusOr<lathe::v1::Job> AwaitJob(Client& c, const std::string& id,
+                                        double timeout_s) {
+  const auto start = std::chrono::steady_clock::now();
+  while (true) {
+    auto job = GetJob(c, id);
+    if (!job.ok() && job.status().code() != absl::StatusCode::kUnavailable) {
+      return job.status();
+    }
+    if (job.ok() && IsFinal(job->state())) return *job;
+    if (timeout_s > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                .count() > timeout_s) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("timed out waiting for ", id));
+    }
+    lathe::v1::WatchJobRequest req;
+    req.set_id(id);
+    req.set_after_seq(job.ok() ? job->last_event_seq() : 0);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    auto reader = c.jobs().WatchJob(&ctx, req);
+    lathe::v1::WatchJobResponse r;
+    while (reader->Read(&r)) {
+      if (IsFinal(r.job().state())) break;
+    }
+    ctx.TryCancel();
+    reader->Finish();
+  }
+}
+
+int Predict(Client& c, const Args& a) {
+  if (a.positional.size() != 2 || a.Get("input").empty()) {
+    std::cerr << "lathe: usage: lathe predict MODEL --input FILE [--task "
+                 "TASK] [--param NAME=VALUE ...]\n";
+    return 2;
+  }
+  const std::string model = a.positional[1];
+  std::string task = a.Get("task");
+  if (task.empty()) {
+    if (model.rfind("job:", 0) != 0) {
+      std::cerr << "lathe: --task is needed for a model that is not job:ID\n";
+      return 2;
+    }
+    std::string source = model.substr(4);
+    source = source.substr(0, source.find('@'));
+    auto job = GetJob(c, source);
+    if (!job.ok()) return Fail(job.status());
+    task = job->spec().task();
+  }
+  double timeout = 0;
+  if (!a.Get("timeout").empty() &&
+      !absl::SimpleAtod(a.Get("timeout"), &timeout)) {
+    std::cerr << "lathe: --timeout must be a number of seconds\n";
+    return 2;
+  }
+  lathe::v1::SubmitJobRequest req;
+  auto* spec = req.mutable_spec();
+  spec->set_kind(lathe::v1::JOB_KIND_PREDICT);
+  spec->set_task(task);
+  spec->set_model(model);
+  spec->set_device(a.Get("device"));
+  spec->set_owner(
+      a.Get("owner", std::getenv("USER") ? std::getenv("USER") : ""));
+  spec->set_max_attempts(1);
+  if (!ParseKeyValues(a.All("param"), "param", spec->mutable_params())) {
+    return 2;
+  }
+  auto ref = c.ResolveData(a.Get("input"));
+  if (!ref.ok()) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--input: ", ref.status().message())));
+  }
+  spec->set_train_data(*ref);
+  lathe::v1::SubmitJobResponse resp;
+  {
+    auto ctx = Ctx(120);
+    auto s = FromGrpc(c.jobs().SubmitJob(ctx.get(), req, &resp));
+    if (!s.ok()) return Fail(s);
+  }
+  const std::string id = resp.job().id();
+  if (!json_output) std::cerr << "prediction job " << id << "\n";
+  auto job = AwaitJob(c, id, timeout);
+  if (!job.ok()) return Fail(job.status());
+  if (job->state() != lathe::v1::SUCCEEDED) {
+    return Fail(absl::AbortedError(absl::StrCat(
+        "prediction job ", id, " ", lathe::v1::JobState_Name(job->state()),
+        ": ", job->error())));
+  }
+  char tmpl[] = "/tmp/lathe-predict-XXXXXX";
+  if (::mkdtemp(tmpl) == nullptr) {
+    return Fail(absl::InternalError("cannot create a temporary directory"));
+  }
+  const std::string dest = tmpl;
+  auto cp = c.DownloadCheckpoint(id, "latest", dest, nullptr);
+  std::error_code ec;
+  if (!cp.ok()) {
+    std::filesystem::remove_all(dest, ec);
+    return Fail(cp.status());
+  }
+  std::ifstream in(dest + "/predictions.jsonl");
+  std::string line;
+  while (std::getline(in, line)) std::cout << line << "\n";
+  std::filesystem::remove_all(dest, ec);
+  return 0;
+}
+
 int Wait(Client& c, const std::string& id, double timeout_s) {
   const auto start = std::chrono::steady_clock::now();
   while (true) {
@@ -632,6 +751,7 @@ int Main(int argc, char** argv) {
   if (cmd == "submit") return Submit(c, a);
   if (cmd == "list") return List(c, a);
   if (cmd == "models") return Models(c, a);
+  if (cmd == "predict") return Predict(c, a);
   if (cmd == "datasets") {
     if (a.positional.size() != 3 || a.positional[1] != "upload") {
       std::cerr << "lathe: usage: lathe datasets upload FILE [--name NAME]\n";

@@ -404,6 +404,21 @@ absl::StatusOr<lathe::v1::ResolvedModel> JobManager::ResolveJobModel(
 }
 
 absl::Status JobManager::ValidateSpec(JobSpec* spec, Job* job) {
+  if (spec->kind() == lathe::v1::JOB_KIND_PREDICT) {
+    if (absl::StartsWith(spec->model(), kPresetPrefix)) {
+      return Invalid("spec.model",
+                     "a prediction needs a trained model (job:ID, job:ID@STEP, "
+                     "a stored model or a directory), not a preset");
+    }
+    if (!spec->validation_data().empty()) {
+      return Invalid("spec.validation_data",
+                     "must be empty for a prediction (the input is "
+                     "spec.train_data)");
+    }
+  } else if (spec->kind() != lathe::v1::JOB_KIND_UNSPECIFIED &&
+             spec->kind() != lathe::v1::JOB_KIND_TRAIN) {
+    return Invalid("spec.kind", "must be JOB_KIND_TRAIN or JOB_KIND_PREDICT");
+  }
   bool task_ok = false;
   for (const char* t : kTasks) task_ok |= spec->task() == t;
   if (spec->task().empty()) return Invalid("spec.task", "is required");

@@ -2,11 +2,12 @@
 // model in the published Hugging Face layout (written by `lathe-train
 // init-model`), pushed to the real server's model store, fine-tuned as text
 // classifiers by the real worker, and a fine-tuned checkpoint chained into
-// the next job with `job:ID`.
+// the next job with `job:ID`, and `lathe predict` on the result.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -162,6 +163,28 @@ TEST_P(FamilyTest, PushedBaseModelFineTunesAndItsCheckpointChains) {
   ASSERT_NE((*weights)->Find(f.head_tensor), nullptr) << f.head_tensor;
   EXPECT_EQ((*weights)->Find(f.head_tensor)->shape[0], 2);
   EXPECT_EQ((*weights)->metadata().at("format"), "pt");
+
+  // Trying the result: `lathe predict` runs the best checkpoint on a worker.
+  {
+    std::ofstream(Path("predict.jsonl"))
+        << R"({"text": "the movie was superb and the food was wonderful"})"
+        << "\n"
+        << R"({"text": "the movie was horrible and the food was worst"})"
+        << "\n";
+  }
+  CommandResult predict =
+      server_->Cli({"predict", "job:" + id, "--input", Path("predict.jsonl"),
+                    "--output", "json", "--timeout", "300"});
+  ASSERT_EQ(predict.exit_code, 0) << predict.out << predict.err;
+  std::vector<json> rows;
+  std::istringstream lines(predict.out);
+  for (std::string line; std::getline(lines, line);) {
+    rows.push_back(json::parse(line));
+  }
+  ASSERT_EQ(rows.size(), 2u) << predict.out;
+  EXPECT_EQ(rows[0]["label"], "positive") << predict.out;
+  EXPECT_EQ(rows[1]["label"], "negative") << predict.out;
+  EXPECT_GT(rows[0]["probabilities"]["positive"].get<double>(), 0.5);
 
   // Chained: the fine-tuned job's best checkpoint is the next job's base.
   const std::string next = Submit("job:" + id, 4);
