@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/status.h"
+#include "common/tar.h"
 
 namespace lathe::client {
 
@@ -130,7 +131,26 @@ absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
                      "\" is neither a local file, a dataset: reference nor a "
                      "file:// URI"));
   }
-  std::string name = arg.substr(arg.rfind('/') + 1);
+  std::string trimmed = arg;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  std::string name = trimmed.substr(trimmed.rfind('/') + 1);
+  if (std::filesystem::is_directory(trimmed)) {
+    // A folder dataset (one sub-folder per class) travels as one archive;
+    // the worker unpacks it again.
+    char tmpl[] = "/tmp/lathe-folder-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      return absl::InternalError("cannot create a temporary directory");
+    }
+    const std::string tar = std::string(tmpl) + "/" + name + ".tar";
+    absl::Status s = WriteTar(trimmed, tar);
+    absl::StatusOr<lathe::v1::Dataset> ds =
+        s.ok() ? UploadDataset(tar, name + ".tar")
+               : absl::StatusOr<lathe::v1::Dataset>(s);
+    std::error_code ec;
+    std::filesystem::remove_all(tmpl, ec);
+    RETURN_IF_ERROR(ds.status());
+    return ds->ref();
+  }
   ASSIGN_OR_RETURN(auto ds, UploadDataset(arg, name));
   return ds.ref();
 }

@@ -11,10 +11,12 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/status.h"
+#include "common/tar.h"
 #include "nlohmann/json.hpp"
 #include "worker/agent/child.h"
 
@@ -354,6 +356,31 @@ absl::StatusOr<std::string> Agent::FetchDataset(const lathe::v1::Dataset& ds) {
   return path;
 }
 
+absl::StatusOr<std::string> Agent::FetchDatasetForChild(
+    const lathe::v1::Dataset& ds) {
+  ASSIGN_OR_RETURN(const std::string path, FetchDataset(ds));
+  if (!absl::EndsWith(ds.name(), ".tar")) return path;
+  // A folder dataset: unpacked once per digest, renamed into place when
+  // complete, so the child sees the folder the user gave.
+  const std::string dir = path + ".d";
+  if (PathExists(dir)) return dir;
+  const std::string tmp = absl::StrCat(dir, ".tmp-", ::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  absl::Status s = ExtractTar(path, tmp);
+  if (!s.ok()) {
+    fs::remove_all(tmp, ec);
+    return absl::InvalidArgumentError(
+        absl::StrCat(ds.name(), ": ", s.message()));
+  }
+  fs::rename(tmp, dir, ec);
+  if (ec && !PathExists(dir)) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp));
+  }
+  fs::remove_all(tmp, ec);
+  return dir;
+}
+
 absl::StatusOr<std::string> Agent::PrepareModel(const Assignment& a) {
   const lathe::v1::ResolvedModel& m = a.model();
   switch (m.kind()) {
@@ -595,7 +622,7 @@ void Agent::RunJob(const Assignment& a) {
   absl::Status s = MakeDirs(dir + "/output");
   std::string train_path, val_path, resume_dir;
   if (s.ok()) {
-    auto p = FetchDataset(a.train_dataset());
+    auto p = FetchDatasetForChild(a.train_dataset());
     if (p.ok()) {
       train_path = *p;
     } else {
@@ -603,7 +630,7 @@ void Agent::RunJob(const Assignment& a) {
     }
   }
   if (s.ok() && !a.validation_dataset().ref().empty()) {
-    auto p = FetchDataset(a.validation_dataset());
+    auto p = FetchDatasetForChild(a.validation_dataset());
     if (p.ok()) {
       val_path = *p;
     } else {

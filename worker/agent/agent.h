@@ -53,6 +53,10 @@ class Agent {
                      const std::string& job);
   void RunJob(const lathe::v1::Assignment& a);
   absl::StatusOr<std::string> FetchDataset(const lathe::v1::Dataset& ds);
+  // FetchDataset, then a folder dataset (an archive named *.tar) unpacked
+  // into a folder next to it: the path the child reads.
+  absl::StatusOr<std::string> FetchDatasetForChild(
+      const lathe::v1::Dataset& ds);
   // The directory or preset the child trains from: a pinned manifest is
   // fetched file by file (SHA-256 verified) into the model cache once per
   // digest; presets and local paths pass through.

@@ -1,0 +1,31 @@
+// Folder datasets (an image folder with one sub-folder per class) travel
+// through the service as one file: a POSIX ustar archive of the folder's
+// regular files. Only what Lathe writes is read back: regular files and
+// directories with relative, clean names. No LibTorch.
+#ifndef LATHE_COMMON_TAR_H_
+#define LATHE_COMMON_TAR_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace lathe {
+
+// Writes every regular file under `dir` (recursively, sorted by path;
+// symbolic links and other special files are skipped) to the archive
+// `tar_path`. Names longer than 255 bytes (the ustar limit) are
+// INVALID_ARGUMENT naming the file.
+absl::Status WriteTar(const std::string& dir, const std::string& tar_path);
+
+// Extracts `tar_path` into `dest` (created). Refuses, with
+// INVALID_ARGUMENT naming the archive and entry: absolute names, ".."
+// components, links and devices, a bad header checksum, data past the end,
+// more than `max_files` entries or more than `max_bytes` in total.
+absl::Status ExtractTar(const std::string& tar_path, const std::string& dest,
+                        int64_t max_files = 1000000,
+                        int64_t max_bytes = int64_t{64} << 30);
+
+}  // namespace lathe
+
+#endif  // LATHE_COMMON_TAR_H_
