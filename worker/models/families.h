@@ -21,6 +21,9 @@ absl::Status ParseEncoderConfig(const nlohmann::json& j, ModelConfig* config);
 void WriteEncoderConfig(const ModelConfig& config, nlohmann::json* j);
 absl::Status ParseDecoderConfig(const nlohmann::json& j, ModelConfig* config);
 void WriteDecoderConfig(const ModelConfig& config, nlohmann::json* j);
+// ViT and lathe-cnn (image_config.cc), in the same way.
+absl::Status ParseImageConfig(const nlohmann::json& j, ModelConfig* config);
+void WriteImageConfig(const ModelConfig& config, nlohmann::json* j);
 
 }  // namespace families
 }  // namespace lathe

@@ -16,6 +16,9 @@ absl::StatusOr<TaskModel> CreateEncoderModel(const ModelConfig& config,
                                              HeadKind head);
 absl::StatusOr<TaskModel> CreateDecoderModel(const ModelConfig& config,
                                              HeadKind head);
+// ViT and lathe-cnn (vision.cc): the base model and the image classifier.
+absl::StatusOr<TaskModel> CreateVisionModel(const ModelConfig& config,
+                                            HeadKind head);
 
 }  // namespace families
 }  // namespace lathe

@@ -280,6 +280,10 @@ absl::StatusOr<TaskModel> CreateModel(const ModelConfig& config,
   if (IsEncoder(config.architecture)) {
     return families::CreateEncoderModel(config, head);
   }
+  if (config.architecture == Architecture::kVit ||
+      config.architecture == Architecture::kCnn) {
+    return families::CreateVisionModel(config, head);
+  }
   return families::CreateDecoderModel(config, head);
 }
 

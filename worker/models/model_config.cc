@@ -21,7 +21,7 @@ constexpr int64_t kMaxLabels = 1000000;
 
 const char kSupportedTypes[] =
     "bert, roberta, xlm-roberta, camembert, distilbert, gpt2, llama, "
-    "mistral, qwen2";
+    "mistral, qwen2, vit, lathe-cnn";
 
 absl::StatusOr<Architecture> ArchitectureOf(const std::string& model_type) {
   if (model_type == "bert") return Architecture::kBert;
@@ -35,6 +35,8 @@ absl::StatusOr<Architecture> ArchitectureOf(const std::string& model_type) {
       model_type == "qwen2") {
     return Architecture::kLlama;
   }
+  if (model_type == "vit") return Architecture::kVit;
+  if (model_type == "lathe-cnn") return Architecture::kCnn;
   return absl::InvalidArgumentError(
       absl::StrCat("config.json: model_type \"", model_type,
                    "\" is not supported (supported: ", kSupportedTypes, ")"));
@@ -43,6 +45,10 @@ absl::StatusOr<Architecture> ArchitectureOf(const std::string& model_type) {
 bool IsEncoder(Architecture a) {
   return a == Architecture::kBert || a == Architecture::kRoberta ||
          a == Architecture::kDistilBert;
+}
+
+bool IsImage(Architecture a) {
+  return a == Architecture::kVit || a == Architecture::kCnn;
 }
 
 // id2label: {"0": "neg", "1": "pos"}, dense indices from 0.
@@ -119,6 +125,10 @@ std::string ArchitectureName(Architecture a) {
       return "gpt2";
     case Architecture::kLlama:
       return "llama";
+    case Architecture::kVit:
+      return "vit";
+    case Architecture::kCnn:
+      return "lathe-cnn";
   }
   return "unknown";
 }
@@ -203,6 +213,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j) {
   c.original = j;
   if (IsEncoder(c.architecture)) {
     RETURN_IF_ERROR(families::ParseEncoderConfig(j, &c));
+  } else if (IsImage(c.architecture)) {
+    RETURN_IF_ERROR(families::ParseImageConfig(j, &c));
   } else {
     RETURN_IF_ERROR(families::ParseDecoderConfig(j, &c));
   }
@@ -258,6 +270,8 @@ nlohmann::json ModelConfig::ToJson(
   if (j.contains("num_labels")) j["num_labels"] = num_labels();
   if (IsEncoder(architecture)) {
     families::WriteEncoderConfig(*this, &j);
+  } else if (IsImage(architecture)) {
+    families::WriteImageConfig(*this, &j);
   } else {
     families::WriteDecoderConfig(*this, &j);
   }
@@ -336,6 +350,49 @@ const std::vector<Preset>& Presets() {
     presets->push_back(
         {"preset:llama-tiny", "llama2",
          "Llama, 2 layers, hidden 128, 4 heads, 2 KV heads (random init)", l});
+
+    // Image models read pixels, not text: no tokenizer (empty tokenizer_dir).
+    ModelConfig v;
+    v.architecture = Architecture::kVit;
+    v.model_type = "vit";
+    v.image_size = 32;
+    v.patch_size = 8;
+    v.num_channels = 3;
+    v.hidden_size = 64;
+    v.num_hidden_layers = 2;
+    v.num_attention_heads = 2;
+    v.num_key_value_heads = 2;
+    v.intermediate_size = 128;
+    v.hidden_act = "gelu";
+    v.layer_norm_eps = 1e-12;
+    v.qkv_bias = true;
+    v.hidden_dropout = 0.0;
+    v.attention_dropout = 0.0;
+    v.classifier_dropout = 0.0;
+    presets->push_back(
+        {"preset:vit-tiny", "",
+         "ViT, 32x32 images, 8x8 patches, 2 layers, hidden 64, 2 heads "
+         "(random init)",
+         v});
+
+    ModelConfig n;
+    n.architecture = Architecture::kCnn;
+    n.model_type = "lathe-cnn";
+    n.image_size = 32;
+    n.num_channels = 3;
+    n.hidden_sizes = {16, 32, 64};
+    n.hidden_size = 64;
+    n.num_hidden_layers = 3;
+    n.num_attention_heads = 1;
+    n.num_key_value_heads = 1;
+    n.hidden_act = "relu";
+    n.hidden_dropout = 0.0;
+    n.attention_dropout = 0.0;
+    n.classifier_dropout = 0.0;
+    presets->push_back({"preset:cnn-small", "",
+                        "Lathe CNN, 32x32 images, 3 conv blocks (16, 32, 64 "
+                        "channels) and a linear classifier (random init)",
+                        n});
     return presets;
   }();
   return *kPresets;

@@ -20,6 +20,8 @@ enum class Architecture {
   kDistilBert,  // "distilbert"
   kGpt2,        // "gpt2"
   kLlama,       // "llama", "mistral", "qwen2" (RMSNorm, rotary, SwiGLU, GQA)
+  kVit,         // "vit" (image classification, ViTForImageClassification)
+  kCnn,         // "lathe-cnn" (Lathe's small convolutional network)
 };
 
 // model_type for config.json ("bert", ...).
@@ -62,6 +64,15 @@ struct ModelConfig {
   std::optional<int64_t> pad_token_id;
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;
+
+  // Image families (ViT, lathe-cnn): square input side in pixels, ViT's
+  // patch side and q/k/v biases, input channels, and the CNN's output
+  // channels per convolution block.
+  int64_t image_size = 224;
+  int64_t patch_size = 16;
+  int64_t num_channels = 3;
+  bool qkv_bias = true;
+  std::vector<int64_t> hidden_sizes;
 
   // Class names by index (id2label); size() is num_labels.
   std::vector<std::string> id2label;
