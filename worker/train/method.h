@@ -11,18 +11,21 @@
 
 namespace lathe {
 
-// Prepares `model` for params.method before the optimizer is built: nothing
-// for "full"; "linear-probe" freezes every parameter but the head's;
-// "lora" attaches adapters and freezes the base. Trainable parameters are
-// those with requires_grad. Reports what it did through `log`.
+// Prepares `model` for params.method before the optimizer is built: "full"
+// trains everything (merging adapters the model came with); "linear-probe"
+// freezes every parameter but the head's; "lora" attaches adapters (keeping
+// matching ones the model came with) and freezes the base. Trainable parameters
+// are those with requires_grad. Reports what it did through `log`.
 absl::Status ApplyTrainingMethod(TaskModelImpl& model,
                                  const TrainParams& params, const LogFn& log);
 
 // Writes the method's own files into a checkpoint directory `dir` that
 // already holds config.json and model.safetensors (LoRA: the PEFT adapter
-// files). Nothing for "full" and "linear-probe".
+// files naming `base_model`, and with params.merge_lora the merged model in
+// `dir`/merged). Nothing for "full" and "linear-probe".
 absl::Status SaveTrainingMethodOutputs(TaskModelImpl& model,
                                        const TrainParams& params,
+                                       const std::string& base_model,
                                        const std::string& dir);
 
 }  // namespace lathe

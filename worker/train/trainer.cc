@@ -248,6 +248,7 @@ absl::Status WriteTrainingState(TaskModel& model,
   };
   bool first = true;
   for (const auto& [key, value] : UniqueParameters(*model)) {
+    if (!value.requires_grad()) continue;  // Frozen: not in the optimizer.
     const torch::optim::AdamWParamState* ps = FindAdamState(optimizer, value);
     const int64_t steps = ps == nullptr ? 0 : ps->step();
     if (first) {
@@ -324,6 +325,7 @@ absl::Status RestoreTrainingState(const std::string& dir,
   std::set<std::string> names;
   auto& opt_state = optimizer.state();
   for (const auto& [key, value] : UniqueParameters(*model)) {
+    if (!value.requires_grad()) continue;  // Frozen: not in the optimizer.
     names.insert(key);
     auto it = state.adam_steps.find(key);
     const int64_t steps =
@@ -788,7 +790,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     const std::string dir = absl::StrCat(out_dir, "/checkpoint-", step);
     RETURN_IF_ERROR(WriteCheckpoint(
         *model, tokenizer, max_length, dir, [&](const std::string& tmp) {
-          RETURN_IF_ERROR(SaveTrainingMethodOutputs(*model, params, tmp));
+          RETURN_IF_ERROR(
+              SaveTrainingMethodOutputs(*model, params, spec.model, tmp));
           return WriteTrainingState(model, optimizer, device, state, tmp);
         }));
     nlohmann::json event = {{"type", "checkpoint"},
