@@ -146,6 +146,9 @@ class QuestionAnsweringTask : public Task {
     // qa_outputs has two outputs (start, end) whatever the labels say; Hugging
     // Face's default config names them so.
     config->id2label = {"LABEL_0", "LABEL_1"};
+    // Kept in config.json so predictions answer "no answer" only for models
+    // trained with unanswerable questions.
+    config->original["version_2_with_negative"] = version_2_;
   }
 
   int64_t train_size() const override { return train_.size(); }
@@ -257,10 +260,13 @@ class QuestionAnsweringTask : public Task {
     const int64_t pad_id = PadId(*context.tokenizer);
     const bool use_type_ids =
         model.config().architecture == Architecture::kBert;
-    // A model trained without unanswerable questions rarely scores the
-    // first token highest, so "no answer" stays available here: it is what
-    // the model says when no span beats it by the threshold.
-    const QaPostProcessing options = PostProcessingOf(params, true);
+    // "No answer" is possible for models trained with unanswerable
+    // questions, and for models from elsewhere that do not say.
+    const nlohmann::json& original = model.config().original;
+    const bool allow_null = !original.contains("version_2_with_negative") ||
+                            !original["version_2_with_negative"].is_boolean() ||
+                            original["version_2_with_negative"].get<bool>();
+    const QaPostProcessing options = PostProcessingOf(params, allow_null);
     std::vector<nlohmann::json> out;
     size_t f = 0;
     for (size_t x = 0; x < examples.size(); ++x) {

@@ -6,11 +6,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "nlohmann/json.hpp"
 #include "tests/support/temp_dir.h"
+#include "worker/models/model.h"
 #include "worker/tasks/squad_data.h"
+#include "worker/tasks/task.h"
 #include "worker/tasks/token_classification_data.h"
 #include "worker/tokenizers/tokenizer.h"
 
@@ -30,7 +34,8 @@ std::unique_ptr<Tokenizer> SmallTokenizer(const TempDir& dir) {
   std::ofstream(dir.path() + "/vocab.txt")
       << "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n"
          "ada\nlives\nin\nlon\n##don\nparis\nwhere\ndoes\nlive\n?\n.\n"
-         "one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\nten\n";
+         "one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\nten\n"
+         "bob\nrome\nberlin\n";
   auto tok = Tokenizer::FromDirectory(dir.path());
   EXPECT_TRUE(tok.ok()) << tok.status();
   return tok.ok() ? std::move(*tok) : nullptr;
@@ -429,6 +434,253 @@ TEST(QaPostProcessTest, BestSpanOverWindowsAndNoAnswer) {
   opt.null_score_diff_threshold = 0;
   p = PostProcessQa(ex, feats, s, e, opt);
   EXPECT_EQ(p.text, "four five");
+}
+
+// ---- The tasks, trained for a few steps on a tiny BERT ----
+
+ModelConfig TinyBert(int64_t vocab_size) {
+  ModelConfig c;
+  c.pad_token_id = 0;
+  c.vocab_size = vocab_size;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.num_key_value_heads = 2;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = 64;
+  c.hidden_dropout = 0;
+  c.attention_dropout = 0;
+  c.classifier_dropout = 0;
+  return c;
+}
+
+// Trains `task` (Prepared) on `model` with Adam for `steps` batches of 16.
+void Train(const Task& task, TaskModelImpl& model, int steps) {
+  torch::optim::Adam opt(model.parameters(), torch::optim::AdamOptions(5e-3));
+  model.train();
+  std::mt19937 rng(3);
+  const torch::Device cpu(torch::kCPU);
+  for (int step = 0; step < steps; ++step) {
+    std::vector<size_t> idx;
+    for (int i = 0; i < 16; ++i) idx.push_back(rng() % task.train_size());
+    TaskBatch b = task.TrainBatch(idx, cpu, nullptr);
+    torch::Tensor loss = task.Loss(model.forward(b.inputs), b);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  model.eval();
+}
+
+TEST(SpanTasksTrainTest, TokenClassificationLearnsFirstSubTokenTags) {
+  TempDir dir;
+  auto tok = SmallTokenizer(dir);
+  ASSERT_NE(tok, nullptr);
+  const std::vector<std::string> names = {"Ada", "Bob"};
+  const std::vector<std::string> cities = {"Paris", "London", "Rome", "Berlin"};
+  const std::vector<std::string> filler = {"one",   "two", "three", "four",
+                                           "lives", "in",  "."};
+  std::mt19937 rng(1);
+  auto sentence = [&](std::vector<std::string>* w,
+                      std::vector<std::string>* t) {
+    for (int i = 0; i < 6; ++i) {
+      const int kind = rng() % 4;
+      if (kind == 0) {
+        w->push_back(names[rng() % 2]);
+        t->push_back("B-PER");
+      } else if (kind == 1) {
+        w->push_back(cities[rng() % 4]);
+        t->push_back("B-LOC");
+      } else {
+        w->push_back(filler[rng() % filler.size()]);
+        t->push_back("O");
+      }
+    }
+  };
+  {
+    std::ofstream train(dir.path() + "/train.jsonl");
+    for (int r = 0; r < 64; ++r) {
+      std::vector<std::string> w, t;
+      sentence(&w, &t);
+      train << nlohmann::json{{"tokens", w}, {"tags", t}}.dump() << "\n";
+    }
+    // Validation as text with spans.
+    std::ofstream val(dir.path() + "/val.jsonl");
+    for (int r = 0; r < 16; ++r) {
+      std::vector<std::string> w, t;
+      sentence(&w, &t);
+      std::string text;
+      nlohmann::json spans = nlohmann::json::array();
+      for (size_t i = 0; i < w.size(); ++i) {
+        if (!text.empty()) text += ' ';
+        if (t[i] != "O") {
+          spans.push_back({{"start", text.size()},
+                           {"end", text.size() + w[i].size()},
+                           {"label", t[i].substr(2)}});
+        }
+        text += w[i];
+      }
+      val << nlohmann::json{{"text", text}, {"spans", spans}}.dump() << "\n";
+    }
+  }
+  TrainParams params;
+  ModelConfig config = TinyBert(tok->vocab_size());
+  TaskContext ctx;
+  ctx.params = &params;
+  ctx.tokenizer = tok.get();
+  ctx.model_config = &config;
+  ctx.max_length = 32;
+  auto task = CreateTask("token-classification");
+  ASSERT_TRUE(task.ok()) << task.status();
+  TaskData data{dir.path() + "/train.jsonl", "train.jsonl",
+                dir.path() + "/val.jsonl", "val.jsonl"};
+  ASSERT_TRUE((*task)->Prepare(data, ctx).ok());
+  EXPECT_EQ((*task)->train_size(), 64);
+  EXPECT_EQ((*task)->validation_size(), 16);
+  EXPECT_EQ((*task)->default_metric(), "f1");
+  (*task)->ConfigureModel(&config);
+  EXPECT_EQ(config.id2label, (std::vector<std::string>{"B-LOC", "B-PER", "O"}));
+  // "London" is two tokens: its tag sits on "lon" only.
+  std::vector<size_t> all;
+  for (size_t i = 0; i < 64; ++i) all.push_back(i);
+  TaskBatch b = (*task)->TrainBatch(all, torch::Device(torch::kCPU), nullptr);
+  const torch::Tensor ids = b.inputs.input_ids, labels = b.targets["labels"];
+  const int64_t lon = *tok->TokenToId("lon"), don = *tok->TokenToId("##don");
+  int64_t seen = 0;
+  for (int64_t r = 0; r < ids.size(0); ++r) {
+    EXPECT_EQ(labels[r][0].item<int64_t>(), -100);  // [CLS]
+    for (int64_t t = 0; t < ids.size(1); ++t) {
+      if (ids[r][t].item<int64_t>() == lon) {
+        EXPECT_EQ(labels[r][t].item<int64_t>(), 0);  // B-LOC
+        ++seen;
+      }
+      if (ids[r][t].item<int64_t>() == don) {
+        EXPECT_EQ(labels[r][t].item<int64_t>(), -100);
+      }
+    }
+  }
+  EXPECT_GT(seen, 0);
+
+  torch::manual_seed(0);
+  auto model = CreateModel(config, (*task)->head());
+  ASSERT_TRUE(model.ok()) << model.status();
+  Train(**task, **model, 60);
+  torch::NoGradGuard no_grad;
+  auto metrics = (*task)->Evaluate(**model, 8, torch::Device(torch::kCPU));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  for (const char* k : {"precision", "recall", "f1", "accuracy", "loss"}) {
+    EXPECT_TRUE(metrics->contains(k)) << k;
+  }
+  EXPECT_GE((*metrics)["f1"].get<double>(), 0.9) << metrics->dump();
+  EXPECT_GE((*metrics)["accuracy"].get<double>(), 0.9) << metrics->dump();
+
+  std::ofstream(dir.path() + "/in.jsonl")
+      << "{\"text\": \"one Ada lives in London .\"}\n"
+      << "{\"tokens\": [\"Bob\", \"two\", \"Rome\"]}\n";
+  auto rows = (*task)->Predict(**model, dir.path() + "/in.jsonl", "in.jsonl",
+                               ctx, torch::Device(torch::kCPU));
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0]["entities"],
+            nlohmann::json::parse(
+                R"([{"label": "PER", "start": 4, "end": 7, "text": "Ada"},
+                    {"label": "LOC", "start": 17, "end": 23,
+                     "text": "London"}])"))
+      << (*rows)[0].dump();
+  EXPECT_EQ((*rows)[1]["text"], "Bob two Rome");
+  EXPECT_EQ((*rows)[1]["tags"],
+            nlohmann::json::parse(R"(["B-PER", "O", "B-LOC"])"));
+  EXPECT_EQ((*rows)[1]["entities"][1]["start"], 8);
+
+  // Validation tags that training lacks are named.
+  std::ofstream(dir.path() + "/bad.jsonl")
+      << "{\"tokens\": [\"Ada\"], \"tags\": [\"B-ORG\"]}\n";
+  auto again = CreateTask("token-classification");
+  TaskData bad{dir.path() + "/train.jsonl", "train.jsonl",
+               dir.path() + "/bad.jsonl", "bad.jsonl"};
+  const absl::Status s = (*again)->Prepare(bad, ctx);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("bad.jsonl:1: tags not in the training data: "
+                             "\"B-ORG\""),
+            std::string::npos)
+      << s.message();
+}
+
+TEST(SpanTasksTrainTest, QuestionAnsweringLearnsSpansAcrossWindows) {
+  TempDir dir;
+  auto tok = SmallTokenizer(dir);
+  ASSERT_NE(tok, nullptr);
+  const std::vector<std::string> cities = {"paris", "rome", "berlin"};
+  const std::vector<std::string> filler = {"one",  "two", "three", "four",
+                                           "five", "six", "seven", "eight"};
+  std::mt19937 rng(2);
+  auto write = [&](const std::string& path, int rows) {
+    std::ofstream out(path);
+    for (int r = 0; r < rows; ++r) {
+      std::string context;
+      const int before = rng() % 12;
+      for (int i = 0; i < before; ++i) context += filler[rng() % 8] + " ";
+      context += "ada lives in ";
+      const int64_t start = context.size();
+      const std::string city = cities[rng() % 3];
+      context += city + " .";
+      for (int i = before; i < 12; ++i) context += " " + filler[rng() % 8];
+      out << nlohmann::json{{"question", "where does ada live ?"},
+                            {"context", context},
+                            {"answers",
+                             {{"text", {city}}, {"answer_start", {start}}}}}
+                 .dump()
+          << "\n";
+    }
+  };
+  write(dir.path() + "/train.jsonl", 64);
+  write(dir.path() + "/val.jsonl", 16);
+  TrainParams params;
+  params.doc_stride = 4;
+  ModelConfig config = TinyBert(tok->vocab_size());
+  TaskContext ctx;
+  ctx.params = &params;
+  ctx.tokenizer = tok.get();
+  ctx.model_config = &config;
+  ctx.max_length = 16;  // 8 specials and question tokens, 8 of context.
+  auto task = CreateTask("question-answering");
+  ASSERT_TRUE(task.ok()) << task.status();
+  TaskData data{dir.path() + "/train.jsonl", "train.jsonl",
+                dir.path() + "/val.jsonl", "val.jsonl"};
+  ASSERT_TRUE((*task)->Prepare(data, ctx).ok());
+  // 17 context tokens in windows of 8 advancing by 4: 4 windows each.
+  EXPECT_EQ((*task)->train_rows(), 64);
+  EXPECT_EQ((*task)->train_size(), 64 * 4);
+  EXPECT_EQ((*task)->validation_size(), 16 * 4);
+  (*task)->ConfigureModel(&config);
+  // Recorded for predictions: this model never learnt "no answer".
+  EXPECT_EQ(config.original["version_2_with_negative"], false);
+  torch::manual_seed(0);
+  auto model = CreateModel(config, (*task)->head());
+  ASSERT_TRUE(model.ok()) << model.status();
+  Train(**task, **model, 150);
+  torch::NoGradGuard no_grad;
+  auto metrics = (*task)->Evaluate(**model, 8, torch::Device(torch::kCPU));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_FALSE(metrics->contains("HasAns_f1"));  // No unanswerable ones.
+  EXPECT_GE((*metrics)["exact_match"].get<double>(), 0.75) << metrics->dump();
+  EXPECT_GE((*metrics)["f1"].get<double>(), 0.75) << metrics->dump();
+
+  std::ofstream(dir.path() + "/in.jsonl")
+      << nlohmann::json{{"question", "where does ada live ?"},
+                        {"context",
+                         "one two three four five six ada lives "
+                         "in rome . seven eight one two"}}
+             .dump()
+      << "\n";
+  auto rows = (*task)->Predict(**model, dir.path() + "/in.jsonl", "in.jsonl",
+                               ctx, torch::Device(torch::kCPU));
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0]["answer"], "rome") << (*rows)[0].dump();
+  EXPECT_EQ((*rows)[0]["start"], 41);
+  EXPECT_EQ((*rows)[0]["end"], 45);
+  EXPECT_GT((*rows)[0]["score"].get<double>(), 0);
 }
 
 }  // namespace
