@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -158,6 +159,28 @@ class TextTasksTest : public ::testing::Test {
     return ParseJson(get);
   }
 
+  // `lathe predict MODEL --input FILE --output json`: one object per row.
+  std::vector<json> Predict(const std::string& model, const std::string& input,
+                            const std::vector<std::string>& params = {}) {
+    std::vector<std::string> args = {"predict",   model,      "--input",
+                                     Path(input), "--output", "json"};
+    for (const std::string& p : params) {
+      args.push_back("--param");
+      args.push_back(p);
+    }
+    CommandResult r = server_->Cli(args);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    std::vector<json> rows;
+    std::istringstream lines(r.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      if (line.empty()) continue;
+      rows.push_back(json::parse(line, nullptr, false));
+      EXPECT_FALSE(rows.back().is_discarded()) << line;
+    }
+    return rows;
+  }
+
   // The fine-tuned model's config.json.
   json DownloadedConfig(const std::string& id) {
     const std::string dest = Path(id + "-model");
@@ -206,6 +229,18 @@ TEST_F(TextTasksTest, RegressionLearnsAWordCount) {
   const json config = DownloadedConfig(id);
   EXPECT_EQ(config["problem_type"], "regression") << config.dump();
   EXPECT_EQ(config["id2label"]["0"], "LABEL_0") << config.dump();
+
+  // Predictions on the validation rows (their targets are ignored) come
+  // close to the counts.
+  const std::vector<json> rows = Predict("job:" + id, "count_val.jsonl");
+  ASSERT_EQ(rows.size(), val.size());
+  double se = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ASSERT_TRUE(rows[i]["value"].is_number()) << rows[i].dump();
+    const double d = rows[i]["value"].get<double>() - val[i];
+    se += d * d / rows.size();
+  }
+  EXPECT_NEAR(se, m.value("mse", -1.0), 1e-3);
 }
 
 TEST_F(TextTasksTest, MultiLabelLearnsTopics) {
@@ -230,6 +265,28 @@ TEST_F(TextTasksTest, MultiLabelLearnsTopics) {
   EXPECT_EQ(config["id2label"],
             (json{{"0", "food"}, {"1", "music"}, {"2", "sport"}}))
       << config.dump();
+
+  // Predictions list the labels whose probability passes 0.5.
+  const std::vector<json> rows = Predict("job:" + id, "topics_val.jsonl");
+  ASSERT_EQ(rows.size(), 48u);
+  int right = 0;
+  std::ifstream gold_rows(Path("topics_val.jsonl"));
+  for (const json& row : rows) {
+    std::string line;
+    std::getline(gold_rows, line);
+    ASSERT_TRUE(row["labels"].is_array()) << row.dump();
+    ASSERT_EQ(row["probabilities"].size(), 3u) << row.dump();
+    json above = json::array();
+    for (const char* label : {"food", "music", "sport"}) {
+      if (row["probabilities"][label].get<double>() > 0.5) {
+        above.push_back(label);
+      }
+    }
+    EXPECT_EQ(row["labels"], above) << row.dump();
+    right += row["labels"] == json::parse(line)["label"];
+  }
+  // Row by row, as exact_match counted.
+  EXPECT_NEAR(right / 48.0, m["exact_match"].get<double>(), 1e-9);
 }
 
 TEST_F(TextTasksTest, SingleLabelReportsTheFullMetricSetFromRenamedColumns) {
@@ -281,6 +338,19 @@ TEST_F(TextTasksTest, SingleLabelReportsTheFullMetricSetFromRenamedColumns) {
   }
   EXPECT_EQ(total, 32);
   EXPECT_NEAR(diagonal / total, m["accuracy"].get<double>(), 1e-9);
+
+  // Predictions read the same renamed text column.
+  const std::vector<json> rows =
+      Predict("job:" + id, "sentiment_val.csv", {"text_column=review"});
+  ASSERT_EQ(rows.size(), 32u);
+  int right = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    ASSERT_TRUE(rows[i]["label"].is_string()) << rows[i].dump();
+    ASSERT_EQ(rows[i]["probabilities"].size(), 2u) << rows[i].dump();
+    // Validation row i is positive when i + 1 is even.
+    right += rows[i]["label"] == ((i + 1) % 2 == 0 ? "positive" : "negative");
+  }
+  EXPECT_NEAR(right / 32.0, m["accuracy"].get<double>(), 1e-9);
 }
 
 TEST_F(TextTasksTest, BadLabelFormsFailNamingFileAndLine) {
