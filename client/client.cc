@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "common/status.h"
 #include "common/tar.h"
@@ -161,6 +162,9 @@ absl::Status Client::DownloadFile(const std::string& job_id,
                                   const std::string& dest) {
   const std::string path = dest + "/" + file.name();
   const std::string part = path + ".part";
+  // The server checked the name is relative and clean; it may name a
+  // sub-folder (a LoRA checkpoint's merged/ model).
+  RETURN_IF_ERROR(MakeDirs(path.substr(0, path.rfind('/'))));
   // A file already complete and correct needs no transfer.
   if (auto sha = Sha256File(path); sha.ok() && *sha == file.sha256()) {
     return absl::OkStatus();
@@ -247,8 +251,14 @@ absl::StatusOr<lathe::v1::Checkpoint> Client::DownloadCheckpoint(
   // cannot mix files of two steps.
   const std::string exact = absl::StrCat(chosen->step());
   for (const auto& f : chosen->files()) {
-    if (f.name().find('/') != std::string::npos || f.name() == ".." ||
-        f.name() == ".") {
+    // Relative and clean ("merged/model.safetensors" is fine): never trust
+    // a name to stay inside `dest` without checking.
+    bool clean = !f.name().empty() && f.name()[0] != '/' &&
+                 f.name().find('\\') == std::string::npos;
+    for (absl::string_view part : absl::StrSplit(f.name(), '/')) {
+      clean = clean && !part.empty() && part != "." && part != "..";
+    }
+    if (!clean) {
       return absl::DataLossError(absl::StrCat("unsafe file name ", f.name()));
     }
     RETURN_IF_ERROR(DownloadFile(job_id, exact, f, dest));

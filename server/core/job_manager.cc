@@ -997,11 +997,8 @@ absl::Status JobManager::ApplyCheckpoint(Job* job, Event* event) {
   if (cp->files().empty())
     return Invalid("events.checkpoint.files", "is empty");
   for (const auto& f : cp->files()) {
-    if (f.name().empty() || f.name().find('/') != std::string::npos ||
-        f.name() == "." || f.name() == "..") {
-      return Invalid("events.checkpoint.files.name",
-                     absl::StrCat("\"", f.name(), "\" is not a file name"));
-    }
+    // A relative, clean path: a file name, or names under a sub-folder.
+    RETURN_IF_ERROR(CheckModelPath(f.name(), "events.checkpoint.files.name"));
     if (!artifacts_->Has(f.sha256(), f.size())) {
       return absl::FailedPreconditionError(
           absl::StrCat("checkpoint file ", f.name(), " (", f.sha256(),

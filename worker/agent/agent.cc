@@ -467,8 +467,13 @@ absl::StatusOr<Event> Agent::UploadCheckpoint(const Assignment& a, int64_t step,
   cp->set_step(step);
   std::vector<std::string> names;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    if (entry.is_regular_file()) names.push_back(entry.path().filename());
+  // Sub-folders (a LoRA checkpoint's merged/ model) travel as relative
+  // names such as "merged/model.safetensors".
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file()) {
+      names.push_back(fs::relative(it->path(), dir).generic_string());
+    }
   }
   if (ec) {
     return absl::InternalError(
