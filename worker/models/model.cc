@@ -15,6 +15,7 @@
 #include "common/safetensors.h"
 #include "common/status.h"
 #include "worker/models/family_models.h"
+#include "worker/models/lora.h"
 
 namespace lathe {
 namespace {
@@ -302,6 +303,11 @@ absl::StatusOr<TaskModel> LoadModel(const std::string& dir, HeadKind head,
   try {
     ASSIGN_OR_RETURN(TaskModel model, CreateModel(config, head));
     RETURN_IF_ERROR(LoadWeights(*model, *weights, saved_labels, log));
+    // A LoRA checkpoint: the adapter next to the base weights applies on
+    // load, so the model is the one that was trained.
+    if (PathExists(dir + "/adapter_config.json")) {
+      RETURN_IF_ERROR(LoadPeftAdapter(*model, dir, log));
+    }
     return model;
   } catch (const c10::Error& e) {
     return absl::InternalError(
@@ -322,7 +328,10 @@ absl::Status SaveModel(TaskModelImpl& model, const std::string& dir) {
   try {
     auto add = [&](const std::string& name,
                    const torch::Tensor& value) -> absl::Status {
-      if (aliases.count(name) || !seen.insert(name).second) {
+      // LoRA adapters are saved apart, in PEFT's layout (lora.h).
+      if (aliases.count(name) || !seen.insert(name).second ||
+          absl::StrContains(name, ".lora_A.") ||
+          absl::StrContains(name, ".lora_B.")) {
         return absl::OkStatus();
       }
       torch::Tensor t = value.detach();
