@@ -273,7 +273,8 @@ TEST(ModelConfigTest, PresetsMatchTheOldBertPresetsAndValidate) {
   EXPECT_DOUBLE_EQ(llama->config.layer_norm_eps, 1e-6);
   EXPECT_EQ(llama->config.hidden_act, "silu");
   EXPECT_FALSE(llama->config.tie_word_embeddings);
-  EXPECT_EQ(Presets().size(), 4u);
+  // The four text presets and preset:vit-tiny, preset:cnn-small.
+  EXPECT_EQ(Presets().size(), 6u);
   for (const Preset& p : Presets()) {
     EXPECT_TRUE(p.config.Validate().ok()) << p.name;
   }
