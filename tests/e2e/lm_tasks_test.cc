@@ -1,0 +1,298 @@
+// Whole-system tests for the language-modelling tasks: causal-lm supervised
+// fine-tuning of preset:gpt2-tiny on synthetic prompt/completion pairs and
+// of preset:llama-tiny on chat messages, and masked-lm on preset:bert-tiny
+// with raw text (the spam asset's texts). The real server, worker and
+// training child run each job; the fine-tuned checkpoints then generate or
+// fill masks with `lathe-train predict` when the build has it.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "common/files.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/system.h"
+#include "tests/support/temp_dir.h"
+
+namespace lathe {
+namespace {
+
+using nlohmann::json;
+using testing::CommandResult;
+using ::testing::HasSubstr;
+using testing::ServerProcess;
+
+json ParseJson(const CommandResult& r) {
+  json j = json::parse(r.out, nullptr, false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
+  return j;
+}
+
+const char* const kCountries[][2] = {
+    {"France", "Paris"},   {"Japan", "Tokyo"},  {"Italy", "Rome"},
+    {"Egypt", "Cairo"},    {"Peru", "Lima"},    {"Spain", "Madrid"},
+    {"Chile", "Santiago"}, {"Kenya", "Nairobi"}};
+
+// Prompts "What is the capital of X?" with the answer " Y"; the question's
+// wording rotates so the data is not one string.
+void WriteCapitals(const std::string& path, int rows, bool chat) {
+  static const char* const kForms[] = {"What is the capital of %s?",
+                                       "Name the capital of %s.",
+                                       "Capital of %s?"};
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    const auto& c = kCountries[i % 8];
+    char q[128];
+    std::snprintf(q, sizeof(q), kForms[(i / 8) % 3], c[0]);
+    if (chat) {
+      out << json{{"messages",
+                   {{{"role", "user"}, {"content", q}},
+                    {{"role", "assistant"}, {"content", c[1]}}}}}
+                 .dump()
+          << "\n";
+    } else {
+      out << json{{"prompt", q}, {"completion", std::string(" ") + c[1]}}.dump()
+          << "\n";
+    }
+  }
+}
+
+class LmTasksTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    server_ = new ServerProcess(dir_->path() + "/server", 1,
+                                {"--allow-root", dir_->path()});
+    std::string why;
+    started_ = server_->Start(&why);
+    if (!started_) start_error_ = new std::string(why);
+  }
+  static void TearDownTestSuite() {
+    delete server_;  // Stops the server, its workers and their children.
+    server_ = nullptr;
+    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
+        << "processes left behind";
+    delete dir_;
+    dir_ = nullptr;
+  }
+  void SetUp() override {
+    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
+  }
+  static std::string Path(const std::string& name) {
+    return dir_->path() + "/" + name;
+  }
+
+  std::string Submit(const std::string& task, const std::string& model,
+                     const std::string& train, const std::string& validation,
+                     const std::vector<std::string>& params) {
+    std::vector<std::string> args = {"submit",    "--task",   task,
+                                     "--model",   model,      "--train-data",
+                                     Path(train), "--output", "json"};
+    if (!validation.empty()) {
+      args.push_back("--validation-data");
+      args.push_back(Path(validation));
+    }
+    for (const std::string& p :
+         {std::string("warmup_ratio=0"), std::string("seed=7"),
+          std::string("epochs=100"), std::string("batch_size=16")}) {
+      args.push_back("--param");
+      args.push_back(p);
+    }
+    for (const std::string& p : params) {
+      args.push_back("--param");
+      args.push_back(p);
+    }
+    CommandResult r = server_->Cli(args);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return ParseJson(r).value("id", "");
+  }
+
+  json WaitAndGet(const std::string& id) {
+    CommandResult wait = server_->Cli({"wait", id, "--timeout", "800"});
+    EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
+    CommandResult get = server_->Cli({"get", id, "--output", "json"});
+    EXPECT_EQ(get.exit_code, 0) << get.err;
+    return ParseJson(get);
+  }
+
+  // Downloads the job's model and runs `lathe-train predict`; one JSON
+  // object per row.
+  std::vector<json> Predict(const std::string& id, const std::string& task,
+                            const std::string& input,
+                            const std::vector<std::string>& params = {}) {
+    const std::string dest = Path(id + "-model");
+    CommandResult dl = server_->Cli({"download", id, "--dest", dest});
+    EXPECT_EQ(dl.exit_code, 0) << dl.out << dl.err;
+    std::vector<std::string> argv = {testing::BinDir() + "/lathe-train",
+                                     "predict",
+                                     "--model",
+                                     dest,
+                                     "--task",
+                                     task,
+                                     "--input",
+                                     input};
+    for (const std::string& p : params) {
+      argv.push_back("--param");
+      argv.push_back(p);
+    }
+    CommandResult r = testing::RunCommand(argv);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    std::vector<json> rows;
+    size_t pos = 0;
+    while (pos < r.out.size()) {
+      size_t end = r.out.find('\n', pos);
+      if (end == std::string::npos) end = r.out.size();
+      const std::string line = r.out.substr(pos, end - pos);
+      pos = end + 1;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      json j = json::parse(line, nullptr, false);
+      EXPECT_FALSE(j.is_discarded()) << "not JSON: " << line;
+      if (j.is_array()) {
+        for (const json& x : j) rows.push_back(x);
+      } else {
+        rows.push_back(j);
+      }
+    }
+    return rows;
+  }
+
+  static void ExpectLmMetrics(const json& job, const char* accuracy_key,
+                              double vocab) {
+    const json& m = job["eval_metrics"];
+    for (const char* k : {"loss", "perplexity", accuracy_key}) {
+      ASSERT_TRUE(m.contains(k)) << k << " missing: " << job.dump(2);
+    }
+    const double loss = m["loss"].get<double>();
+    const double ppl = m["perplexity"].get<double>();
+    EXPECT_TRUE(std::isfinite(loss)) << job.dump(2);
+    EXPECT_NEAR(ppl, std::exp(loss), 1e-6 * ppl + 1e-9) << job.dump(2);
+    // An untrained model is near the vocabulary size; training on a few
+    // fixed answers brings it far below.
+    EXPECT_LT(ppl, vocab / 20) << job.dump(2);
+  }
+
+  static TempDir* dir_;
+  static ServerProcess* server_;
+  static bool started_;
+  static std::string* start_error_;
+};
+
+TempDir* LmTasksTest::dir_ = nullptr;
+ServerProcess* LmTasksTest::server_ = nullptr;
+bool LmTasksTest::started_ = false;
+std::string* LmTasksTest::start_error_ = nullptr;
+
+TEST_F(LmTasksTest, Gpt2LearnsPromptCompletionPairsAndGenerates) {
+  WriteCapitals(Path("capitals_train.jsonl"), 192, false);
+  WriteCapitals(Path("capitals_val.jsonl"), 24, false);
+  const std::string id =
+      Submit("causal-lm", "preset:gpt2-tiny", "capitals_train.jsonl",
+             "capitals_val.jsonl",
+             {"learning_rate=3e-3", "max_steps=80", "max_seq_length=32"});
+  ASSERT_FALSE(id.empty());
+  json job = WaitAndGet(id);
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  ExpectLmMetrics(job, "token_accuracy", 50257);
+  // The answers (and the EOS after them) follow from the country.
+  EXPECT_GE(job["eval_metrics"].value("token_accuracy", 0.0), 0.6)
+      << job.dump(2);
+
+  std::ofstream(Path("capitals_in.jsonl"))
+      << json{{"prompt", "What is the capital of France?"}}.dump() << "\n"
+      << json{{"prompt", "Capital of Japan?"}}.dump() << "\n";
+  std::vector<json> rows =
+      Predict(id, "causal-lm", Path("capitals_in.jsonl"), {"max_new_tokens=8"});
+  ASSERT_EQ(rows.size(), 2u);
+  // Greedy decoding gives the learnt answer, then the learnt EOS stops it.
+  EXPECT_EQ(rows[0].value("text", ""), " Paris") << rows[0].dump();
+  EXPECT_EQ(rows[1].value("text", ""), " Tokyo") << rows[1].dump();
+}
+
+TEST_F(LmTasksTest, LlamaLearnsChatMessages) {
+  WriteCapitals(Path("chat_train.jsonl"), 192, true);
+  WriteCapitals(Path("chat_val.jsonl"), 24, true);
+  const std::string id = Submit(
+      "causal-lm", "preset:llama-tiny", "chat_train.jsonl", "chat_val.jsonl",
+      {"learning_rate=3e-3", "max_steps=80", "max_seq_length=48"});
+  ASSERT_FALSE(id.empty());
+  json job = WaitAndGet(id);
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  ExpectLmMetrics(job, "token_accuracy", 32000);
+  EXPECT_GE(job["eval_metrics"].value("token_accuracy", 0.0), 0.6)
+      << job.dump(2);
+
+  std::ofstream(Path("chat_in.jsonl"))
+      << json{{"messages",
+               {{{"role", "user"}, {"content", "Capital of Peru?"}}}}}
+             .dump()
+      << "\n";
+  std::vector<json> rows =
+      Predict(id, "causal-lm", Path("chat_in.jsonl"), {"max_new_tokens=8"});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].value("text", ""), "Lima") << rows[0].dump();
+}
+
+TEST_F(LmTasksTest, BertAdaptsToRawTextWithMaskedLm) {
+  const std::string spam = testing::BinDir() + "/../assets/spam/train.jsonl";
+  std::ifstream in(spam);
+  ASSERT_TRUE(in.good()) << "missing " << spam;
+  std::ofstream train(Path("texts.jsonl"));
+  std::string line;
+  for (int n = 0; n < 300 && std::getline(in, line);) {
+    json j = json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("text")) continue;
+    train << json{{"text", j["text"]}}.dump() << "\n";
+    ++n;
+  }
+  train.close();
+  const std::string id =
+      Submit("masked-lm", "preset:bert-tiny", "texts.jsonl", "",
+             {"learning_rate=2e-3", "max_steps=60", "max_seq_length=64",
+              "validation_split=0.2"});
+  ASSERT_FALSE(id.empty());
+  json job = WaitAndGet(id);
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  ExpectLmMetrics(job, "accuracy", 30522);
+  EXPECT_GT(job["eval_metrics"].value("accuracy", 0.0), 0.05) << job.dump(2);
+
+  std::ofstream(Path("mask_in.jsonl"))
+      << json{{"text", "call [MASK] now to claim your prize"}}.dump() << "\n"
+      << json{{"text", "no mask here"}}.dump() << "\n";
+  std::vector<json> rows = Predict(id, "masked-lm", Path("mask_in.jsonl"));
+  ASSERT_EQ(rows.size(), 2u);
+  ASSERT_TRUE(rows[0].contains("tokens")) << rows[0].dump();
+  ASSERT_EQ(rows[0]["tokens"].size(), 1u) << rows[0].dump();
+  EXPECT_EQ(rows[0]["tokens"][0].size(), 5u) << rows[0].dump();
+  const std::string filled = rows[0].value("text", "");
+  EXPECT_THAT(filled, HasSubstr("now to claim your prize"));
+  EXPECT_EQ(filled.find("[MASK]"), std::string::npos) << filled;
+  EXPECT_EQ(rows[1].value("text", ""), "no mask here");
+  EXPECT_FALSE(rows[1].contains("tokens"));
+}
+
+TEST_F(LmTasksTest, WrongModelFamiliesFailClearly) {
+  WriteCapitals(Path("pairs.jsonl"), 16, false);
+  const std::string id = Submit("causal-lm", "preset:bert-tiny", "pairs.jsonl",
+                                "", {"max_steps=2"});
+  ASSERT_FALSE(id.empty());
+  json job = WaitAndGet(id);
+  EXPECT_EQ(job["state"], "FAILED") << job.dump(2);
+  EXPECT_THAT(job.value("error", ""), HasSubstr("causal-lm needs a decoder"))
+      << job.dump(2);
+
+  std::ofstream(Path("raw.jsonl")) << json{{"text", "a b c"}}.dump() << "\n"
+                                   << json{{"text", "d e f"}}.dump() << "\n";
+  const std::string id2 =
+      Submit("masked-lm", "preset:gpt2-tiny", "raw.jsonl", "", {"max_steps=2"});
+  ASSERT_FALSE(id2.empty());
+  json job2 = WaitAndGet(id2);
+  EXPECT_EQ(job2["state"], "FAILED") << job2.dump(2);
+  EXPECT_THAT(job2.value("error", ""), HasSubstr("masked-lm needs an encoder"))
+      << job2.dump(2);
+}
+
+}  // namespace
+}  // namespace lathe
