@@ -33,6 +33,7 @@
 #include "common/safetensors.h"
 #include "common/status.h"
 #include "worker/models/model.h"
+#include "worker/tasks/image_data.h"
 #include "worker/tasks/task.h"
 #include "worker/tokenizers/tokenizer.h"
 #include "worker/train/method.h"
@@ -145,6 +146,10 @@ absl::Status WriteCheckpoint(
   RETURN_IF_ERROR(MakeDirs(tmp));
   RETURN_IF_ERROR(SaveModel(model, tmp));
   if (tokenizer != nullptr) RETURN_IF_ERROR(tokenizer->CopyFilesTo(tmp));
+  if (model.config().architecture == Architecture::kVit ||
+      model.config().architecture == Architecture::kCnn) {
+    RETURN_IF_ERROR(WriteImageProcessorConfig(tmp, model.config().image_size));
+  }
   if (write_state) RETURN_IF_ERROR(write_state(tmp));
   if (!PathExists(tmp + "/tokenizer_config.json") &&
       PathExists(tmp + "/vocab.txt")) {
@@ -412,6 +417,33 @@ absl::StatusOr<TrainerState> ReadTrainerState(const std::string& dir) {
   return TrainerState::Parse(*text, path);
 }
 
+// SHA-256 of a data file; for a folder dataset (image classes), of its
+// files' relative paths and SHA-256s in path order. A resumed run compares
+// it with the checkpoint's.
+absl::StatusOr<std::string> DataFingerprint(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path)) return Sha256File(path);
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(path, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file()) {
+      names.push_back(fs::relative(it->path(), path).generic_string());
+    }
+  }
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot list ", path, ": ", ec.message()));
+  }
+  std::sort(names.begin(), names.end());
+  std::string listing;
+  for (const std::string& name : names) {
+    ASSIGN_OR_RETURN(const std::string sha, Sha256File(path + "/" + name));
+    absl::StrAppend(&listing, sha, "  ", name, "\n");
+  }
+  return Sha256Hex(listing);
+}
+
 // Where a model comes from: its config, its tokenizer (null when it has
 // none, as image models) and how to build it once the task has configured
 // the head.
@@ -549,7 +581,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   context.max_length = max_length;
   context.log = log;
   RETURN_IF_ERROR(task->Prepare(data, context));
-  ASSIGN_OR_RETURN(const std::string train_sha, Sha256File(spec.train_data));
+  ASSIGN_OR_RETURN(const std::string train_sha,
+                   DataFingerprint(spec.train_data));
   const nlohmann::json signature = task->Signature();
   std::vector<std::string> labels;
   {
