@@ -6,7 +6,6 @@
 #include <string>
 
 #include "common/files.h"
-#include "worker/models/bert_config.h"
 
 namespace lathe {
 namespace {
@@ -232,24 +231,27 @@ TEST(ModelConfigTest, FromFileErrorsNameTheFile) {
   EXPECT_NE(t5.status().message().find("model_type"), std::string::npos);
 }
 
-TEST(ModelConfigTest, PresetsMatchTheOldBertPresetsAndValidate) {
-  for (const std::string name : {"preset:bert-tiny", "preset:bert-mini"}) {
-    const auto preset = FindPreset(name);
+TEST(ModelConfigTest, BertPresetsHaveTheirDocumentedSizesAndValidate) {
+  struct Want {
+    const char* name;
+    int64_t layers, hidden, heads, intermediate;
+  };
+  for (const Want& w : {Want{"preset:bert-tiny", 2, 128, 2, 512},
+                        Want{"preset:bert-mini", 4, 256, 4, 1024}}) {
+    const auto preset = FindPreset(w.name);
     ASSERT_TRUE(preset.ok()) << preset.status();
-    const auto old = BertConfig::Preset(name);
-    ASSERT_TRUE(old.ok());
     const ModelConfig& c = preset->config;
     EXPECT_EQ(c.architecture, Architecture::kBert);
     EXPECT_EQ(preset->tokenizer_dir, "bert-base-uncased");
-    EXPECT_EQ(c.vocab_size, old->vocab_size);
-    EXPECT_EQ(c.hidden_size, old->hidden_size);
-    EXPECT_EQ(c.num_hidden_layers, old->num_hidden_layers);
-    EXPECT_EQ(c.num_attention_heads, old->num_attention_heads);
-    EXPECT_EQ(c.intermediate_size, old->intermediate_size);
-    EXPECT_EQ(c.max_position_embeddings, old->max_position_embeddings);
-    EXPECT_EQ(c.type_vocab_size, old->type_vocab_size);
-    EXPECT_DOUBLE_EQ(c.layer_norm_eps, old->layer_norm_eps);
-    EXPECT_EQ(c.pad_token_id, old->pad_token_id);
+    EXPECT_EQ(c.vocab_size, 30522);  // bert-base-uncased
+    EXPECT_EQ(c.hidden_size, w.hidden);
+    EXPECT_EQ(c.num_hidden_layers, w.layers);
+    EXPECT_EQ(c.num_attention_heads, w.heads);
+    EXPECT_EQ(c.intermediate_size, w.intermediate);
+    EXPECT_EQ(c.max_position_embeddings, 512);
+    EXPECT_EQ(c.type_vocab_size, 2);
+    EXPECT_DOUBLE_EQ(c.layer_norm_eps, 1e-12);
+    EXPECT_EQ(c.pad_token_id, 0);
   }
   const auto gpt2 = FindPreset("preset:gpt2-tiny");
   ASSERT_TRUE(gpt2.ok());
