@@ -40,7 +40,8 @@ Commands:
                              a dataset:<sha256> reference or a file:// URI;
                              MODEL is a stored model's name, a preset
                              (preset:bert-tiny, preset:bert-mini,
-                             preset:gpt2-tiny, preset:llama-tiny), job:ID
+                             preset:gpt2-tiny, preset:llama-tiny,
+                             preset:vit-tiny, preset:cnn-small), job:ID
                              (that job's best checkpoint), job:ID@STEP, or
                              an absolute directory path / file:// URI the
                              server may read
