@@ -381,7 +381,13 @@ TEST_F(ModelsTest, ModelReferenceErrorsHaveTheirOwnCodes) {
     EXPECT_EQ(job->model_source().kind(), lathe::v1::MODEL_SOURCE_KIND_PRESET);
     EXPECT_EQ(job->model_source().preset(), p.name());
   }
-  EXPECT_EQ(ModelPresets().size(), 4u);
+  // The training child's presets (worker/models/model_config.cc).
+  std::vector<std::string> names;
+  for (const auto& p : ModelPresets()) names.push_back(p.name());
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"preset:bert-tiny", "preset:bert-mini",
+                                      "preset:gpt2-tiny", "preset:llama-tiny",
+                                      "preset:vit-tiny", "preset:cnn-small"}));
 }
 
 TEST_F(ModelsTest, ALocalDirectoryIsPinnedAsAPath) {
