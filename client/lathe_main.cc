@@ -41,7 +41,8 @@ Commands:
                              MODEL is a stored model's name, a preset
                              (preset:bert-tiny, preset:bert-mini,
                              preset:gpt2-tiny, preset:llama-tiny,
-                             preset:vit-tiny, preset:cnn-small), job:ID
+                             preset:llama-mini, preset:vit-tiny,
+                             preset:cnn-small), job:ID
                              (that job's best checkpoint), job:ID@STEP, or
                              an absolute directory path / file:// URI the
                              server may read

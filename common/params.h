@@ -31,6 +31,8 @@ struct TrainParams {
   // Optimisation.
   int64_t gradient_accumulation_steps = 1;   // 1..1024 micro-batches per step
   std::string lr_scheduler_type = "linear";  // linear | cosine | constant
+  // 0/1: batches of rows of similar length (less padding); see trainer.cc.
+  int64_t group_by_length = 0;
   int64_t bf16 = 0;  // 0/1: bf16 autocast where the device supports it
   // Method: full | lora | linear-probe (frozen base, trained head).
   std::string method = "full";

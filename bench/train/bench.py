@@ -3,7 +3,13 @@
 
 Driven by bench/train/run.sh. Each trainer runs in its own process; this
 one only orchestrates (it loads torch once, to read weights for the
-correctness check, and sits idle while the timed runs go).
+correctness check, and sits idle while the timed runs go). Three parts:
+  1. BERT classification (bert-mini, seq 128, batch 32) vs the reference,
+     with a correctness check, and against the machine's GEMM rate;
+  2. a Llama causal LM (llama-mini, seq 256) the same way;
+  3. the data path on variable-length data (SpamAssassin at seq 256):
+     padding to max_length vs to each batch's longest row vs
+     group_by_length, and the share of step time spent building batches.
 
 Exit status: 1 when the correctness check fails, 0 otherwise (speed targets
 are reported, never enforced).
@@ -48,18 +54,27 @@ def lathe_events(binary, spec, out_dir):
     return events
 
 
-def lathe_spec(path, model, data, assets, steps, threads, lr, warmup, logging):
-    params = {"max_steps": steps, "batch_size": BATCH, "max_seq_length": SEQ,
+DEVICE, BF16 = "cpu", False  # set from the command line in main()
+
+
+def lathe_spec(path, model, data, assets, steps, threads, lr, warmup, logging,
+               task="text-classification", batch=BATCH, seq=SEQ, **extra):
+    params = {"max_steps": steps, "batch_size": batch, "max_seq_length": seq,
               "seed": SEED, "num_threads": threads, "save_steps": 0,
               "eval_steps": 0, "validation_split": 0, "logging_steps": logging,
               "learning_rate": lr, "warmup_ratio": warmup, "weight_decay": WD,
-              "max_grad_norm": CLIP}
-    return {"__path": path, "task": "text-classification", "model": model,
-            "train_data": data, "device": "cpu", "assets_dir": assets,
+              "max_grad_norm": CLIP, "bf16": int(BF16)}
+    params.update(extra)
+    return {"__path": path, "task": task, "model": model,
+            "train_data": data, "device": DEVICE, "assets_dir": assets,
             "params": {k: str(v) for k, v in params.items()}}
 
 
 def reference(args):
+    if args[0] == "train":
+        args = list(args) + ["--device", DEVICE] + (["--bf16"] if BF16 else [])
+    elif args[0] == "gemm":
+        args = list(args) + ["--device", DEVICE]
     p = subprocess.run([PY, REF] + [str(a) for a in args], text=True,
                        capture_output=True)
     if p.returncode != 0:
@@ -90,7 +105,11 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--build", required=True)
     ap.add_argument("--out", required=True, help="Markdown result file")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda:N, for both trainers")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast in both trainers")
     a = ap.parse_args()
+    global DEVICE, BF16
+    DEVICE, BF16 = a.device, a.bf16
     steps, reps = (8, 2) if a.quick else (30, 3)
     threads = os.cpu_count()
     binary = os.path.join(a.build, "bin", "lathe-train")
@@ -166,6 +185,7 @@ def main():
     # 3. Machine limit, then the timed runs, interleaved Lathe / reference.
     gemm = {"gflops": []}
     lathe_sps, ref_sps, lathe_loss, ref_loss = [], [], [], []
+    bert_data_share, bert_prepare = [], []
     ref_time_args = ["train", "--model", init_dir, "--data", data, "--steps",
                      steps, "--lr", LR, "--warmup-ratio", WARMUP,
                      "--weight-decay", WD, "--max-grad-norm", CLIP,
@@ -182,6 +202,9 @@ def main():
         ev = lathe_events(binary, spec, f"{work}/time")
         last = [e for e in ev if e["type"] == "train"][-1]
         lathe_sps.append(last["samples_per_second"])
+        bert_data_share.append(last.get("data_time_share", 0.0))
+        bert_prepare.append(([e for e in ev if e["type"] == "train"][0].get("prepare_seconds", 0.0),
+                             [e for e in ev if e["type"] == "train"][0].get("train_tokens", 0)))
         lathe_loss.append(last["loss"])  # mean over steps 2..N (logged at 1, N)
         log(f"  {lathe_sps[-1]:.2f} samples/s")
         log(f"timed run {r + 1}/{reps}: reference, {steps} steps")
@@ -205,7 +228,9 @@ def main():
                   for l in sh(["ldd", binary]).stdout.splitlines() if "blas" in l]
     out = []
     w = out.append
-    w(f"**Training throughput: lathe-train vs PyTorch eager ({'quick' if a.quick else 'full'})**\n")
+    w(f"**Training throughput: lathe-train vs PyTorch eager ({'quick' if a.quick else 'full'}), "
+      f"device {DEVICE}{', bf16 autocast' if BF16 else ', float32'}**\n")
+    w("### 1. BERT classification\n")
     w(f"- machine: {threads} CPUs (nproc), {cpu}; threads used by both: {threads}")
     w(f"- torch (reference): {gemm['torch']} (Debian python3-torch 1.13.1); lathe-train links libtorch 1.13.1")
     w(f"- BLAS: reference process maps {', '.join(gemm['blas_libraries'])}; lathe-train links {', '.join(lathe_blas)}")
@@ -230,7 +255,7 @@ def main():
     w(f"Targets (reported, not enforced): Lathe >= 1.0x reference: "
       f"{'met' if statistics.median(ratios) >= 1.0 else 'MISSED'}; "
       f">= 50% of GEMM: {'met' if l_med * fps / 1e9 / g_med >= 0.5 else 'MISSED'}.\n")
-    w(f"### Correctness: {'PASS' if ok else 'FAIL'}\n")
+    w(f"#### Correctness: {'PASS' if ok else 'FAIL'}\n")
     w(f"Both trainers start from the same weights (Lathe's checkpoint-1 of a step at lr 0), "
       f"dropout 0, lr {CHECK_LR} no warmup, {CHECK_STEPS} steps on the same rows:\n")
     w("| step | Lathe loss | reference loss | abs diff |")
@@ -245,6 +270,12 @@ def main():
         w(f"- {'pass' if passed else 'FAIL'}: {name}")
     w(f"- timed runs (dropout 0.1, separate RNG streams, so not bitwise comparable): mean loss of steps 2..{steps}: "
       f"Lathe {statistics.median(lathe_loss):.4f}, reference {statistics.median(ref_loss):.4f} (medians over runs)\n")
+    ctx = {"bert_sps": l_med, "a": a, "binary": binary, "assets": assets, "data": data,
+           "work": work, "threads": threads, "log": log, "commands": commands,
+           "gemm": g_med, "bert_data_share": bert_data_share,
+           "bert_prepare": bert_prepare}
+    ok = llama_section(ctx, w) and ok
+    data_section(ctx, w)
     w("### Commands\n")
     w("```")
     w(f"bench/train/run.sh{' --quick' if a.quick else ''}")
@@ -258,6 +289,215 @@ def main():
         f.write(text)
     log(f"wrote {a.out}")
     return 0 if ok else 1
+
+# Llama causal LM (llama-mini, worker/models/model_config.cc).
+L_LAYERS, L_HIDDEN, L_INTER, L_VOCAB, L_SEQ, L_BATCH = 4, 256, 688, 32000, 256, 8
+
+
+def llama_flops_per_sample():
+    """6 x matmul weights (layers + lm_head) x tokens + 12 x L x h x T^2."""
+    w = L_LAYERS * (4 * L_HIDDEN * L_HIDDEN + 3 * L_HIDDEN * L_INTER) + L_HIDDEN * L_VOCAB
+    return 6 * w * L_SEQ + 12 * L_LAYERS * L_HIDDEN * L_SEQ * L_SEQ, w
+
+
+def llama_section(ctx, w):
+    a, log, work = ctx["a"], ctx["log"], ctx["work"]
+    binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
+    steps, reps = (3, 1) if a.quick else (12, 3)
+    lathe_cli = os.path.join(a.build, "bin", "lathe")
+    # Initial weights, as for BERT: one step at learning rate 0.
+    log("llama: initial weights (lathe-train causal-lm, 1 step at lr 0)")
+    spec = lathe_spec(f"{work}/llama-init.json", "preset:llama-mini", data, assets,
+                      1, threads, LR, WARMUP, 1, task="causal-lm",
+                      batch=L_BATCH, seq=L_SEQ)
+    ev = lathe_events(binary, spec, f"{work}/llama-init")
+    ckpt = [e for e in ev if e["type"] == "checkpoint"][-1]["dir"]
+    init_dir = f"{work}/llama-init-model"
+    shutil.copytree(ckpt, init_dir, ignore=shutil.ignore_patterns("training_state*", "trainer_state*"))
+    # The reference's token ids: Lathe's tokenizer through `lathe tokenize`.
+    ids_path = f"{work}/llama-ids.jsonl"
+    t0 = time.perf_counter()
+    with open(data) as fin, open(ids_path, "w") as fout:
+        subprocess.run([lathe_cli, "tokenize", "--tokenizer", init_dir, "--jsonl"],
+                       stdin=fin, stdout=fout, check=True)
+    tokenize_seconds = time.perf_counter() - t0
+    ctx["commands"].append(f"{lathe_cli} tokenize --tokenizer {init_dir} --jsonl < {data} > {ids_path}")
+
+    log("llama: correctness check (3 steps, lr 1e-3, both trainers)")
+    spec = lathe_spec(f"{work}/llama-check.json", init_dir, data, assets, 3,
+                      threads, CHECK_LR, 0.0, 1, task="causal-lm",
+                      batch=L_BATCH, seq=L_SEQ)
+    ev = lathe_events(binary, spec, f"{work}/llama-check")
+    lathe_losses = [e["loss"] for e in ev if e["type"] == "train"]
+    lathe_final = [e for e in ev if e["type"] == "checkpoint"][-1]["dir"]
+    ref_final = f"{work}/llama-reference-final.safetensors"
+    common = ["--task", "causal-lm", "--model", init_dir, "--data", data,
+              "--ids", ids_path, "--batch-size", L_BATCH, "--max-length", L_SEQ,
+              "--weight-decay", WD, "--max-grad-norm", CLIP, "--seed", SEED,
+              "--threads", threads]
+    check_args = ["train"] + common + ["--steps", 3, "--lr", CHECK_LR,
+                                       "--warmup-ratio", 0, "--save-final", ref_final]
+    rc = reference(check_args)
+    import reference as refmod
+    lw = refmod.read_safetensors(os.path.join(lathe_final, "model.safetensors"))
+    rw = refmod.read_safetensors(ref_final)
+    w0 = refmod.read_safetensors(os.path.join(init_dir, "model.safetensors"))
+    max_w_diff = max((lw[k] - rw[k]).abs().max().item() for k in lw)
+    max_update = max((lw[k] - w0[k]).abs().max().item() for k in lw)
+    diffs = [abs(x - y) for x, y in zip(lathe_losses, rc["losses"])]
+    checks = {
+        "all 3 losses |diff| <= 1e-4": len(diffs) == 3 and max(diffs) <= 1e-4,
+        "final weights max |diff| <= 1e-4 (updates are ~1e-3)": max_w_diff <= 1e-4,
+    }
+    ok = all(checks.values())
+    log(f"llama correctness: {'PASS' if ok else 'FAIL'} {checks}")
+    ctx["commands"].append(f"{binary} --spec {work}/llama-check.json --out {work}/llama-check")
+    ctx["commands"].append(" ".join([PY, REF] + [str(x) for x in check_args]))
+
+    time_spec = lathe_spec(f"{work}/llama-time.json", init_dir, data, assets, steps,
+                           threads, LR, WARMUP, steps, task="causal-lm",
+                           batch=L_BATCH, seq=L_SEQ)
+    time_args = ["train"] + common + ["--steps", steps, "--lr", LR,
+                                      "--warmup-ratio", WARMUP]
+    l_sps, r_sps, l_tps, r_tps, shares = [], [], [], [], []
+    for r in range(reps):
+        log(f"llama timed run {r + 1}/{reps}: lathe-train, {steps} steps")
+        ev = lathe_events(binary, time_spec, f"{work}/llama-time")
+        last = [e for e in ev if e["type"] == "train"][-1]
+        l_sps.append(last["samples_per_second"])
+        l_tps.append(last.get("tokens_per_second", 0.0))
+        shares.append(last.get("data_time_share", 0.0))
+        log(f"  {l_sps[-1]:.2f} samples/s")
+        log(f"llama timed run {r + 1}/{reps}: reference, {steps} steps")
+        rt = reference(time_args)
+        r_sps.append(rt["samples_per_second"])
+        r_tps.append(rt["tokens_per_second"] or 0.0)
+        log(f"  {r_sps[-1]:.2f} samples/s")
+    ctx["commands"].append(f"{binary} --spec {work}/llama-time.json --out {work}/llama-time")
+    ctx["commands"].append(" ".join([PY, REF] + [str(x) for x in time_args]))
+    ctx["llama_data_share"] = shares
+    ctx["llama_tokenize"] = tokenize_seconds
+
+    fps, weights = llama_flops_per_sample()
+    ratios = [x / y for x, y in zip(l_sps, r_sps)]
+    lm, lmin, lmax = spread(l_sps)
+    rm, rmin, rmax = spread(r_sps)
+    g = ctx["gemm"]
+    w("### 2. Llama causal LM\n")
+    w(f"- job: preset:llama-mini (4 layers, hidden 256, 4 heads, intermediate 688, vocab 32000, "
+      f"untied lm_head), causal-lm on SpamAssassin train.jsonl as raw text (loss on every token), "
+      f"batch {L_BATCH} x seq {L_SEQ} (first batch {rc['batch_shape'][0]}x{rc['batch_shape'][1]}), "
+      f"AdamW lr {LR} warmup {WARMUP}, no dropout, {steps} steps per run, first excluded, "
+      f"{reps} runs each (interleaved)")
+    w(f"- FLOPs per sample: 6 x {weights:,} (matmul weights incl. lm_head) x {L_SEQ} "
+      f"+ 12 x {L_LAYERS} x {L_HIDDEN} x {L_SEQ}^2 = {fps / 1e9:.3f} GFLOP\n")
+    w("| measure | median | min | max |")
+    w("| --- | ---: | ---: | ---: |")
+    w(f"| Lathe samples/s | {lm:.3f} | {lmin:.3f} | {lmax:.3f} |")
+    w(f"| reference samples/s | {rm:.3f} | {rmin:.3f} | {rmax:.3f} |")
+    w(f"| Lathe tokens/s | {statistics.median(l_tps):.0f} | {min(l_tps):.0f} | {max(l_tps):.0f} |")
+    w(f"| reference tokens/s | {statistics.median(r_tps):.0f} | {min(r_tps):.0f} | {max(r_tps):.0f} |")
+    w(f"| ratio Lathe / reference (per interleaved pair) | {statistics.median(ratios):.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
+    w(f"| Lathe achieved GFLOP/s | {lm * fps / 1e9:.1f} | {lmin * fps / 1e9:.1f} | {lmax * fps / 1e9:.1f} |")
+    w(f"| Lathe % of GEMM (median GEMM of part 1: {g:.1f} GFLOP/s) | {100 * lm * fps / 1e9 / g:.1f}% | | |")
+    w(f"| reference % of GEMM | {100 * rm * fps / 1e9 / g:.1f}% | | |")
+    w("")
+    w(f"Target (reported, not enforced): Lathe >= 1.0x reference: "
+      f"{'met' if statistics.median(ratios) >= 1.0 else 'MISSED'}.\n")
+    w(f"#### Correctness: {'PASS' if ok else 'FAIL'}\n")
+    w("Same initial weights, lr 1e-3 without warmup, 3 steps on the same rows:\n")
+    w("| step | Lathe loss | reference loss | abs diff |")
+    w("| ---: | ---: | ---: | ---: |")
+    for i, (x, y) in enumerate(zip(lathe_losses, rc["losses"])):
+        w(f"| {i + 1} | {x:.7f} | {y:.7f} | {abs(x - y):.2e} |")
+    w("")
+    w(f"- final weights: max |Lathe - reference| = {max_w_diff:.2e} (largest update {max_update:.2e})")
+    for name, passed in checks.items():
+        w(f"- {'pass' if passed else 'FAIL'}: {name}")
+    w("")
+    return ok
+
+
+V_SEQ, V_BATCH = 256, 32
+
+
+def data_section(ctx, w):
+    """Padding and grouping on variable-length rows, and the data path."""
+    a, log, work = ctx["a"], ctx["log"], ctx["work"]
+    binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
+    steps = 3 if a.quick else 12
+    init_dir = f"{work}/init-model"  # bert-mini's initial weights from part 1
+    runs = {}
+    order = [("Lathe", "longest"), ("reference", "longest"), ("Lathe", "grouped"),
+             ("reference", "grouped"), ("reference", "max_length")]
+    for who, mode in order:
+        log(f"variable length: {who}, {mode}, {steps} steps")
+        if who == "Lathe":
+            spec = lathe_spec(f"{work}/var-{mode}.json", init_dir, data, assets, steps,
+                              threads, LR, WARMUP, steps, seq=V_SEQ, batch=V_BATCH,
+                              group_by_length=int(mode == "grouped"))
+            ev = lathe_events(binary, spec, f"{work}/var-{mode}")
+            last = [e for e in ev if e["type"] == "train"][-1]
+            runs[(who, mode)] = (last["samples_per_second"], last.get("padding_efficiency"),
+                                 last.get("data_time_share"))
+            ctx["commands"].append(f"{binary} --spec {work}/var-{mode}.json --out {work}/var-{mode}")
+        else:
+            args = ["train", "--model", init_dir, "--data", data, "--steps", steps,
+                    "--batch-size", V_BATCH, "--max-length", V_SEQ, "--lr", LR,
+                    "--warmup-ratio", WARMUP, "--weight-decay", WD,
+                    "--max-grad-norm", CLIP, "--seed", SEED, "--threads", threads,
+                    "--padding", "max_length" if mode == "max_length" else "longest"]
+            if mode == "grouped":
+                args.append("--group-by-length")
+            rt = reference(args)
+            runs[(who, mode)] = (rt["samples_per_second"], rt["padding_efficiency"], None)
+            ctx["commands"].append(" ".join([PY, REF] + [str(x) for x in args]))
+        log(f"  {runs[(who, mode)][0]:.2f} samples/s")
+
+    def cell(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    w("### 3. Data path on variable-length data\n")
+    w(f"preset:bert-mini classification (initial weights of part 1), SpamAssassin train.jsonl, "
+      f"max_seq_length {V_SEQ}, batch {V_BATCH}, {steps} steps per run, one run each. "
+      f"At {V_SEQ} tokens about 31% of the e-mails are shorter than the limit, so a random batch "
+      f"of {V_BATCH} nearly always holds a full-length row.\n")
+    w("| trainer | batches padded to | samples/s | real tokens / token slots | data time share |")
+    w("| --- | --- | ---: | ---: | ---: |")
+    names = {"longest": "their longest row", "grouped": "their longest row, group_by_length",
+             "max_length": f"max_seq_length ({V_SEQ})"}
+    for who, mode in order:
+        sps, eff, share = runs[(who, mode)]
+        w(f"| {who} | {names[mode]} | {sps:.2f} | {cell(eff, '.3f')} | "
+          f"{cell(None if share is None else 100 * share, '.3f')}{'%' if share is not None else ''} |")
+    lg, ll = runs[("Lathe", "grouped")][0], runs[("Lathe", "longest")][0]
+    rg, rl, rmx = (runs[("reference", m)][0] for m in ("grouped", "longest", "max_length"))
+    w("")
+    w(f"- Lathe with group_by_length vs the reference padding to max_length: **{lg / rmx:.2f}x** "
+      f"(target: aim at 1.2x on real variable-length data)")
+    w(f"- Lathe vs reference, same batches: {ll / rl:.2f}x padded to the longest row, "
+      f"{lg / rg:.2f}x grouped")
+    w(f"- effect of grouping (Lathe): {lg / ll:.2f}x; of padding to the longest row instead of "
+      f"max_length (reference): {rl / rmx:.2f}x")
+    shares = ctx["bert_data_share"] + ctx.get("llama_data_share", [])
+    shares += [runs[("Lathe", m)][2] or 0.0 for m in ("longest", "grouped")]
+    w(f"- share of Lathe's step time spent building batches (collating cached token ids, "
+      f"copying them to the device), over every Lathe timed run of parts 1-3: at most "
+      f"{100 * max(shares):.3f}% (target < 5%: {'met' if max(shares) < 0.05 else 'MISSED'}). "
+      f"Tokenization happens once, before the first step, and is cached.")
+    prep = ctx["bert_prepare"]
+    if prep and prep[0][0] > 0:
+        secs = statistics.median(p[0] for p in prep)
+        toks = prep[0][1]
+        epoch = 4732 / ctx["bert_sps"]  # seconds of training per epoch in part 1
+        w(f"- tokenization in lathe-train (bert-base-uncased WordPiece, 4,732 e-mails truncated "
+          f"to {SEQ}): {secs:.2f} s for {toks:,} tokens ({toks / secs:,.0f} tokens/s, "
+          f"{4732 / secs:,.0f} rows/s), once per job: {100 * secs / (secs + epoch):.2f}% of "
+          f"the time of one epoch at part 1's speed")
+    if "llama_tokenize" in ctx:
+        w(f"- `lathe tokenize --jsonl` with the Llama-2 tokenizer over the same 4,732 e-mails "
+          f"(untruncated, JSON out with offsets): {ctx['llama_tokenize']:.2f} s")
+    w("")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch eager reference for Lathe's BERT classification training step.
+"""PyTorch eager reference for Lathe's training steps (BERT classification,
+Llama causal LM).
 
 Written independently of Lathe's C++ code, but computing the same thing:
   - the same rows in the same order: the SpamAssassin JSONL file, shuffled per
@@ -14,6 +15,18 @@ Written independently of Lathe's C++ code, but computing the same thing:
     decayed), HF linear warmup/decay schedule, gradient clipping by norm.
 Initial weights come from a Lathe checkpoint's model.safetensors, read with the
 small reader below (header JSON + raw little-endian F32; nothing is unpickled).
+
+The causal LM (--task causal-lm) is an HF-style Llama (RMSNorm in float32,
+rotary embeddings with rotate_half, SwiGLU MLP, untied lm_head) trained on
+raw text rows: [BOS] + tokens + [EOS] truncated to max_length, loss on every
+real token (shifted cross-entropy). Its token ids come from a JSONL file of
+{"ids": [...]} per row, as `lathe tokenize --jsonl` writes them with the
+model's tokenizer (that tokenizer is checked against an independent
+implementation by Lathe's tokenizers_oracle test), so this script does not
+re-implement SentencePiece BPE.
+
+--padding max_length pads every batch to max_length instead of its longest
+row; --group-by-length orders rows as Lathe's params[group_by_length] does.
 
 Subcommands (each prints one JSON object on stdout):
   train  --model DIR --data FILE --steps N ... : trains, reports per-step
@@ -78,13 +91,30 @@ def mix64(x):
     return x ^ (x >> 31)
 
 
+def shuffle(v, rng):
+    for i in range(len(v), 1, -1):
+        j = rng() % i
+        v[i - 1], v[j] = v[j], v[i - 1]
+
+
 def epoch_order(seed, epoch, n):
     order = list(range(n))
-    rng = MT19937_64(mix64(mix64(seed & MASK64) ^ (epoch & MASK64)))
-    for i in range(n, 1, -1):
-        j = rng() % i
-        order[i - 1], order[j] = order[j], order[i - 1]
+    shuffle(order, MT19937_64(mix64(mix64(seed & MASK64) ^ (epoch & MASK64))))
     return order
+
+
+def group_by_length(order, lengths, batch, mega, seed, epoch):
+    """Runs of `mega` rows sorted by length (longest first, stable), cut into
+    batches whose full ones are shuffled; as trainer.cc's GroupByLength."""
+    rng = MT19937_64(mix64(mix64((seed & MASK64) ^ 0x6C656E67) ^ (epoch & MASK64)))
+    out = list(order)
+    for begin in range(0, len(out), mega):
+        run = sorted(out[begin:begin + mega], key=lambda i: -lengths[i])
+        chunks = list(range(len(run) // batch))
+        shuffle(chunks, rng)
+        grouped = [i for c in chunks for i in run[c * batch:(c + 1) * batch]]
+        out[begin:begin + mega] = grouped + run[len(chunks) * batch:]
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -320,6 +350,103 @@ def load_model(model_dir, dropout):
         c["hidden_dropout_prob"] = c["attention_probs_dropout_prob"] = dropout
     num_labels = len(c["id2label"])
     model = BertClassifier(c, num_labels)
+    load_weights(model, model_dir)
+    return model, c
+
+
+# --------------------------------------------------------------------------
+# Llama causal LM with Hugging Face's parameter names.
+class RMSNorm(nn.Module):
+    def __init__(self, h, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(h))
+        self.eps = eps
+
+    def forward(self, x):
+        y = x.float()
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaLayer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h, i = c["hidden_size"], c["intermediate_size"]
+        self.heads = c["num_attention_heads"]
+        self.kv_heads = c.get("num_key_value_heads", self.heads)
+        self.head_dim = h // self.heads
+        eps = c["rms_norm_eps"]
+        self.input_layernorm = RMSNorm(h, eps)
+        self.self_attn = Box()
+        self.self_attn.q_proj = nn.Linear(h, self.heads * self.head_dim, bias=False)
+        self.self_attn.k_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
+        self.self_attn.v_proj = nn.Linear(h, self.kv_heads * self.head_dim, bias=False)
+        self.self_attn.o_proj = nn.Linear(self.heads * self.head_dim, h, bias=False)
+        self.post_attention_layernorm = RMSNorm(h, eps)
+        self.mlp = Box()
+        self.mlp.gate_proj = nn.Linear(h, i, bias=False)
+        self.mlp.up_proj = nn.Linear(h, i, bias=False)
+        self.mlp.down_proj = nn.Linear(i, h, bias=False)
+
+    def forward(self, x, cos, sin, mask):
+        b, t, _ = x.shape
+        a = self.self_attn
+        y = self.input_layernorm(x)
+        q = a.q_proj(y).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = a.k_proj(y).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = a.v_proj(y).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        rep = self.heads // self.kv_heads
+        if rep > 1:
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim) + mask
+        probs = torch.softmax(scores, -1, dtype=torch.float32).to(q.dtype)
+        ctx = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, -1)
+        r = x + a.o_proj(ctx)
+        y = self.post_attention_layernorm(r)
+        m = self.mlp
+        return r + m.down_proj(F.silu(m.gate_proj(y)) * m.up_proj(y))
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h = c["hidden_size"]
+        self.model = Box()
+        self.model.embed_tokens = nn.Embedding(c["vocab_size"], h)
+        self.model.layers = nn.ModuleList(
+            [LlamaLayer(c) for _ in range(c["num_hidden_layers"])])
+        self.model.norm = RMSNorm(h, c["rms_norm_eps"])
+        self.lm_head = nn.Linear(h, c["vocab_size"], bias=False)
+        dim = h // c["num_attention_heads"]
+        self.inv_freq = 1.0 / (c.get("rope_theta", 10000.0) **
+                               (torch.arange(0, dim, 2).float() / dim))
+
+    def forward(self, ids, mask):
+        t = ids.shape[1]
+        x = self.model.embed_tokens(ids)
+        freqs = torch.outer(torch.arange(t, device=ids.device).float(),
+                            self.inv_freq.to(ids.device))
+        emb = torch.cat((freqs, freqs), -1)
+        cos = emb.cos().to(x.dtype).view(1, 1, t, -1)
+        sin = emb.sin().to(x.dtype).view(1, 1, t, -1)
+        allowed = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
+        allowed = allowed.view(1, 1, t, t) & mask.bool().view(-1, 1, 1, t)
+        additive = torch.zeros(allowed.shape, dtype=x.dtype, device=ids.device)
+        additive = additive.masked_fill(~allowed, torch.finfo(x.dtype).min)
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, additive)
+        return self.lm_head(self.model.norm(x))
+
+
+def load_weights(model, model_dir):
     weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
     names = dict(model.named_parameters())
     if set(names) != set(weights):
@@ -329,7 +456,12 @@ def load_model(model_dir, dropout):
     with torch.no_grad():
         for n, p in names.items():
             p.copy_(weights[n])
-    return model, c
+
+
+def causal_lm_loss(logits, labels):
+    v = logits.shape[-1]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, v).float(),
+                           labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
 # --------------------------------------------------------------------------
@@ -339,66 +471,118 @@ def lr_at(step0, base, warmup, total):
     return base * max(0.0, (total - step0) / max(1, total - warmup))
 
 
+def prepare_rows(a, cfg):
+    """Features (ids, target) of every training row, and the pad id."""
+    with open(a.data, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if a.task == "text-classification":
+        tok = WordPiece(os.path.join(a.model, "vocab.txt"))
+        labels = sorted({r["label"] for r in rows})
+        index = {l: i for i, l in enumerate(labels)}
+        return [(tok.encode(r["text"], a.max_length), index[r["label"]])
+                for r in rows], tok.pad
+    with open(a.ids, encoding="utf-8") as f:
+        ids = [json.loads(line)["ids"] for line in f if line.strip()]
+    if len(ids) != len(rows):
+        raise SystemExit(f"{a.ids}: {len(ids)} rows, {a.data}: {len(rows)}")
+    eos = cfg["eos_token_id"]
+    return [((r + [eos])[:a.max_length], None) for r in ids], eos
+
+
+def collate(a, batch, pad, device):
+    width = a.max_length if a.padding == "max_length" else max(len(r) for r, _ in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, (row, _) in enumerate(batch):
+        ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[r, :len(row)] = 1
+    if a.task == "text-classification":
+        y = torch.tensor([lab for _, lab in batch], dtype=torch.long)
+    else:
+        y = ids.masked_fill(mask == 0, -100)
+    return ids.to(device), mask.to(device), y.to(device)
+
+
 def cmd_train(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    model, cfg = load_model(a.model, a.dropout)
+    device = torch.device(a.device)
+    with open(os.path.join(a.model, "config.json")) as f:
+        cfg = json.load(f)
+    if a.task == "text-classification":
+        model, cfg = load_model(a.model, a.dropout)
+    else:
+        model = LlamaForCausalLM(cfg)
+        load_weights(model, a.model)
+    model.to(device)
     model.train()
-    tok = WordPiece(os.path.join(a.model, "vocab.txt"))
-    with open(a.data, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    labels = sorted({r["label"] for r in rows})
-    label_index = {l: i for i, l in enumerate(labels)}
-    n = len(rows)
+    # Tokenized up front (Lathe also tokenizes before its first step), so
+    # step time covers collation + forward/backward/update.
+    features, pad = prepare_rows(a, cfg)
+    lengths = [len(r) for r, _ in features]
+    n = len(features)
     steps_per_epoch = (n + a.batch_size - 1) // a.batch_size
     total = min(a.steps, a.epochs * steps_per_epoch)
     warmup = math.ceil(a.warmup_ratio * total)
 
-    # The batches' rows, tokenized up front (Lathe also tokenizes before its
-    # first step), so step time covers collation + forward/backward/update.
     batches, epoch, order, cursor = [], -1, [], 0
     for _ in range(total):
         if cursor >= len(order):
             epoch += 1
             order = epoch_order(a.seed, epoch, n)
+            if a.group_by_length:
+                order = group_by_length(order, lengths, a.batch_size,
+                                        50 * a.batch_size, a.seed, epoch)
             cursor = 0
         end = min(n, cursor + a.batch_size)
-        batches.append([(tok.encode(rows[i]["text"], a.max_length),
-                         label_index[rows[i]["label"]]) for i in order[cursor:end]])
+        batches.append([features[i] for i in order[cursor:end]])
         cursor = end
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if name.endswith(".bias") or "LayerNorm." in name else decay).append(p)
+        (no_decay if p.dim() <= 1 else decay).append(p)
     opt = torch.optim.AdamW([
         {"params": decay, "weight_decay": a.weight_decay},
         {"params": no_decay, "weight_decay": 0.0}], lr=a.lr, eps=1e-8)
     params = list(model.parameters())
+    cuda = device.type == "cuda"
 
-    losses, times, token_ids = [], [], set()
+    losses, times, token_ids, events = [], [], set(), []
+    real_tokens = padded_tokens = 0
     for step0, batch in enumerate(batches):
+        if cuda:
+            start_ev = torch.cuda.Event(enable_timing=True)
+            start_ev.record()
         t0 = time.perf_counter()
-        longest = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), longest), tok.pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for r, (row, _) in enumerate(batch):
-            ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[r, :len(row)] = 1
-        types = torch.zeros_like(ids)
-        y = torch.tensor([lab for _, lab in batch], dtype=torch.long)
+        ids, mask, y = collate(a, batch, pad, device)
         lr = lr_at(step0, a.lr, warmup, total)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(ids, types, mask), y)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                            enabled=a.bf16):
+            if a.task == "text-classification":
+                loss = F.cross_entropy(model(ids, torch.zeros_like(ids), mask), y)
+            else:
+                loss = causal_lm_loss(model(ids, mask), y)
         loss.backward()
         if a.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, a.max_grad_norm)
         opt.step()
-        losses.append(loss.item())
+        losses.append(loss.item())  # Synchronises the device, as Lathe does.
         times.append(time.perf_counter() - t0)
+        if cuda:
+            end_ev = torch.cuda.Event(enable_timing=True)
+            end_ev.record()
+            events.append((start_ev, end_ev))
+        if step0 > 0:
+            real_tokens += int(mask.sum())
+            padded_tokens += mask.numel()
         for row, _ in batch:
             token_ids.update(row)
+    if cuda:
+        torch.cuda.synchronize()
+        times = [s.elapsed_time(e) / 1000.0 for s, e in events]
     steady = times[1:] if len(times) > 1 else times
     samples = sum(len(b) for b in (batches[1:] if len(batches) > 1 else batches))
     if a.save_final:
@@ -406,7 +590,10 @@ def cmd_train(a):
     print(json.dumps({
         "losses": losses,
         "samples_per_second": samples / sum(steady),
+        "tokens_per_second": real_tokens / sum(steady) if len(times) > 1 else None,
+        "padding_efficiency": real_tokens / padded_tokens if padded_tokens else None,
         "step_seconds": times,
+        "timer": "cuda events" if cuda else "perf_counter",
         "batch_shape": [len(batches[0]), max(len(r) for r, _ in batches[0])],
         "padded_tokens_first_batch": sum(max(len(r) for r, _ in batches[0]) - len(r)
                                          for r, _ in batches[0]),
@@ -418,19 +605,31 @@ def cmd_train(a):
 
 def cmd_gemm(a):
     torch.set_num_threads(a.threads)
-    x = torch.randn(a.n, a.n)
-    y = torch.randn(a.n, a.n)
-    out = torch.empty(a.n, a.n)
+    device = torch.device(a.device)
+    dtype = getattr(torch, a.dtype)
+    x = torch.randn(a.n, a.n, device=device).to(dtype)
+    y = torch.randn(a.n, a.n, device=device).to(dtype)
+    out = torch.empty(a.n, a.n, device=device, dtype=dtype)
     torch.mm(x, y, out=out)  # warm-up
     rates = []
     for _ in range(a.reps):
-        t0 = time.perf_counter()
-        torch.mm(x, y, out=out)
-        rates.append(2.0 * a.n ** 3 / (time.perf_counter() - t0) / 1e9)
+        if device.type == "cuda":
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            torch.mm(x, y, out=out)
+            e.record()
+            torch.cuda.synchronize()
+            seconds = s.elapsed_time(e) / 1000.0
+        else:
+            t0 = time.perf_counter()
+            torch.mm(x, y, out=out)
+            seconds = time.perf_counter() - t0
+        rates.append(2.0 * a.n ** 3 / seconds / 1e9)
     blas = sorted({line.split()[-1] for line in open("/proc/self/maps")
                    if "blas" in line.lower() and line.split()[-1].startswith("/")})
     print(json.dumps({"gflops": rates, "median_gflops": statistics.median(rates),
                       "n": a.n, "threads": torch.get_num_threads(),
+                      "device": a.device, "dtype": a.dtype,
                       "blas_libraries": blas, "torch": torch.__version__}))
 
 
@@ -438,8 +637,16 @@ def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
+    t.add_argument("--task", default="text-classification",
+                   choices=["text-classification", "causal-lm"])
     t.add_argument("--model", required=True)
     t.add_argument("--data", required=True)
+    t.add_argument("--ids", default="",
+                   help="causal-lm: JSONL of {\"ids\": [...]} per data row")
+    t.add_argument("--padding", default="longest", choices=["longest", "max_length"])
+    t.add_argument("--group-by-length", action="store_true")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--bf16", action="store_true")
     t.add_argument("--steps", type=int, required=True)
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=32)
@@ -458,6 +665,8 @@ def main():
     g.add_argument("--n", type=int, default=2048)
     g.add_argument("--reps", type=int, default=10)
     g.add_argument("--threads", type=int, default=os.cpu_count())
+    g.add_argument("--device", default="cpu")
+    g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
     {"train": cmd_train, "gemm": cmd_gemm}[a.cmd](a)
 

@@ -283,7 +283,10 @@ class BertLikeModelImpl : public TaskModelImpl {
         // RoBERTa's LM head always uses the erf GELU; BERT's the config's.
         torch::Tensor y = mlm_dense_(x);
         y = roberta_ ? torch::gelu(y) : Activation(c.hidden_act, y);
-        return F::linear(mlm_norm_(y), word_->weight, mlm_bias_);
+        // Under bf16 autocast the dense output is bfloat16; LayerNorm's
+        // weights are float32 and CPU autocast does not cast for it.
+        return F::linear(mlm_norm_(y.to(torch::kFloat)), word_->weight,
+                         mlm_bias_);
       }
       default:
         return x;
@@ -481,7 +484,9 @@ class DistilBertModelImpl : public TaskModelImpl {
         return classifier_(Dropout(x, qa_dropout_));
       case HeadKind::kMaskedLm: {
         torch::Tensor y = Activation(c.hidden_act, vocab_transform_(x));
-        return F::linear(vocab_norm_(y), word_->weight, vocab_bias_);
+        // float32 for LayerNorm under bf16 autocast (see BERT's head).
+        return F::linear(vocab_norm_(y.to(torch::kFloat)), word_->weight,
+                         vocab_bias_);
       }
       default:
         return x;

@@ -351,6 +351,18 @@ const std::vector<Preset>& Presets() {
         {"preset:llama-tiny", "llama2",
          "Llama, 2 layers, hidden 128, 4 heads, 2 KV heads (random init)", l});
 
+    // The size of bert-mini in the Llama family (the throughput benchmark's
+    // causal LM): 4 layers, hidden 256, 4 heads, SwiGLU width ~8/3 hidden.
+    ModelConfig lm = l;
+    lm.num_hidden_layers = 4;
+    lm.hidden_size = 256;
+    lm.num_attention_heads = 4;
+    lm.num_key_value_heads = 4;
+    lm.intermediate_size = 688;
+    presets->push_back({"preset:llama-mini", "llama2",
+                        "Llama, 4 layers, hidden 256, 4 heads (random init)",
+                        lm});
+
     // Image models read pixels, not text: no tokenizer (empty tokenizer_dir).
     ModelConfig v;
     v.architecture = Architecture::kVit;

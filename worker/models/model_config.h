@@ -114,7 +114,8 @@ struct Preset {
 
 // Every preset, for `lathe models list`: preset:bert-tiny (2 layers, hidden
 // 128), preset:bert-mini (4 layers, hidden 256), preset:gpt2-tiny,
-// preset:llama-tiny (each with its family's real tokenizer and vocabulary).
+// preset:llama-tiny, preset:llama-mini (4 layers, hidden 256), each with its
+// family's real tokenizer and vocabulary, and the image presets.
 const std::vector<Preset>& Presets();
 // INVALID_ARGUMENT naming the known presets for an unknown name.
 absl::StatusOr<Preset> FindPreset(const std::string& name);

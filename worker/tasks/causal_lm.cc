@@ -201,6 +201,12 @@ class CausalLmTask : public Task {
   void ConfigureModel(ModelConfig* /*config*/) const override {}
 
   int64_t train_size() const override { return train_.size(); }
+  std::vector<int64_t> train_lengths() const override {
+    std::vector<int64_t> out;
+    out.reserve(train_.size());
+    for (const auto& f : train_) out.push_back(f.ids.size());
+    return out;
+  }
   int64_t validation_size() const override { return val_.size(); }
   nlohmann::json Signature() const override {
     return {{"task", "causal-lm"}, {"format", LmFormatName(format_)}};

@@ -75,6 +75,10 @@ class Task {
   virtual int64_t validation_size() const = 0;
   // Rows the user gave (before windowing), for messages.
   virtual int64_t train_rows() const { return train_size(); }
+  // Tokens of each training feature, in index order, for group_by_length
+  // and the data-path figures; empty for tasks whose rows all have the same
+  // size (images).
+  virtual std::vector<int64_t> train_lengths() const { return {}; }
   // What a resumed run must find unchanged (labels, ...), as JSON.
   virtual nlohmann::json Signature() const = 0;
 

@@ -123,6 +123,12 @@ class TextClassificationTask : public Task {
   }
 
   int64_t train_size() const override { return train_.encodings.size(); }
+  std::vector<int64_t> train_lengths() const override {
+    std::vector<int64_t> out;
+    out.reserve(train_.encodings.size());
+    for (const TokenizedText& t : train_.encodings) out.push_back(t.ids.size());
+    return out;
+  }
   int64_t validation_size() const override { return val_.encodings.size(); }
   nlohmann::json Signature() const override {
     nlohmann::json s = {{"labels", labels_}};

@@ -126,6 +126,12 @@ class TokenClassificationTask : public Task {
   }
 
   int64_t train_size() const override { return train_.size(); }
+  std::vector<int64_t> train_lengths() const override {
+    std::vector<int64_t> out;
+    out.reserve(train_.size());
+    for (const auto& f : train_) out.push_back(f.encoding.ids.size());
+    return out;
+  }
   int64_t validation_size() const override { return val_.size(); }
   nlohmann::json Signature() const override { return {{"labels", labels_}}; }
 

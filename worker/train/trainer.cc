@@ -1,6 +1,7 @@
 #include "worker/train/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <pthread.h>
 #include <signal.h>
 #include <torch/torch.h>
@@ -188,6 +189,71 @@ std::vector<size_t> EpochOrder(int64_t seed, int64_t epoch, size_t n) {
   Shuffle(order, rng);
   return order;
 }
+
+// group_by_length: after the epoch's shuffle, each run of `mega` rows is
+// sorted by length, longest first, and cut into batches of `batch` rows;
+// the full batches of a run are then put in a seeded random order (a short
+// last batch stays last, so step boundaries do not move). Rows of similar
+// length share a batch, and padding to the batch's longest row wastes less,
+// while batches of every length still come in random order.
+void GroupByLength(std::vector<size_t>& order,
+                   const std::vector<int64_t>& lengths, size_t batch,
+                   size_t mega, int64_t seed, int64_t epoch) {
+  std::mt19937_64 rng(Mix64(Mix64(static_cast<uint64_t>(seed) ^ 0x6c656e67ull) ^
+                            static_cast<uint64_t>(epoch)));
+  for (size_t begin = 0; begin < order.size(); begin += mega) {
+    const size_t end = std::min(order.size(), begin + mega);
+    std::stable_sort(
+        order.begin() + begin, order.begin() + end,
+        [&](size_t a, size_t b) { return lengths[a] > lengths[b]; });
+    std::vector<size_t> chunks((end - begin) / batch);
+    for (size_t i = 0; i < chunks.size(); ++i) chunks[i] = i;
+    Shuffle(chunks, rng);
+    std::vector<size_t> sorted(order.begin() + begin,
+                               order.begin() + begin + chunks.size() * batch);
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      std::copy(sorted.begin() + chunks[i] * batch,
+                sorted.begin() + (chunks[i] + 1) * batch,
+                order.begin() + begin + i * batch);
+    }
+  }
+}
+
+// bf16 autocast over a scope (the forward pass and the loss): matrix
+// products and convolutions run in bfloat16, reductions and the loss stay
+// in float32 (LibTorch's autocast op lists), the weights and the optimizer
+// stay float32. Backward runs outside, as autocast expects.
+class Bf16Autocast {
+ public:
+  Bf16Autocast(bool enabled, const torch::Device& device)
+      : enabled_(enabled), cuda_(device.is_cuda()) {
+    if (!enabled_) return;
+    if (cuda_) {
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_enabled(true);
+    } else {
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!enabled_) return;
+    // The casts of weights cached for this scope are dropped when it ends.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) {
+      at::autocast::set_enabled(false);
+    } else {
+      at::autocast::set_cpu_enabled(false);
+    }
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool enabled_;
+  bool cuda_;
+};
 
 bool IsOutOfMemoryMessage(absl::string_view m) {
   return absl::StrContains(m, "out of memory") ||
@@ -580,7 +646,24 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   context.model_config = &source.config;
   context.max_length = max_length;
   context.log = log;
+  const auto prepare_start = Clock::now();
   RETURN_IF_ERROR(task->Prepare(data, context));
+  const double prepare_seconds =
+      std::chrono::duration<double>(Clock::now() - prepare_start).count();
+  // Tokenization happens once, here; batches are then cut from the cached
+  // features. The figures let users (and the benchmark) see its cost.
+  const std::vector<int64_t> lengths = task->train_lengths();
+  int64_t train_tokens = 0;
+  for (int64_t l : lengths) train_tokens += l;
+  log(absl::StrCat(
+      "data prepared in ", absl::SixDigits(prepare_seconds), " s (",
+      task->train_size(), " training features",
+      lengths.empty() ? "" : absl::StrCat(", ", train_tokens, " tokens"), ")"));
+  if (params.group_by_length != 0 && lengths.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("params[group_by_length]: task ", task->name(),
+                     " has rows of one size; leave it at 0"));
+  }
   ASSIGN_OR_RETURN(const std::string train_sha,
                    DataFingerprint(spec.train_data));
   const nlohmann::json signature = task->Signature();
@@ -662,8 +745,10 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         absl::StrCat("spec: device \"", spec.device, "\" is not supported"));
   }
   if (params.bf16 != 0) {
-    log("warning: params[bf16]=1 is not applied: this build trains in "
-        "float32");
+    log(absl::StrCat("bf16 autocast on ", device.str(),
+                     ": forward and loss in bfloat16 where LibTorch's "
+                     "autocast allows, weights, gradients and optimizer "
+                     "state in float32; evaluation in float32"));
   }
   RETURN_IF_ERROR(ApplyTrainingMethod(*model, params, log));
   model->to(device);
@@ -741,7 +826,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
 
   double loss_since_report = 0;
   int64_t steps_since_report = 0;
-  double steady_seconds = 0;  // Step time after this run's first step.
+  double steady_seconds = 0;       // Step time after this run's first step.
+  double steady_data_seconds = 0;  // Of which building batches.
+  int64_t steady_padded = 0;       // Token slots incl. padding.
   int64_t steady_samples = 0, steady_tokens = 0;
   double first_step_seconds = 0;
   int64_t first_step_samples = 0;
@@ -750,12 +837,20 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   int64_t epoch = -1;
   std::vector<size_t> order;
   size_t cursor = 0;  // Rows of `order` already trained on.
+  auto epoch_order = [&](int64_t e) {
+    std::vector<size_t> o = EpochOrder(params.seed, e, n_train);
+    if (params.group_by_length != 0) {
+      GroupByLength(o, lengths, static_cast<size_t>(params.batch_size),
+                    50 * static_cast<size_t>(rows_per_step), params.seed, e);
+    }
+    return o;
+  };
   if (resuming) {
     RETURN_IF_ERROR(RestoreTrainingState(spec.resume_from, resume, model,
                                          optimizer, device, log));
     step = resume.global_step;
     epoch = resume.epoch;
-    order = EpochOrder(params.seed, epoch, n_train);
+    order = epoch_order(epoch);
     cursor = static_cast<size_t>(resume.position);
     loss_since_report = resume.loss_since_report;
     steps_since_report = resume.steps_since_report;
@@ -847,7 +942,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     const auto t0 = Clock::now();
     if (cursor >= order.size()) {
       ++epoch;
-      order = EpochOrder(params.seed, epoch, n_train);
+      order = epoch_order(epoch);
       cursor = 0;
     }
     const double lr =
@@ -866,7 +961,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         std::min(order.size(), cursor + static_cast<size_t>(rows_per_step));
     const double step_rows = static_cast<double>(step_end - cursor);
     double loss_value = 0;
-    int64_t samples = 0, tokens = 0;
+    int64_t samples = 0, tokens = 0, padded = 0;
+    double data_seconds = 0;
     while (cursor < step_end) {
       const size_t end =
           std::min(step_end, cursor + static_cast<size_t>(params.batch_size));
@@ -876,9 +972,17 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
           Mix64(Mix64(static_cast<uint64_t>(params.seed)) ^
                 static_cast<uint64_t>(step) * 1315423911ull ^ cursor));
+      const auto data_start = Clock::now();
       TaskBatch b = task->TrainBatch(indices, device, &gen);
       DropUnusedInputs(*model, &b.inputs);
-      torch::Tensor loss = task->Loss(model->forward(b.inputs), b);
+      data_seconds +=
+          std::chrono::duration<double>(Clock::now() - data_start).count();
+      if (b.inputs.input_ids.defined()) padded += b.inputs.input_ids.numel();
+      torch::Tensor loss;
+      {
+        Bf16Autocast autocast(params.bf16 != 0, device);
+        loss = task->Loss(model->forward(b.inputs), b);
+      }
       const double weight = static_cast<double>(end - cursor) / step_rows;
       (loss * weight).backward();
       loss_value += loss.item<double>() * weight;
@@ -901,6 +1005,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       steady_seconds += seconds;
       steady_samples += samples;
       steady_tokens += tokens;
+      steady_data_seconds += data_seconds;
+      steady_padded += padded;
     }
     if (!std::isfinite(loss_value)) {
       return absl::InternalError(absl::StrCat("training diverged at step ",
@@ -930,6 +1036,20 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
       if (steady_tokens > 0) {
         event["tokens_per_second"] =
             steady_tokens / std::max(1e-9, steady_seconds);
+      }
+      if (steady_padded > 0) {
+        // Real tokens over token slots computed: 1 means no padding.
+        event["padding_efficiency"] =
+            static_cast<double>(steady_tokens) / steady_padded;
+      }
+      if (steady_seconds > 0) {
+        // Share of step time spent building batches (collating cached
+        // features, copying them to the device).
+        event["data_time_share"] = steady_data_seconds / steady_seconds;
+      }
+      if (step == 1) {
+        event["prepare_seconds"] = prepare_seconds;
+        if (train_tokens > 0) event["train_tokens"] = train_tokens;
       }
       emit(event);
       loss_since_report = 0;

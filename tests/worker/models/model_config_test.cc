@@ -275,8 +275,14 @@ TEST(ModelConfigTest, BertPresetsHaveTheirDocumentedSizesAndValidate) {
   EXPECT_DOUBLE_EQ(llama->config.layer_norm_eps, 1e-6);
   EXPECT_EQ(llama->config.hidden_act, "silu");
   EXPECT_FALSE(llama->config.tie_word_embeddings);
-  // The four text presets and preset:vit-tiny, preset:cnn-small.
-  EXPECT_EQ(Presets().size(), 6u);
+  const auto llama_mini = FindPreset("preset:llama-mini");
+  ASSERT_TRUE(llama_mini.ok());
+  EXPECT_EQ(llama_mini->config.num_hidden_layers, 4);
+  EXPECT_EQ(llama_mini->config.hidden_size, 256);
+  EXPECT_EQ(llama_mini->config.num_key_value_heads, 4);
+  EXPECT_EQ(llama_mini->config.intermediate_size, 688);
+  // The five text presets and preset:vit-tiny, preset:cnn-small.
+  EXPECT_EQ(Presets().size(), 7u);
   for (const Preset& p : Presets()) {
     EXPECT_TRUE(p.config.Validate().ok()) << p.name;
   }
