@@ -38,6 +38,8 @@ const std::vector<lathe::v1::ModelPreset>& ModelPresets() {
               "BERT, 4 layers, hidden 256, bert-base-uncased WordPiece"},
              {"preset:gpt2-tiny", "GPT-2, tiny, GPT-2 byte-level BPE"},
              {"preset:llama-tiny", "Llama, tiny, Llama 2 tokenizer"},
+             {"preset:llama-mini",
+              "Llama, 4 layers, hidden 256, Llama 2 tokenizer"},
              {"preset:vit-tiny",
               "ViT, 32x32 images, 8x8 patches, 2 layers, hidden 64"},
              {"preset:cnn-small",

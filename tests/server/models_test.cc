@@ -387,7 +387,8 @@ TEST_F(ModelsTest, ModelReferenceErrorsHaveTheirOwnCodes) {
   EXPECT_EQ(names,
             (std::vector<std::string>{"preset:bert-tiny", "preset:bert-mini",
                                       "preset:gpt2-tiny", "preset:llama-tiny",
-                                      "preset:vit-tiny", "preset:cnn-small"}));
+                                      "preset:llama-mini", "preset:vit-tiny",
+                                      "preset:cnn-small"}));
 }
 
 TEST_F(ModelsTest, ALocalDirectoryIsPinnedAsAPath) {
