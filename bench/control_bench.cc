@@ -6,7 +6,7 @@
 // large history. The benchmark itself plays the worker through the
 // WorkerService, so no training runs: these numbers are the server's own.
 //
-// usage: lathe-bench-control [--quick] [--out FILE.md]
+// usage: lathe-bench-control [--quick] [--out FILE.md] [--only PHASE,...]
 #include <grpcpp/grpcpp.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
@@ -28,6 +28,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "server/core/store.h"
@@ -601,37 +602,66 @@ class Bench {
 int main(int argc, char** argv) {
   bool quick = false;
   std::string out_path;
+  // Comma-separated phases to run; empty: all of them.
+  std::string only;
+  const std::string kUsage =
+      "usage: lathe-bench-control [--quick] [--out FILE] "
+      "[--only PHASE,...]\n"
+      "  phases: submits, running, get, watchers, downloads, history\n";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") {
       quick = true;
     } else if (a == "--out" && i + 1 < argc) {
       out_path = argv[++i];
+    } else if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
+    } else if (a == "--help" || a == "-h") {
+      std::fputs(kUsage.c_str(), stdout);
+      return 0;
     } else {
-      std::fprintf(stderr,
-                   "usage: lathe-bench-control [--quick] [--out FILE]\n");
+      std::fputs(kUsage.c_str(), stderr);
       return 2;
     }
   }
+  const auto run = [&](const char* phase) {
+    if (only.empty()) return true;
+    for (const auto& p : absl::StrSplit(only, ',')) {
+      if (p == phase) return true;
+    }
+    return false;
+  };
   lathe::bench::Bench bench(quick);
   std::string why;
   if (!bench.Start(&why)) {
     std::fprintf(stderr, "lathe-bench-control: %s\n", why.c_str());
     return 1;
   }
-  std::fprintf(stderr, "submits...\n");
-  bench.Submits();
-  std::fprintf(stderr, "submit to running...\n");
-  bench.SubmitToRunning();
-  std::fprintf(stderr, "get...\n");
-  bench.GetJobs();
-  std::fprintf(stderr, "watchers...\n");
-  bench.Watchers();
-  std::fprintf(stderr, "downloads...\n");
-  bench.Downloads();
+  if (run("submits")) {
+    std::fprintf(stderr, "submits...\n");
+    bench.Submits();
+  }
+  if (run("running")) {
+    std::fprintf(stderr, "submit to running...\n");
+    bench.SubmitToRunning();
+  }
+  if (run("get")) {
+    std::fprintf(stderr, "get...\n");
+    bench.GetJobs();
+  }
+  if (run("watchers")) {
+    std::fprintf(stderr, "watchers...\n");
+    bench.Watchers();
+  }
+  if (run("downloads")) {
+    std::fprintf(stderr, "downloads...\n");
+    bench.Downloads();
+  }
   bench.Stop();
-  std::fprintf(stderr, "history...\n");
-  bench.History();
+  if (run("history")) {
+    std::fprintf(stderr, "history...\n");
+    bench.History();
+  }
   const std::string table = bench.Table();
   std::cout << table;
   if (!out_path.empty()) {
