@@ -1,6 +1,9 @@
 #include "server/core/job_manager.h"
 
+#include <algorithm>
 #include <cstring>
+#include <iterator>
+#include <memory>
 #include <random>
 #include <regex>
 
@@ -128,6 +131,13 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
     return absl::InvalidArgumentError(
         "heartbeat timeout must be longer than the heartbeat interval");
   }
+  const EventTailOptions& tail = options.event_tail;
+  if (tail.events < 1 || tail.final_events < 0 || tail.jobs < 1 ||
+      tail.final_jobs < 0) {
+    return absl::InvalidArgumentError(
+        "event tail: events and jobs must be positive, final_events and "
+        "final_jobs not negative");
+  }
   auto manager = std::unique_ptr<JobManager>(new JobManager(
       std::move(options), store, artifacts, metrics, std::move(clock)));
   RETURN_IF_ERROR(manager->Init());
@@ -184,6 +194,12 @@ void JobManager::Transition(Job* job, JobState state,
 
 absl::Status JobManager::Save(Job* job, std::vector<Event>* events) {
   absl::Status s = store_->UpdateJob(job, events);
+  if (s.ok()) {
+    PublishTail(*job, events != nullptr ? *events : std::vector<Event>());
+  } else {
+    // What the store holds now is uncertain; watchers read it from there.
+    DropTail(job->id());
+  }
   changed_.SignalAll();
   if (s.ok() && IsFinal(job->state())) {
     // A finished job never runs again: its model files may go once nothing
@@ -523,6 +539,7 @@ absl::StatusOr<Job> JobManager::Submit(JobSpec spec,
     PublishCounts();
     return s;
   }
+  PublishTail(job, events);
   changed_.SignalAll();
   return job;
 }
@@ -692,22 +709,144 @@ absl::StatusOr<Job> JobManager::RequestCheckpoint(const std::string& id) {
   return job;
 }
 
+void JobManager::PublishTail(const Job& job, const std::vector<Event>& events) {
+  auto snapshot = std::make_shared<const Job>(job);
+  const bool final = IsFinal(job.state());
+  const int64_t before =
+      job.last_event_seq() - static_cast<int64_t>(events.size());
+  absl::MutexLock lock(&tail_mu_);
+  auto it = tails_.find(job.id());
+  if (it == tails_.end()) {
+    auto tail = std::make_shared<EventTail>();
+    tail->base_seq = before;
+    live_tails_.push_back(job.id());
+    tail->order = std::prev(live_tails_.end());
+    it = tails_.emplace(job.id(), std::move(tail)).first;
+  }
+  EventTail& tail = *it->second;
+  const int64_t held_last =
+      tail.base_seq + static_cast<int64_t>(tail.events.size());
+  if (held_last != before) {
+    // Not a continuation of what is held (only after a failed write): start
+    // over from the new events, so a watcher never sees a gap.
+    tail.events.clear();
+    tail.base_seq = before;
+  }
+  tail.job = std::move(snapshot);
+  tail.events.insert(tail.events.end(), events.begin(), events.end());
+  if (final && !tail.final) {
+    final_tails_.splice(final_tails_.end(), live_tails_, tail.order);
+    tail.final = true;
+  } else {
+    std::list<std::string>& order = tail.final ? final_tails_ : live_tails_;
+    order.splice(order.end(), order, tail.order);
+  }
+  const size_t keep = static_cast<size_t>(
+      final ? options_.event_tail.final_events : options_.event_tail.events);
+  while (tail.events.size() > keep) {
+    tail.base_seq = tail.events.front().seq();
+    tail.events.pop_front();
+  }
+  if (!events.empty() || final) tail.changed.SignalAll();
+  EvictTailsLocked();
+}
+
+void JobManager::InstallTail(const Job& job) {
+  if (IsFinal(job.state())) return;
+  auto snapshot = std::make_shared<const Job>(job);
+  absl::MutexLock lock(&tail_mu_);
+  if (tails_.count(job.id()) > 0) return;
+  auto tail = std::make_shared<EventTail>();
+  tail->job = std::move(snapshot);
+  tail->base_seq = job.last_event_seq();
+  live_tails_.push_back(job.id());
+  tail->order = std::prev(live_tails_.end());
+  tails_.emplace(job.id(), std::move(tail));
+  EvictTailsLocked();
+}
+
+void JobManager::DropTail(const std::string& job_id) {
+  absl::MutexLock lock(&tail_mu_);
+  auto it = tails_.find(job_id);
+  if (it != tails_.end()) DropTailLocked(it);
+}
+
+void JobManager::DropTailLocked(
+    std::unordered_map<std::string, std::shared_ptr<EventTail>>::iterator it) {
+  EventTail& tail = *it->second;
+  (tail.final ? final_tails_ : live_tails_).erase(tail.order);
+  tail.dropped = true;
+  tail.changed.SignalAll();
+  tails_.erase(it);
+}
+
+void JobManager::EvictTailsLocked() {
+  const auto drop_oldest = [this](std::list<std::string>* order) {
+    DropTailLocked(tails_.find(order->front()));
+  };
+  while (final_tails_.size() >
+         static_cast<size_t>(options_.event_tail.final_jobs)) {
+    drop_oldest(&final_tails_);
+  }
+  while (tails_.size() > static_cast<size_t>(options_.event_tail.jobs)) {
+    drop_oldest(final_tails_.empty() ? &live_tails_ : &final_tails_);
+  }
+}
+
 absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::WaitForEvents(
     const std::string& id, int64_t after_seq, int limit,
     absl::Duration max_wait) {
   if (id.empty()) return Invalid("id", "is required");
+  if (limit < 0) limit = 0;
   const absl::Time deadline = absl::Now() + max_wait;
-  absl::MutexLock lock(&mu_);
   while (true) {
+    std::shared_ptr<const Job> held;
+    std::vector<Event> events;
+    {
+      absl::MutexLock lock(&tail_mu_);
+      while (true) {
+        auto it = tails_.find(id);
+        if (it == tails_.end() || after_seq < it->second->base_seq) break;
+        // Keeps the tail (and its condition variable) alive while waiting,
+        // even if it is dropped meanwhile.
+        std::shared_ptr<EventTail> tail = it->second;
+        const int64_t last = tail->job->last_event_seq();
+        if (last > after_seq) {
+          const auto from = tail->events.begin() + (after_seq - tail->base_seq);
+          events.assign(from,
+                        from + std::min<int64_t>(limit, last - after_seq));
+          held = tail->job;
+          break;
+        }
+        if (IsFinal(tail->job->state()) || tail_shutdown_ ||
+            absl::Now() >= deadline) {
+          held = tail->job;
+          break;
+        }
+        tail->changed.WaitWithDeadline(&tail_mu_, deadline);
+      }
+    }
+    // The copy of the job happens outside the lock: snapshots are immutable.
+    if (held != nullptr) return std::make_pair(Job(*held), std::move(events));
+
+    // Older than the tail, or a job not held: the store has it.
+    ASSIGN_OR_RETURN(auto stored, store_->EventsAfter(id, after_seq, limit));
+    if (!stored.empty()) {
+      // Read after the events, the job is at least as new as they are.
+      ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+      return std::make_pair(std::move(job), std::move(stored));
+    }
+    absl::MutexLock lock(&mu_);
+    // Under mu_ no commit lands between this read and the tail it starts.
     ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
-    if (job.last_event_seq() > after_seq) {
-      ASSIGN_OR_RETURN(auto events, store_->EventsAfter(id, after_seq, limit));
-      return std::make_pair(std::move(job), std::move(events));
+    if (job.last_event_seq() > after_seq) {  // written meanwhile
+      ASSIGN_OR_RETURN(stored, store_->EventsAfter(id, after_seq, limit));
+      return std::make_pair(std::move(job), std::move(stored));
     }
     if (IsFinal(job.state()) || shutdown_ || absl::Now() >= deadline) {
       return std::make_pair(std::move(job), std::vector<Event>());
     }
-    changed_.WaitWithDeadline(&mu_, deadline);
+    InstallTail(job);
   }
 }
 
@@ -1181,9 +1320,14 @@ void JobManager::ExpireWorkers() {
 }
 
 void JobManager::Shutdown() {
-  absl::MutexLock lock(&mu_);
-  shutdown_ = true;
-  changed_.SignalAll();
+  {
+    absl::MutexLock lock(&mu_);
+    shutdown_ = true;
+    changed_.SignalAll();
+  }
+  absl::MutexLock lock(&tail_mu_);
+  tail_shutdown_ = true;
+  for (auto& [id, tail] : tails_) tail->changed.SignalAll();
 }
 
 }  // namespace lathe::server

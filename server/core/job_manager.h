@@ -9,12 +9,15 @@
 #define LATHE_SERVER_CORE_JOB_MANAGER_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -29,6 +32,21 @@
 #include "server/core/store.h"
 
 namespace lathe::server {
+
+// The in-memory tail of job events that answers watchers (WaitForEvents)
+// without reading the database. Watchers that ask for older events, or for a
+// job that is not held, read the store instead.
+struct EventTailOptions {
+  // Newest events held per unfinished job.
+  int events = 1024;
+  // Newest events held per finished job, for watchers still reading its end.
+  int final_events = 32;
+  // Jobs held at most; past it, the least recently changed finished jobs
+  // are dropped first, then the least recently changed others.
+  int jobs = 1024;
+  // Finished jobs held at most.
+  int final_jobs = 256;
+};
 
 struct JobManagerOptions {
   // Directories the server may read models and file:// datasets from. A path
@@ -50,6 +68,7 @@ struct JobManagerOptions {
   absl::Duration retry_backoff_max = absl::Seconds(60);
   // Limits of the model store (pushed models).
   ModelStoreOptions models;
+  EventTailOptions event_tail;
 };
 
 // What a worker should do with the jobs it runs.
@@ -107,8 +126,10 @@ class JobManager {
   absl::StatusOr<lathe::v1::Job> Pause(const std::string& id);
   absl::StatusOr<lathe::v1::Job> Resume(const std::string& id);
   absl::StatusOr<lathe::v1::Job> RequestCheckpoint(const std::string& id);
-  // Returns the job and its events after `after_seq` (at most `limit`).
-  // Waits up to `max_wait` when there are none yet and the job is not final.
+  // Returns the job and its events after `after_seq` (at most `limit`), in
+  // seq order with no gaps. Waits up to `max_wait` when there are none yet
+  // and the job is not final. Recent events come from memory; a waiting
+  // call is woken only by changes of its own job.
   absl::StatusOr<std::pair<lathe::v1::Job, std::vector<lathe::v1::Event>>>
   WaitForEvents(const std::string& id, int64_t after_seq, int limit,
                 absl::Duration max_wait);
@@ -161,6 +182,24 @@ class JobManager {
   ModelStore* models() { return models_.get(); }
 
  private:
+  // The newest events and state of one job, as last committed to the store.
+  // Every field is guarded by tail_mu_.
+  struct EventTail {
+    std::shared_ptr<const lathe::v1::Job> job;
+    // `events` holds seqs base_seq + 1 .. job->last_event_seq() in order;
+    // older ones are only in the store.
+    int64_t base_seq = 0;
+    std::deque<lathe::v1::Event> events;
+    // Signalled when events arrive, the job ends, the tail is dropped or the
+    // manager shuts down.
+    absl::CondVar changed;
+    // Set once the tail has left tails_; its waiters look again.
+    bool dropped = false;
+    bool final = false;
+    // Position in live_tails_ or final_tails_.
+    std::list<std::string>::iterator order;
+  };
+
   struct WorkerState {
     std::string name;
     int64_t last_seen_ms = 0;
@@ -198,6 +237,22 @@ class JobManager {
   absl::Status Save(lathe::v1::Job* job, std::vector<lathe::v1::Event>* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishCounts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records in the event tail what was just committed for `job`: its state
+  // and `events` (seqs assigned). Called with mu_ held, right after the
+  // commit, so the tail follows the store's order.
+  void PublishTail(const lathe::v1::Job& job,
+                   const std::vector<lathe::v1::Event>& events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) ABSL_LOCKS_EXCLUDED(tail_mu_);
+  // Starts an empty tail at `job` (read from the store under mu_) unless
+  // one is already held.
+  void InstallTail(const lathe::v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_)
+      ABSL_LOCKS_EXCLUDED(tail_mu_);
+  // Forgets the job's tail; its watchers read the store.
+  void DropTail(const std::string& job_id) ABSL_LOCKS_EXCLUDED(tail_mu_);
+  void DropTailLocked(
+      std::unordered_map<std::string, std::shared_ptr<EventTail>>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tail_mu_);
+  void EvictTailsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tail_mu_);
   absl::StatusOr<lathe::v1::Job> LoadRunning(const std::string& job_id,
                                              int attempt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -229,6 +284,16 @@ class JobManager {
   std::map<int, int64_t> counts_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Guards the event tail. Taken after mu_ by writers; watchers take only
+  // this one, so they never wait behind a commit.
+  absl::Mutex tail_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::unordered_map<std::string, std::shared_ptr<EventTail>> tails_
+      ABSL_GUARDED_BY(tail_mu_);
+  // Job ids held in tails_, least recently changed first.
+  std::list<std::string> live_tails_ ABSL_GUARDED_BY(tail_mu_);
+  std::list<std::string> final_tails_ ABSL_GUARDED_BY(tail_mu_);
+  bool tail_shutdown_ ABSL_GUARDED_BY(tail_mu_) = false;
 };
 
 bool IsFinal(lathe::v1::JobState state);

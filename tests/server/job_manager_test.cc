@@ -5,8 +5,11 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include <atomic>
 #include <filesystem>
+#include <thread>
 
 #include "common/files.h"
 #include "tests/support/fake_clock.h"
@@ -65,6 +68,74 @@ class JobManagerTest : public ::testing::Test {
     EXPECT_TRUE(job.ok()) << job.status();
     clock_.Advance(1);
     return job->id();
+  }
+
+  // A new store and manager on the same files, as after a server restart.
+  void Restart(EventTailOptions tail = {}) {
+    manager_.reset();
+    store_.reset();
+    store_ = *Store::Open(dir_.path() + "/lathe.db");
+    JobManagerOptions opts;
+    opts.allowed_roots = {dir_.path()};
+    opts.heartbeat_timeout = absl::Seconds(10);
+    opts.event_tail = tail;
+    manager_ = *JobManager::Create(opts, store_.get(), artifacts_.get(),
+                                   &metrics_, clock_.AsClock());
+  }
+
+  // Deletes the job's events from the database behind the manager's back:
+  // whatever a watcher still gets afterwards came from memory.
+  void DeleteStoredEvents(const std::string& job_id) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_.path() + "/lathe.db").c_str(), &db),
+              SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    const std::string sql = "DELETE FROM events WHERE job_id='" + job_id + "'";
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+
+  // Reports `n` log events "e1".."eN" (numbered from `first`), in calls of
+  // up to `per_call`.
+  void ReportLogs(const std::string& job_id, int first, int n,
+                  int per_call = 1) {
+    for (int i = 0; i < n;) {
+      std::vector<Event> batch;
+      for (int k = 0; k < per_call && i < n; ++k, ++i) {
+        Event e;
+        e.set_type(lathe::v1::EVENT_TYPE_LOG);
+        e.set_message("e" + std::to_string(first + i));
+        batch.push_back(e);
+      }
+      ASSERT_TRUE(manager_->ReportEvents(job_id, 1, batch).ok());
+    }
+  }
+
+  // Follows the job from `after_seq` until it is final, as WatchJob does;
+  // returns every event received.
+  std::vector<Event> Follow(const std::string& job_id, int64_t after_seq,
+                            int limit) {
+    std::vector<Event> got;
+    while (true) {
+      auto batch =
+          manager_->WaitForEvents(job_id, after_seq, limit, absl::Seconds(30));
+      EXPECT_TRUE(batch.ok()) << batch.status();
+      if (!batch.ok()) return got;
+      for (const Event& e : batch->second) {
+        got.push_back(e);
+        after_seq = e.seq();
+      }
+      if (batch->second.empty() && IsFinal(batch->first.state())) return got;
+    }
+  }
+
+  // True when `events` are seqs first, first + 1, ... with no gap.
+  static bool Contiguous(const std::vector<Event>& events, int64_t first) {
+    for (size_t i = 0; i < events.size(); ++i) {
+      if (events[i].seq() != first + static_cast<int64_t>(i)) return false;
+    }
+    return true;
   }
 
   std::string Acquire(const std::string& worker) {
@@ -605,6 +676,151 @@ TEST_F(JobManagerTest, WatchReturnsEventsAfterASequence) {
   auto none = manager_->WaitForEvents(job->id(), 2, 100, absl::Hours(1));
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->second.empty());
+}
+
+TEST_F(JobManagerTest, WatchersGetEveryEventFromMemoryInOrder) {
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(Acquire(RegisterWorker()), job->id());
+  // Watchers with different page sizes follow while events arrive in
+  // reports of varying size.
+  const std::vector<int> limits = {1, 3, 256, 1000};
+  std::vector<std::vector<Event>> got(limits.size());
+  std::vector<std::thread> watchers;
+  for (size_t w = 0; w < limits.size(); ++w) {
+    watchers.emplace_back([&, w] { got[w] = Follow(job->id(), 0, limits[w]); });
+  }
+  const int kLogs = 600;
+  for (int i = 0; i < kLogs; i += 1 + i % 7) {
+    ReportLogs(job->id(), i + 1, std::min(1 + i % 7, kLogs - i), 1 + i % 7);
+  }
+  ASSERT_TRUE(
+      manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").ok());
+  for (auto& t : watchers) t.join();
+  // QUEUED, RUNNING, the logs, SUCCEEDED.
+  const size_t total = kLogs + 3;
+  for (size_t w = 0; w < limits.size(); ++w) {
+    ASSERT_EQ(got[w].size(), total) << "limit " << limits[w];
+    EXPECT_TRUE(Contiguous(got[w], 1)) << "limit " << limits[w];
+    for (int i = 0; i < kLogs; ++i) {
+      ASSERT_EQ(got[w][2 + i].message(), "e" + std::to_string(i + 1));
+    }
+    EXPECT_EQ(got[w].back().state(), lathe::v1::SUCCEEDED);
+  }
+}
+
+TEST_F(JobManagerTest, RecentEventsAreServedWithoutTheDatabase) {
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(Acquire(RegisterWorker()), job->id());
+  ReportLogs(job->id(), 1, 20, 4);
+  DeleteStoredEvents(job->id());
+  auto recent = manager_->WaitForEvents(job->id(), 0, 100, absl::Seconds(1));
+  ASSERT_TRUE(recent.ok()) << recent.status();
+  ASSERT_EQ(recent->second.size(), 22u);
+  EXPECT_TRUE(Contiguous(recent->second, 1));
+  EXPECT_EQ(recent->first.last_event_seq(), 22);
+  // A waiting watcher is woken by the next event and gets only it.
+  std::thread report([&] { ReportLogs(job->id(), 21, 1); });
+  auto next = manager_->WaitForEvents(job->id(), 22, 100, absl::Seconds(30));
+  report.join();
+  ASSERT_TRUE(next.ok());
+  ASSERT_EQ(next->second.size(), 1u);
+  EXPECT_EQ(next->second[0].seq(), 23);
+  EXPECT_EQ(next->second[0].message(), "e21");
+}
+
+TEST_F(JobManagerTest, WatchFromBeforeTheTailReadsTheStore) {
+  EventTailOptions tail;
+  tail.events = 8;
+  Restart(tail);
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(Acquire(RegisterWorker()), job->id());
+  ReportLogs(job->id(), 1, 50, 3);  // seqs 3..52; memory holds 45..52
+  // From the start: pages from the store, then from memory, no gap.
+  for (int limit : {5, 8, 100}) {
+    std::vector<Event> got;
+    int64_t after = 0;
+    while (after < 52) {
+      auto page =
+          manager_->WaitForEvents(job->id(), after, limit, absl::Seconds(1));
+      ASSERT_TRUE(page.ok());
+      ASSERT_FALSE(page->second.empty());
+      ASSERT_LE(page->second.size(), static_cast<size_t>(limit));
+      for (const Event& e : page->second) got.push_back(e);
+      after = got.back().seq();
+    }
+    ASSERT_EQ(got.size(), 52u) << "limit " << limit;
+    EXPECT_TRUE(Contiguous(got, 1)) << "limit " << limit;
+    EXPECT_EQ(got[2].message(), "e1");
+    EXPECT_EQ(got[51].message(), "e50");
+  }
+  // Older events come from the store: gone once deleted there, while the
+  // tail still answers.
+  DeleteStoredEvents(job->id());
+  auto old = manager_->WaitForEvents(job->id(), 10, 100, absl::ZeroDuration());
+  ASSERT_TRUE(old.ok());
+  EXPECT_TRUE(old->second.empty());
+  auto recent =
+      manager_->WaitForEvents(job->id(), 44, 100, absl::ZeroDuration());
+  ASSERT_TRUE(recent.ok());
+  ASSERT_EQ(recent->second.size(), 8u);
+  EXPECT_TRUE(Contiguous(recent->second, 45));
+}
+
+TEST_F(JobManagerTest, WatchWorksAfterARestart) {
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(job.ok());
+  const std::string w = RegisterWorker();
+  ASSERT_EQ(Acquire(w), job->id());
+  ReportLogs(job->id(), 1, 10, 2);  // seqs 3..12
+  Restart();
+  // The new manager holds nothing in memory: the store answers, then a
+  // waiting watcher gets what the worker reports next.
+  std::vector<Event> got;
+  std::thread watcher([&] { got = Follow(job->id(), 0, 4); });
+  ASSERT_TRUE(manager_->Heartbeat(w).ok());
+  ReportLogs(job->id(), 11, 10, 3);  // seqs 13..22
+  ASSERT_TRUE(
+      manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").ok());
+  watcher.join();
+  ASSERT_EQ(got.size(), 23u);
+  EXPECT_TRUE(Contiguous(got, 1));
+  EXPECT_EQ(got[21].message(), "e20");
+  EXPECT_EQ(got.back().state(), lathe::v1::SUCCEEDED);
+  // A watcher that joins after the end of a job gets its last events.
+  auto late = manager_->WaitForEvents(job->id(), 20, 100, absl::Hours(1));
+  ASSERT_TRUE(late.ok());
+  ASSERT_EQ(late->second.size(), 3u);
+  EXPECT_TRUE(Contiguous(late->second, 21));
+  // And a restart after the end: the store alone answers.
+  Restart();
+  auto after = Follow(job->id(), 0, 100);
+  EXPECT_EQ(after.size(), 23u);
+  EXPECT_TRUE(Contiguous(after, 1));
+}
+
+TEST_F(JobManagerTest, EventTailIsBoundedByJobs) {
+  EventTailOptions tail;
+  tail.jobs = 4;
+  tail.final_jobs = 1;
+  tail.final_events = 1;
+  Restart(tail);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 12; ++i) {
+    auto job = manager_->Submit(Spec(), "");
+    ASSERT_TRUE(job.ok());
+    ids.push_back(job->id());
+    if (i % 3 == 0) ASSERT_TRUE(manager_->Cancel(job->id()).ok());
+  }
+  // Every job, held or dropped, still answers completely.
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto page = manager_->WaitForEvents(ids[i], 0, 100, absl::ZeroDuration());
+    ASSERT_TRUE(page.ok());
+    EXPECT_EQ(page->second.size(), i % 3 == 0 ? 2u : 1u);
+    EXPECT_TRUE(Contiguous(page->second, 1));
+  }
 }
 
 TEST(ArtifactStoreTest, ContentAddressedAndVerified) {
