@@ -224,7 +224,7 @@ def main():
     ratios = [x / y for x, y in zip(lathe_sps, ref_sps)]
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), platform.processor())
-    lathe_blas = [l.split("=>")[1].split("(")[0].strip()
+    lathe_blas = [os.path.realpath(l.split("=>")[1].split("(")[0].strip())
                   for l in sh(["ldd", binary]).stdout.splitlines() if "blas" in l]
     out = []
     w = out.append
@@ -233,7 +233,8 @@ def main():
     w("### 1. BERT classification\n")
     w(f"- machine: {threads} CPUs (nproc), {cpu}; threads used by both: {threads}")
     w(f"- torch (reference): {gemm['torch']} (Debian python3-torch 1.13.1); lathe-train links libtorch 1.13.1")
-    w(f"- BLAS: reference process maps {', '.join(gemm['blas_libraries'])}; lathe-train links {', '.join(lathe_blas)}")
+    w(f"- BLAS: reference process maps {', '.join(gemm['blas_libraries'])}; lathe-train links "
+      f"{', '.join(lathe_blas)} (symbolic links resolved)")
     w(f"- job: preset:bert-mini (4 layers, hidden 256, 4 heads, intermediate 1024, vocab 30522), "
       f"batch {BATCH} x seq {SEQ} (SpamAssassin train.jsonl, first batch {rc['batch_shape'][0]}x{rc['batch_shape'][1]}), "
       f"AdamW lr {LR} warmup {WARMUP} wd {WD} clip {CLIP}, seed {SEED}, dropout 0.1, "
@@ -274,8 +275,13 @@ def main():
            "work": work, "threads": threads, "log": log, "commands": commands,
            "gemm": g_med, "bert_data_share": bert_data_share,
            "bert_prepare": bert_prepare}
+    ctx["bert_ref_sps"] = r_med
+    ctx["time_spec"] = spec
+    ctx["ref_time_args"] = ref_time_args
     ok = llama_section(ctx, w) and ok
     data_section(ctx, w)
+    if not BF16:
+        bf16_section(ctx, w)
     w("### Commands\n")
     w("```")
     w(f"bench/train/run.sh{' --quick' if a.quick else ''}")
@@ -359,8 +365,9 @@ def llama_section(ctx, w):
                            batch=L_BATCH, seq=L_SEQ)
     time_args = ["train"] + common + ["--steps", steps, "--lr", LR,
                                       "--warmup-ratio", WARMUP]
-    l_sps, r_sps, l_tps, r_tps, shares = [], [], [], [], []
+    l_sps, r_sps, l_tps, r_tps, shares, gemms = [], [], [], [], [], []
     for r in range(reps):
+        gemms += reference(["gemm", "--n", 2048, "--reps", 5, "--threads", threads])["gflops"]
         log(f"llama timed run {r + 1}/{reps}: lathe-train, {steps} steps")
         ev = lathe_events(binary, time_spec, f"{work}/llama-time")
         last = [e for e in ev if e["type"] == "train"][-1]
@@ -382,7 +389,7 @@ def llama_section(ctx, w):
     ratios = [x / y for x, y in zip(l_sps, r_sps)]
     lm, lmin, lmax = spread(l_sps)
     rm, rmin, rmax = spread(r_sps)
-    g = ctx["gemm"]
+    g = statistics.median(gemms)
     w("### 2. Llama causal LM\n")
     w(f"- job: preset:llama-mini (4 layers, hidden 256, 4 heads, intermediate 688, vocab 32000, "
       f"untied lm_head), causal-lm on SpamAssassin train.jsonl as raw text (loss on every token), "
@@ -399,7 +406,9 @@ def llama_section(ctx, w):
     w(f"| reference tokens/s | {statistics.median(r_tps):.0f} | {min(r_tps):.0f} | {max(r_tps):.0f} |")
     w(f"| ratio Lathe / reference (per interleaved pair) | {statistics.median(ratios):.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
     w(f"| Lathe achieved GFLOP/s | {lm * fps / 1e9:.1f} | {lmin * fps / 1e9:.1f} | {lmax * fps / 1e9:.1f} |")
-    w(f"| Lathe % of GEMM (median GEMM of part 1: {g:.1f} GFLOP/s) | {100 * lm * fps / 1e9 / g:.1f}% | | |")
+    gm, gmin, gmax = spread(gemms)
+    w(f"| GEMM 2048^2 GFLOP/s (5 reps before each pair, pooled) | {gm:.1f} | {gmin:.1f} | {gmax:.1f} |")
+    w(f"| Lathe % of GEMM (median/median) | {100 * lm * fps / 1e9 / g:.1f}% | | |")
     w(f"| reference % of GEMM | {100 * rm * fps / 1e9 / g:.1f}% | | |")
     w("")
     w(f"Target (reported, not enforced): Lathe >= 1.0x reference: "
@@ -498,6 +507,41 @@ def data_section(ctx, w):
         w(f"- `lathe tokenize --jsonl` with the Llama-2 tokenizer over the same 4,732 e-mails "
           f"(untruncated, JSON out with offsets): {ctx['llama_tokenize']:.2f} s")
     w("")
+
+
+def bf16_section(ctx, w):
+    """bf16 autocast against float32 on the part-1 job, both trainers."""
+    global BF16
+    a, log, work, binary = ctx["a"], ctx["log"], ctx["work"], ctx["binary"]
+    flags = sorted({f for l in open("/proc/cpuinfo") if l.startswith("flags")
+                    for f in l.split() if "bf16" in f or f == "amx_tile"})
+    BF16 = True
+    try:
+        spec = dict(ctx["time_spec"], __path=f"{work}/time-bf16.json")
+        spec["params"] = dict(spec["params"], bf16="1")
+        log("bf16: lathe-train, part-1 job with bf16=1")
+        ev = lathe_events(binary, spec, f"{work}/time-bf16")
+        lathe_bf16 = [e for e in ev if e["type"] == "train"][-1]
+        log("bf16: reference with torch.autocast(bfloat16)")
+        ref_bf16 = reference(ctx["ref_time_args"])
+        ctx["commands"].append(f"{binary} --spec {work}/time-bf16.json --out {work}/time-bf16")
+        ctx["commands"].append(" ".join([PY, REF] + [str(x) for x in ctx["ref_time_args"]]) + " --bf16")
+    finally:
+        BF16 = False
+    l32, r32 = ctx["bert_sps"], ctx["bert_ref_sps"]
+    l16, r16 = lathe_bf16["samples_per_second"], ref_bf16["samples_per_second"]
+    w("### 4. bf16 autocast on this machine\n")
+    w(f"The part-1 job (bert-mini, batch 32 x 128) with `bf16=1` (autocast of forward and "
+      f"loss; float32 weights and optimizer), one run each. CPU bf16 flags: "
+      f"{', '.join(flags) or 'none'}.\n")
+    w("| trainer | float32 samples/s (part 1 median) | bf16 samples/s | bf16 / float32 | mean loss, steps 2..N |")
+    w("| --- | ---: | ---: | ---: | ---: |")
+    w(f"| Lathe | {l32:.2f} | {l16:.2f} | {l16 / l32:.2f}x | {lathe_bf16['loss']:.4f} |")
+    w(f"| reference | {r32:.2f} | {r16:.2f} | {r16 / r32:.2f}x | "
+      f"{statistics.mean(ref_bf16['losses'][1:]):.4f} |")
+    w("")
+    w(f"Lathe / reference under bf16: {l16 / r16:.2f}x. On a GPU the same harness runs with "
+      f"`bench/train/run.sh --device cuda:0 --bf16`.\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 # python3-torch 1.13.1, the same LibTorch kernels), side by side in one run,
 # plus the machine's F32 GEMM rate. See bench/train/bench.py.
 #
-#   bench/train/run.sh [--quick]
+#   bench/train/run.sh [--quick] [--device cuda:N] [--bf16]
+#
+# --device runs both trainers on a GPU: lathe-train must then be built
+# against a CUDA LibTorch (Torch_DIR) and /usr/bin/python3 must import a
+# CUDA torch of the same version; times come from CUDA events.
 #
 # Needs build/bin/lathe-train and build/assets (./run setup && ./run build).
 # Writes the Markdown table to $OUT_DIR/train.md when OUT_DIR is set, else to
@@ -14,11 +18,15 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 BUILD="${LATHE_BUILD_DIR:-$ROOT/build}"
 QUICK=()
-for arg in "$@"; do
-  case "$arg" in
-    --quick) QUICK=(--quick) ;;
-    *) echo "usage: bench/train/run.sh [--quick]" >&2; exit 2 ;;
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK+=(--quick) ;;
+    --bf16) QUICK+=(--bf16) ;;
+    --device) [ $# -ge 2 ] || { echo "run.sh: --device needs a value" >&2; exit 2; }
+              QUICK+=(--device "$2"); shift ;;
+    *) echo "usage: bench/train/run.sh [--quick] [--device cuda:N] [--bf16]" >&2; exit 2 ;;
   esac
+  shift
 done
 
 [ -x "$BUILD/bin/lathe-train" ] || { echo "run.sh: $BUILD/bin/lathe-train missing (./run build)" >&2; exit 2; }
