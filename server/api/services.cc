@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/status.h"
 
@@ -168,41 +171,140 @@ grpc::Status JobServiceImpl::RequestCheckpoint(
   return rpc.Done(job.status());
 }
 
-grpc::Status JobServiceImpl::WatchJob(
-    grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
-    grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) {
-  RpcScope rpc(metrics_, "WatchJob");
-  if (req->after_seq() < 0) {
-    return rpc.Done(absl::InvalidArgumentError("after_seq: must be >= 0"));
+namespace {
+
+// One WatchJob stream: the job first, then each event after the requested
+// sequence, one message in flight at a time; it ends when the job is final.
+// While there is nothing to send it is registered with the manager, which
+// calls OnJobChanged when there may be more. Owned by itself (self_) until
+// gRPC is done with it; the manager holds it only weakly.
+class WatchReactor final
+    : public grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>,
+      public EventListener,
+      public std::enable_shared_from_this<WatchReactor> {
+ public:
+  static WatchReactor* Start(JobManager* manager, Metrics* metrics,
+                             const lathe::v1::WatchJobRequest& req) {
+    auto reactor =
+        std::shared_ptr<WatchReactor>(new WatchReactor(manager, metrics, req));
+    reactor->self_ = reactor;
+    reactor->Begin();
+    return reactor.get();
   }
-  auto first = manager_->Get(req->id());
-  if (!first.ok()) return rpc.Done(first.status());
-  {
+
+  void OnJobChanged() override {
+    absl::MutexLock lock(&mu_);
+    Pump();
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    pending_.pop_front();
+    if (!ok) {
+      FinishLocked(absl::CancelledError("client left"));
+      return;
+    }
+    Pump();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    // A write in flight completes (OnWriteDone) before the stream finishes.
+    if (!writing_) {
+      FinishLocked(absl::CancelledError("client cancelled the watch"));
+    }
+  }
+
+  void OnDone() override { self_.reset(); }
+
+ private:
+  WatchReactor(JobManager* manager, Metrics* metrics,
+               const lathe::v1::WatchJobRequest& req)
+      : manager_(manager),
+        rpc_(metrics, "WatchJob"),
+        id_(req.id()),
+        seq_(req.after_seq()) {}
+
+  void Begin() {
+    absl::MutexLock lock(&mu_);
+    if (seq_ < 0) {
+      FinishLocked(absl::InvalidArgumentError("after_seq: must be >= 0"));
+      return;
+    }
+    auto first = manager_->Get(id_);
+    if (!first.ok()) {
+      FinishLocked(first.status());
+      return;
+    }
     lathe::v1::WatchJobResponse r;
-    *r.mutable_job() = *first;
-    if (!writer->Write(r)) return rpc.Done(absl::CancelledError("client left"));
+    *r.mutable_job() = std::move(*first);
+    pending_.push_back(std::move(r));
+    Pump();
   }
-  int64_t seq = req->after_seq();
-  while (!ctx->IsCancelled()) {
-    auto batch =
-        manager_->WaitForEvents(req->id(), seq, kWatchBatch, absl::Seconds(1));
-    if (!batch.ok()) return rpc.Done(batch.status());
-    auto& [job, events] = *batch;
-    for (const auto& e : events) {
-      lathe::v1::WatchJobResponse r;
-      *r.mutable_job() = job;
-      *r.mutable_event() = e;
-      if (!writer->Write(r))
-        return rpc.Done(absl::CancelledError("client left"));
-      seq = e.seq();
+
+  // Writes the next message, or polls for more and, when there is none
+  // yet, waits for OnJobChanged.
+  void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return;
+    if (cancelled_) {
+      FinishLocked(absl::CancelledError("client cancelled the watch"));
+      return;
     }
-    if (events.empty() && IsFinal(job.state()))
-      return rpc.Done(absl::OkStatus());
-    if (events.empty() && ctx->deadline() < std::chrono::system_clock::now()) {
-      return rpc.Done(absl::DeadlineExceededError("deadline reached"));
+    if (pending_.empty()) {
+      auto batch =
+          manager_->PollEvents(id_, seq_, kWatchBatch, weak_from_this());
+      if (!batch.ok()) {
+        FinishLocked(batch.status());
+        return;
+      }
+      auto& [job, events] = *batch;
+      if (events.empty()) {
+        if (IsFinal(job.state())) FinishLocked(absl::OkStatus());
+        return;
+      }
+      seq_ = events.back().seq();
+      for (size_t i = 0; i < events.size(); ++i) {
+        lathe::v1::WatchJobResponse r;
+        if (i + 1 < events.size()) {
+          *r.mutable_job() = job;
+        } else {
+          *r.mutable_job() = std::move(job);
+        }
+        *r.mutable_event() = std::move(events[i]);
+        pending_.push_back(std::move(r));
+      }
     }
+    writing_ = true;
+    StartWrite(&pending_.front());
   }
-  return rpc.Done(absl::CancelledError("client cancelled the watch"));
+
+  void FinishLocked(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(rpc_.Done(status));
+  }
+
+  JobManager* const manager_;
+  RpcScope rpc_;
+  const std::string id_;
+  std::shared_ptr<WatchReactor> self_;
+  absl::Mutex mu_;
+  int64_t seq_ ABSL_GUARDED_BY(mu_);
+  // Messages to send; the front one is in flight while writing_.
+  std::deque<lathe::v1::WatchJobResponse> pending_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext*, const lathe::v1::WatchJobRequest* req) {
+  return WatchReactor::Start(manager_, metrics_, *req);
 }
 
 grpc::Status JobServiceImpl::ListCheckpoints(

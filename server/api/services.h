@@ -17,7 +17,11 @@ namespace lathe::server {
 // The one conversion from absl::Status to grpc::Status; messages are capped.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-class JobServiceImpl final : public lathe::v1::JobService::Service {
+// WatchJob uses the callback API: a watcher holds no thread while it waits,
+// so a change reaches many watchers without waking a thread for each.
+class JobServiceImpl final
+    : public lathe::v1::JobService::WithCallbackMethod_WatchJob<
+          lathe::v1::JobService::Service> {
  public:
   JobServiceImpl(JobManager* manager, Metrics* metrics)
       : manager_(manager), metrics_(metrics) {}
@@ -43,9 +47,9 @@ class JobServiceImpl final : public lathe::v1::JobService::Service {
   grpc::Status RequestCheckpoint(
       grpc::ServerContext* ctx, const lathe::v1::RequestCheckpointRequest* req,
       lathe::v1::RequestCheckpointResponse* resp) override;
-  grpc::Status WatchJob(
-      grpc::ServerContext* ctx, const lathe::v1::WatchJobRequest* req,
-      grpc::ServerWriter<lathe::v1::WatchJobResponse>* writer) override;
+  grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>* WatchJob(
+      grpc::CallbackServerContext* ctx,
+      const lathe::v1::WatchJobRequest* req) override;
   grpc::Status ListCheckpoints(
       grpc::ServerContext* ctx, const lathe::v1::ListCheckpointsRequest* req,
       lathe::v1::ListCheckpointsResponse* resp) override;

@@ -141,7 +141,35 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
   auto manager = std::unique_ptr<JobManager>(new JobManager(
       std::move(options), store, artifacts, metrics, std::move(clock)));
   RETURN_IF_ERROR(manager->Init());
+  manager->notifier_ = std::thread([m = manager.get()] { m->NotifyLoop(); });
   return manager;
+}
+
+JobManager::~JobManager() {
+  {
+    absl::MutexLock lock(&notify_mu_);
+    notify_stop_ = true;
+  }
+  if (notifier_.joinable()) notifier_.join();
+}
+
+void JobManager::NotifyLoop() {
+  std::vector<std::weak_ptr<EventListener>> batch;
+  while (true) {
+    {
+      absl::MutexLock lock(&notify_mu_);
+      const auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(notify_mu_) {
+        return notify_stop_ || !to_notify_.empty();
+      };
+      notify_mu_.Await(absl::Condition(&ready));
+      if (notify_stop_) return;
+      batch.swap(to_notify_);
+    }
+    for (const auto& weak : batch) {
+      if (auto listener = weak.lock()) listener->OnJobChanged();
+    }
+    batch.clear();
+  }
 }
 
 absl::Status JobManager::Init() {
@@ -747,7 +775,7 @@ void JobManager::PublishTail(const Job& job, const std::vector<Event>& events) {
     tail.base_seq = tail.events.front().seq();
     tail.events.pop_front();
   }
-  if (!events.empty() || final) tail.changed.SignalAll();
+  if (!events.empty() || final) SignalTailLocked(&tail);
   EvictTailsLocked();
 }
 
@@ -776,8 +804,22 @@ void JobManager::DropTailLocked(
   EventTail& tail = *it->second;
   (tail.final ? final_tails_ : live_tails_).erase(tail.order);
   tail.dropped = true;
-  tail.changed.SignalAll();
+  SignalTailLocked(&tail);
   tails_.erase(it);
+}
+
+void JobManager::SignalTailLocked(EventTail* tail) {
+  tail->changed.SignalAll();
+  if (tail->listeners.empty()) return;
+  absl::MutexLock lock(&notify_mu_);
+  if (to_notify_.empty()) {
+    to_notify_.swap(tail->listeners);
+  } else {
+    to_notify_.insert(to_notify_.end(), tail->listeners.begin(),
+                      tail->listeners.end());
+    tail->listeners.clear();
+  }
+  tail->purge_at = 64;
 }
 
 void JobManager::EvictTailsLocked() {
@@ -796,12 +838,27 @@ void JobManager::EvictTailsLocked() {
 absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::WaitForEvents(
     const std::string& id, int64_t after_seq, int limit,
     absl::Duration max_wait) {
+  return NextEvents(id, after_seq, limit, absl::Now() + max_wait, nullptr);
+}
+
+absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::PollEvents(
+    const std::string& id, int64_t after_seq, int limit,
+    std::weak_ptr<EventListener> listener) {
+  return NextEvents(id, after_seq, limit, absl::InfinitePast(), &listener);
+}
+
+absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::NextEvents(
+    const std::string& id, int64_t after_seq, int limit, absl::Time deadline,
+    const std::weak_ptr<EventListener>* listener) {
   if (id.empty()) return Invalid("id", "is required");
   if (limit < 0) limit = 0;
-  const absl::Time deadline = absl::Now() + max_wait;
+  const auto shutting_down = [] {
+    return absl::UnavailableError("the server is shutting down");
+  };
   while (true) {
     std::shared_ptr<const Job> held;
     std::vector<Event> events;
+    bool shutdown = false;
     {
       absl::MutexLock lock(&tail_mu_);
       while (true) {
@@ -818,16 +875,36 @@ absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::WaitForEvents(
           held = tail->job;
           break;
         }
-        if (IsFinal(tail->job->state()) || tail_shutdown_ ||
-            absl::Now() >= deadline) {
+        shutdown = tail_shutdown_;
+        if (IsFinal(tail->job->state()) || shutdown ||
+            (listener == nullptr && absl::Now() >= deadline)) {
+          held = tail->job;
+          break;
+        }
+        if (listener != nullptr) {
+          // Registered under the same lock as the check above: no change
+          // can slip between them unnoticed.
+          if (tail->listeners.size() >= tail->purge_at) {
+            auto& ls = tail->listeners;
+            ls.erase(std::remove_if(ls.begin(), ls.end(),
+                                    [](const auto& l) { return l.expired(); }),
+                     ls.end());
+            tail->purge_at = std::max<size_t>(64, 2 * tail->listeners.size());
+          }
+          tail->listeners.push_back(*listener);
           held = tail->job;
           break;
         }
         tail->changed.WaitWithDeadline(&tail_mu_, deadline);
       }
     }
-    // The copy of the job happens outside the lock: snapshots are immutable.
-    if (held != nullptr) return std::make_pair(Job(*held), std::move(events));
+    if (held != nullptr) {
+      if (shutdown && listener != nullptr && !IsFinal(held->state())) {
+        return shutting_down();
+      }
+      // The copy happens outside the lock: snapshots are immutable.
+      return std::make_pair(Job(*held), std::move(events));
+    }
 
     // Older than the tail, or a job not held: the store has it.
     ASSIGN_OR_RETURN(auto stored, store_->EventsAfter(id, after_seq, limit));
@@ -843,9 +920,14 @@ absl::StatusOr<std::pair<Job, std::vector<Event>>> JobManager::WaitForEvents(
       ASSIGN_OR_RETURN(stored, store_->EventsAfter(id, after_seq, limit));
       return std::make_pair(std::move(job), std::move(stored));
     }
-    if (IsFinal(job.state()) || shutdown_ || absl::Now() >= deadline) {
+    if (shutdown_ && listener != nullptr && !IsFinal(job.state())) {
+      return shutting_down();
+    }
+    if (IsFinal(job.state()) || shutdown_ ||
+        (listener == nullptr && absl::Now() >= deadline)) {
       return std::make_pair(std::move(job), std::vector<Event>());
     }
+    // Waits (or registers the listener) on a tail from here on.
     InstallTail(job);
   }
 }
@@ -1327,7 +1409,7 @@ void JobManager::Shutdown() {
   }
   absl::MutexLock lock(&tail_mu_);
   tail_shutdown_ = true;
-  for (auto& [id, tail] : tails_) tail->changed.SignalAll();
+  for (auto& [id, tail] : tails_) SignalTailLocked(tail.get());
 }
 
 }  // namespace lathe::server

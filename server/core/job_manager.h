@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -88,6 +89,17 @@ struct JobCommands {
 // Milliseconds since the epoch; tests hand in a fake.
 using Clock = std::function<int64_t()>;
 
+// Someone who waits for a job's events without a thread of its own (see
+// JobManager::PollEvents).
+class EventListener {
+ public:
+  virtual ~EventListener() = default;
+  // The job may have changed: poll again. Called once per registration, from
+  // the manager's notifier thread with none of the manager's locks held;
+  // it must not block for long.
+  virtual void OnJobChanged() = 0;
+};
+
 struct WorkerRegistration {
   std::string worker_id;
   absl::Duration heartbeat_interval;
@@ -133,6 +145,13 @@ class JobManager {
   absl::StatusOr<std::pair<lathe::v1::Job, std::vector<lathe::v1::Event>>>
   WaitForEvents(const std::string& id, int64_t after_seq, int limit,
                 absl::Duration max_wait);
+  // WaitForEvents without the wait: when there are no events after
+  // `after_seq` yet and the job is not final, returns the job without events
+  // and calls `listener` once when that may have changed (if it still
+  // exists then). UNAVAILABLE once the manager shuts down.
+  absl::StatusOr<std::pair<lathe::v1::Job, std::vector<lathe::v1::Event>>>
+  PollEvents(const std::string& id, int64_t after_seq, int limit,
+             std::weak_ptr<EventListener> listener);
   // Checkpoints by step, and the step of the best one (0 if none has metrics).
   absl::StatusOr<std::pair<std::vector<lathe::v1::Checkpoint>, int64_t>>
   ListCheckpoints(const std::string& job_id);
@@ -176,6 +195,7 @@ class JobManager {
   void ExpireWorkers();
   // Wakes every waiter; later waits return at once.
   void Shutdown();
+  ~JobManager();
 
   const JobManagerOptions& options() const { return options_; }
   // The model store; owned by the manager.
@@ -193,6 +213,10 @@ class JobManager {
     // Signalled when events arrive, the job ends, the tail is dropped or the
     // manager shuts down.
     absl::CondVar changed;
+    // Listeners to call at the next such change.
+    std::vector<std::weak_ptr<EventListener>> listeners;
+    // listeners.size() at which expired ones are cleared out.
+    size_t purge_at = 64;
     // Set once the tail has left tails_; its waiters look again.
     bool dropped = false;
     bool final = false;
@@ -253,6 +277,16 @@ class JobManager {
       std::unordered_map<std::string, std::shared_ptr<EventTail>>::iterator it)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(tail_mu_);
   void EvictTailsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tail_mu_);
+  // Wakes the tail's waiters and hands its listeners to the notifier.
+  void SignalTailLocked(EventTail* tail)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(tail_mu_);
+  // WaitForEvents (`listener` null: waits until `deadline`) and PollEvents.
+  absl::StatusOr<std::pair<lathe::v1::Job, std::vector<lathe::v1::Event>>>
+  NextEvents(const std::string& id, int64_t after_seq, int limit,
+             absl::Time deadline, const std::weak_ptr<EventListener>* listener)
+      ABSL_LOCKS_EXCLUDED(mu_, tail_mu_);
+  // Calls the listeners handed over by SignalTailLocked until shutdown.
+  void NotifyLoop() ABSL_LOCKS_EXCLUDED(notify_mu_);
   absl::StatusOr<lathe::v1::Job> LoadRunning(const std::string& job_id,
                                              int attempt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -294,6 +328,14 @@ class JobManager {
   std::list<std::string> live_tails_ ABSL_GUARDED_BY(tail_mu_);
   std::list<std::string> final_tails_ ABSL_GUARDED_BY(tail_mu_);
   bool tail_shutdown_ ABSL_GUARDED_BY(tail_mu_) = false;
+
+  // Listeners to call, and the thread that calls them, so that no listener
+  // runs under (or blocks) a commit.
+  absl::Mutex notify_mu_ ABSL_ACQUIRED_AFTER(tail_mu_);
+  std::vector<std::weak_ptr<EventListener>> to_notify_
+      ABSL_GUARDED_BY(notify_mu_);
+  bool notify_stop_ ABSL_GUARDED_BY(notify_mu_) = false;
+  std::thread notifier_;
 };
 
 bool IsFinal(lathe::v1::JobState state);

@@ -801,6 +801,66 @@ TEST_F(JobManagerTest, WatchWorksAfterARestart) {
   EXPECT_TRUE(Contiguous(after, 1));
 }
 
+// Counts OnJobChanged calls.
+class CountingListener : public EventListener {
+ public:
+  void OnJobChanged() override {
+    absl::MutexLock lock(&mu_);
+    ++calls_;
+  }
+  // Waits up to 10 s for at least `n` calls; returns the count.
+  int WaitFor(int n) {
+    absl::MutexLock lock(&mu_);
+    const auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return calls_ >= n;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(10));
+    return calls_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST_F(JobManagerTest, PollRegistersAListenerThatAChangeCalls) {
+  auto job = manager_->Submit(Spec(), "");
+  ASSERT_TRUE(job.ok());
+  ASSERT_EQ(Acquire(RegisterWorker()), job->id());  // seqs 1, 2
+  auto listener = std::make_shared<CountingListener>();
+  // Events there: returned at once, nothing registered.
+  auto now = manager_->PollEvents(job->id(), 0, 100, listener);
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->second.size(), 2u);
+  // Nothing newer: registered, and called once by the next event.
+  auto none = manager_->PollEvents(job->id(), 2, 100, listener);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->second.empty());
+  EXPECT_EQ(none->first.state(), lathe::v1::RUNNING);
+  ReportLogs(job->id(), 1, 1);
+  EXPECT_EQ(listener->WaitFor(1), 1);
+  auto next = manager_->PollEvents(job->id(), 2, 100, listener);
+  ASSERT_TRUE(next.ok());
+  ASSERT_EQ(next->second.size(), 1u);
+  EXPECT_EQ(next->second[0].seq(), 3);
+  // A listener that is gone by then is skipped; a live one is called at
+  // shutdown and polls UNAVAILABLE from then on.
+  auto gone = std::make_shared<CountingListener>();
+  ASSERT_TRUE(manager_->PollEvents(job->id(), 3, 100, gone).ok());
+  gone.reset();
+  ASSERT_TRUE(manager_->PollEvents(job->id(), 3, 100, listener).ok());
+  manager_->Shutdown();
+  EXPECT_EQ(listener->WaitFor(2), 2);
+  EXPECT_EQ(manager_->PollEvents(job->id(), 3, 100, listener).status().code(),
+            absl::StatusCode::kUnavailable);
+  // A final job still answers: it ends the stream rather than failing it.
+  ASSERT_TRUE(
+      manager_->FinishAttempt(job->id(), 1, lathe::v1::SUCCEEDED, "").ok());
+  auto end = manager_->PollEvents(job->id(), 4, 100, listener);
+  ASSERT_TRUE(end.ok()) << end.status();
+  EXPECT_EQ(end->first.state(), lathe::v1::SUCCEEDED);
+}
+
 TEST_F(JobManagerTest, EventTailIsBoundedByJobs) {
   EventTailOptions tail;
   tail.jobs = 4;
