@@ -102,6 +102,8 @@ def spread(xs):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI: the correctness checks and a few steps of each part")
     ap.add_argument("--root", required=True)
     ap.add_argument("--build", required=True)
     ap.add_argument("--out", required=True, help="Markdown result file")
@@ -110,12 +112,14 @@ def main():
     a = ap.parse_args()
     global DEVICE, BF16
     DEVICE, BF16 = a.device, a.bf16
-    steps, reps = (8, 2) if a.quick else (30, 3)
+    if a.smoke:
+        a.quick = True
+    steps, reps = (3, 1) if a.smoke else (8, 2) if a.quick else (30, 3)
     threads = os.cpu_count()
     binary = os.path.join(a.build, "bin", "lathe-train")
     data = os.path.join(a.build, "assets", "spam", "train.jsonl")
     assets = os.path.join(a.build, "assets")
-    work = os.path.join(a.build, "bench", "train-work")
+    work = os.path.join(a.build, "bench", "train-work-smoke" if a.smoke else "train-work")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     commands = []
@@ -280,7 +284,7 @@ def main():
     ctx["ref_time_args"] = ref_time_args
     ok = llama_section(ctx, w) and ok
     data_section(ctx, w)
-    if not BF16:
+    if not BF16 and not a.smoke:
         bf16_section(ctx, w)
     w("### Commands\n")
     w("```")
@@ -309,7 +313,7 @@ def llama_flops_per_sample():
 def llama_section(ctx, w):
     a, log, work = ctx["a"], ctx["log"], ctx["work"]
     binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
-    steps, reps = (3, 1) if a.quick else (12, 3)
+    steps, reps = (2, 1) if a.smoke else (3, 1) if a.quick else (8, 3)
     lathe_cli = os.path.join(a.build, "bin", "lathe")
     # Initial weights, as for BERT: one step at learning rate 0.
     log("llama: initial weights (lathe-train causal-lm, 1 step at lr 0)")
@@ -434,7 +438,7 @@ def data_section(ctx, w):
     """Padding and grouping on variable-length rows, and the data path."""
     a, log, work = ctx["a"], ctx["log"], ctx["work"]
     binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
-    steps = 3 if a.quick else 12
+    steps = 2 if a.smoke else 3 if a.quick else 12
     init_dir = f"{work}/init-model"  # bert-mini's initial weights from part 1
     runs = {}
     order = [("Lathe", "longest"), ("reference", "longest"), ("Lathe", "grouped"),

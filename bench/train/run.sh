@@ -3,8 +3,10 @@
 # python3-torch 1.13.1, the same LibTorch kernels), side by side in one run,
 # plus the machine's F32 GEMM rate. See bench/train/bench.py.
 #
-#   bench/train/run.sh [--quick] [--device cuda:N] [--bf16]
+#   bench/train/run.sh [--quick | --smoke] [--device cuda:N] [--bf16]
 #
+# --smoke (CI, through ctest): the correctness checks and a few steps of
+# each part; nothing is timed against a target.
 # --device runs both trainers on a GPU: lathe-train must then be built
 # against a CUDA LibTorch (Torch_DIR) and /usr/bin/python3 must import a
 # CUDA torch of the same version; times come from CUDA events.
@@ -21,10 +23,11 @@ QUICK=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK+=(--quick) ;;
+    --smoke) QUICK+=(--smoke) ;;
     --bf16) QUICK+=(--bf16) ;;
     --device) [ $# -ge 2 ] || { echo "run.sh: --device needs a value" >&2; exit 2; }
               QUICK+=(--device "$2"); shift ;;
-    *) echo "usage: bench/train/run.sh [--quick] [--device cuda:N] [--bf16]" >&2; exit 2 ;;
+    *) echo "usage: bench/train/run.sh [--quick | --smoke] [--device cuda:N] [--bf16]" >&2; exit 2 ;;
   esac
   shift
 done
