@@ -37,6 +37,7 @@
 #include "worker/tasks/image_data.h"
 #include "worker/tasks/task.h"
 #include "worker/tokenizers/tokenizer.h"
+#include "worker/train/adamw.h"
 #include "worker/train/method.h"
 #include "worker/train/trainer_state.h"
 
@@ -260,31 +261,6 @@ bool IsOutOfMemoryMessage(absl::string_view m) {
          absl::StrContains(m, "not enough memory");
 }
 
-// AdamW keys its per-parameter state by the parameter's TensorImpl: as a
-// string in LibTorch 1.x, as a pointer in later releases.
-template <typename Key>
-Key OptimizerStateKey(const torch::Tensor& param) {
-  if constexpr (std::is_same_v<Key, std::string>) {
-    std::ostringstream os;
-    os << static_cast<const void*>(param.unsafeGetTensorImpl());
-    return os.str();
-  } else {
-    return static_cast<Key>(param.unsafeGetTensorImpl());
-  }
-}
-
-using OptimizerStateMap =
-    std::decay_t<decltype(std::declval<torch::optim::AdamW&>().state())>;
-
-torch::optim::AdamWParamState* FindAdamState(torch::optim::AdamW& optimizer,
-                                             const torch::Tensor& param) {
-  auto& state = optimizer.state();
-  auto it = state.find(
-      OptimizerStateKey<typename OptimizerStateMap::key_type>(param));
-  if (it == state.end()) return nullptr;
-  return static_cast<torch::optim::AdamWParamState*>(it->second.get());
-}
-
 torch::Tensor GeneratorState(const torch::Device& device) {
   at::Generator gen = at::globalContext().defaultGenerator(device);
   std::lock_guard<std::mutex> lock(gen.mutex());
@@ -394,7 +370,6 @@ absl::Status RestoreTrainingState(const std::string& dir,
     return out.to(device);
   };
   std::set<std::string> names;
-  auto& opt_state = optimizer.state();
   for (const auto& [key, value] : UniqueParameters(*model)) {
     if (!value.requires_grad()) continue;  // Frozen: not in the optimizer.
     names.insert(key);
@@ -409,8 +384,7 @@ absl::Status RestoreTrainingState(const std::string& dir,
     ps->step(steps);
     ps->exp_avg(exp_avg);
     ps->exp_avg_sq(exp_avg_sq);
-    opt_state[OptimizerStateKey<typename OptimizerStateMap::key_type>(value)] =
-        std::move(ps);
+    SetAdamState(optimizer, value, std::move(ps));
   }
   for (const auto& [name, steps] : state.adam_steps) {
     if (!names.count(name)) {
@@ -993,7 +967,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     if (params.max_grad_norm > 0) {
       torch::nn::utils::clip_grad_norm_(all_params, params.max_grad_norm);
     }
-    optimizer.step();
+    AdamWStep(optimizer);
     ++step;
     ++steps_this_run;
     const double seconds =
