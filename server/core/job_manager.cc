@@ -37,6 +37,8 @@ const char* const kTasks[] = {
     "question-answering",  "causal-lm",       "masked-lm",
     "image-classification"};
 constexpr size_t kMaxText = 4096;
+// Most submits committed in one transaction.
+constexpr size_t kMaxSubmitBatch = 256;
 // Checkpoint files that hold training state, not the model.
 const char* const kTrainingStateFiles[] = {"trainer_state.json",
                                            "training_state.safetensors"};
@@ -537,39 +539,86 @@ absl::StatusOr<Job> JobManager::Submit(JobSpec spec,
     ASSIGN_OR_RETURN(auto existing, store_->JobIdForRequest(request_id));
     if (existing.has_value()) return store_->GetJob(*existing);
   }
-  Job job;
+  PendingSubmit submit;
+  Job& job = submit.job;
   RETURN_IF_ERROR(ValidateSpec(&spec, &job));
   job.set_id(RandomId("job-"));
   *job.mutable_spec() = std::move(spec);
   job.set_create_time_ms(clock_());
   job.mutable_train_metrics();  // present (zero) in every view from the start
-  // Shared: no model-store collection between resolving and pinning.
-  absl::ReaderMutexLock pin_lock(models_->pin_mutex());
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(*job.mutable_model_source(),
-                   ResolveModel(job.spec().model()));
-  std::vector<Event> events;
-  std::string submitted = "job submitted";
-  if (job.model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
-    absl::StrAppend(&submitted, "; model ", job.model_source().origin(),
-                    " pinned as ", job.model_source().digest());
+  submit.request_id = request_id;
+
+  // Group commit: submits that arrive while one batch is being committed
+  // queue up, and the first of them commits them all in the next batch;
+  // each returns once its own batch is on disk.
+  submit_mu_.Lock();
+  submit_queue_.push_back(&submit);
+  while (!submit.done) {
+    if (committing_) {
+      submit_done_.Wait(&submit_mu_);
+      continue;
+    }
+    committing_ = true;
+    const size_t n = std::min(submit_queue_.size(), kMaxSubmitBatch);
+    std::vector<PendingSubmit*> batch(submit_queue_.begin(),
+                                      submit_queue_.begin() + n);
+    submit_queue_.erase(submit_queue_.begin(), submit_queue_.begin() + n);
+    submit_mu_.Unlock();
+    CommitSubmits(batch);
+    submit_mu_.Lock();
+    for (PendingSubmit* p : batch) p->done = true;
+    committing_ = false;
+    submit_done_.SignalAll();
   }
-  Transition(&job, lathe::v1::QUEUED, submitted, &events);
-  absl::Status s = store_->InsertJob(&job, request_id, &events);
-  if (absl::IsAlreadyExists(s) && !request_id.empty()) {
-    counts_[lathe::v1::QUEUED]--;
-    PublishCounts();
+  submit_mu_.Unlock();
+
+  if (absl::IsAlreadyExists(submit.status) && !request_id.empty()) {
+    // The same request_id was committed first, earlier or in this batch.
     ASSIGN_OR_RETURN(auto existing, store_->JobIdForRequest(request_id));
     if (existing.has_value()) return store_->GetJob(*existing);
   }
-  if (!s.ok()) {
-    counts_[lathe::v1::QUEUED]--;
-    PublishCounts();
-    return s;
+  RETURN_IF_ERROR(submit.status);
+  return std::move(job);
+}
+
+void JobManager::CommitSubmits(const std::vector<PendingSubmit*>& batch) {
+  // Shared: no model-store collection between resolving and pinning.
+  absl::ReaderMutexLock pin_lock(models_->pin_mutex());
+  absl::MutexLock lock(&mu_);
+  std::vector<Store::NewJob> rows;
+  std::vector<PendingSubmit*> resolved;
+  for (PendingSubmit* p : batch) {
+    Job& job = p->job;
+    auto source = ResolveModel(job.spec().model());
+    if (!source.ok()) {
+      p->status = source.status();
+      continue;
+    }
+    *job.mutable_model_source() = *std::move(source);
+    std::string submitted = "job submitted";
+    if (job.model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
+      absl::StrAppend(&submitted, "; model ", job.model_source().origin(),
+                      " pinned as ", job.model_source().digest());
+    }
+    Transition(&job, lathe::v1::QUEUED, submitted, &p->events);
+    rows.push_back(Store::NewJob{&job, p->request_id, &p->events, {}});
+    resolved.push_back(p);
   }
-  PublishTail(job, events);
-  changed_.SignalAll();
-  return job;
+  if (rows.empty()) return;
+  store_->InsertJobs(&rows);
+  bool any = false;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    PendingSubmit* p = resolved[i];
+    p->status = rows[i].status;
+    if (!p->status.ok()) {
+      counts_[lathe::v1::QUEUED]--;
+      continue;
+    }
+    PublishTail(p->job, p->events);
+    any = true;
+  }
+  PublishCounts();
+  if (any) changed_.SignalAll();
 }
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {

@@ -224,6 +224,16 @@ class JobManager {
     std::list<std::string>::iterator order;
   };
 
+  // A validated submit waiting for its group commit; owned by the calling
+  // Submit, filled by the committing one.
+  struct PendingSubmit {
+    lathe::v1::Job job;
+    std::string request_id;
+    std::vector<lathe::v1::Event> events;
+    absl::Status status;
+    bool done = false;  // guarded by submit_mu_
+  };
+
   struct WorkerState {
     std::string name;
     int64_t last_seen_ms = 0;
@@ -252,6 +262,10 @@ class JobManager {
       const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<lathe::v1::ResolvedModel> ResolveJobModel(
       const std::string& model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Resolves the model of each submit in `batch`, stores the jobs in one
+  // transaction and sets each one's status.
+  void CommitSubmits(const std::vector<PendingSubmit*>& batch)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Moves `job` to `state`, appending a state event to `events`, and keeps
   // the per-state counts and metrics current.
   void Transition(lathe::v1::Job* job, lathe::v1::JobState state,
@@ -311,6 +325,12 @@ class JobManager {
   Metrics* const metrics_;
   const Clock clock_;
   std::unique_ptr<ModelStore> models_;
+
+  // Submits waiting for a group commit, and whether one is under way.
+  absl::Mutex submit_mu_;
+  absl::CondVar submit_done_;
+  std::vector<PendingSubmit*> submit_queue_ ABSL_GUARDED_BY(submit_mu_);
+  bool committing_ ABSL_GUARDED_BY(submit_mu_) = false;
 
   absl::Mutex mu_;
   // Signalled whenever a job changes or is queued.

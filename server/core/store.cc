@@ -177,7 +177,9 @@ int64_t NowMs() {
       .count();
 }
 
-absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+namespace {
+
+absl::StatusOr<sqlite3*> OpenConnection(const std::string& path) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(
       path.c_str(), &db,
@@ -190,18 +192,41 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
         absl::StrCat("cannot open database ", path, ": ", msg));
   }
   sqlite3_busy_timeout(db, 5000);
+  return db;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  ASSIGN_OR_RETURN(sqlite3 * db, OpenConnection(path));
   auto store = std::unique_ptr<Store>(new Store(db));
-  absl::MutexLock lock(&store->mu_);
-  // WAL with synchronous=FULL: a commit is fsynced before it returns, so an
-  // acknowledged submit survives a crash of the process or the machine.
-  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
-  RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
-  RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
-  RETURN_IF_ERROR(store->Exec(kSchema));
+  {
+    absl::MutexLock lock(&store->mu_);
+    // WAL with synchronous=FULL: a commit is fsynced before it returns, so
+    // an acknowledged submit survives a crash of the process or the machine.
+    RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
+    RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
+    RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
+    RETURN_IF_ERROR(store->Exec(kSchema));
+  }
+  // Reads go through a second connection: under WAL they see every
+  // committed transaction and never wait for a commit's sync to disk.
+  ASSIGN_OR_RETURN(sqlite3 * reader, OpenConnection(path));
+  absl::MutexLock lock(&store->read_mu_);
+  store->read_db_ = reader;
+  if (sqlite3_exec(reader, "PRAGMA query_only=1", nullptr, nullptr, nullptr) !=
+      SQLITE_OK) {
+    return absl::InternalError(
+        absl::StrCat("sqlite: ", sqlite3_errmsg(reader)));
+  }
   return store;
 }
 
 Store::~Store() {
+  {
+    absl::MutexLock lock(&read_mu_);
+    sqlite3_close(read_db_);
+  }
   absl::MutexLock lock(&mu_);
   sqlite3_close(db_);
 }
@@ -244,47 +269,85 @@ absl::Status Store::AppendEventsLocked(Job* job, std::vector<Event>* events) {
   return absl::OkStatus();
 }
 
+absl::Status Store::InsertJobLocked(Job* job, const std::string& request_id,
+                                    std::vector<Event>* events) {
+  {
+    Stmt st(db_,
+            "INSERT INTO jobs(id, state, owner, request_id, data) "
+            "VALUES(?1, ?2, ?3, ?4, ?5)");
+    st.Bind(1, job->id());
+    st.Bind(2, static_cast<int64_t>(job->state()));
+    st.Bind(3, job->spec().owner());
+    if (request_id.empty()) {
+      st.BindNull(4);
+    } else {
+      st.Bind(4, request_id);
+    }
+    st.BindBlob(5, job->SerializeAsString());
+    RETURN_IF_ERROR(st.Run());
+  }
+  RETURN_IF_ERROR(AppendEventsLocked(job, events));
+  if (job->model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
+    for (const auto& f : job->model_source().files()) {
+      Stmt pin(db_,
+               "INSERT OR REPLACE INTO job_model_files(job_id, path, "
+               "sha256, size) VALUES(?1, ?2, ?3, ?4)");
+      pin.Bind(1, job->id());
+      pin.Bind(2, f.path());
+      pin.Bind(3, f.sha256());
+      pin.Bind(4, f.size());
+      RETURN_IF_ERROR(pin.Run());
+    }
+  }
+  return WriteJobLocked(*job);
+}
+
 absl::Status Store::InsertJob(Job* job, const std::string& request_id,
                               std::vector<Event>* events) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  auto body = [&]() -> absl::Status {
-    {
-      Stmt st(db_,
-              "INSERT INTO jobs(id, state, owner, request_id, data) "
-              "VALUES(?1, ?2, ?3, ?4, ?5)");
-      st.Bind(1, job->id());
-      st.Bind(2, static_cast<int64_t>(job->state()));
-      st.Bind(3, job->spec().owner());
-      if (request_id.empty()) {
-        st.BindNull(4);
-      } else {
-        st.Bind(4, request_id);
-      }
-      st.BindBlob(5, job->SerializeAsString());
-      RETURN_IF_ERROR(st.Run());
-    }
-    RETURN_IF_ERROR(AppendEventsLocked(job, events));
-    if (job->model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
-      for (const auto& f : job->model_source().files()) {
-        Stmt pin(db_,
-                 "INSERT OR REPLACE INTO job_model_files(job_id, path, "
-                 "sha256, size) VALUES(?1, ?2, ?3, ?4)");
-        pin.Bind(1, job->id());
-        pin.Bind(2, f.path());
-        pin.Bind(3, f.sha256());
-        pin.Bind(4, f.size());
-        RETURN_IF_ERROR(pin.Run());
-      }
-    }
-    return WriteJobLocked(*job);
-  };
-  absl::Status s = body();
+  absl::Status s = InsertJobLocked(job, request_id, events);
   if (!s.ok()) {
     Exec("ROLLBACK").IgnoreError();
     return s;
   }
   return Exec("COMMIT");
+}
+
+void Store::InsertJobs(std::vector<NewJob>* batch) {
+  absl::MutexLock lock(&mu_);
+  // Inserting assigns event seqs from the job; a retry starts over.
+  std::vector<int64_t> first_seq;
+  for (const NewJob& n : *batch) first_seq.push_back(n.job->last_event_seq());
+  auto shared = [&]() -> absl::Status {
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    for (NewJob& n : *batch) {
+      // A savepoint per job: its failure undoes only its own rows.
+      absl::Status s = Exec("SAVEPOINT new_job");
+      if (s.ok()) {
+        n.status = InsertJobLocked(n.job, n.request_id, n.events);
+        if (!n.status.ok()) s = Exec("ROLLBACK TO new_job");
+      }
+      if (s.ok()) s = Exec("RELEASE new_job");
+      if (!s.ok()) {
+        Exec("ROLLBACK").IgnoreError();
+        return s;
+      }
+    }
+    absl::Status s = Exec("COMMIT");
+    if (!s.ok()) Exec("ROLLBACK").IgnoreError();
+    return s;
+  };
+  if (shared().ok()) return;
+  for (size_t i = 0; i < batch->size(); ++i) {
+    NewJob& n = (*batch)[i];
+    n.job->set_last_event_seq(first_seq[i]);
+    n.status = Exec("BEGIN IMMEDIATE");
+    if (!n.status.ok()) continue;
+    n.status = InsertJobLocked(n.job, n.request_id, n.events);
+    if (n.status.ok()) n.status = Exec("COMMIT");
+    if (!n.status.ok()) Exec("ROLLBACK").IgnoreError();
+  }
 }
 
 absl::Status Store::UpdateJob(Job* job, std::vector<Event>* events) {
@@ -300,9 +363,10 @@ absl::Status Store::UpdateJob(Job* job, std::vector<Event>* events) {
 }
 
 absl::StatusOr<std::vector<Job>> Store::QueryJobs(
-    const std::string& sql, const std::vector<std::string>& text_args,
+    sqlite3* db, const std::string& sql,
+    const std::vector<std::string>& text_args,
     const std::vector<int64_t>& int_args, std::vector<int64_t>* seqs) {
-  Stmt st(db_, sql);
+  Stmt st(db, sql);
   RETURN_IF_ERROR(st.status());
   int i = 1;
   for (const auto& t : text_args) st.Bind(i++, t);
@@ -319,10 +383,10 @@ absl::StatusOr<std::vector<Job>> Store::QueryJobs(
 }
 
 absl::StatusOr<Job> Store::GetJob(const std::string& id) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(
-      auto jobs,
-      QueryJobs("SELECT data, seq FROM jobs WHERE id=?1", {id}, {}, nullptr));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(auto jobs,
+                   QueryJobs(read_db_, "SELECT data, seq FROM jobs WHERE id=?1",
+                             {id}, {}, nullptr));
   if (jobs.empty()) {
     return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   }
@@ -331,10 +395,11 @@ absl::StatusOr<Job> Store::GetJob(const std::string& id) {
 
 absl::StatusOr<std::optional<std::string>> Store::JobIdForRequest(
     const std::string& request_id) {
-  absl::MutexLock lock(&mu_);
-  ASSIGN_OR_RETURN(auto jobs,
-                   QueryJobs("SELECT data, seq FROM jobs WHERE request_id=?1",
-                             {request_id}, {}, nullptr));
+  absl::MutexLock lock(&read_mu_);
+  ASSIGN_OR_RETURN(
+      auto jobs,
+      QueryJobs(read_db_, "SELECT data, seq FROM jobs WHERE request_id=?1",
+                {request_id}, {}, nullptr));
   if (jobs.empty()) return std::optional<std::string>();
   return std::optional<std::string>(jobs[0].id());
 }
@@ -342,7 +407,7 @@ absl::StatusOr<std::optional<std::string>> Store::JobIdForRequest(
 absl::StatusOr<JobPage> Store::ListJobs(const std::vector<int>& states,
                                         const std::string& owner, int limit,
                                         int64_t before_seq) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&read_mu_);
   std::string sql = "SELECT data, seq FROM jobs WHERE seq < ?";
   std::vector<std::string> text;
   std::vector<int64_t> ints;
@@ -363,7 +428,7 @@ absl::StatusOr<JobPage> Store::ListJobs(const std::vector<int>& states,
   sql += " ORDER BY seq DESC LIMIT ?";
   ints.push_back(limit + 1);
   std::vector<int64_t> seqs;
-  ASSIGN_OR_RETURN(auto jobs, QueryJobs(sql, text, ints, &seqs));
+  ASSIGN_OR_RETURN(auto jobs, QueryJobs(read_db_, sql, text, ints, &seqs));
   JobPage page;
   if (static_cast<int>(jobs.size()) > limit) {
     jobs.resize(limit);
@@ -374,10 +439,11 @@ absl::StatusOr<JobPage> Store::ListJobs(const std::vector<int>& states,
 }
 
 absl::StatusOr<std::optional<Job>> Store::OldestQueued() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&read_mu_);
   ASSIGN_OR_RETURN(
       auto jobs,
       QueryJobs(
+          read_db_,
           "SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq LIMIT 1", {},
           {static_cast<int64_t>(lathe::v1::QUEUED)}, nullptr));
   if (jobs.empty()) return std::optional<Job>();
@@ -385,14 +451,15 @@ absl::StatusOr<std::optional<Job>> Store::OldestQueued() {
 }
 
 absl::StatusOr<std::vector<Job>> Store::JobsInState(int state) {
-  absl::MutexLock lock(&mu_);
-  return QueryJobs("SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq", {},
+  absl::MutexLock lock(&read_mu_);
+  return QueryJobs(read_db_,
+                   "SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq", {},
                    {state}, nullptr);
 }
 
 absl::StatusOr<std::map<int, int64_t>> Store::CountJobsByState() {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_, "SELECT state, COUNT(*) FROM jobs GROUP BY state");
   RETURN_IF_ERROR(st.status());
   std::map<int, int64_t> out;
   int rc;
@@ -406,8 +473,8 @@ absl::StatusOr<std::map<int, int64_t>> Store::CountJobsByState() {
 absl::StatusOr<std::vector<Event>> Store::EventsAfter(const std::string& job_id,
                                                       int64_t after_seq,
                                                       int limit) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_,
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_,
           "SELECT data FROM events WHERE job_id=?1 AND seq>?2 ORDER BY seq "
           "LIMIT ?3");
   RETURN_IF_ERROR(st.status());
@@ -499,8 +566,8 @@ absl::Status Store::DeleteCheckpoint(const std::string& job_id, int64_t step) {
 }
 
 absl::StatusOr<bool> Store::BlobReferenced(const std::string& sha256) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_,
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_,
           "SELECT (SELECT COUNT(*) FROM checkpoint_files WHERE sha256=?1) + "
           "(SELECT COUNT(*) FROM datasets WHERE sha256=?1) + "
           "(SELECT COUNT(*) FROM model_files WHERE sha256=?1) + "
@@ -512,8 +579,8 @@ absl::StatusOr<bool> Store::BlobReferenced(const std::string& sha256) {
 }
 
 absl::StatusOr<bool> Store::ModelBlobReferenced(const std::string& sha256) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_,
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_,
           "SELECT (SELECT COUNT(*) FROM model_files WHERE sha256=?1) + "
           "(SELECT COUNT(*) FROM job_model_files WHERE sha256=?1)");
   RETURN_IF_ERROR(st.status());
@@ -523,10 +590,10 @@ absl::StatusOr<bool> Store::ModelBlobReferenced(const std::string& sha256) {
 }
 
 absl::StatusOr<int64_t> Store::StoredBytes() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&read_mu_);
   int64_t total = 0;
   {
-    Stmt st(db_,
+    Stmt st(read_db_,
             "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size "
             "FROM (SELECT sha256, size FROM checkpoint_files UNION ALL "
             "SELECT sha256, size FROM model_files UNION ALL "
@@ -535,15 +602,15 @@ absl::StatusOr<int64_t> Store::StoredBytes() {
     if (st.Step() != SQLITE_ROW) return st.StepError();
     total += st.Int(0);
   }
-  Stmt st(db_, "SELECT data FROM datasets");
+  Stmt st(read_db_, "SELECT data FROM datasets");
   ASSIGN_OR_RETURN(auto datasets, ParseRows<Dataset>(st, "dataset"));
   for (const Dataset& d : datasets) total += d.size();
   return total;
 }
 
 absl::StatusOr<std::vector<int64_t>> Store::RecentRunTimesMs(int limit) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_,
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_,
           "SELECT end_ms - start_ms FROM attempts WHERE outcome='SUCCEEDED' "
           "ORDER BY end_ms DESC LIMIT ?1");
   RETURN_IF_ERROR(st.status());
@@ -557,8 +624,9 @@ absl::StatusOr<std::vector<int64_t>> Store::RecentRunTimesMs(int limit) {
 
 absl::StatusOr<std::vector<Checkpoint>> Store::Checkpoints(
     const std::string& job_id) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT data FROM checkpoints WHERE job_id=?1 ORDER BY step");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_,
+          "SELECT data FROM checkpoints WHERE job_id=?1 ORDER BY step");
   RETURN_IF_ERROR(st.status());
   st.Bind(1, job_id);
   return ParseRows<Checkpoint>(st, "checkpoint");
@@ -574,8 +642,8 @@ absl::Status Store::PutDataset(const Dataset& dataset) {
 
 absl::StatusOr<std::optional<Dataset>> Store::GetDataset(
     const std::string& sha256) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT data FROM datasets WHERE sha256=?1");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_, "SELECT data FROM datasets WHERE sha256=?1");
   RETURN_IF_ERROR(st.status());
   st.Bind(1, sha256);
   int rc = st.Step();
@@ -619,8 +687,8 @@ absl::Status Store::PutModel(const Model& model) {
 }
 
 absl::StatusOr<std::optional<Model>> Store::GetModel(const std::string& name) {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT data FROM models WHERE name=?1");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_, "SELECT data FROM models WHERE name=?1");
   st.Bind(1, name);
   ASSIGN_OR_RETURN(auto rows, ParseRows<Model>(st, "model"));
   if (rows.empty()) return std::optional<Model>();
@@ -628,8 +696,8 @@ absl::StatusOr<std::optional<Model>> Store::GetModel(const std::string& name) {
 }
 
 absl::StatusOr<std::vector<Model>> Store::ListModels() {
-  absl::MutexLock lock(&mu_);
-  Stmt st(db_, "SELECT data FROM models ORDER BY name");
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_, "SELECT data FROM models ORDER BY name");
   return ParseRows<Model>(st, "model");
 }
 

@@ -3,8 +3,9 @@
 // model files each unfinished job pinned, and workers. Rows hold
 // the serialized protobuf message next to the columns that queries filter on.
 //
-// Thread safety: every method may be called from any thread; calls are
-// serialized on an internal mutex (one connection).
+// Thread safety: every method may be called from any thread. Writes are
+// serialized on one connection, reads on a second one, so a read never waits
+// for a write's sync to disk and sees every write that has returned.
 #ifndef LATHE_SERVER_CORE_STORE_H_
 #define LATHE_SERVER_CORE_STORE_H_
 
@@ -46,6 +47,19 @@ class Store {
   // Assigns seq and time to `events` and sets job->last_event_seq.
   absl::Status InsertJob(lathe::v1::Job* job, const std::string& request_id,
                          std::vector<lathe::v1::Event>* events);
+  // One job of InsertJobs: the arguments of InsertJob and its outcome.
+  struct NewJob {
+    lathe::v1::Job* job = nullptr;
+    std::string request_id;
+    std::vector<lathe::v1::Event>* events = nullptr;
+    absl::Status status;
+  };
+  // Inserts each job as InsertJob would, all in one transaction, so that a
+  // batch costs one sync to disk. Sets each `status`: a job that fails (a
+  // request_id already used, by an earlier job or one before it in the
+  // batch) is rolled back alone and the others are stored. When the shared
+  // transaction itself fails, each job is tried again in its own.
+  void InsertJobs(std::vector<NewJob>* batch);
   // Writes `job` and appends `events` (may be empty) in one transaction.
   absl::Status UpdateJob(lathe::v1::Job* job,
                          std::vector<lathe::v1::Event>* events);
@@ -117,16 +131,26 @@ class Store {
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteJobLocked(const lathe::v1::Job& job)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The writes of InsertJob, inside a transaction the caller runs.
+  absl::Status InsertJobLocked(lathe::v1::Job* job,
+                               const std::string& request_id,
+                               std::vector<lathe::v1::Event>* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AppendEventsLocked(lathe::v1::Job* job,
                                   std::vector<lathe::v1::Event>* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::vector<lathe::v1::Job>> QueryJobs(
-      const std::string& sql, const std::vector<std::string>& text_args,
-      const std::vector<int64_t>& int_args, std::vector<int64_t>* seqs)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Jobs from `db`, whose mutex the caller holds.
+  static absl::StatusOr<std::vector<lathe::v1::Job>> QueryJobs(
+      sqlite3* db, const std::string& sql,
+      const std::vector<std::string>& text_args,
+      const std::vector<int64_t>& int_args, std::vector<int64_t>* seqs);
 
+  // The writing connection.
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  // The reading connection.
+  absl::Mutex read_mu_;
+  sqlite3* read_db_ ABSL_GUARDED_BY(read_mu_) = nullptr;
 };
 
 int64_t NowMs();

@@ -9,8 +9,10 @@
 
 #include <atomic>
 #include <filesystem>
+#include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "tests/support/fake_clock.h"
 #include "tests/support/temp_dir.h"
@@ -881,6 +883,105 @@ TEST_F(JobManagerTest, EventTailIsBoundedByJobs) {
     EXPECT_EQ(page->second.size(), i % 3 == 0 ? 2u : 1u);
     EXPECT_TRUE(Contiguous(page->second, 1));
   }
+}
+
+TEST_F(JobManagerTest, ConcurrentSubmitsAreAllStoredOnceEach) {
+  const int kThreads = 16;
+  const int kEach = 20;
+  const int kShared = 5;
+  // ids[t][i]: what thread t's i-th submit returned. Every thread also
+  // submits the same kShared request ids, all at about the same time.
+  std::vector<std::vector<std::string>> ids(kThreads);
+  std::vector<std::vector<std::string>> shared(kThreads);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      ready++;
+      while (ready < kThreads) std::this_thread::yield();
+      for (int i = 0; i < kEach; ++i) {
+        auto job =
+            manager_->Submit(Spec(), i % 2 ? "" : absl::StrCat(t, "-", i));
+        EXPECT_TRUE(job.ok()) << job.status();
+        ids[t].push_back(job.ok() ? job->id() : "");
+        if (i < kShared) {
+          auto again = manager_->Submit(Spec(), absl::StrCat("shared-", i));
+          EXPECT_TRUE(again.ok()) << again.status();
+          shared[t].push_back(again.ok() ? again->id() : "");
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> unique;
+  for (const auto& v : ids) unique.insert(v.begin(), v.end());
+  EXPECT_EQ(unique.size(), static_cast<size_t>(kThreads * kEach));
+  for (int i = 0; i < kShared; ++i) {
+    for (int t = 1; t < kThreads; ++t) {
+      EXPECT_EQ(shared[t][i], shared[0][i]) << "shared-" << i;
+    }
+    unique.insert(shared[0][i]);
+  }
+  // Exactly those jobs are stored, each with its submitted event.
+  auto counts = store_->CountJobsByState();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ((*counts)[lathe::v1::QUEUED],
+            static_cast<int64_t>(kThreads * kEach + kShared));
+  for (const std::string& id : unique) {
+    auto events = store_->EventsAfter(id, 0, 10);
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), 1u) << id;
+    EXPECT_EQ((*events)[0].state(), lathe::v1::QUEUED);
+  }
+  // Repeating a request id later still returns the first job.
+  auto repeat = manager_->Submit(Spec(), "3-4");
+  ASSERT_TRUE(repeat.ok());
+  EXPECT_EQ(repeat->id(), ids[3][4]);
+}
+
+TEST(StoreTest, InsertJobsRollsBackOnlyTheJobsThatFail) {
+  TempDir dir;
+  auto store = Store::Open(dir.path() + "/lathe.db");
+  ASSERT_TRUE(store.ok());
+  auto make = [](const std::string& id) {
+    Job job;
+    job.set_id(id);
+    job.set_state(lathe::v1::QUEUED);
+    return job;
+  };
+  Job existing = make("job-existing");
+  std::vector<Event> existing_events(1);
+  ASSERT_TRUE((*store)->InsertJob(&existing, "", &existing_events).ok());
+  // a and b share a request id; c reuses an existing job's id.
+  std::vector<Job> jobs = {make("job-a"), make("job-b"), make("job-existing"),
+                           make("job-d")};
+  std::vector<std::vector<Event>> events(jobs.size(), std::vector<Event>(2));
+  const std::vector<std::string> request_ids = {"r1", "r1", "", ""};
+  std::vector<Store::NewJob> batch;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    batch.push_back({&jobs[i], request_ids[i], &events[i], {}});
+  }
+  (*store)->InsertJobs(&batch);
+  EXPECT_TRUE(batch[0].status.ok()) << batch[0].status;
+  EXPECT_EQ(batch[1].status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(batch[2].status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(batch[3].status.ok()) << batch[3].status;
+  EXPECT_EQ(**(*store)->JobIdForRequest("r1"), "job-a");
+  EXPECT_EQ((*store)->GetJob("job-b").status().code(),
+            absl::StatusCode::kNotFound);
+  for (const char* id : {"job-a", "job-d"}) {
+    auto job = (*store)->GetJob(id);
+    ASSERT_TRUE(job.ok()) << id;
+    EXPECT_EQ(job->last_event_seq(), 2);
+    auto stored = (*store)->EventsAfter(id, 0, 10);
+    ASSERT_TRUE(stored.ok());
+    ASSERT_EQ(stored->size(), 2u);
+    EXPECT_EQ((*stored)[1].seq(), 2);
+  }
+  // The existing job kept its one event.
+  EXPECT_EQ((*store)->EventsAfter("job-existing", 0, 10)->size(), 1u);
+  auto counts = (*store)->CountJobsByState();
+  EXPECT_EQ((*counts)[lathe::v1::QUEUED], 3);
 }
 
 TEST(ArtifactStoreTest, ContentAddressedAndVerified) {
