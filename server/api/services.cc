@@ -1,9 +1,12 @@
 #include "server/api/services.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <string>
@@ -42,54 +45,192 @@ class RpcScope {
   const char* method_;
 };
 
-// Streams a file from `offset` in chunks; `first` fills the first message.
-template <typename Response, typename Fill>
-absl::Status StreamFile(grpc::ServerContext* ctx, const std::string& path,
-                        int64_t offset, grpc::ServerWriter<Response>* writer,
-                        Fill first) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::DataLossError("stored file is missing");
-  const off_t end = ::lseek(fd, 0, SEEK_END);
-  if (offset < 0 || offset > end) {
-    ::close(fd);
-    return absl::OutOfRangeError(absl::StrCat(
-        "offset ", offset, " is outside the file (size ", end, ")"));
+// One chunk of a stored file as a gRPC slice, without copying it: a
+// read-only mapping of the chunk, unmapped when the transport releases the
+// slice (after the bytes went into the socket). Where the file cannot be
+// mapped, the chunk is read into a buffer instead. Mapping chunk by chunk
+// keeps the stream's resident memory to the chunks in flight. Stored files
+// are never rewritten in place (new ones are renamed in), so a mapped chunk
+// cannot shrink under the transport.
+absl::StatusOr<grpc::Slice> FileChunk(int fd, int64_t offset, size_t n) {
+  static const int64_t kPage = ::sysconf(_SC_PAGESIZE);
+  const int64_t start = offset - offset % kPage;
+  const size_t skip = static_cast<size_t>(offset - start);
+  const size_t length = skip + n;
+  void* base = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, start);
+  if (base != MAP_FAILED) {
+    struct Mapped {
+      void* base;
+      size_t length;
+    };
+    return grpc::Slice(
+        static_cast<char*>(base) + skip, n,
+        [](void* p) {
+          auto* m = static_cast<Mapped*>(p);
+          ::munmap(m->base, m->length);
+          delete m;
+        },
+        new Mapped{base, length});
   }
-  bool sent_first = false;
-  absl::Status status;
-  // One message, reused: the file is read straight into its data field.
-  Response r;
-  std::string* data = r.mutable_data();
-  while (true) {
-    if (ctx->IsCancelled()) {
-      status = absl::CancelledError("client cancelled the download");
-      break;
+  char* buffer = static_cast<char*>(std::malloc(n));
+  if (buffer == nullptr) return absl::ResourceExhaustedError("out of memory");
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t got = ::pread(fd, buffer + done, n - done,
+                                offset + static_cast<int64_t>(done));
+    if (got <= 0) {
+      std::free(buffer);
+      return absl::InternalError("cannot read stored file");
     }
-    data->resize(kChunk);
-    ssize_t n = ::pread(fd, data->data(), kChunk, offset);
-    if (n < 0) {
-      status = absl::InternalError("cannot read stored file");
-      break;
-    }
-    if (n == 0 && sent_first) break;
-    data->resize(static_cast<size_t>(n));
-    r.set_offset(offset);
-    if (!sent_first) first(&r);
-    if (!writer->Write(r)) {
-      status = absl::CancelledError("client went away");
-      break;
-    }
-    if (!sent_first) {
-      // Only the first message describes the file.
-      r.Clear();
-      data = r.mutable_data();
-      sent_first = true;
-    }
-    offset += n;
-    if (n == 0) break;
+    done += static_cast<size_t>(got);
   }
-  ::close(fd);
-  return status;
+  return grpc::Slice(buffer, n, std::free);
+}
+
+void AppendVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// Streams a stored file from an offset as messages shaped
+// {int64 offset = 1; bytes data = 2; ...} (DownloadCheckpointFileResponse,
+// FetchDatasetResponse, FetchModelFileResponse). Each message is encoded by
+// hand: a few header bytes, then the chunk as a slice of the mapped file
+// (FileChunk), so the file's bytes are copied once, into the socket, instead
+// of read into a buffer, serialized into gRPC's and then sent. `first`
+// (serialized fields, may be empty) goes into the first message only. One
+// message is in flight at a time; deletes itself when gRPC is done.
+class FileStreamReactor final
+    : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  // `file` is the stored file's path, or why there is none.
+  FileStreamReactor(Metrics* metrics, const char* method,
+                    const absl::StatusOr<std::string>& file, int64_t offset,
+                    std::string first)
+      : rpc_(metrics, method), offset_(offset), first_(std::move(first)) {
+    absl::MutexLock lock(&mu_);
+    if (!file.ok()) {
+      FinishLocked(file.status());
+      return;
+    }
+    fd_ = ::open(file->c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      FinishLocked(absl::DataLossError("stored file is missing"));
+      return;
+    }
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) {
+      FinishLocked(absl::InternalError("cannot read stored file"));
+      return;
+    }
+    size_ = st.st_size;
+    if (offset_ < 0 || offset_ > size_) {
+      FinishLocked(absl::OutOfRangeError(absl::StrCat(
+          "offset ", offset_, " is outside the file (size ", size_, ")")));
+      return;
+    }
+    // The stream reads the file front to back once.
+    ::posix_fadvise(fd_, offset_, 0, POSIX_FADV_SEQUENTIAL);
+    Next();
+  }
+
+  ~FileStreamReactor() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(absl::CancelledError("client went away"));
+      return;
+    }
+    Next();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    // A write in flight completes (OnWriteDone) before the stream finishes.
+    if (!writing_) {
+      FinishLocked(absl::CancelledError("client cancelled the download"));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Next() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (cancelled_) {
+      FinishLocked(absl::CancelledError("client cancelled the download"));
+      return;
+    }
+    // The first message goes out even for an empty rest: it describes the
+    // file.
+    if (offset_ == size_ && sent_first_) {
+      FinishLocked(absl::OkStatus());
+      return;
+    }
+    const size_t n =
+        static_cast<size_t>(std::min<int64_t>(size_ - offset_, kChunk));
+    std::string header;
+    if (offset_ != 0) {
+      header.push_back(0x08);  // field 1 (offset), varint
+      AppendVarint(static_cast<uint64_t>(offset_), &header);
+    }
+    if (!sent_first_) header += first_;
+    grpc::Slice slices[2];
+    size_t count = 1;
+    if (n > 0) {
+      header.push_back(0x12);  // field 2 (data), length-delimited
+      AppendVarint(n, &header);
+      auto chunk = FileChunk(fd_, offset_, n);
+      if (!chunk.ok()) {
+        FinishLocked(chunk.status());
+        return;
+      }
+      slices[1] = *std::move(chunk);
+      count = 2;
+    }
+    slices[0] = grpc::Slice(header);
+    message_ = grpc::ByteBuffer(slices, count);
+    offset_ += static_cast<int64_t>(n);
+    sent_first_ = true;
+    writing_ = true;
+    StartWrite(&message_);
+  }
+
+  void FinishLocked(const absl::Status& status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(rpc_.Done(status));
+  }
+
+  RpcScope rpc_;
+  absl::Mutex mu_;
+  int fd_ ABSL_GUARDED_BY(mu_) = -1;
+  int64_t size_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t offset_ ABSL_GUARDED_BY(mu_);
+  const std::string first_;
+  grpc::ByteBuffer message_ ABSL_GUARDED_BY(mu_);
+  bool sent_first_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Parses a request that arrived as bytes (the raw callback methods).
+template <typename Request>
+absl::Status ParseRequest(const grpc::ByteBuffer* bytes, Request* req) {
+  grpc::ByteBuffer copy(*bytes);  // shares the slices
+  if (!grpc::SerializationTraits<Request>::Deserialize(&copy, req).ok()) {
+    return absl::InvalidArgumentError("cannot parse the request");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -319,18 +460,27 @@ grpc::Status JobServiceImpl::ListCheckpoints(
   return rpc.Done(list.status());
 }
 
-grpc::Status JobServiceImpl::DownloadCheckpointFile(
-    grpc::ServerContext* ctx,
-    const lathe::v1::DownloadCheckpointFileRequest* req,
-    grpc::ServerWriter<lathe::v1::DownloadCheckpointFileResponse>* writer) {
-  RpcScope rpc(metrics_, "DownloadCheckpointFile");
-  auto file = manager_->ResolveCheckpointFile(req->job_id(), req->checkpoint(),
-                                              req->file());
-  if (!file.ok()) return rpc.Done(file.status());
-  return rpc.Done(StreamFile(ctx, file->path, req->offset(), writer,
-                             [&](lathe::v1::DownloadCheckpointFileResponse* r) {
-                               *r->mutable_file() = file->info;
-                             }));
+grpc::ServerWriteReactor<grpc::ByteBuffer>*
+JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext*,
+                                       const grpc::ByteBuffer* request) {
+  lathe::v1::DownloadCheckpointFileRequest req;
+  absl::StatusOr<std::string> path;
+  std::string first;
+  absl::Status parsed = ParseRequest(request, &req);
+  if (!parsed.ok()) {
+    path = parsed;
+  } else if (auto file = manager_->ResolveCheckpointFile(
+                 req.job_id(), req.checkpoint(), req.file());
+             !file.ok()) {
+    path = file.status();
+  } else {
+    lathe::v1::DownloadCheckpointFileResponse r;
+    *r.mutable_file() = file->info;
+    first = r.SerializeAsString();
+    path = file->path;
+  }
+  return new FileStreamReactor(metrics_, "DownloadCheckpointFile", path,
+                               req.offset(), std::move(first));
 }
 
 // ---- DatasetService ----
@@ -566,24 +716,26 @@ grpc::Status WorkerServiceImpl::FinishAttempt(
                                           req->failure()));
 }
 
-grpc::Status WorkerServiceImpl::FetchDataset(
-    grpc::ServerContext* ctx, const lathe::v1::FetchDatasetRequest* req,
-    grpc::ServerWriter<lathe::v1::FetchDatasetResponse>* writer) {
-  RpcScope rpc(metrics_, "FetchDataset");
-  auto path = manager_->DatasetPath(req->ref());
-  if (!path.ok()) return rpc.Done(path.status());
-  return rpc.Done(StreamFile(ctx, *path, req->offset(), writer,
-                             [](lathe::v1::FetchDatasetResponse*) {}));
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchDataset(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
+  lathe::v1::FetchDatasetRequest req;
+  absl::Status parsed = ParseRequest(request, &req);
+  absl::StatusOr<std::string> path = parsed.ok()
+                                         ? manager_->DatasetPath(req.ref())
+                                         : absl::StatusOr<std::string>(parsed);
+  return new FileStreamReactor(metrics_, "FetchDataset", path, req.offset(),
+                               "");
 }
 
-grpc::Status WorkerServiceImpl::FetchModelFile(
-    grpc::ServerContext* ctx, const lathe::v1::FetchModelFileRequest* req,
-    grpc::ServerWriter<lathe::v1::FetchModelFileResponse>* writer) {
-  RpcScope rpc(metrics_, "FetchModelFile");
-  auto path = manager_->models()->FilePath(req->sha256());
-  if (!path.ok()) return rpc.Done(path.status());
-  return rpc.Done(StreamFile(ctx, *path, req->offset(), writer,
-                             [](lathe::v1::FetchModelFileResponse*) {}));
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchModelFile(
+    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
+  lathe::v1::FetchModelFileRequest req;
+  absl::Status parsed = ParseRequest(request, &req);
+  absl::StatusOr<std::string> path =
+      parsed.ok() ? manager_->models()->FilePath(req.sha256())
+                  : absl::StatusOr<std::string>(parsed);
+  return new FileStreamReactor(metrics_, "FetchModelFile", path, req.offset(),
+                               "");
 }
 
 }  // namespace lathe::server

@@ -18,10 +18,14 @@ namespace lathe::server {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // WatchJob uses the callback API: a watcher holds no thread while it waits,
-// so a change reaches many watchers without waking a thread for each.
+// so a change reaches many watchers without waking a thread for each. File
+// downloads (here and in WorkerService) are raw callback methods: their
+// messages are encoded by hand around slices of the mapped file.
 class JobServiceImpl final
-    : public lathe::v1::JobService::WithCallbackMethod_WatchJob<
-          lathe::v1::JobService::Service> {
+    : public lathe::v1::JobService::
+          WithRawCallbackMethod_DownloadCheckpointFile<
+              lathe::v1::JobService::WithCallbackMethod_WatchJob<
+                  lathe::v1::JobService::Service>> {
  public:
   JobServiceImpl(JobManager* manager, Metrics* metrics)
       : manager_(manager), metrics_(metrics) {}
@@ -53,11 +57,9 @@ class JobServiceImpl final
   grpc::Status ListCheckpoints(
       grpc::ServerContext* ctx, const lathe::v1::ListCheckpointsRequest* req,
       lathe::v1::ListCheckpointsResponse* resp) override;
-  grpc::Status DownloadCheckpointFile(
-      grpc::ServerContext* ctx,
-      const lathe::v1::DownloadCheckpointFileRequest* req,
-      grpc::ServerWriter<lathe::v1::DownloadCheckpointFileResponse>* writer)
-      override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* DownloadCheckpointFile(
+      grpc::CallbackServerContext* ctx,
+      const grpc::ByteBuffer* request) override;
 
  private:
   JobManager* manager_;
@@ -103,7 +105,10 @@ class ModelServiceImpl final : public lathe::v1::ModelService::Service {
   Metrics* metrics_;
 };
 
-class WorkerServiceImpl final : public lathe::v1::WorkerService::Service {
+class WorkerServiceImpl final
+    : public lathe::v1::WorkerService::WithRawCallbackMethod_FetchDataset<
+          lathe::v1::WorkerService::WithRawCallbackMethod_FetchModelFile<
+              lathe::v1::WorkerService::Service>> {
  public:
   WorkerServiceImpl(JobManager* manager, ArtifactStore* artifacts,
                     Metrics* metrics)
@@ -131,12 +136,12 @@ class WorkerServiceImpl final : public lathe::v1::WorkerService::Service {
   grpc::Status FinishAttempt(grpc::ServerContext* ctx,
                              const lathe::v1::FinishAttemptRequest* req,
                              lathe::v1::FinishAttemptResponse* resp) override;
-  grpc::Status FetchDataset(
-      grpc::ServerContext* ctx, const lathe::v1::FetchDatasetRequest* req,
-      grpc::ServerWriter<lathe::v1::FetchDatasetResponse>* writer) override;
-  grpc::Status FetchModelFile(
-      grpc::ServerContext* ctx, const lathe::v1::FetchModelFileRequest* req,
-      grpc::ServerWriter<lathe::v1::FetchModelFileResponse>* writer) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchDataset(
+      grpc::CallbackServerContext* ctx,
+      const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchModelFile(
+      grpc::CallbackServerContext* ctx,
+      const grpc::ByteBuffer* request) override;
 
  private:
   JobManager* manager_;

@@ -414,6 +414,132 @@ TEST(WorkerLossTest, JobOfAVanishedWorkerIsRequeuedAndFinishes) {
   EXPECT_EQ(server.Stop(), 0);
 }
 
+// A server without workers; the test plays the worker. Downloads resume
+// from any offset, across chunk boundaries, and say what is wrong.
+TEST(DownloadTest, EveryOffsetGivesTheRestOfTheFile) {
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", 0, {"--allow-root", dir.path()});
+  std::string why;
+  ASSERT_TRUE(server.Start(&why)) << why;
+  auto channel = grpc::CreateChannel(server.grpc_address(),
+                                     grpc::InsecureChannelCredentials());
+  auto jobs = lathe::v1::JobService::NewStub(channel);
+  auto workers = lathe::v1::WorkerService::NewStub(channel);
+  WriteSentimentData(dir.path() + "/t.jsonl", 8, 0);
+  CommandResult r = server.Cli({"submit", "--task", "text-classification",
+                                "--model", "preset:bert-tiny", "--train-data",
+                                dir.path() + "/t.jsonl", "--output", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string id = json::parse(r.out)["id"];
+  lathe::v1::AcquireJobResponse acquired;
+  {
+    lathe::v1::RegisterWorkerRequest reg;
+    reg.set_name("test");
+    reg.add_devices("cpu");
+    lathe::v1::RegisterWorkerResponse worker;
+    grpc::ClientContext rctx;
+    ASSERT_TRUE(workers->RegisterWorker(&rctx, reg, &worker).ok());
+    lathe::v1::AcquireJobRequest req;
+    req.set_worker_id(worker.worker_id());
+    grpc::ClientContext actx;
+    ASSERT_TRUE(workers->AcquireJob(&actx, req, &acquired).ok());
+    ASSERT_EQ(acquired.assignment().job_id(), id);
+  }
+  // A little over two 2 MiB chunks, of bytes that differ by position.
+  std::string content((4 << 20) + 12345, '\0');
+  for (size_t i = 0; i < content.size(); ++i) {
+    content[i] = static_cast<char>((i * 2654435761u) >> 13);
+  }
+  lathe::v1::FileInfo info;
+  info.set_name("model.safetensors");
+  info.set_size(static_cast<int64_t>(content.size()));
+  info.set_sha256(Sha256Hex(content));
+  {
+    grpc::ClientContext ctx;
+    lathe::v1::UploadCheckpointFileResponse resp;
+    auto writer = workers->UploadCheckpointFile(&ctx, &resp);
+    for (size_t at = 0; at < content.size(); at += 1 << 20) {
+      lathe::v1::UploadCheckpointFileRequest msg;
+      if (at == 0) {
+        msg.set_job_id(id);
+        msg.set_attempt(acquired.assignment().attempt());
+        msg.set_step(1);
+        *msg.mutable_file() = info;
+      }
+      msg.set_chunk(content.substr(at, 1 << 20));
+      ASSERT_TRUE(writer->Write(msg));
+    }
+    writer->WritesDone();
+    ASSERT_TRUE(writer->Finish().ok());
+    lathe::v1::ReportEventsRequest req;
+    req.set_job_id(id);
+    req.set_attempt(acquired.assignment().attempt());
+    auto* e = req.add_events();
+    e->set_type(lathe::v1::EVENT_TYPE_CHECKPOINT);
+    e->mutable_checkpoint()->set_step(1);
+    *e->mutable_checkpoint()->add_files() = info;
+    lathe::v1::ReportEventsResponse rep;
+    grpc::ClientContext rctx;
+    ASSERT_TRUE(workers->ReportEvents(&rctx, req, &rep).ok());
+  }
+  // Downloads from `offset`; the data must be the file's rest, each message
+  // at the offset it names, and only the first one describes the file.
+  auto download = [&](int64_t offset, const std::string& file,
+                      std::string* data) {
+    lathe::v1::DownloadCheckpointFileRequest req;
+    req.set_job_id(id);
+    req.set_file(file);
+    req.set_offset(offset);
+    grpc::ClientContext ctx;
+    auto reader = jobs->DownloadCheckpointFile(&ctx, req);
+    lathe::v1::DownloadCheckpointFileResponse msg;
+    int messages = 0;
+    while (reader->Read(&msg)) {
+      EXPECT_EQ(msg.offset(), offset + static_cast<int64_t>(data->size()));
+      EXPECT_EQ(msg.has_file(), messages == 0);
+      if (messages == 0) {
+        EXPECT_EQ(msg.file().sha256(), info.sha256());
+        EXPECT_EQ(msg.file().size(), info.size());
+      }
+      *data += msg.data();
+      ++messages;
+    }
+    return reader->Finish();
+  };
+  const int64_t size = info.size();
+  for (int64_t offset :
+       {int64_t{0}, int64_t{1}, int64_t{4096 + 7}, int64_t{2 << 20},
+        int64_t{(2 << 20) + 1}, int64_t{4 << 20}, size - 1, size}) {
+    std::string data;
+    grpc::Status s = download(offset, "model.safetensors", &data);
+    ASSERT_TRUE(s.ok()) << offset << ": " << s.error_message();
+    EXPECT_TRUE(data == content.substr(static_cast<size_t>(offset)))
+        << "offset " << offset << ": got " << data.size() << " bytes";
+  }
+  std::string none;
+  EXPECT_EQ(download(size + 1, "model.safetensors", &none).error_code(),
+            grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(download(0, "other.bin", &none).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // A worker fetches the dataset the same way, from any offset.
+  const std::string ref = acquired.assignment().train_dataset().ref();
+  const std::string train = *ReadFile(dir.path() + "/t.jsonl");
+  for (int64_t offset : {int64_t{0}, int64_t{5}}) {
+    lathe::v1::FetchDatasetRequest req;
+    req.set_ref(ref);
+    req.set_offset(offset);
+    grpc::ClientContext ctx;
+    auto reader = workers->FetchDataset(&ctx, req);
+    lathe::v1::FetchDatasetResponse msg;
+    std::string data;
+    while (reader->Read(&msg)) data += msg.data();
+    ASSERT_TRUE(reader->Finish().ok());
+    EXPECT_EQ(data, train.substr(static_cast<size_t>(offset)));
+  }
+  EXPECT_EQ(server.Stop(), 0);
+}
+
 // A separate server without workers: acknowledged jobs survive kill -9.
 TEST(ServerRestartTest, AcknowledgedJobsSurviveKillNine) {
   TempDir dir;
