@@ -117,6 +117,8 @@ class JobManager {
   static absl::StatusOr<std::unique_ptr<JobManager>> Create(
       JobManagerOptions options, Store* store, ArtifactStore* artifacts,
       Metrics* metrics, Clock clock = nullptr);
+  // Stops the notifier thread; no call may be in progress.
+  ~JobManager();
 
   // ---- Clients ----
   // Validates `spec` (INVALID_ARGUMENT names the field as spec.FIELD), stores
@@ -195,7 +197,6 @@ class JobManager {
   void ExpireWorkers();
   // Wakes every waiter; later waits return at once.
   void Shutdown();
-  ~JobManager();
 
   const JobManagerOptions& options() const { return options_; }
   // The model store; owned by the manager.
