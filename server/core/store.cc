@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS attempts (
   error TEXT,
   PRIMARY KEY (job_id, attempt)
 ) WITHOUT ROWID;
+-- Queue estimates read the latest successful runs on every GetJob of a
+-- queued job; without this they sort the whole history.
+CREATE INDEX IF NOT EXISTS attempts_by_outcome_end ON attempts(outcome, end_ms);
 CREATE TABLE IF NOT EXISTS checkpoints (
   job_id TEXT NOT NULL,
   step INTEGER NOT NULL,

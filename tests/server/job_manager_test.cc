@@ -664,6 +664,29 @@ TEST_F(JobManagerTest, QueuePositionFollowsPriority) {
   for (const auto& j : page->first) EXPECT_GT(j.queue_position(), 0);
 }
 
+TEST_F(JobManagerTest, StartEstimateAveragesTheLatestTwentySuccessfulRuns) {
+  const std::string w = RegisterWorker();
+  // One old run of 100 s, then twenty of 1 s: only the twenty count.
+  for (int i = 0; i < 21; ++i) {
+    const std::string id = SubmitAs("a");
+    auto a = manager_->AcquireJob(w, absl::ZeroDuration());
+    ASSERT_TRUE(a.ok() && a->has_value());
+    ASSERT_EQ((*a)->job_id(), id);
+    clock_.Advance(i == 0 ? 100000 : 1000);
+    ASSERT_TRUE(manager_->FinishAttempt(id, 1, lathe::v1::SUCCEEDED, "").ok());
+  }
+  const std::string first = SubmitAs("a");
+  const std::string second = SubmitAs("a");
+  auto one = manager_->Get(first);
+  auto two = manager_->Get(second);
+  ASSERT_TRUE(one.ok() && two.ok());
+  EXPECT_EQ(one->queue_position(), 1);
+  EXPECT_EQ(two->queue_position(), 2);
+  // One worker: the second waits one run behind the first.
+  EXPECT_EQ(two->estimated_start_time_ms() - one->estimated_start_time_ms(),
+            1000);
+}
+
 TEST_F(JobManagerTest, WatchReturnsEventsAfterASequence) {
   auto job = manager_->Submit(Spec(), "");
   ASSERT_TRUE(manager_->Cancel(job->id()).ok());
