@@ -123,8 +123,6 @@ int PredictCommand(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
 // Every training step allocates and frees the same activation and gradient
 // buffers, many of them megabytes. With glibc's defaults those above its
 // (adaptive) mmap threshold are mapped and unmapped each step, and the heap
@@ -132,12 +130,14 @@ int PredictCommand(int argc, char** argv) {
 // again: about 30,000 page faults per step on preset:bert-mini at batch 32.
 // Keeping buffers up to 64 MiB in the heap, and trimming only above 256 MiB
 // of free top, removes most of them (docs/benchmarks.md has the measurement).
-static void TuneAllocatorForTraining() {
+void TuneAllocatorForTraining() {
 #if defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   TuneAllocatorForTraining();
