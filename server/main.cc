@@ -170,11 +170,12 @@ class ServerProcess {
         absl::StrCat(HostOf(flags_.metrics_listen), ":",
                      metric_ports.empty() ? 0 : metric_ports[0]);
 
-    JobServiceImpl jobs(manager_.get(), metrics_.get());
-    DatasetServiceImpl datasets(manager_.get(), artifacts_.get(),
-                                metrics_.get());
-    ModelServiceImpl models(manager_->models(), metrics_.get());
-    WorkerServiceImpl workers(manager_.get(), artifacts_.get(), metrics_.get());
+    Gate gate(Core{manager_.get(), manager_->models(), artifacts_.get()},
+              metrics_.get());
+    JobServiceImpl jobs(&gate);
+    DatasetServiceImpl datasets(&gate);
+    ModelServiceImpl models(&gate);
+    WorkerServiceImpl workers(&gate);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;

@@ -17,6 +17,48 @@
 #include "common/status.h"
 
 namespace lathe::server {
+
+using lathe::v1::Job;
+
+// One RPC: admits it by the access policy before the handler may use the
+// core, and records its outcome (the one conversion to grpc::Status, and the
+// count by method and code) when it is done.
+class RpcScope {
+ public:
+  RpcScope(Gate* gate, grpc::ServerContextBase* ctx, const char* service,
+           const char* method)
+      : gate_(gate), method_(method) {
+    admitted_ = gate->policy_.Check(
+        absl::StrCat("lathe.v1.", service, ".", method), Caller{ctx->peer()});
+  }
+
+  // `body(core)` if the call is admitted, else why not.
+  template <typename Body>
+  auto Call(Body&& body) -> decltype(body(std::declval<const Core&>())) {
+    if (!admitted_.ok()) return admitted_;
+    return body(gate_->core_);
+  }
+  // Call, then Done.
+  template <typename Body>
+  grpc::Status Run(Body&& body) {
+    return Done(Call(std::forward<Body>(body)));
+  }
+  grpc::Status Done(const absl::Status& status) {
+    grpc::Status s = ToGrpcStatus(status);
+    gate_->metrics_->CountRpc(method_, absl::StatusCodeToString(status.code()));
+    return s;
+  }
+  template <typename T>
+  grpc::Status Done(const absl::StatusOr<T>& result) {
+    return Done(result.status());
+  }
+
+ private:
+  Gate* gate_;
+  const char* method_;
+  absl::Status admitted_;
+};
+
 namespace {
 
 constexpr size_t kMaxMessage = 1024;
@@ -28,22 +70,6 @@ grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
   // absl's codes mirror gRPC's canonical codes one to one.
   return static_cast<grpc::StatusCode>(static_cast<int>(code));
 }
-
-// Records the RPC's outcome when the handler returns.
-class RpcScope {
- public:
-  RpcScope(Metrics* metrics, const char* method)
-      : metrics_(metrics), method_(method) {}
-  grpc::Status Done(const absl::Status& status) {
-    grpc::Status s = ToGrpcStatus(status);
-    metrics_->CountRpc(method_, absl::StatusCodeToString(status.code()));
-    return s;
-  }
-
- private:
-  Metrics* metrics_;
-  const char* method_;
-};
 
 // One chunk of a stored file as a gRPC slice, without copying it: a
 // read-only mapping of the chunk, unmapped when the transport releases the
@@ -107,10 +133,9 @@ class FileStreamReactor final
     : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // `file` is the stored file's path, or why there is none.
-  FileStreamReactor(Metrics* metrics, const char* method,
-                    const absl::StatusOr<std::string>& file, int64_t offset,
-                    std::string first)
-      : rpc_(metrics, method), offset_(offset), first_(std::move(first)) {
+  FileStreamReactor(RpcScope rpc, const absl::StatusOr<std::string>& file,
+                    int64_t offset, std::string first)
+      : rpc_(std::move(rpc)), offset_(offset), first_(std::move(first)) {
     absl::MutexLock lock(&mu_);
     if (!file.ok()) {
       FinishLocked(file.status());
@@ -244,90 +269,101 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 // ---- JobService ----
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*,
+namespace {
+constexpr char kJobs[] = "JobService";
+constexpr char kDatasets[] = "DatasetService";
+constexpr char kModels[] = "ModelService";
+constexpr char kWorkers[] = "WorkerService";
+}  // namespace
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx,
                                        const lathe::v1::SubmitJobRequest* req,
                                        lathe::v1::SubmitJobResponse* resp) {
-  RpcScope rpc(metrics_, "SubmitJob");
-  auto job = manager_->Submit(req->spec(), req->request_id());
-  if (job.ok()) *resp->mutable_job() = std::move(*job);
-  return rpc.Done(job.status());
+  RpcScope rpc(gate_, ctx, kJobs, "SubmitJob");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_job(),
+                     core.jobs->Submit(req->spec(), req->request_id()));
+    return absl::OkStatus();
+  });
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*,
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx,
                                     const lathe::v1::GetJobRequest* req,
                                     lathe::v1::GetJobResponse* resp) {
-  RpcScope rpc(metrics_, "GetJob");
-  auto job = manager_->Get(req->id());
-  if (job.ok()) *resp->mutable_job() = std::move(*job);
-  return rpc.Done(job.status());
+  RpcScope rpc(gate_, ctx, kJobs, "GetJob");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Get(req->id()));
+    return absl::OkStatus();
+  });
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx,
                                       const lathe::v1::ListJobsRequest* req,
                                       lathe::v1::ListJobsResponse* resp) {
-  RpcScope rpc(metrics_, "ListJobs");
-  std::vector<int> states(req->states().begin(), req->states().end());
-  auto page =
-      manager_->List(states, req->owner(), req->page_size(), req->page_token());
-  if (page.ok()) {
-    for (auto& j : page->first) *resp->add_jobs() = std::move(j);
-    resp->set_next_page_token(page->second);
-  }
-  return rpc.Done(page.status());
+  RpcScope rpc(gate_, ctx, kJobs, "ListJobs");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    std::vector<int> states(req->states().begin(), req->states().end());
+    ASSIGN_OR_RETURN(auto page,
+                     core.jobs->List(states, req->owner(), req->page_size(),
+                                     req->page_token()));
+    for (auto& j : page.first) *resp->add_jobs() = std::move(j);
+    resp->set_next_page_token(page.second);
+    return absl::OkStatus();
+  });
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*,
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx,
                                        const lathe::v1::CancelJobRequest* req,
                                        lathe::v1::CancelJobResponse* resp) {
-  RpcScope rpc(metrics_, "CancelJob");
-  auto job = manager_->Cancel(req->id());
-  if (job.ok()) *resp->mutable_job() = std::move(*job);
-  return rpc.Done(job.status());
+  RpcScope rpc(gate_, ctx, kJobs, "CancelJob");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Cancel(req->id()));
+    return absl::OkStatus();
+  });
 }
 
-grpc::Status JobServiceImpl::PauseJob(grpc::ServerContext*,
+grpc::Status JobServiceImpl::PauseJob(grpc::ServerContext* ctx,
                                       const lathe::v1::PauseJobRequest* req,
                                       lathe::v1::PauseJobResponse* resp) {
-  RpcScope rpc(metrics_, "PauseJob");
-  auto job = manager_->Pause(req->id());
-  if (job.ok()) *resp->mutable_job() = std::move(*job);
-  return rpc.Done(job.status());
+  RpcScope rpc(gate_, ctx, kJobs, "PauseJob");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Pause(req->id()));
+    return absl::OkStatus();
+  });
 }
 
-grpc::Status JobServiceImpl::ResumeJob(grpc::ServerContext*,
+grpc::Status JobServiceImpl::ResumeJob(grpc::ServerContext* ctx,
                                        const lathe::v1::ResumeJobRequest* req,
                                        lathe::v1::ResumeJobResponse* resp) {
-  RpcScope rpc(metrics_, "ResumeJob");
-  auto job = manager_->Resume(req->id());
-  if (job.ok()) *resp->mutable_job() = std::move(*job);
-  return rpc.Done(job.status());
+  RpcScope rpc(gate_, ctx, kJobs, "ResumeJob");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Resume(req->id()));
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status JobServiceImpl::RequestCheckpoint(
-    grpc::ServerContext*, const lathe::v1::RequestCheckpointRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::RequestCheckpointRequest* req,
     lathe::v1::RequestCheckpointResponse* resp) {
-  RpcScope rpc(metrics_, "RequestCheckpoint");
-  auto job = manager_->RequestCheckpoint(req->id());
-  if (job.ok()) *resp->mutable_job() = std::move(*job);
-  return rpc.Done(job.status());
+  RpcScope rpc(gate_, ctx, kJobs, "RequestCheckpoint");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_job(),
+                     core.jobs->RequestCheckpoint(req->id()));
+    return absl::OkStatus();
+  });
 }
 
 namespace {
 
-// One WatchJob stream: the job first, then each event after the requested
-// sequence, one message in flight at a time; it ends when the job is final.
-// While there is nothing to send it is registered with the manager, which
-// calls OnJobChanged when there may be more. Owned by itself (self_) until
-// gRPC is done with it; the manager holds it only weakly.
 class WatchReactor final
     : public grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>,
       public EventListener,
       public std::enable_shared_from_this<WatchReactor> {
  public:
-  static WatchReactor* Start(JobManager* manager, Metrics* metrics,
+  static WatchReactor* Start(RpcScope rpc,
                              const lathe::v1::WatchJobRequest& req) {
     auto reactor =
-        std::shared_ptr<WatchReactor>(new WatchReactor(manager, metrics, req));
+        std::shared_ptr<WatchReactor>(new WatchReactor(std::move(rpc), req));
     reactor->self_ = reactor;
     reactor->Begin();
     return reactor.get();
@@ -352,7 +388,6 @@ class WatchReactor final
   void OnCancel() override {
     absl::MutexLock lock(&mu_);
     cancelled_ = true;
-    // A write in flight completes (OnWriteDone) before the stream finishes.
     if (!writing_) {
       FinishLocked(absl::CancelledError("client cancelled the watch"));
     }
@@ -361,20 +396,17 @@ class WatchReactor final
   void OnDone() override { self_.reset(); }
 
  private:
-  WatchReactor(JobManager* manager, Metrics* metrics,
-               const lathe::v1::WatchJobRequest& req)
-      : manager_(manager),
-        rpc_(metrics, "WatchJob"),
-        id_(req.id()),
-        seq_(req.after_seq()) {}
+  WatchReactor(RpcScope rpc, const lathe::v1::WatchJobRequest& req)
+      : rpc_(std::move(rpc)), id_(req.id()), seq_(req.after_seq()) {}
 
   void Begin() {
     absl::MutexLock lock(&mu_);
-    if (seq_ < 0) {
-      FinishLocked(absl::InvalidArgumentError("after_seq: must be >= 0"));
-      return;
-    }
-    auto first = manager_->Get(id_);
+    auto first = rpc_.Call([&](const Core& core) -> absl::StatusOr<Job> {
+      jobs_ = core.jobs;
+      if (seq_ < 0)
+        return absl::InvalidArgumentError("after_seq: must be >= 0");
+      return core.jobs->Get(id_);
+    });
     if (!first.ok()) {
       FinishLocked(first.status());
       return;
@@ -385,8 +417,6 @@ class WatchReactor final
     Pump();
   }
 
-  // Writes the next message, or polls for more and, when there is none
-  // yet, waits for OnJobChanged.
   void Pump() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_ || writing_) return;
     if (cancelled_) {
@@ -394,8 +424,7 @@ class WatchReactor final
       return;
     }
     if (pending_.empty()) {
-      auto batch =
-          manager_->PollEvents(id_, seq_, kWatchBatch, weak_from_this());
+      auto batch = jobs_->PollEvents(id_, seq_, kWatchBatch, weak_from_this());
       if (!batch.ok()) {
         FinishLocked(batch.status());
         return;
@@ -428,13 +457,13 @@ class WatchReactor final
     Finish(rpc_.Done(status));
   }
 
-  JobManager* const manager_;
   RpcScope rpc_;
   const std::string id_;
   std::shared_ptr<WatchReactor> self_;
   absl::Mutex mu_;
+  // Set by Begin once the call is admitted.
+  JobManager* jobs_ ABSL_GUARDED_BY(mu_) = nullptr;
   int64_t seq_ ABSL_GUARDED_BY(mu_);
-  // Messages to send; the front one is in flight while writing_.
   std::deque<lathe::v1::WatchJobResponse> pending_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -444,43 +473,40 @@ class WatchReactor final
 }  // namespace
 
 grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>* JobServiceImpl::WatchJob(
-    grpc::CallbackServerContext*, const lathe::v1::WatchJobRequest* req) {
-  return WatchReactor::Start(manager_, metrics_, *req);
+    grpc::CallbackServerContext* ctx, const lathe::v1::WatchJobRequest* req) {
+  return WatchReactor::Start(RpcScope(gate_, ctx, kJobs, "WatchJob"), *req);
 }
 
 grpc::Status JobServiceImpl::ListCheckpoints(
-    grpc::ServerContext*, const lathe::v1::ListCheckpointsRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::ListCheckpointsRequest* req,
     lathe::v1::ListCheckpointsResponse* resp) {
-  RpcScope rpc(metrics_, "ListCheckpoints");
-  auto list = manager_->ListCheckpoints(req->job_id());
-  if (list.ok()) {
-    for (auto& c : list->first) *resp->add_checkpoints() = std::move(c);
-    resp->set_best_step(list->second);
-  }
-  return rpc.Done(list.status());
+  RpcScope rpc(gate_, ctx, kJobs, "ListCheckpoints");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(auto list, core.jobs->ListCheckpoints(req->job_id()));
+    for (auto& c : list.first) *resp->add_checkpoints() = std::move(c);
+    resp->set_best_step(list.second);
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>*
-JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext*,
+JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext* ctx,
                                        const grpc::ByteBuffer* request) {
+  RpcScope rpc(gate_, ctx, kJobs, "DownloadCheckpointFile");
   lathe::v1::DownloadCheckpointFileRequest req;
-  absl::StatusOr<std::string> path;
   std::string first;
-  absl::Status parsed = ParseRequest(request, &req);
-  if (!parsed.ok()) {
-    path = parsed;
-  } else if (auto file = manager_->ResolveCheckpointFile(
-                 req.job_id(), req.checkpoint(), req.file());
-             !file.ok()) {
-    path = file.status();
-  } else {
+  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
+    RETURN_IF_ERROR(ParseRequest(request, &req));
+    ASSIGN_OR_RETURN(ResolvedFile file,
+                     core.jobs->ResolveCheckpointFile(
+                         req.job_id(), req.checkpoint(), req.file()));
     lathe::v1::DownloadCheckpointFileResponse r;
-    *r.mutable_file() = file->info;
+    *r.mutable_file() = file.info;
     first = r.SerializeAsString();
-    path = file->path;
-  }
-  return new FileStreamReactor(metrics_, "DownloadCheckpointFile", path,
-                               req.offset(), std::move(first));
+    return file.path;
+  });
+  return new FileStreamReactor(std::move(rpc), path, req.offset(),
+                               std::move(first));
 }
 
 // ---- DatasetService ----
@@ -489,10 +515,10 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     grpc::ServerContext* ctx,
     grpc::ServerReader<lathe::v1::UploadDatasetRequest>* reader,
     lathe::v1::UploadDatasetResponse* resp) {
-  RpcScope rpc(metrics_, "UploadDataset");
-  auto body = [&]() -> absl::Status {
-    ASSIGN_OR_RETURN(auto writer, artifacts_->NewWriter(
-                                      manager_->options().max_upload_bytes));
+  RpcScope rpc(gate_, ctx, kDatasets, "UploadDataset");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(auto writer, core.artifacts->NewWriter(
+                                      core.jobs->options().max_upload_bytes));
     lathe::v1::UploadDatasetRequest msg;
     std::string name;
     bool first = true;
@@ -513,10 +539,9 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     if (first) return absl::InvalidArgumentError("name: no message received");
     ASSIGN_OR_RETURN(std::string sha, writer->Commit());
     ASSIGN_OR_RETURN(*resp->mutable_dataset(),
-                     manager_->AddDataset(name, sha, writer->size()));
+                     core.jobs->AddDataset(name, sha, writer->size()));
     return absl::OkStatus();
-  };
-  return rpc.Done(body());
+  });
 }
 
 // ---- ModelService ----
@@ -525,13 +550,14 @@ grpc::Status ModelServiceImpl::PushModel(
     grpc::ServerContext* ctx,
     grpc::ServerReader<lathe::v1::PushModelRequest>* reader,
     lathe::v1::PushModelResponse* resp) {
-  RpcScope rpc(metrics_, "PushModel");
-  auto body = [&]() -> absl::Status {
+  RpcScope rpc(gate_, ctx, kModels, "PushModel");
+  return rpc.Run([&](const Core& core) -> absl::Status {
     lathe::v1::PushModelRequest msg;
     if (!reader->Read(&msg)) {
       return absl::InvalidArgumentError("name: no message received");
     }
-    ASSIGN_OR_RETURN(auto push, models_->StartPush(msg.name(), msg.replace()));
+    ASSIGN_OR_RETURN(auto push,
+                     core.models->StartPush(msg.name(), msg.replace()));
     do {
       if (ctx->IsCancelled()) return absl::CancelledError("push cancelled");
       if (msg.has_file()) RETURN_IF_ERROR(push->BeginFile(msg.file()));
@@ -542,137 +568,146 @@ grpc::Status ModelServiceImpl::PushModel(
     *resp->mutable_model() = std::move(result.model);
     resp->set_created(result.created);
     return absl::OkStatus();
-  };
-  return rpc.Done(body());
+  });
 }
 
-grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext*,
+grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* ctx,
                                           const lathe::v1::ListModelsRequest*,
                                           lathe::v1::ListModelsResponse* resp) {
-  RpcScope rpc(metrics_, "ListModels");
-  auto models = models_->List();
-  if (models.ok()) {
-    for (auto& m : *models) *resp->add_models() = std::move(m);
+  RpcScope rpc(gate_, ctx, kModels, "ListModels");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(auto models, core.models->List());
+    for (auto& m : models) *resp->add_models() = std::move(m);
     for (const auto& p : ModelPresets()) *resp->add_presets() = p;
-  }
-  return rpc.Done(models.status());
+    return absl::OkStatus();
+  });
 }
 
-grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext*,
+grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* ctx,
                                         const lathe::v1::GetModelRequest* req,
                                         lathe::v1::GetModelResponse* resp) {
-  RpcScope rpc(metrics_, "GetModel");
-  auto model = models_->Get(req->name());
-  if (model.ok()) *resp->mutable_model() = std::move(*model);
-  return rpc.Done(model.status());
+  RpcScope rpc(gate_, ctx, kModels, "GetModel");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_model(), core.models->Get(req->name()));
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status ModelServiceImpl::DeleteModel(
-    grpc::ServerContext*, const lathe::v1::DeleteModelRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::DeleteModelRequest* req,
     lathe::v1::DeleteModelResponse* resp) {
-  RpcScope rpc(metrics_, "DeleteModel");
-  auto model = models_->Delete(req->name());
-  if (model.ok()) *resp->mutable_model() = std::move(*model);
-  return rpc.Done(model.status());
+  RpcScope rpc(gate_, ctx, kModels, "DeleteModel");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(*resp->mutable_model(), core.models->Delete(req->name()));
+    return absl::OkStatus();
+  });
 }
 
 // ---- WorkerService ----
 
+namespace {
+void AddCommands(const WorkerCommands& commands,
+                 lathe::v1::HeartbeatResponse* resp) {
+  for (const auto& id : commands.cancel) resp->add_cancel_job_ids(id);
+  for (const auto& id : commands.checkpoint) resp->add_checkpoint_job_ids(id);
+  for (const auto& id : commands.pause) resp->add_pause_job_ids(id);
+}
+}  // namespace
+
 grpc::Status WorkerServiceImpl::RegisterWorker(
-    grpc::ServerContext*, const lathe::v1::RegisterWorkerRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::RegisterWorkerRequest* req,
     lathe::v1::RegisterWorkerResponse* resp) {
-  RpcScope rpc(metrics_, "RegisterWorker");
-  std::vector<lathe::v1::Device> devices(req->device_info().begin(),
-                                         req->device_info().end());
-  if (devices.empty()) {
-    for (const auto& name : req->devices()) {
-      lathe::v1::Device d;
-      d.set_name(name);
-      devices.push_back(d);
+  RpcScope rpc(gate_, ctx, kWorkers, "RegisterWorker");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    std::vector<lathe::v1::Device> devices(req->device_info().begin(),
+                                           req->device_info().end());
+    if (devices.empty()) {
+      for (const auto& name : req->devices()) {
+        lathe::v1::Device d;
+        d.set_name(name);
+        devices.push_back(d);
+      }
     }
-  }
-  auto reg = manager_->RegisterWorker(req->name(), devices, req->hostname());
-  if (reg.ok()) {
-    resp->set_worker_id(reg->worker_id);
+    ASSIGN_OR_RETURN(auto reg, core.jobs->RegisterWorker(req->name(), devices,
+                                                         req->hostname()));
+    resp->set_worker_id(reg.worker_id);
     resp->set_heartbeat_interval_ms(
-        absl::ToInt64Milliseconds(reg->heartbeat_interval));
+        absl::ToInt64Milliseconds(reg.heartbeat_interval));
     resp->set_heartbeat_timeout_ms(
-        absl::ToInt64Milliseconds(reg->heartbeat_timeout));
-  }
-  return rpc.Done(reg.status());
+        absl::ToInt64Milliseconds(reg.heartbeat_timeout));
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(
-    grpc::ServerContext*, const lathe::v1::HeartbeatRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::HeartbeatRequest* req,
     lathe::v1::HeartbeatResponse* resp) {
-  RpcScope rpc(metrics_, "Heartbeat");
-  auto commands = manager_->Heartbeat(req->worker_id());
-  if (commands.ok()) {
-    for (auto& id : commands->cancel) resp->add_cancel_job_ids(id);
-    for (auto& id : commands->checkpoint) resp->add_checkpoint_job_ids(id);
-    for (auto& id : commands->pause) resp->add_pause_job_ids(id);
-  }
-  return rpc.Done(commands.status());
+  RpcScope rpc(gate_, ctx, kWorkers, "Heartbeat");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(auto commands, core.jobs->Heartbeat(req->worker_id()));
+    AddCommands(commands, resp);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status WorkerServiceImpl::HeartbeatStream(
     grpc::ServerContext* ctx,
     grpc::ServerReaderWriter<lathe::v1::HeartbeatResponse,
                              lathe::v1::HeartbeatRequest>* stream) {
-  RpcScope rpc(metrics_, "HeartbeatStream");
-  lathe::v1::HeartbeatRequest req;
-  while (!ctx->IsCancelled() && stream->Read(&req)) {
-    auto commands = manager_->Heartbeat(req.worker_id());
-    if (!commands.ok()) return rpc.Done(commands.status());
-    lathe::v1::HeartbeatResponse resp;
-    for (auto& id : commands->cancel) resp.add_cancel_job_ids(id);
-    for (auto& id : commands->checkpoint) resp.add_checkpoint_job_ids(id);
-    for (auto& id : commands->pause) resp.add_pause_job_ids(id);
-    if (!stream->Write(resp)) break;
-  }
-  return rpc.Done(absl::OkStatus());
+  RpcScope rpc(gate_, ctx, kWorkers, "HeartbeatStream");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    lathe::v1::HeartbeatRequest req;
+    while (!ctx->IsCancelled() && stream->Read(&req)) {
+      ASSIGN_OR_RETURN(auto commands, core.jobs->Heartbeat(req.worker_id()));
+      lathe::v1::HeartbeatResponse resp;
+      AddCommands(commands, &resp);
+      if (!stream->Write(resp)) break;
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status WorkerServiceImpl::AcquireJob(
     grpc::ServerContext* ctx, const lathe::v1::AcquireJobRequest* req,
     lathe::v1::AcquireJobResponse* resp) {
-  RpcScope rpc(metrics_, "AcquireJob");
-  if (req->wait_ms() < 0 || req->wait_ms() > 30000) {
-    return rpc.Done(
-        absl::InvalidArgumentError("wait_ms: must be in [0, 30000]"));
-  }
-  // Never hold a job past the client's deadline: it could not receive it.
-  auto until_deadline =
-      absl::FromChrono(ctx->deadline()) - absl::Now() - absl::Milliseconds(200);
-  auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
-  if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
-  auto a = manager_->AcquireJob(req->worker_id(), wait);
-  if (a.ok() && a->has_value()) *resp->mutable_assignment() = std::move(**a);
-  return rpc.Done(a.status());
+  RpcScope rpc(gate_, ctx, kWorkers, "AcquireJob");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    if (req->wait_ms() < 0 || req->wait_ms() > 30000) {
+      return absl::InvalidArgumentError("wait_ms: must be in [0, 30000]");
+    }
+    auto until_deadline = absl::FromChrono(ctx->deadline()) - absl::Now() -
+                          absl::Milliseconds(200);
+    auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
+    if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
+    ASSIGN_OR_RETURN(auto a, core.jobs->AcquireJob(req->worker_id(), wait));
+    if (a.has_value()) *resp->mutable_assignment() = std::move(*a);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status WorkerServiceImpl::ReportEvents(
-    grpc::ServerContext*, const lathe::v1::ReportEventsRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::ReportEventsRequest* req,
     lathe::v1::ReportEventsResponse* resp) {
-  RpcScope rpc(metrics_, "ReportEvents");
-  std::vector<lathe::v1::Event> events(req->events().begin(),
-                                       req->events().end());
-  auto commands =
-      manager_->ReportEvents(req->job_id(), req->attempt(), std::move(events));
-  if (commands.ok()) {
-    resp->set_cancel_requested(commands->cancel);
-    resp->set_checkpoint_requested(commands->checkpoint);
-    resp->set_pause_requested(commands->pause);
-  }
-  return rpc.Done(commands.status());
+  RpcScope rpc(gate_, ctx, kWorkers, "ReportEvents");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    std::vector<lathe::v1::Event> events(req->events().begin(),
+                                         req->events().end());
+    ASSIGN_OR_RETURN(auto commands,
+                     core.jobs->ReportEvents(req->job_id(), req->attempt(),
+                                             std::move(events)));
+    resp->set_cancel_requested(commands.cancel);
+    resp->set_checkpoint_requested(commands.checkpoint);
+    resp->set_pause_requested(commands.pause);
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status WorkerServiceImpl::UploadCheckpointFile(
     grpc::ServerContext* ctx,
     grpc::ServerReader<lathe::v1::UploadCheckpointFileRequest>* reader,
     lathe::v1::UploadCheckpointFileResponse* resp) {
-  RpcScope rpc(metrics_, "UploadCheckpointFile");
-  auto body = [&]() -> absl::Status {
+  RpcScope rpc(gate_, ctx, kWorkers, "UploadCheckpointFile");
+  return rpc.Run([&](const Core& core) -> absl::Status {
     lathe::v1::UploadCheckpointFileRequest msg;
     if (!reader->Read(&msg)) {
       return absl::InvalidArgumentError("file: no message received");
@@ -682,12 +717,13 @@ grpc::Status WorkerServiceImpl::UploadCheckpointFile(
       return absl::InvalidArgumentError(
           "file.sha256: not a SHA-256 hex digest");
     }
-    if (info.size() < 0 || info.size() > manager_->options().max_upload_bytes) {
+    if (info.size() < 0 ||
+        info.size() > core.jobs->options().max_upload_bytes) {
       return absl::InvalidArgumentError("file.size: out of range");
     }
-    RETURN_IF_ERROR(manager_->CheckAttempt(msg.job_id(), msg.attempt()));
-    if (!artifacts_->Has(info.sha256(), info.size())) {
-      ASSIGN_OR_RETURN(auto writer, artifacts_->NewWriter(info.size()));
+    RETURN_IF_ERROR(core.jobs->CheckAttempt(msg.job_id(), msg.attempt()));
+    if (!core.artifacts->Has(info.sha256(), info.size())) {
+      ASSIGN_OR_RETURN(auto writer, core.artifacts->NewWriter(info.size()));
       do {
         RETURN_IF_ERROR(writer->Append(msg.chunk()));
       } while (reader->Read(&msg));
@@ -703,39 +739,40 @@ grpc::Status WorkerServiceImpl::UploadCheckpointFile(
     }
     *resp->mutable_file() = info;
     return absl::OkStatus();
-  };
-  return rpc.Done(body());
+  });
 }
 
 grpc::Status WorkerServiceImpl::FinishAttempt(
-    grpc::ServerContext*, const lathe::v1::FinishAttemptRequest* req,
+    grpc::ServerContext* ctx, const lathe::v1::FinishAttemptRequest* req,
     lathe::v1::FinishAttemptResponse*) {
-  RpcScope rpc(metrics_, "FinishAttempt");
-  return rpc.Done(manager_->FinishAttempt(req->job_id(), req->attempt(),
-                                          req->outcome(), req->error(),
-                                          req->failure()));
+  RpcScope rpc(gate_, ctx, kWorkers, "FinishAttempt");
+  return rpc.Run([&](const Core& core) {
+    return core.jobs->FinishAttempt(req->job_id(), req->attempt(),
+                                    req->outcome(), req->error(),
+                                    req->failure());
+  });
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchDataset(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  RpcScope rpc(gate_, ctx, kWorkers, "FetchDataset");
   lathe::v1::FetchDatasetRequest req;
-  absl::Status parsed = ParseRequest(request, &req);
-  absl::StatusOr<std::string> path = parsed.ok()
-                                         ? manager_->DatasetPath(req.ref())
-                                         : absl::StatusOr<std::string>(parsed);
-  return new FileStreamReactor(metrics_, "FetchDataset", path, req.offset(),
-                               "");
+  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
+    RETURN_IF_ERROR(ParseRequest(request, &req));
+    return core.jobs->DatasetPath(req.ref());
+  });
+  return new FileStreamReactor(std::move(rpc), path, req.offset(), "");
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchModelFile(
-    grpc::CallbackServerContext*, const grpc::ByteBuffer* request) {
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
+  RpcScope rpc(gate_, ctx, kWorkers, "FetchModelFile");
   lathe::v1::FetchModelFileRequest req;
-  absl::Status parsed = ParseRequest(request, &req);
-  absl::StatusOr<std::string> path =
-      parsed.ok() ? manager_->models()->FilePath(req.sha256())
-                  : absl::StatusOr<std::string>(parsed);
-  return new FileStreamReactor(metrics_, "FetchModelFile", path, req.offset(),
-                               "");
+  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
+    RETURN_IF_ERROR(ParseRequest(request, &req));
+    return core.models->FilePath(req.sha256());
+  });
+  return new FileStreamReactor(std::move(rpc), path, req.offset(), "");
 }
 
 }  // namespace lathe::server

@@ -1,5 +1,8 @@
 // gRPC adapters: each handler reads the request, calls the core, converts the
 // status once (ToGrpcStatus) and counts the RPC. No business logic here.
+// Handlers reach the core only through an RpcScope (services.cc), which
+// admits the call by the access policy (access.h) before it hands out the
+// core: the Gate keeps the core's pointers private to it.
 #ifndef LATHE_SERVER_API_SERVICES_H_
 #define LATHE_SERVER_API_SERVICES_H_
 
@@ -7,12 +10,35 @@
 
 #include "absl/status/status.h"
 #include "lathe/v1/lathe.grpc.pb.h"
+#include "server/api/access.h"
 #include "server/core/artifacts.h"
 #include "server/core/job_manager.h"
 #include "server/core/metrics.h"
 #include "server/core/models.h"
 
 namespace lathe::server {
+
+// What a handler may use; handed out by RpcScope once the call is admitted.
+struct Core {
+  JobManager* jobs = nullptr;
+  ModelStore* models = nullptr;
+  ArtifactStore* artifacts = nullptr;
+};
+
+class RpcScope;
+
+// The access check and the core behind it, shared by the services. Every
+// pointer must outlive the gate.
+class Gate {
+ public:
+  Gate(Core core, Metrics* metrics) : core_(core), metrics_(metrics) {}
+
+ private:
+  friend class RpcScope;
+  const AccessPolicy policy_{};
+  const Core core_;
+  Metrics* const metrics_;
+};
 
 // The one conversion from absl::Status to grpc::Status; messages are capped.
 grpc::Status ToGrpcStatus(const absl::Status& status);
@@ -27,8 +53,7 @@ class JobServiceImpl final
               lathe::v1::JobService::WithCallbackMethod_WatchJob<
                   lathe::v1::JobService::Service>> {
  public:
-  JobServiceImpl(JobManager* manager, Metrics* metrics)
-      : manager_(manager), metrics_(metrics) {}
+  explicit JobServiceImpl(Gate* gate) : gate_(gate) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx,
                          const lathe::v1::SubmitJobRequest* req,
@@ -62,30 +87,24 @@ class JobServiceImpl final
       const grpc::ByteBuffer* request) override;
 
  private:
-  JobManager* manager_;
-  Metrics* metrics_;
+  Gate* const gate_;
 };
 
 class DatasetServiceImpl final : public lathe::v1::DatasetService::Service {
  public:
-  DatasetServiceImpl(JobManager* manager, ArtifactStore* artifacts,
-                     Metrics* metrics)
-      : manager_(manager), artifacts_(artifacts), metrics_(metrics) {}
+  explicit DatasetServiceImpl(Gate* gate) : gate_(gate) {}
   grpc::Status UploadDataset(
       grpc::ServerContext* ctx,
       grpc::ServerReader<lathe::v1::UploadDatasetRequest>* reader,
       lathe::v1::UploadDatasetResponse* resp) override;
 
  private:
-  JobManager* manager_;
-  ArtifactStore* artifacts_;
-  Metrics* metrics_;
+  Gate* const gate_;
 };
 
 class ModelServiceImpl final : public lathe::v1::ModelService::Service {
  public:
-  ModelServiceImpl(ModelStore* models, Metrics* metrics)
-      : models_(models), metrics_(metrics) {}
+  explicit ModelServiceImpl(Gate* gate) : gate_(gate) {}
   grpc::Status PushModel(
       grpc::ServerContext* ctx,
       grpc::ServerReader<lathe::v1::PushModelRequest>* reader,
@@ -101,8 +120,7 @@ class ModelServiceImpl final : public lathe::v1::ModelService::Service {
                            lathe::v1::DeleteModelResponse* resp) override;
 
  private:
-  ModelStore* models_;
-  Metrics* metrics_;
+  Gate* const gate_;
 };
 
 class WorkerServiceImpl final
@@ -110,9 +128,7 @@ class WorkerServiceImpl final
           lathe::v1::WorkerService::WithRawCallbackMethod_FetchModelFile<
               lathe::v1::WorkerService::Service>> {
  public:
-  WorkerServiceImpl(JobManager* manager, ArtifactStore* artifacts,
-                    Metrics* metrics)
-      : manager_(manager), artifacts_(artifacts), metrics_(metrics) {}
+  explicit WorkerServiceImpl(Gate* gate) : gate_(gate) {}
   grpc::Status RegisterWorker(grpc::ServerContext* ctx,
                               const lathe::v1::RegisterWorkerRequest* req,
                               lathe::v1::RegisterWorkerResponse* resp) override;
@@ -144,9 +160,7 @@ class WorkerServiceImpl final
       const grpc::ByteBuffer* request) override;
 
  private:
-  JobManager* manager_;
-  ArtifactStore* artifacts_;
-  Metrics* metrics_;
+  Gate* const gate_;
 };
 
 }  // namespace lathe::server

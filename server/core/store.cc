@@ -273,7 +273,7 @@ absl::Status Store::AppendEventsLocked(Job* job, std::vector<Event>* events) {
 }
 
 absl::Status Store::InsertJobLocked(Job* job, const std::string& request_id,
-                                    std::vector<Event>* events) {
+                                    std::vector<Event>* events, int64_t* seq) {
   {
     Stmt st(db_,
             "INSERT INTO jobs(id, state, owner, request_id, data) "
@@ -288,6 +288,7 @@ absl::Status Store::InsertJobLocked(Job* job, const std::string& request_id,
     }
     st.BindBlob(5, job->SerializeAsString());
     RETURN_IF_ERROR(st.Run());
+    if (seq != nullptr) *seq = sqlite3_last_insert_rowid(db_);
   }
   RETURN_IF_ERROR(AppendEventsLocked(job, events));
   if (job->model_source().kind() == lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {
@@ -309,7 +310,7 @@ absl::Status Store::InsertJob(Job* job, const std::string& request_id,
                               std::vector<Event>* events) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  absl::Status s = InsertJobLocked(job, request_id, events);
+  absl::Status s = InsertJobLocked(job, request_id, events, nullptr);
   if (!s.ok()) {
     Exec("ROLLBACK").IgnoreError();
     return s;
@@ -328,7 +329,7 @@ void Store::InsertJobs(std::vector<NewJob>* batch) {
       // A savepoint per job: its failure undoes only its own rows.
       absl::Status s = Exec("SAVEPOINT new_job");
       if (s.ok()) {
-        n.status = InsertJobLocked(n.job, n.request_id, n.events);
+        n.status = InsertJobLocked(n.job, n.request_id, n.events, &n.seq);
         if (!n.status.ok()) s = Exec("ROLLBACK TO new_job");
       }
       if (s.ok()) s = Exec("RELEASE new_job");
@@ -347,7 +348,7 @@ void Store::InsertJobs(std::vector<NewJob>* batch) {
     n.job->set_last_event_seq(first_seq[i]);
     n.status = Exec("BEGIN IMMEDIATE");
     if (!n.status.ok()) continue;
-    n.status = InsertJobLocked(n.job, n.request_id, n.events);
+    n.status = InsertJobLocked(n.job, n.request_id, n.events, &n.seq);
     if (n.status.ok()) n.status = Exec("COMMIT");
     if (!n.status.ok()) Exec("ROLLBACK").IgnoreError();
   }
@@ -386,13 +387,19 @@ absl::StatusOr<std::vector<Job>> Store::QueryJobs(
 }
 
 absl::StatusOr<Job> Store::GetJob(const std::string& id) {
+  return GetJob(id, nullptr);
+}
+
+absl::StatusOr<Job> Store::GetJob(const std::string& id, int64_t* seq) {
   absl::MutexLock lock(&read_mu_);
+  std::vector<int64_t> seqs;
   ASSIGN_OR_RETURN(auto jobs,
                    QueryJobs(read_db_, "SELECT data, seq FROM jobs WHERE id=?1",
-                             {id}, {}, nullptr));
+                             {id}, {}, &seqs));
   if (jobs.empty()) {
     return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   }
+  if (seq != nullptr) *seq = seqs[0];
   return jobs[0];
 }
 
@@ -453,11 +460,12 @@ absl::StatusOr<std::optional<Job>> Store::OldestQueued() {
   return std::optional<Job>(jobs[0]);
 }
 
-absl::StatusOr<std::vector<Job>> Store::JobsInState(int state) {
+absl::StatusOr<std::vector<Job>> Store::JobsInState(
+    int state, std::vector<int64_t>* seqs) {
   absl::MutexLock lock(&read_mu_);
   return QueryJobs(read_db_,
                    "SELECT data, seq FROM jobs WHERE state=?1 ORDER BY seq", {},
-                   {state}, nullptr);
+                   {state}, seqs);
 }
 
 absl::StatusOr<std::map<int, int64_t>> Store::CountJobsByState() {

@@ -53,6 +53,8 @@ class Store {
     std::string request_id;
     std::vector<lathe::v1::Event>* events = nullptr;
     absl::Status status;
+    // The job's creation sequence (the queue's age order), once stored.
+    int64_t seq = 0;
   };
   // Inserts each job as InsertJob would, all in one transaction, so that a
   // batch costs one sync to disk. Sets each `status`: a job that fails (a
@@ -65,6 +67,8 @@ class Store {
                          std::vector<lathe::v1::Event>* events);
   // NOT_FOUND when there is no such job.
   absl::StatusOr<lathe::v1::Job> GetJob(const std::string& id);
+  // GetJob that also returns the job's creation sequence in `seq`.
+  absl::StatusOr<lathe::v1::Job> GetJob(const std::string& id, int64_t* seq);
   absl::StatusOr<std::optional<std::string>> JobIdForRequest(
       const std::string& request_id);
   // Newest first, jobs created before `before_seq` (0: from the newest).
@@ -73,7 +77,9 @@ class Store {
                                    int64_t before_seq);
   // The oldest QUEUED job, if any.
   absl::StatusOr<std::optional<lathe::v1::Job>> OldestQueued();
-  absl::StatusOr<std::vector<lathe::v1::Job>> JobsInState(int state);
+  // Oldest first; `seqs` (may be null) receives each job's creation sequence.
+  absl::StatusOr<std::vector<lathe::v1::Job>> JobsInState(
+      int state, std::vector<int64_t>* seqs = nullptr);
   absl::StatusOr<std::map<int, int64_t>> CountJobsByState();
 
   // Events with seq > after_seq, oldest first, at most `limit`.
@@ -134,8 +140,8 @@ class Store {
   // The writes of InsertJob, inside a transaction the caller runs.
   absl::Status InsertJobLocked(lathe::v1::Job* job,
                                const std::string& request_id,
-                               std::vector<lathe::v1::Event>* events)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                               std::vector<lathe::v1::Event>* events,
+                               int64_t* seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status AppendEventsLocked(lathe::v1::Job* job,
                                   std::vector<lathe::v1::Event>* events)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

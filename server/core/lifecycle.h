@@ -1,0 +1,178 @@
+// The job lifecycle: the state machine (QUEUED -> RUNNING -> SUCCEEDED |
+// FAILED | CANCELLED, with CANCELLING, PAUSING and PAUSED), attempts and
+// their fencing numbers, and every write of a job to the store. Each change
+// is committed with its events in one transaction, then handed to the event
+// hub (watchers) and the scheduler (queue index), in that order, under one
+// lock. The lifecycle owns the event hub, which must follow its commits.
+//
+// Locks: the lifecycle owns the commit lock `mu_`; it is the first lock of
+// the core. The scheduler's, the registry's and the event hub's locks are
+// taken after it, never the other way round. Long waits (StartNext) release
+// it while they wait.
+#ifndef LATHE_SERVER_CORE_LIFECYCLE_H_
+#define LATHE_SERVER_CORE_LIFECYCLE_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lathe/v1/lathe.pb.h"
+#include "server/core/checkpoints.h"
+#include "server/core/event_hub.h"
+#include "server/core/job_states.h"
+#include "server/core/metrics.h"
+#include "server/core/models.h"
+#include "server/core/scheduler.h"
+#include "server/core/store.h"
+#include "server/core/worker_registry.h"
+
+namespace lathe::server {
+
+struct LifecycleOptions {
+  // A crashed attempt is retried after base * 2^(attempt-1), at most max.
+  absl::Duration retry_backoff_base = absl::Seconds(1);
+  absl::Duration retry_backoff_max = absl::Seconds(60);
+  // Workers not heard from for this long are dropped (ExpireWorkers).
+  absl::Duration heartbeat_timeout = absl::Seconds(15);
+  EventTailOptions event_tail;
+};
+
+// What a worker should do with the jobs it runs.
+struct WorkerCommands {
+  std::vector<std::string> cancel;
+  std::vector<std::string> checkpoint;
+  std::vector<std::string> pause;
+};
+
+// What a worker should do with one job, answered to its reports.
+struct JobCommands {
+  bool cancel = false;
+  bool checkpoint = false;
+  bool pause = false;
+};
+
+// The parts the lifecycle drives; each must outlive it.
+struct LifecycleParts {
+  Store* store = nullptr;
+  Metrics* metrics = nullptr;
+  Scheduler* scheduler = nullptr;
+  WorkerRegistry* workers = nullptr;
+  CheckpointCatalogue* checkpoints = nullptr;
+  ModelStore* models = nullptr;
+};
+
+class JobLifecycle {
+ public:
+  // Starts the event hub (its options are checked by the caller).
+  JobLifecycle(LifecycleOptions options, LifecycleParts parts, Clock clock);
+
+  // Reads the store: per-state counts, the scheduler's index, and a
+  // placeholder worker for each job that was running (its worker reconnects
+  // and its heartbeats keep the placeholder alive).
+  absl::Status Init() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Watchers read the jobs' events here.
+  EventHub* events() { return events_.get(); }
+
+  // One new job of Insert.
+  struct NewJob {
+    lathe::v1::Job* job = nullptr;
+    std::string request_id;
+    std::vector<lathe::v1::Event> events;
+    absl::Status status;
+  };
+  // Stores new jobs as QUEUED in one transaction. Under the commit lock,
+  // `prepare` is called for each first (it resolves and pins the model and
+  // returns the message of the job's first event, or an error that leaves
+  // that job out). Sets each job's status.
+  void Insert(std::vector<NewJob*>* batch,
+              const std::function<absl::StatusOr<std::string>(lathe::v1::Job*)>&
+                  prepare) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Cancel is honoured in every state (a finished job is returned as is).
+  absl::StatusOr<lathe::v1::Job> Cancel(const std::string& id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<lathe::v1::Job> Pause(const std::string& id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<lathe::v1::Job> Resume(const std::string& id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<lathe::v1::Job> RequestCheckpoint(const std::string& id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Starts the job the scheduler picks for the worker as a new attempt;
+  // waits up to `max_wait` for one. NOT_FOUND for an unknown worker.
+  absl::StatusOr<std::optional<lathe::v1::Assignment>> StartNext(
+      const std::string& worker_id, absl::Duration max_wait)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Wakes StartNext waiters (a worker registered).
+  void Wake() ABSL_LOCKS_EXCLUDED(mu_);
+  // What the worker should do with its jobs. NOT_FOUND when unknown.
+  absl::StatusOr<WorkerCommands> Heartbeat(const std::string& worker_id);
+  // Applies a worker's events under the attempt's fencing number.
+  absl::StatusOr<JobCommands> Report(const std::string& job_id, int attempt,
+                                     std::vector<lathe::v1::Event> events)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // FAILED_PRECONDITION unless `attempt` is the job's current, running one.
+  absl::Status CheckAttempt(const std::string& job_id, int attempt)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends an attempt. A FAILED attempt of kind CRASH (or unspecified) with
+  // attempts left goes back to the queue after a backoff.
+  absl::Status FinishAttempt(const std::string& job_id, int attempt,
+                             lathe::v1::JobState outcome,
+                             const std::string& error,
+                             lathe::v1::FailureKind failure)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops workers whose heartbeat is older than the timeout; their jobs go
+  // back to the queue (or fail with no attempts left).
+  void ExpireWorkers() ABSL_LOCKS_EXCLUDED(mu_);
+  // Wakes every waiter; later waits return at once.
+  void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+
+  absl::Duration Backoff(int attempt) const;
+
+ private:
+  // Moves `job` to `state`, appending a state event to `events`, and keeps
+  // the per-state counts and metrics current.
+  void Transition(lathe::v1::Job* job, lathe::v1::JobState state,
+                  const std::string& message,
+                  std::vector<lathe::v1::Event>* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commits `job` and `events`, then publishes them to the event hub and the
+  // scheduler. `seq` is the job's creation sequence.
+  absl::Status Save(lathe::v1::Job* job, int64_t seq,
+                    std::vector<lathe::v1::Event>* events)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishCounts() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<lathe::v1::Job> LoadRunning(const std::string& job_id,
+                                             int attempt, int64_t* seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<lathe::v1::Assignment>> Start(
+      const std::string& job_id, const WorkerInfo& worker, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const LifecycleOptions options_;
+  const LifecycleParts parts_;
+  Store* const store_;
+  Metrics* const metrics_;
+  const Clock clock_;
+
+  absl::Mutex mu_;
+  // Created with mu_ as its commit lock.
+  std::unique_ptr<EventHub> events_;
+  // Signalled whenever a job changes, is queued or a worker registers.
+  absl::CondVar changed_;
+  std::map<int, int64_t> counts_ ABSL_GUARDED_BY(mu_);
+  bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace lathe::server
+
+#endif  // LATHE_SERVER_CORE_LIFECYCLE_H_
