@@ -3,7 +3,8 @@
 // GetJob requests per second, WatchJob event delivery with many watchers,
 // checkpoint download throughput against reading the same file locally
 // from the page cache (and the server's memory meanwhile), and start-up time
-// and memory with a large history. The benchmark itself plays the worker
+// and memory with a large history, and the scheduler's cost behind a long
+// queue. The benchmark itself plays the worker
 // through the WorkerService, so no training runs: these numbers are the
 // server's own.
 //
@@ -100,23 +101,26 @@ class Bench {
     jobs_ = lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
     workers_ =
         lathe::v1::WorkerService::NewStub(Channel(server_->grpc_address()));
-    std::ofstream(dir_.path() + "/d.jsonl") << "{\"text\":\"x\",\"label\":1}\n";
+    dataset_ = UploadDataset(server_->grpc_address());
+    if (dataset_.empty()) {
+      *why = "dataset upload failed";
+      return false;
+    }
+    return true;
+  }
+
+  // Uploads a one-row dataset; its reference, or empty on failure.
+  static std::string UploadDataset(const std::string& addr) {
     grpc::ClientContext ctx;
     lathe::v1::UploadDatasetResponse resp;
-    auto w =
-        lathe::v1::DatasetService::NewStub(Channel(server_->grpc_address()))
-            ->UploadDataset(&ctx, &resp);
+    auto w = lathe::v1::DatasetService::NewStub(Channel(addr))
+                 ->UploadDataset(&ctx, &resp);
     lathe::v1::UploadDatasetRequest req;
     req.set_name("d.jsonl");
     req.set_chunk("{\"text\":\"x\",\"label\":1}\n");
     w->Write(req);
     w->WritesDone();
-    if (!w->Finish().ok()) {
-      *why = "dataset upload failed";
-      return false;
-    }
-    dataset_ = resp.dataset().ref();
-    return true;
+    return w->Finish().ok() ? resp.dataset().ref() : "";
   }
 
   lathe::v1::SubmitJobRequest SubmitRequest() const {
@@ -575,6 +579,151 @@ class Bench {
          rss < 143 ? "met" : "missed"});
   }
 
+  // A fresh data directory with N queued jobs written straight into the
+  // database, each waiting for a GPU worker; then W CPU workers poll
+  // (AcquireJob without waiting, from 8 client threads) while CPU jobs are
+  // submitted one at a time. What is measured is the scheduler's cost with
+  // a long queue: every poll must look past the queued GPU jobs.
+  void DeepQueue() {
+    const int n = quick_ ? 10000 : 100000;
+    const int worker_count = quick_ ? 100 : 1000;
+    const int probes = quick_ ? 20 : 100;
+    TempDir dir;
+    const std::string data = dir.path() + "/data";
+    MakeDirs(data).IgnoreError();
+    {
+      auto store = server::Store::Open(data + "/lathe.db");
+      if (!store.ok()) return;
+    }
+    sqlite3* db = nullptr;
+    sqlite3_open((data + "/lathe.db").c_str(), &db);
+    sqlite3_exec(db, "PRAGMA synchronous=OFF; BEGIN", nullptr, nullptr,
+                 nullptr);
+    sqlite3_stmt* job_stmt = nullptr;
+    sqlite3_prepare_v2(db,
+                       "INSERT INTO jobs(id, state, owner, data) VALUES(?1, "
+                       "?2, ?3, ?4)",
+                       -1, &job_stmt, nullptr);
+    for (int i = 0; i < n; ++i) {
+      lathe::v1::Job job;
+      job.set_id(absl::StrFormat("job-%012x", i));
+      *job.mutable_spec() = SubmitRequest().spec();
+      job.mutable_spec()->set_owner(absl::StrCat("team-", i % 16));
+      job.mutable_spec()->set_device("cuda");
+      job.mutable_spec()->mutable_resources()->set_device_kind("cuda");
+      job.mutable_spec()->mutable_resources()->set_device_count(1);
+      job.set_state(lathe::v1::QUEUED);
+      const std::string bytes = job.SerializeAsString();
+      sqlite3_bind_text(job_stmt, 1, job.id().c_str(), -1, SQLITE_TRANSIENT);
+      sqlite3_bind_int(job_stmt, 2, lathe::v1::QUEUED);
+      sqlite3_bind_text(job_stmt, 3, job.spec().owner().c_str(), -1,
+                        SQLITE_TRANSIENT);
+      sqlite3_bind_blob(job_stmt, 4, bytes.data(),
+                        static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+      sqlite3_step(job_stmt);
+      sqlite3_reset(job_stmt);
+    }
+    sqlite3_finalize(job_stmt);
+    sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+
+    ServerProcess s(data, 0);
+    std::string why;
+    if (!s.Start(&why)) return;
+    const std::string dataset = UploadDataset(s.grpc_address());
+    auto jobs = lathe::v1::JobService::NewStub(Channel(s.grpc_address()));
+    std::vector<std::string> ids;
+    {
+      auto workers =
+          lathe::v1::WorkerService::NewStub(Channel(s.grpc_address()));
+      for (int i = 0; i < worker_count; ++i) {
+        grpc::ClientContext ctx;
+        lathe::v1::RegisterWorkerRequest req;
+        req.set_name(absl::StrCat("cpu-", i));
+        req.add_devices("cpu");
+        lathe::v1::RegisterWorkerResponse resp;
+        if (workers->RegisterWorker(&ctx, req, &resp).ok()) {
+          ids.push_back(resp.worker_id());
+        }
+      }
+    }
+    std::mutex mu;
+    std::vector<double> acquire_ms, start_ms;
+    std::atomic<bool> stop{false};
+    std::atomic<int> taken{0};
+    std::vector<std::thread> pollers;
+    const int threads = 8;
+    for (int t = 0; t < threads; ++t) {
+      pollers.emplace_back([&, t] {
+        auto stub =
+            lathe::v1::WorkerService::NewStub(Channel(s.grpc_address()));
+        std::vector<double> mine, started;
+        for (size_t i = static_cast<size_t>(t); !stop; i += threads) {
+          lathe::v1::AcquireJobRequest req;
+          req.set_worker_id(ids[i % ids.size()]);
+          req.set_wait_ms(0);
+          lathe::v1::AcquireJobResponse resp;
+          grpc::ClientContext ctx;
+          const int64_t t0 = WallUs();
+          if (!stub->AcquireJob(&ctx, req, &resp).ok()) continue;
+          const int64_t t1 = WallUs();
+          mine.push_back(static_cast<double>(t1 - t0) / 1000.0);
+          if (!resp.has_assignment()) continue;
+          const auto& labels = resp.assignment().spec().labels();
+          auto sent = labels.find("sent_us");
+          if (sent != labels.end()) {
+            started.push_back(
+                static_cast<double>(t1 - std::stoll(sent->second)) / 1000.0);
+          }
+          grpc::ClientContext fctx;
+          lathe::v1::FinishAttemptRequest freq;
+          freq.set_job_id(resp.assignment().job_id());
+          freq.set_attempt(resp.assignment().attempt());
+          freq.set_outcome(lathe::v1::SUCCEEDED);
+          lathe::v1::FinishAttemptResponse fresp;
+          stub->FinishAttempt(&fctx, freq, &fresp);
+          ++taken;
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        acquire_ms.insert(acquire_ms.end(), mine.begin(), mine.end());
+        start_ms.insert(start_ms.end(), started.begin(), started.end());
+      });
+    }
+    for (int i = 0; i < probes; ++i) {
+      lathe::v1::SubmitJobRequest req = SubmitRequest();
+      req.mutable_spec()->set_train_data(dataset);
+      (*req.mutable_spec()->mutable_labels())["sent_us"] =
+          std::to_string(WallUs());
+      grpc::ClientContext ctx;
+      lathe::v1::SubmitJobResponse resp;
+      jobs->SubmitJob(&ctx, req, &resp);
+      // One probe at a time: the next is sent once this one runs (or 2 s).
+      for (int w = 0; w < 200 && taken.load() <= i; ++w) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    stop = true;
+    for (auto& p : pollers) p.join();
+    s.Stop();
+    const double p99 = Percentile(acquire_ms, 0.99);
+    const double p50 = Median(start_ms);
+    rows_.push_back(
+        {absl::StrFormat("AcquireJob, %d queued GPU jobs, %d CPU workers "
+                         "polling",
+                         n, static_cast<int>(ids.size())),
+         absl::StrFormat("p50 %.2f ms, p99 %.2f ms (n=%d)", Median(acquire_ms),
+                         p99, static_cast<int>(acquire_ms.size())),
+         "p99 < 10 ms", p99 < 10 ? "met" : "missed"});
+    rows_.push_back(
+        {absl::StrFormat("submit to running behind %d queued jobs, %d "
+                         "workers polling",
+                         n, static_cast<int>(ids.size())),
+         absl::StrFormat("p50 %.1f ms, p99 %.1f ms (n=%d of %d)", p50,
+                         Percentile(start_ms, 0.99),
+                         static_cast<int>(start_ms.size()), probes),
+         "p50 < 20 ms", !start_ms.empty() && p50 < 20 ? "met" : "missed"});
+  }
+
   std::string Table() const {
     std::ostringstream out;
     out << "| measurement | result | target | verdict |\n"
@@ -611,7 +760,7 @@ int main(int argc, char** argv) {
   const std::string kUsage =
       "usage: lathe-bench-control [--quick] [--out FILE] "
       "[--only PHASE,...]\n"
-      "  phases: submits, running, get, watchers, downloads, history\n";
+      "  phases: submits, running, get, watchers, downloads, history, queue\n";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--quick") {
@@ -662,6 +811,10 @@ int main(int argc, char** argv) {
     bench.Downloads();
   }
   bench.Stop();
+  if (run("queue")) {
+    std::fprintf(stderr, "deep queue...\n");
+    bench.DeepQueue();
+  }
   if (run("history")) {
     std::fprintf(stderr, "history...\n");
     bench.History();

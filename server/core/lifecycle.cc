@@ -87,6 +87,7 @@ absl::Status JobLifecycle::Save(Job* job, int64_t seq,
     // What the store holds now is uncertain; watchers read it from there.
     events_->Drop(job->id());
   }
+  ++changes_;
   changed_.SignalAll();
   if (s.ok() && IsFinal(job->state())) {
     // A finished job never runs again: its model files may go once nothing
@@ -133,7 +134,10 @@ void JobLifecycle::Insert(
     any = true;
   }
   PublishCounts();
-  if (any) changed_.SignalAll();
+  if (any) {
+    ++changes_;
+    changed_.SignalAll();
+  }
 }
 
 absl::StatusOr<Job> JobLifecycle::Cancel(const std::string& id) {
@@ -238,26 +242,33 @@ absl::Duration JobLifecycle::Backoff(int attempt) const {
 
 void JobLifecycle::Wake() {
   absl::MutexLock lock(&mu_);
+  ++changes_;
   changed_.SignalAll();
 }
 
 absl::StatusOr<std::optional<Assignment>> JobLifecycle::StartNext(
     const std::string& worker_id, absl::Duration max_wait) {
   const absl::Time deadline = absl::Now() + max_wait;
-  absl::MutexLock lock(&mu_);
   while (true) {
+    // The pick needs only the scheduler's lock: a worker that finds nothing
+    // to do never waits behind a commit.
+    const uint64_t seen = changes_.load();
     ASSIGN_OR_RETURN(WorkerInfo worker, parts_.workers->Touch(worker_id));
     const int64_t now = clock_();
     int64_t next_ready_ms = 0;
     auto picked = parts_.scheduler->Pick(worker.devices, now, &next_ready_ms);
+    absl::MutexLock lock(&mu_);
     if (picked.has_value()) {
+      // Another worker may have started it since the pick; Start sees that
+      // in the store and the loop picks again.
       ASSIGN_OR_RETURN(auto started, Start(*picked, worker, now));
       if (started.has_value()) return started;
-      continue;  // the index was behind the store; it is now in step
+      continue;
     }
     if (shutdown_ || absl::Now() >= deadline) {
       return std::optional<Assignment>();
     }
+    if (changes_.load() != seen) continue;  // changed since the pick
     absl::Time wake = deadline;
     if (next_ready_ms > 0) {
       wake =
@@ -500,6 +511,7 @@ void JobLifecycle::Shutdown() {
   {
     absl::MutexLock lock(&mu_);
     shutdown_ = true;
+    ++changes_;
     changed_.SignalAll();
   }
   events_->Shutdown();

@@ -8,10 +8,11 @@
 // Locks: the lifecycle owns the commit lock `mu_`; it is the first lock of
 // the core. The scheduler's, the registry's and the event hub's locks are
 // taken after it, never the other way round. Long waits (StartNext) release
-// it while they wait.
+// it while they wait, and a worker's pick takes only the scheduler's lock.
 #ifndef LATHE_SERVER_CORE_LIFECYCLE_H_
 #define LATHE_SERVER_CORE_LIFECYCLE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -167,8 +168,10 @@ class JobLifecycle {
   absl::Mutex mu_;
   // Created with mu_ as its commit lock.
   std::unique_ptr<EventHub> events_;
-  // Signalled whenever a job changes, is queued or a worker registers.
+  // Signalled whenever a job changes, is queued or a worker registers;
+  // `changes_` counts those signals (written under mu_, read without it).
   absl::CondVar changed_;
+  std::atomic<uint64_t> changes_{0};
   std::map<int, int64_t> counts_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
 };
