@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "worker/models/config_reader.h"
 #include "worker/models/decoders.h"
 #include "worker/models/families.h"
 #include "worker/models/model_config.h"
@@ -28,53 +29,9 @@ constexpr int64_t kMaxLayers = 1024;
 constexpr int64_t kMaxHeads = 1024;
 constexpr int64_t kMaxPositions = int64_t{1} << 24;
 
-absl::Status Bad(const std::string& key, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config.json: \"", key, "\" ", what));
-}
-
-bool Present(const json& j, const std::string& key) {
-  return j.contains(key) && !j[key].is_null();
-}
-
-// Leaves *out unchanged when the key is absent or null.
-absl::Status GetInt(const json& j, const std::string& key, int64_t lo,
-                    int64_t hi, int64_t* out) {
-  if (!Present(j, key)) return absl::OkStatus();
-  const json& v = j[key];
-  if (!v.is_number_integer()) return Bad(key, "is not an integer");
-  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(hi)) {
-    return Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "]"));
-  }
-  const int64_t x = v.get<int64_t>();
-  if (x < lo || x > hi) {
-    return Bad(key, absl::StrCat("must be in [", lo, ", ", hi, "], got ", x));
-  }
-  *out = x;
-  return absl::OkStatus();
-}
-
-absl::Status GetDouble(const json& j, const std::string& key, double* out) {
-  if (!Present(j, key)) return absl::OkStatus();
-  if (!j[key].is_number()) return Bad(key, "is not a number");
-  *out = j[key].get<double>();
-  return absl::OkStatus();
-}
-
-absl::Status GetBool(const json& j, const std::string& key, bool* out) {
-  if (!Present(j, key)) return absl::OkStatus();
-  if (!j[key].is_boolean()) return Bad(key, "is not true or false");
-  *out = j[key].get<bool>();
-  return absl::OkStatus();
-}
-
-absl::Status GetString(const json& j, const std::string& key,
-                       std::string* out) {
-  if (!Present(j, key)) return absl::OkStatus();
-  if (!j[key].is_string()) return Bad(key, "is not a string");
-  *out = j[key].get<std::string>();
-  return absl::OkStatus();
-}
+using config_json::Bad;
+using config_json::Present;
+using config_json::Read;
 
 // A token id: absent/null keeps *out; an integer; or a list (Llama 3's
 // eos_token_id lists several stop tokens) whose first entry is kept.
@@ -117,23 +74,23 @@ absl::Status ParseGpt2(const json& j, ModelConfig* c) {
   c->eos_token_id = 50256;
   c->pad_token_id = std::nullopt;
   c->tie_word_embeddings = true;
-  RETURN_IF_ERROR(GetInt(j, "vocab_size", 1, kMaxVocab, &c->vocab_size));
+  RETURN_IF_ERROR(Read(j, "vocab_size", 1, kMaxVocab, &c->vocab_size));
   RETURN_IF_ERROR(
-      GetInt(j, "n_positions", 1, kMaxPositions, &c->max_position_embeddings));
-  RETURN_IF_ERROR(GetInt(j, "n_embd", 1, kMaxHidden, &c->hidden_size));
-  RETURN_IF_ERROR(GetInt(j, "n_layer", 1, kMaxLayers, &c->num_hidden_layers));
-  RETURN_IF_ERROR(GetInt(j, "n_head", 1, kMaxHeads, &c->num_attention_heads));
+      Read(j, "n_positions", 1, kMaxPositions, &c->max_position_embeddings));
+  RETURN_IF_ERROR(Read(j, "n_embd", 1, kMaxHidden, &c->hidden_size));
+  RETURN_IF_ERROR(Read(j, "n_layer", 1, kMaxLayers, &c->num_hidden_layers));
+  RETURN_IF_ERROR(Read(j, "n_head", 1, kMaxHeads, &c->num_attention_heads));
   c->num_key_value_heads = c->num_attention_heads;
   c->intermediate_size = 4 * c->hidden_size;  // n_inner null: 4 * n_embd
   RETURN_IF_ERROR(
-      GetInt(j, "n_inner", 1, kMaxIntermediate, &c->intermediate_size));
-  RETURN_IF_ERROR(GetString(j, "activation_function", &c->hidden_act));
-  RETURN_IF_ERROR(GetDouble(j, "resid_pdrop", &c->hidden_dropout));
-  RETURN_IF_ERROR(GetDouble(j, "attn_pdrop", &c->attention_dropout));
-  RETURN_IF_ERROR(GetDouble(j, "classifier_dropout", &c->classifier_dropout));
-  RETURN_IF_ERROR(GetDouble(j, "layer_norm_epsilon", &c->layer_norm_eps));
-  RETURN_IF_ERROR(GetDouble(j, "initializer_range", &c->initializer_range));
-  RETURN_IF_ERROR(GetBool(j, "tie_word_embeddings", &c->tie_word_embeddings));
+      Read(j, "n_inner", 1, kMaxIntermediate, &c->intermediate_size));
+  RETURN_IF_ERROR(Read(j, "activation_function", &c->hidden_act));
+  RETURN_IF_ERROR(Read(j, "resid_pdrop", &c->hidden_dropout));
+  RETURN_IF_ERROR(Read(j, "attn_pdrop", &c->attention_dropout));
+  RETURN_IF_ERROR(Read(j, "classifier_dropout", &c->classifier_dropout));
+  RETURN_IF_ERROR(Read(j, "layer_norm_epsilon", &c->layer_norm_eps));
+  RETURN_IF_ERROR(Read(j, "initializer_range", &c->initializer_range));
+  RETURN_IF_ERROR(Read(j, "tie_word_embeddings", &c->tie_word_embeddings));
   c->head_dim = 0;
   c->attention_bias = true;  // Conv1D layers always carry biases
   c->mlp_bias = true;
@@ -184,46 +141,45 @@ absl::Status ParseLlamaFamily(const json& j, ModelConfig* c) {
   c->attention_bias = false;
   c->mlp_bias = false;
 
-  RETURN_IF_ERROR(GetInt(j, "vocab_size", 1, kMaxVocab, &c->vocab_size));
-  RETURN_IF_ERROR(GetInt(j, "hidden_size", 1, kMaxHidden, &c->hidden_size));
-  RETURN_IF_ERROR(GetInt(j, "intermediate_size", 1, kMaxIntermediate,
-                         &c->intermediate_size));
+  RETURN_IF_ERROR(Read(j, "vocab_size", 1, kMaxVocab, &c->vocab_size));
+  RETURN_IF_ERROR(Read(j, "hidden_size", 1, kMaxHidden, &c->hidden_size));
   RETURN_IF_ERROR(
-      GetInt(j, "num_hidden_layers", 1, kMaxLayers, &c->num_hidden_layers));
+      Read(j, "intermediate_size", 1, kMaxIntermediate, &c->intermediate_size));
   RETURN_IF_ERROR(
-      GetInt(j, "num_attention_heads", 1, kMaxHeads, &c->num_attention_heads));
+      Read(j, "num_hidden_layers", 1, kMaxLayers, &c->num_hidden_layers));
+  RETURN_IF_ERROR(
+      Read(j, "num_attention_heads", 1, kMaxHeads, &c->num_attention_heads));
   // Absent: the class default; explicit null: one KV head per query head.
   c->num_key_value_heads = c->num_attention_heads;
   if (!j.contains("num_key_value_heads") && kv_default > 0) {
     c->num_key_value_heads = kv_default;
   }
   RETURN_IF_ERROR(
-      GetInt(j, "num_key_value_heads", 1, kMaxHeads, &c->num_key_value_heads));
-  RETURN_IF_ERROR(GetString(j, "hidden_act", &c->hidden_act));
-  RETURN_IF_ERROR(GetInt(j, "max_position_embeddings", 1, kMaxPositions,
-                         &c->max_position_embeddings));
-  RETURN_IF_ERROR(GetDouble(j, "initializer_range", &c->initializer_range));
-  RETURN_IF_ERROR(GetDouble(j, "rms_norm_eps", &c->layer_norm_eps));
+      Read(j, "num_key_value_heads", 1, kMaxHeads, &c->num_key_value_heads));
+  RETURN_IF_ERROR(Read(j, "hidden_act", &c->hidden_act));
+  RETURN_IF_ERROR(Read(j, "max_position_embeddings", 1, kMaxPositions,
+                       &c->max_position_embeddings));
+  RETURN_IF_ERROR(Read(j, "initializer_range", &c->initializer_range));
+  RETURN_IF_ERROR(Read(j, "rms_norm_eps", &c->layer_norm_eps));
   // Newer config.json files nest rope_theta in rope_parameters.
   if (Present(j, "rope_parameters")) {
     if (!j["rope_parameters"].is_object()) {
       return Bad("rope_parameters", "is not an object");
     }
-    RETURN_IF_ERROR(
-        GetDouble(j["rope_parameters"], "rope_theta", &c->rope_theta));
+    RETURN_IF_ERROR(Read(j["rope_parameters"], "rope_theta", &c->rope_theta));
   }
-  RETURN_IF_ERROR(GetDouble(j, "rope_theta", &c->rope_theta));
-  RETURN_IF_ERROR(GetDouble(j, "attention_dropout", &c->attention_dropout));
-  RETURN_IF_ERROR(GetDouble(j, "classifier_dropout", &c->classifier_dropout));
-  RETURN_IF_ERROR(GetInt(j, "head_dim", 1, kMaxHidden, &c->head_dim));
-  RETURN_IF_ERROR(GetBool(j, "tie_word_embeddings", &c->tie_word_embeddings));
+  RETURN_IF_ERROR(Read(j, "rope_theta", &c->rope_theta));
+  RETURN_IF_ERROR(Read(j, "attention_dropout", &c->attention_dropout));
+  RETURN_IF_ERROR(Read(j, "classifier_dropout", &c->classifier_dropout));
+  RETURN_IF_ERROR(Read(j, "head_dim", 1, kMaxHidden, &c->head_dim));
+  RETURN_IF_ERROR(Read(j, "tie_word_embeddings", &c->tie_word_embeddings));
   if (type == "qwen2") {
     // Qwen2's q/k/v projections always carry biases (o_proj and the MLP
     // never); its config has no key for it.
     c->attention_bias = true;
   } else if (type == "llama") {
-    RETURN_IF_ERROR(GetBool(j, "attention_bias", &c->attention_bias));
-    RETURN_IF_ERROR(GetBool(j, "mlp_bias", &c->mlp_bias));
+    RETURN_IF_ERROR(Read(j, "attention_bias", &c->attention_bias));
+    RETURN_IF_ERROR(Read(j, "mlp_bias", &c->mlp_bias));
   }
   // Mistral has neither bias whatever its config says.
   return absl::OkStatus();
@@ -241,8 +197,8 @@ absl::Status ParseRope(const json& j, DecoderExtras* e) {
   if (scaling == nullptr) return absl::OkStatus();
   if (!scaling->is_object()) return Bad(key, "is not an object");
   std::string type = "default";
-  RETURN_IF_ERROR(GetString(*scaling, "type", &type));
-  RETURN_IF_ERROR(GetString(*scaling, "rope_type", &type));
+  RETURN_IF_ERROR(Read(*scaling, "type", &type));
+  RETURN_IF_ERROR(Read(*scaling, "rope_type", &type));
   auto factor = [&]() -> absl::Status {
     if (!Present(*scaling, "factor") || !(*scaling)["factor"].is_number()) {
       return Bad(key, absl::StrCat("(", type, ") needs a numeric \"factor\""));
@@ -270,8 +226,8 @@ absl::Status ParseRope(const json& j, DecoderExtras* e) {
     }
     e->rope_low_freq_factor = (*scaling)["low_freq_factor"].get<double>();
     e->rope_high_freq_factor = (*scaling)["high_freq_factor"].get<double>();
-    RETURN_IF_ERROR(GetInt(*scaling, "original_max_position_embeddings", 1,
-                           kMaxPositions, &e->rope_original_max_positions));
+    RETURN_IF_ERROR(Read(*scaling, "original_max_position_embeddings", 1,
+                         kMaxPositions, &e->rope_original_max_positions));
     if (!(e->rope_low_freq_factor > 0) ||
         !(e->rope_high_freq_factor > e->rope_low_freq_factor)) {
       return Bad(key, "(llama3) needs 0 < low_freq_factor < high_freq_factor");
@@ -294,13 +250,13 @@ absl::StatusOr<DecoderExtras> ParseDecoderExtras(const ModelConfig& config) {
     // GPT2Config's embd_pdrop defaults to 0.1; a config built in code (no
     // config.json keys) uses its one hidden dropout for the embeddings too.
     e.embedding_dropout = j.empty() ? config.hidden_dropout : 0.1;
-    RETURN_IF_ERROR(GetDouble(j, "embd_pdrop", &e.embedding_dropout));
+    RETURN_IF_ERROR(Read(j, "embd_pdrop", &e.embedding_dropout));
     if (!(e.embedding_dropout >= 0 && e.embedding_dropout < 1)) {
       return Bad("embd_pdrop", "must be in [0, 1)");
     }
-    RETURN_IF_ERROR(GetBool(j, "scale_attn_weights", &e.scale_attn_weights));
-    RETURN_IF_ERROR(GetBool(j, "scale_attn_by_inverse_layer_idx",
-                            &e.scale_attn_by_inverse_layer_idx));
+    RETURN_IF_ERROR(Read(j, "scale_attn_weights", &e.scale_attn_weights));
+    RETURN_IF_ERROR(Read(j, "scale_attn_by_inverse_layer_idx",
+                         &e.scale_attn_by_inverse_layer_idx));
     return e;
   }
   RETURN_IF_ERROR(ParseRope(j, &e));
@@ -311,20 +267,20 @@ absl::StatusOr<DecoderExtras> ParseDecoderExtras(const ModelConfig& config) {
       e.sliding_window = 0;
     }
     RETURN_IF_ERROR(
-        GetInt(j, "sliding_window", 1, kMaxPositions, &e.sliding_window));
+        Read(j, "sliding_window", 1, kMaxPositions, &e.sliding_window));
     // A window covering every position changes nothing.
     if (e.sliding_window >= config.max_position_embeddings) {
       e.sliding_window = 0;
     }
   } else if (config.model_type == "qwen2") {
     bool use_sliding_window = false;
-    RETURN_IF_ERROR(GetBool(j, "use_sliding_window", &use_sliding_window));
+    RETURN_IF_ERROR(Read(j, "use_sliding_window", &use_sliding_window));
     if (use_sliding_window) {
       int64_t window = 4096;
       int64_t max_window_layers = 28;
-      RETURN_IF_ERROR(GetInt(j, "sliding_window", 1, kMaxPositions, &window));
+      RETURN_IF_ERROR(Read(j, "sliding_window", 1, kMaxPositions, &window));
       RETURN_IF_ERROR(
-          GetInt(j, "max_window_layers", 0, kMaxLayers, &max_window_layers));
+          Read(j, "max_window_layers", 0, kMaxLayers, &max_window_layers));
       // Qwen2 slides only layers from max_window_layers on; Lathe
       // implements the window for no layer, so it accepts the setting only
       // where it is a no-op.

@@ -3,54 +3,19 @@
 // DistilBertConfig), so a config that omits a key means what it means there.
 #include <optional>
 #include <string>
-#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/models/config_reader.h"
 #include "worker/models/families.h"
 
 namespace lathe {
 namespace families {
 namespace {
 
-absl::Status Bad(const std::string& key, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config.json: \"", key, "\" ", what));
-}
-
-// A present, non-null key overwrites *out; absent or null keeps the default.
-template <typename T>
-absl::Status Read(const nlohmann::json& j, const std::string& key, T* out) {
-  if (!j.contains(key) || j[key].is_null()) return absl::OkStatus();
-  const nlohmann::json& v = j[key];
-  if constexpr (std::is_same_v<T, bool>) {
-    if (!v.is_boolean()) return Bad(key, "is not a boolean");
-    *out = v.get<bool>();
-  } else if constexpr (std::is_same_v<T, std::string>) {
-    if (!v.is_string()) return Bad(key, "is not a string");
-    *out = v.get<std::string>();
-  } else if constexpr (std::is_integral_v<T>) {
-    if (!v.is_number_integer()) return Bad(key, "is not an integer");
-    *out = v.get<T>();
-  } else {
-    if (!v.is_number()) return Bad(key, "is not a number");
-    *out = v.get<T>();
-  }
-  return absl::OkStatus();
-}
-
-absl::Status ReadOptional(const nlohmann::json& j, const std::string& key,
-                          std::optional<int64_t>* out) {
-  if (!j.contains(key)) return absl::OkStatus();
-  if (j[key].is_null()) {
-    out->reset();
-    return absl::OkStatus();
-  }
-  int64_t v = 0;
-  RETURN_IF_ERROR(Read(j, key, &v));
-  *out = v;
-  return absl::OkStatus();
-}
+using config_json::Bad;
+using config_json::Read;
+using config_json::ReadOptional;
 
 absl::Status ParseDistilBert(const nlohmann::json& j, ModelConfig* c) {
   c->vocab_size = 30522;
@@ -113,19 +78,10 @@ absl::Status ParseBertLike(const nlohmann::json& j, ModelConfig* c) {
     c->pad_token_id = 0;
   }
   RETURN_IF_ERROR(Read(j, "vocab_size", &c->vocab_size));
-  RETURN_IF_ERROR(Read(j, "hidden_size", &c->hidden_size));
-  RETURN_IF_ERROR(Read(j, "num_hidden_layers", &c->num_hidden_layers));
-  RETURN_IF_ERROR(Read(j, "num_attention_heads", &c->num_attention_heads));
-  RETURN_IF_ERROR(Read(j, "intermediate_size", &c->intermediate_size));
-  RETURN_IF_ERROR(Read(j, "hidden_act", &c->hidden_act));
-  RETURN_IF_ERROR(Read(j, "hidden_dropout_prob", &c->hidden_dropout));
-  RETURN_IF_ERROR(
-      Read(j, "attention_probs_dropout_prob", &c->attention_dropout));
+  RETURN_IF_ERROR(config_json::ReadBertBody(j, c));
   RETURN_IF_ERROR(
       Read(j, "max_position_embeddings", &c->max_position_embeddings));
   RETURN_IF_ERROR(Read(j, "type_vocab_size", &c->type_vocab_size));
-  RETURN_IF_ERROR(Read(j, "initializer_range", &c->initializer_range));
-  RETURN_IF_ERROR(Read(j, "layer_norm_eps", &c->layer_norm_eps));
   RETURN_IF_ERROR(ReadOptional(j, "pad_token_id", &c->pad_token_id));
   RETURN_IF_ERROR(ReadOptional(j, "bos_token_id", &c->bos_token_id));
   RETURN_IF_ERROR(ReadOptional(j, "eos_token_id", &c->eos_token_id));

@@ -3,10 +3,10 @@
 // there. lathe-cnn is Lathe's own family; its keys are documented in
 // vision.h.
 #include <string>
-#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/models/config_reader.h"
 #include "worker/models/families.h"
 
 namespace lathe {
@@ -20,40 +20,9 @@ constexpr int64_t kMaxChannels = 64;
 constexpr int64_t kMaxConvBlocks = 16;
 constexpr int64_t kMaxConvChannels = 8192;
 
-absl::Status Bad(const std::string& key, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config.json: \"", key, "\" ", what));
-}
-
-// A present, non-null key overwrites *out; absent or null keeps the default.
-template <typename T>
-absl::Status Read(const nlohmann::json& j, const std::string& key, T* out) {
-  if (!j.contains(key) || j[key].is_null()) return absl::OkStatus();
-  const nlohmann::json& v = j[key];
-  if constexpr (std::is_same_v<T, bool>) {
-    if (!v.is_boolean()) return Bad(key, "is not a boolean");
-    *out = v.get<bool>();
-  } else if constexpr (std::is_same_v<T, std::string>) {
-    if (!v.is_string()) return Bad(key, "is not a string");
-    *out = v.get<std::string>();
-  } else if constexpr (std::is_integral_v<T>) {
-    if (!v.is_number_integer()) return Bad(key, "is not an integer");
-    *out = v.get<T>();
-  } else {
-    if (!v.is_number()) return Bad(key, "is not a number");
-    *out = v.get<T>();
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckRange(const std::string& key, int64_t value, int64_t lo,
-                        int64_t hi) {
-  if (value < lo || value > hi) {
-    return Bad(key,
-               absl::StrCat("must be in [", lo, ", ", hi, "], got ", value));
-  }
-  return absl::OkStatus();
-}
+using config_json::Bad;
+using config_json::CheckRange;
+using config_json::Read;
 
 absl::Status ParseVit(const nlohmann::json& j, ModelConfig* c) {
   c->hidden_size = 768;
@@ -69,16 +38,7 @@ absl::Status ParseVit(const nlohmann::json& j, ModelConfig* c) {
   c->patch_size = 16;
   c->num_channels = 3;
   c->qkv_bias = true;
-  RETURN_IF_ERROR(Read(j, "hidden_size", &c->hidden_size));
-  RETURN_IF_ERROR(Read(j, "num_hidden_layers", &c->num_hidden_layers));
-  RETURN_IF_ERROR(Read(j, "num_attention_heads", &c->num_attention_heads));
-  RETURN_IF_ERROR(Read(j, "intermediate_size", &c->intermediate_size));
-  RETURN_IF_ERROR(Read(j, "hidden_act", &c->hidden_act));
-  RETURN_IF_ERROR(Read(j, "hidden_dropout_prob", &c->hidden_dropout));
-  RETURN_IF_ERROR(
-      Read(j, "attention_probs_dropout_prob", &c->attention_dropout));
-  RETURN_IF_ERROR(Read(j, "initializer_range", &c->initializer_range));
-  RETURN_IF_ERROR(Read(j, "layer_norm_eps", &c->layer_norm_eps));
+  RETURN_IF_ERROR(config_json::ReadBertBody(j, c));
   RETURN_IF_ERROR(Read(j, "image_size", &c->image_size));
   RETURN_IF_ERROR(Read(j, "patch_size", &c->patch_size));
   RETURN_IF_ERROR(Read(j, "num_channels", &c->num_channels));
@@ -106,7 +66,7 @@ absl::Status ParseCnn(const nlohmann::json& j, ModelConfig* c) {
   RETURN_IF_ERROR(Read(j, "hidden_act", &c->hidden_act));
   RETURN_IF_ERROR(Read(j, "initializer_range", &c->initializer_range));
   RETURN_IF_ERROR(Read(j, "classifier_dropout", &c->classifier_dropout));
-  if (j.contains("hidden_sizes") && !j["hidden_sizes"].is_null()) {
+  if (config_json::Present(j, "hidden_sizes")) {
     const nlohmann::json& sizes = j["hidden_sizes"];
     if (!sizes.is_array() || sizes.empty() ||
         static_cast<int64_t>(sizes.size()) > kMaxConvBlocks) {

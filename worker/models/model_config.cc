@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/status.h"
+#include "worker/models/config_reader.h"
 #include "worker/models/families.h"
 
 namespace lathe {
@@ -53,15 +54,14 @@ bool IsImage(Architecture a) {
 
 // id2label: {"0": "neg", "1": "pos"}, dense indices from 0.
 absl::Status ParseLabels(const nlohmann::json& j, ModelConfig* c) {
-  if (j.contains("id2label") && !j["id2label"].is_null()) {
+  if (config_json::Present(j, "id2label")) {
     const nlohmann::json& m = j["id2label"];
     if (!m.is_object()) {
-      return absl::InvalidArgumentError(
-          "config.json: \"id2label\" is not an object");
+      return config_json::Bad("id2label", "is not an object");
     }
     if (static_cast<int64_t>(m.size()) > kMaxLabels) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config.json: \"id2label\" has more than ", kMaxLabels, " entries"));
+      return config_json::Bad(
+          "id2label", absl::StrCat("has more than ", kMaxLabels, " entries"));
     }
     std::vector<std::string> labels(m.size());
     std::vector<bool> seen(m.size(), false);
@@ -69,9 +69,10 @@ absl::Status ParseLabels(const nlohmann::json& j, ModelConfig* c) {
       int64_t index = -1;
       if (!absl::SimpleAtoi(it.key(), &index) || index < 0 ||
           index >= static_cast<int64_t>(m.size()) || seen[index]) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "config.json: \"id2label\" key \"", it.key(),
-            "\" is not an index in [0, ", m.size(), ") given once"));
+        return config_json::Bad(
+            "id2label",
+            absl::StrCat("key \"", it.key(), "\" is not an index in [0, ",
+                         m.size(), ") given once"));
       }
       if (!it.value().is_string()) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -86,24 +87,22 @@ absl::Status ParseLabels(const nlohmann::json& j, ModelConfig* c) {
     const nlohmann::json& n = j["num_labels"];
     if (!n.is_number_integer() || n.get<int64_t>() < 0 ||
         n.get<int64_t>() > kMaxLabels) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("config.json: \"num_labels\" must be an integer in [0, ",
-                       kMaxLabels, "]"));
+      return config_json::Bad(
+          "num_labels",
+          absl::StrCat("must be an integer in [0, ", kMaxLabels, "]"));
     }
     for (int64_t i = 0; i < n.get<int64_t>(); ++i) {
       c->id2label.push_back(absl::StrCat("LABEL_", i));
     }
   }
-  if (j.contains("architectures") && !j["architectures"].is_null()) {
+  if (config_json::Present(j, "architectures")) {
     const nlohmann::json& a = j["architectures"];
     if (!a.is_array()) {
-      return absl::InvalidArgumentError(
-          "config.json: \"architectures\" is not a list");
+      return config_json::Bad("architectures", "is not a list");
     }
     for (const auto& name : a) {
       if (!name.is_string()) {
-        return absl::InvalidArgumentError(
-            "config.json: \"architectures\" holds a non-string entry");
+        return config_json::Bad("architectures", "holds a non-string entry");
       }
       c->architectures.push_back(name.get<std::string>());
     }
@@ -203,9 +202,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j) {
     return absl::InvalidArgumentError("config.json: not a JSON object");
   }
   if (!j.contains("model_type") || !j["model_type"].is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.json: \"model_type\" is missing or not a string (supported: ",
-        kSupportedTypes, ")"));
+    return config_json::Bad(
+        "model_type", absl::StrCat("is missing or not a string (supported: ",
+                                   kSupportedTypes, ")"));
   }
   ModelConfig c;
   c.model_type = j["model_type"].get<std::string>();
