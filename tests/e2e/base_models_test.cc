@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -15,7 +14,7 @@
 #include "common/safetensors.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
@@ -23,89 +22,26 @@ namespace {
 using nlohmann::json;
 using testing::CommandResult;
 using ::testing::HasSubstr;
-using testing::ServerProcess;
 
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
-
-class BaseModelsTest : public ::testing::Test {
+class BaseModelsTest : public testing::SentimentServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-    testing::WriteSentimentData(dir_->path() + "/train.jsonl", 96, 0);
-    testing::WriteSentimentData(dir_->path() + "/validation.jsonl", 32, 1);
-  }
-  static void TearDownTestSuite() {
-    delete server_;  // Stops the server, its workers and their children.
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
-  }
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
-  }
-
   // Submits a short sentiment fine-tuning job on `model`; returns its id.
   std::string Submit(const std::string& model, int max_steps) {
-    CommandResult r = server_->Cli({"submit",
-                                    "--task",
-                                    "text-classification",
-                                    "--model",
-                                    model,
-                                    "--train-data",
-                                    Path("train.jsonl"),
-                                    "--validation-data",
-                                    Path("validation.jsonl"),
-                                    "--param",
-                                    "learning_rate=2e-3",
-                                    "--param",
-                                    "batch_size=16",
-                                    "--param",
-                                    "max_seq_length=32",
-                                    "--param",
-                                    "warmup_ratio=0",
-                                    "--param",
-                                    "max_steps=" + std::to_string(max_steps),
-                                    "--param",
-                                    "epochs=100",
-                                    "--output",
-                                    "json"});
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return ParseJson(r).value("id", "");
+    return testing::SubmitJob(
+        *server_, {"text-classification",
+                   model,
+                   Path("train.jsonl"),
+                   Path("validation.jsonl"),
+                   {"learning_rate=2e-3", "batch_size=16", "max_seq_length=32",
+                    "warmup_ratio=0", "max_steps=" + std::to_string(max_steps),
+                    "epochs=100"}});
   }
 
   // Waits for `id` to end and returns `lathe get` as JSON.
   json WaitAndGet(const std::string& id) {
-    CommandResult wait = server_->Cli({"wait", id, "--timeout", "600"});
-    EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
-    CommandResult get = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(get.exit_code, 0) << get.err;
-    return ParseJson(get);
+    return testing::WaitAndGet(*server_, id, 600, testing::JobEnd::kSucceeded);
   }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
 };
-
-TempDir* BaseModelsTest::dir_ = nullptr;
-ServerProcess* BaseModelsTest::server_ = nullptr;
-bool BaseModelsTest::started_ = false;
-std::string* BaseModelsTest::start_error_ = nullptr;
 
 struct Family {
   std::string preset;
@@ -176,11 +112,7 @@ TEST_P(FamilyTest, PushedBaseModelFineTunesAndItsCheckpointChains) {
       server_->Cli({"predict", "job:" + id, "--input", Path("predict.jsonl"),
                     "--output", "json", "--timeout", "300"});
   ASSERT_EQ(predict.exit_code, 0) << predict.out << predict.err;
-  std::vector<json> rows;
-  std::istringstream lines(predict.out);
-  for (std::string line; std::getline(lines, line);) {
-    rows.push_back(json::parse(line));
-  }
+  const std::vector<json> rows = testing::ParseJsonLines(predict.out);
   ASSERT_EQ(rows.size(), 2u) << predict.out;
   EXPECT_EQ(rows[0]["label"], "positive") << predict.out;
   EXPECT_EQ(rows[1]["label"], "negative") << predict.out;

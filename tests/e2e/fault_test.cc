@@ -6,16 +6,11 @@
 //
 // The kill points are drawn from a seeded generator and printed, so a failure
 // can be replayed with LATHE_FAULT_SEED.
-#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -23,12 +18,15 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/system.h"
+#include "tests/support/system_fixture.h"
 #include "tests/support/temp_dir.h"
 
 namespace lathe {
@@ -84,18 +82,6 @@ void WriteData(const std::string& path) {
   }
 }
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa));
-  socklen_t len = sizeof(sa);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
-  ::close(fd);
-  return ntohs(sa.sin_port);
-}
-
 class FaultTest : public ::testing::Test {
  protected:
   // The weights of the uninterrupted run, computed once for all tests.
@@ -104,8 +90,7 @@ class FaultTest : public ::testing::Test {
     WriteData(dir_->path() + "/data.jsonl");
     ServerProcess server(dir_->path() + "/reference", 1,
                          {"--allow-root", dir_->path()});
-    std::string why;
-    ASSERT_TRUE(server.Start(&why)) << why;
+    ASSERT_TRUE(testing::Started(server));
     const std::string id = Submit(server);
     CommandResult wait = server.Cli({"wait", id, "--timeout", "600"});
     ASSERT_EQ(wait.exit_code, 0) << wait.out << wait.err;
@@ -118,22 +103,9 @@ class FaultTest : public ::testing::Test {
   }
 
   static std::string Submit(const ServerProcess& server) {
-    std::vector<std::string> args = {"submit",
-                                     "--task",
-                                     "text-classification",
-                                     "--model",
-                                     "preset:bert-tiny",
-                                     "--train-data",
-                                     dir_->path() + "/data.jsonl",
-                                     "--output",
-                                     "json"};
-    for (const auto& p : kJobParams) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    CommandResult r = server.Cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return json::parse(r.out, nullptr, false).value("id", "");
+    return testing::SubmitJob(server,
+                              {"text-classification", "preset:bert-tiny",
+                               dir_->path() + "/data.jsonl", "", kJobParams});
   }
 
   // SHA-256 of the final checkpoint's weights, from the server's listing.
@@ -151,26 +123,19 @@ class FaultTest : public ::testing::Test {
     return "";
   }
 
-  // Waits until the job's latest training step reaches `step`.
-  static json WaitForStep(const ServerProcess& server, const std::string& id,
+  // Waits until the job runs at `step` or later; false if it did not get
+  // there in time (the kills that follow would then hit nothing).
+  static bool WaitForStep(const ServerProcess& server, const std::string& id,
                           int step) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(180);
-    json job;
-    while (std::chrono::steady_clock::now() < deadline) {
-      CommandResult r = server.Cli({"get", id, "--output", "json"});
-      job = json::parse(r.out, nullptr, false);
-      if (!job.is_discarded() && job["state"] == "RUNNING" &&
-          std::stoi(job["train_metrics"]["step"].get<std::string>()) >= step) {
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return job;
-  }
-
-  static void KillAll(const std::vector<pid_t>& pids) {
-    for (pid_t p : pids) ::kill(p, SIGKILL);
+    return testing::WaitUntil(
+        [&] {
+          CommandResult r = server.Cli({"get", id, "--output", "json"});
+          json job = json::parse(r.out, nullptr, false);
+          return !job.is_discarded() && job["state"] == "RUNNING" &&
+                 std::stoi(job["train_metrics"]["step"].get<std::string>()) >=
+                     step;
+        },
+        std::chrono::seconds(180), std::chrono::milliseconds(20));
   }
 
   void ExpectResumedExactly(const ServerProcess& server, const std::string& id,
@@ -200,10 +165,10 @@ TEST_F(FaultTest, KillNineOfTheTrainingChildIsRetriedAndResumesExactly) {
   ASSERT_FALSE(reference_sha_->empty());
   TempDir dir;
   ServerProcess server(dir.path(), 1, {"--allow-root", dir_->path()});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(kSaveSteps + 5, kTotalSteps - 8));
+  ASSERT_TRUE(
+      WaitForStep(server, id, KillStep(kSaveSteps + 5, kTotalSteps - 8)));
   auto children = testing::ProcessesMatching("jobs/" + id + "/attempt-1");
   ASSERT_FALSE(children.empty());
   // The child is the one whose command line names lathe-train.
@@ -223,41 +188,36 @@ TEST_F(FaultTest, KillNineOfTheAgentRequeuesAndResumesExactly) {
   ServerProcess server(
       dir.path(), 1,
       {"--allow-root", dir_->path(), "--heartbeat-timeout-ms", "2000"});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(kSaveSteps + 5, kTotalSteps - 8));
+  ASSERT_TRUE(
+      WaitForStep(server, id, KillStep(kSaveSteps + 5, kTotalSteps - 8)));
   // The agent: its work dir is on its command line; its child dies with it.
-  auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
-  auto children = testing::ProcessesMatching("jobs/" + id);
-  std::vector<pid_t> only_agents;
-  for (pid_t p : agents) {
-    if (std::find(children.begin(), children.end(), p) == children.end()) {
-      only_agents.push_back(p);
-    }
-  }
-  ASSERT_EQ(only_agents.size(), 1u);
-  KillAll(only_agents);
+  const std::vector<pid_t> agents =
+      testing::AgentProcesses(dir.path() + "/workers/0", id);
+  ASSERT_EQ(agents.size(), 1u);
+  ::kill(agents[0], SIGKILL);
   ExpectResumedExactly(server, id, 2);
 }
 
 TEST_F(FaultTest, KillNineOfTheServerLosesNothingAndTheWorkerCarriesOn) {
   TempDir dir;
-  const std::string addr = "127.0.0.1:" + std::to_string(FreePort());
   ServerProcess server(dir.path() + "/server", 0,
                        {"--allow-root", dir_->path()});
+  ASSERT_TRUE(testing::Started(server));
+  // The restarted server listens where the first one did (a port the
+  // kernel chose), so the worker finds it again.
+  const std::string addr = server.grpc_address();
   server.SetListen(addr);
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
   // A worker of its own, as on another machine: it outlives the server.
   testing::BackgroundProcess worker(
       {testing::BinDir() + "/lathe-worker", "--server", addr, "--name",
        "remote", "--work-dir", dir.path() + "/worker"},
       dir.path() + "/worker.log");
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(4, kTotalSteps - 9));
+  ASSERT_TRUE(WaitForStep(server, id, KillStep(4, kTotalSteps - 9)));
   server.Kill();
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   // The same attempt finishes: nothing was lost or redone.
   ExpectResumedExactly(server, id, 1);
   CommandResult get = server.Cli({"get", id, "--output", "json"});
@@ -273,31 +233,23 @@ TEST_F(FaultTest, KillNineOfTheAgentDuringACheckpointUploadKeepsEarlierOnes) {
   // the checkpoint at step 12 stalls (fault injection, worker/agent/agent.cc).
   ::setenv("LATHE_FAULT_STALL_UPLOAD_STEP",
            std::to_string(2 * kSaveSteps).c_str(), 1);
-  std::string why;
-  const bool started = server.Start(&why);
+  const ::testing::AssertionResult started = testing::Started(server);
   ::unsetenv("LATHE_FAULT_STALL_UPLOAD_STEP");
-  ASSERT_TRUE(started) << why;
+  ASSERT_TRUE(started);
   const std::string id = Submit(server);
   // Wait until the stall marker appears in the worker log.
   const std::string log = dir.path() + "/logs/worker-0.log";
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(180);
-  bool stalled = false;
-  while (!stalled && std::chrono::steady_clock::now() < deadline) {
-    auto text = ReadFile(log);
-    stalled = text.ok() && text->find("stalling upload") != std::string::npos;
-    if (!stalled) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(stalled);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        auto text = ReadFile(log);
+        return text.ok() && text->find("stalling upload") != std::string::npos;
+      },
+      std::chrono::seconds(180)));
   CommandResult cps = server.Cli({"checkpoints", id, "--output", "json"});
   json before = json::parse(cps.out);
   ASSERT_EQ(before["checkpoints"].size(), 1u) << "the first checkpoint";
-  auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
-  auto children = testing::ProcessesMatching("jobs/" + id);
-  for (pid_t p : agents) {
-    if (std::find(children.begin(), children.end(), p) == children.end()) {
-      ::kill(p, SIGKILL);
-    }
+  for (pid_t p : testing::AgentProcesses(dir.path() + "/workers/0", id)) {
+    ::kill(p, SIGKILL);
   }
   // The restarted worker stalls only first attempts: it resumes from the
   // first checkpoint.
@@ -309,10 +261,9 @@ TEST_F(FaultTest, KillNineOfTheAgentDuringACheckpointUploadKeepsEarlierOnes) {
 TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
   TempDir dir;
   ServerProcess server(dir.path(), 1, {"--allow-root", dir_->path()});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(2, 8));
+  ASSERT_TRUE(WaitForStep(server, id, KillStep(2, 8)));
   // checkpoint-now: a checkpoint arrives at a step that is not a save step.
   // Read from the event log: retention may delete the checkpoint itself.
   auto jobs = lathe::v1::JobService::NewStub(grpc::CreateChannel(
@@ -344,13 +295,12 @@ TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
   CommandResult pause = server.Cli({"pause", id, "--output", "json"});
   ASSERT_EQ(pause.exit_code, 0) << pause.err;
   json job;
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline) {
-    job = json::parse(server.Cli({"get", id, "--output", "json"}).out);
-    if (job["state"] == "PAUSED") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  testing::WaitUntil(
+      [&] {
+        job = testing::GetJob(server, id);
+        return job["state"] == "PAUSED";
+      },
+      std::chrono::seconds(120));
   ASSERT_EQ(job["state"], "PAUSED") << job.dump(2);
   EXPECT_TRUE(testing::ProcessesMatching("jobs/" + id).empty())
       << "a paused job holds no training process";
@@ -362,16 +312,11 @@ TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
 TEST_F(FaultTest, SigtermToAWorkerCheckpointsAndTheJobContinuesExactly) {
   TempDir dir;
   ServerProcess server(dir.path(), 1, {"--allow-root", dir_->path()});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   const std::string id = Submit(server);
-  WaitForStep(server, id, KillStep(8, kTotalSteps - 8));
-  auto agents = testing::ProcessesMatching(dir.path() + "/workers/0");
-  auto children = testing::ProcessesMatching("jobs/" + id);
-  for (pid_t p : agents) {
-    if (std::find(children.begin(), children.end(), p) == children.end()) {
-      ::kill(p, SIGTERM);
-    }
+  ASSERT_TRUE(WaitForStep(server, id, KillStep(8, kTotalSteps - 8)));
+  for (pid_t p : testing::AgentProcesses(dir.path() + "/workers/0", id)) {
+    ::kill(p, SIGTERM);
   }
   // The local worker is restarted by the server and takes the job again.
   ExpectResumedExactly(server, id, 2);
@@ -383,8 +328,7 @@ TEST_F(FaultTest, KillNineDuringASubmitStormLosesNoAcknowledgedJob) {
   TempDir dir;
   ServerProcess server(dir.path() + "/server", 0,
                        {"--allow-root", dir_->path()});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   auto stub = lathe::v1::JobService::NewStub(grpc::CreateChannel(
       server.grpc_address(), grpc::InsecureChannelCredentials()));
   // Upload once; submits then only reference it.
@@ -418,19 +362,16 @@ TEST_F(FaultTest, KillNineDuringASubmitStormLosesNoAcknowledgedJob) {
     });
   }
   // Kill once some submits were acknowledged, while others are in flight.
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (std::chrono::steady_clock::now() < deadline) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (acknowledged.size() >= 50) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  testing::WaitUntil(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return acknowledged.size() >= 50;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(1));
   server.Kill();
   for (auto& c : clients) c.join();
   ASSERT_GE(acknowledged.size(), 50u);
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   std::set<std::string> stored;
   std::string token;
   do {

@@ -27,23 +27,15 @@
 #include "common/files.h"
 #include "common/safetensors.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
 
 using nlohmann::json;
 using testing::CommandResult;
-using testing::ServerProcess;
 
 constexpr int kSide = 16;
-
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
 
 bool WritePng(const std::string& path, const std::vector<uint8_t>& rgb) {
   png_image image;
@@ -135,80 +127,33 @@ void WritePixelRows(const std::string& path, int per_class, uint32_t seed) {
   }
 }
 
-class ImageTasksTest : public ::testing::Test {
+class ImageTasksTest : public testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-  }
-  static void TearDownTestSuite() {
-    delete server_;  // Stops the server, its workers and their children.
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
   void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
+    SharedServerTest::SetUp();
+    if (HasFatalFailure()) return;
     if (!std::filesystem::exists(Path("train.tar"))) {
       WriteDataset(Path("train"), 12, 1, Path("train.tar"));
       WriteDataset(Path("validation"), 4, 2, Path("validation.tar"));
     }
-  }
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
   }
 
   // Trains `model` on the pictures (the class folders, or their tar
   // archives); returns `lathe get` of the ended job.
   json Train(const std::string& model, int max_steps, bool tar,
              const std::string& train = "", const std::string& val = "") {
-    CommandResult r = server_->Cli(
-        {"submit",
-         "--task",
-         "image-classification",
-         "--model",
+    const std::string id = testing::SubmitJob(
+        *server_,
+        {"image-classification",
          model,
-         "--train-data",
          !train.empty() ? train : Path(tar ? "train.tar" : "train"),
-         "--validation-data",
          !val.empty() ? val : Path(tar ? "validation.tar" : "validation"),
-         "--param",
-         "learning_rate=2e-3",
-         "--param",
-         "batch_size=12",
-         "--param",
-         "warmup_ratio=0",
-         "--param",
-         "max_steps=" + std::to_string(max_steps),
-         "--param",
-         "epochs=100",
-         "--output",
-         "json"});
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    const std::string id = ParseJson(r).value("id", "");
+         {"learning_rate=2e-3", "batch_size=12", "warmup_ratio=0",
+          "max_steps=" + std::to_string(max_steps), "epochs=100"}});
     EXPECT_FALSE(id.empty());
-    server_->Cli({"wait", id, "--timeout", "600"});
-    CommandResult get = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(get.exit_code, 0) << get.err;
-    return ParseJson(get);
+    return testing::WaitAndGet(*server_, id, 600, testing::JobEnd::kAny);
   }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
 };
-
-TempDir* ImageTasksTest::dir_ = nullptr;
-ServerProcess* ImageTasksTest::server_ = nullptr;
-bool ImageTasksTest::started_ = false;
-std::string* ImageTasksTest::start_error_ = nullptr;
 
 struct ImageModel {
   std::string preset;
@@ -283,16 +228,14 @@ TEST_F(ImageTasksTest, ValidationLabelsMissingFromTrainingFailTheJob) {
   CommandResult tar = testing::RunCommand(
       {"/bin/tar", "cf", Path("odd.tar"), "-C", Path("odd"), "red", "purple"});
   ASSERT_EQ(tar.exit_code, 0) << tar.err;
-  CommandResult r =
-      server_->Cli({"submit", "--task", "image-classification", "--model",
-                    "preset:cnn-small", "--train-data", Path("train.tar"),
-                    "--validation-data", Path("odd.tar"), "--param",
-                    "max_steps=2", "--output", "json"});
-  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  const std::string id = ParseJson(r).value("id", "");
-  server_->Cli({"wait", id, "--timeout", "600"});
-  CommandResult get = server_->Cli({"get", id, "--output", "json"});
-  const json job = ParseJson(get);
+  const std::string id = testing::SubmitJob(*server_, {"image-classification",
+                                                       "preset:cnn-small",
+                                                       Path("train.tar"),
+                                                       Path("odd.tar"),
+                                                       {"max_steps=2"}});
+  ASSERT_FALSE(id.empty());
+  const json job =
+      testing::WaitAndGet(*server_, id, 600, testing::JobEnd::kAny);
   EXPECT_EQ(job["state"], "FAILED") << job.dump(2);
   EXPECT_NE(job.dump().find("purple"), std::string::npos) << job.dump(2);
 }

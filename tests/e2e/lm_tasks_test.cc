@@ -10,26 +10,18 @@
 #include <cmath>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/files.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
 
 using nlohmann::json;
-using testing::CommandResult;
 using ::testing::HasSubstr;
-using testing::ServerProcess;
-
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
 
 const char* const kCountries[][2] = {
     {"France", "Paris"},   {"Japan", "Tokyo"},  {"Italy", "Rome"},
@@ -60,100 +52,38 @@ void WriteCapitals(const std::string& path, int rows, bool chat) {
   }
 }
 
-class LmTasksTest : public ::testing::Test {
+class LmTasksTest : public testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-  }
-  static void TearDownTestSuite() {
-    delete server_;  // Stops the server, its workers and their children.
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
-  }
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
-  }
-
   std::string Submit(const std::string& task, const std::string& model,
                      const std::string& train, const std::string& validation,
                      const std::vector<std::string>& params) {
-    std::vector<std::string> args = {"submit",    "--task",   task,
-                                     "--model",   model,      "--train-data",
-                                     Path(train), "--output", "json"};
-    if (!validation.empty()) {
-      args.push_back("--validation-data");
-      args.push_back(Path(validation));
-    }
-    for (const std::string& p :
-         {std::string("warmup_ratio=0"), std::string("seed=7"),
-          std::string("epochs=100"), std::string("batch_size=16")}) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    for (const std::string& p : params) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    CommandResult r = server_->Cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return ParseJson(r).value("id", "");
+    testing::SubmitArgs args{
+        task,
+        model,
+        Path(train),
+        validation.empty() ? "" : Path(validation),
+        {"warmup_ratio=0", "seed=7", "epochs=100", "batch_size=16"}};
+    return testing::SubmitJob(*server_, args.AddParams(params));
   }
 
   json WaitAndGet(const std::string& id) {
     // `lathe wait` exits non-zero for a failed job; callers check the state.
-    server_->Cli({"wait", id, "--timeout", "800"});
-    CommandResult get = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(get.exit_code, 0) << get.err;
-    return ParseJson(get);
+    return testing::WaitAndGet(*server_, id, 800, testing::JobEnd::kAny);
   }
 
   // Downloads the job's model and runs `lathe-train predict`; one JSON
-  // object per row.
+  // object per row (a line holding a list gives one row per entry).
   std::vector<json> Predict(const std::string& id, const std::string& task,
                             const std::string& input,
                             const std::vector<std::string>& params = {}) {
-    const std::string dest = Path(id + "-model");
-    CommandResult dl = server_->Cli({"download", id, "--dest", dest});
-    EXPECT_EQ(dl.exit_code, 0) << dl.out << dl.err;
-    std::vector<std::string> argv = {testing::BinDir() + "/lathe-train",
-                                     "predict",
-                                     "--model",
-                                     dest,
-                                     "--task",
-                                     task,
-                                     "--input",
-                                     input};
-    for (const std::string& p : params) {
-      argv.push_back("--param");
-      argv.push_back(p);
-    }
-    CommandResult r = testing::RunCommand(argv);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    const std::string dest =
+        testing::DownloadJob(*server_, id, Path(id + "-model"));
     std::vector<json> rows;
-    size_t pos = 0;
-    while (pos < r.out.size()) {
-      size_t end = r.out.find('\n', pos);
-      if (end == std::string::npos) end = r.out.size();
-      const std::string line = r.out.substr(pos, end - pos);
-      pos = end + 1;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      json j = json::parse(line, nullptr, false);
-      EXPECT_FALSE(j.is_discarded()) << "not JSON: " << line;
+    for (json& j : testing::TrainPredict(dest, task, input, params)) {
       if (j.is_array()) {
         for (const json& x : j) rows.push_back(x);
       } else {
-        rows.push_back(j);
+        rows.push_back(std::move(j));
       }
     }
     return rows;
@@ -174,17 +104,7 @@ class LmTasksTest : public ::testing::Test {
     // far below.
     EXPECT_LT(ppl, vocab * vocab_share) << job.dump(2);
   }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
 };
-
-TempDir* LmTasksTest::dir_ = nullptr;
-ServerProcess* LmTasksTest::server_ = nullptr;
-bool LmTasksTest::started_ = false;
-std::string* LmTasksTest::start_error_ = nullptr;
 
 TEST_F(LmTasksTest, Gpt2LearnsPromptCompletionPairsAndGenerates) {
   WriteCapitals(Path("capitals_train.jsonl"), 192, false);

@@ -10,105 +10,36 @@
 #include "common/files.h"
 #include "common/safetensors.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
 
 using nlohmann::json;
-using testing::CommandResult;
-using testing::ServerProcess;
 
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
-
-class MethodsTest : public ::testing::Test {
+class MethodsTest : public testing::SentimentServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-    testing::WriteSentimentData(dir_->path() + "/train.jsonl", 96, 0);
-    testing::WriteSentimentData(dir_->path() + "/validation.jsonl", 32, 1);
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
-  }
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
-  }
-
   // Submits a short sentiment job on `model` with `extra` params; returns
   // its id.
   std::string Submit(const std::string& model,
                      const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {"submit",
-                                     "--task",
-                                     "text-classification",
-                                     "--model",
-                                     model,
-                                     "--train-data",
-                                     Path("train.jsonl"),
-                                     "--validation-data",
-                                     Path("validation.jsonl"),
-                                     "--output",
-                                     "json"};
-    for (const std::string& p :
-         {std::string("batch_size=16"), std::string("max_seq_length=32"),
-          std::string("warmup_ratio=0"), std::string("max_steps=24"),
-          std::string("epochs=100")}) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    for (const std::string& p : extra) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    CommandResult r = server_->Cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return ParseJson(r).value("id", "");
+    testing::SubmitArgs args{"text-classification",
+                             model,
+                             Path("train.jsonl"),
+                             Path("validation.jsonl"),
+                             {"batch_size=16", "max_seq_length=32",
+                              "warmup_ratio=0", "max_steps=24", "epochs=100"}};
+    return testing::SubmitJob(*server_, args.AddParams(extra));
   }
 
   json WaitAndGet(const std::string& id) {
-    CommandResult wait = server_->Cli({"wait", id, "--timeout", "600"});
-    EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
-    CommandResult get = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(get.exit_code, 0) << get.err;
-    return ParseJson(get);
+    return testing::WaitAndGet(*server_, id, 600, testing::JobEnd::kSucceeded);
   }
 
   std::string Download(const std::string& id, const std::string& name) {
-    const std::string dest = Path(name);
-    CommandResult dl = server_->Cli({"download", id, "--dest", dest});
-    EXPECT_EQ(dl.exit_code, 0) << dl.out << dl.err;
-    return dest;
+    return testing::DownloadJob(*server_, id, Path(name));
   }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
 };
-
-TempDir* MethodsTest::dir_ = nullptr;
-ServerProcess* MethodsTest::server_ = nullptr;
-bool MethodsTest::started_ = false;
-std::string* MethodsTest::start_error_ = nullptr;
 
 struct Case {
   std::string name;

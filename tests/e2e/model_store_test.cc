@@ -17,8 +17,7 @@
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
@@ -27,7 +26,7 @@ using nlohmann::json;
 using testing::CommandResult;
 using ::testing::HasSubstr;
 using ::testing::Not;
-using testing::ServerProcess;
+using testing::ParseJson;
 
 // A tiny, clearly separable sentiment set in JSONL.
 void WriteData(const std::string& path, int rows, int offset) {
@@ -43,77 +42,35 @@ void WriteData(const std::string& path, int rows, int offset) {
   }
 }
 
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
-
-class ModelsTest : public ::testing::Test {
+class ModelsTest : public testing::SharedServerTest {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-    WriteData(dir_->path() + "/train.jsonl", 32, 0);
-    WriteData(dir_->path() + "/validation.jsonl", 16, 1);
-  }
-  static void TearDownTestSuite() {
-    if (server_) server_->Stop();
-    delete server_;
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
+    SharedServerTest::SetUpTestSuite();
+    WriteData(Path("train.jsonl"), 32, 0);
+    WriteData(Path("validation.jsonl"), 16, 1);
   }
 
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
+  // A 4-step job (2 epochs of 32 rows, batch 16) that evaluates and
+  // checkpoints every 2 steps, with the further CLI `flags`.
+  static testing::SubmitArgs Job(const std::string& model,
+                                 const std::vector<std::string>& flags) {
+    return {"text-classification",
+            model,
+            Path("train.jsonl"),
+            Path("validation.jsonl"),
+            {"epochs=2", "batch_size=16", "max_seq_length=16", "eval_steps=2",
+             "save_steps=2", "learning_rate=2e-3"},
+            flags};
   }
-
-  // Submits a 4-step job (2 epochs of 32 rows, batch 16) that evaluates and
-  // checkpoints every 2 steps; returns the CLI's result.
+  // Submits that job; returns the CLI's result, for the caller to check.
   CommandResult Submit(const std::string& model,
-                       const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> args = {"submit",
-                                     "--task",
-                                     "text-classification",
-                                     "--model",
-                                     model,
-                                     "--train-data",
-                                     Path("train.jsonl"),
-                                     "--validation-data",
-                                     Path("validation.jsonl"),
-                                     "--param",
-                                     "epochs=2",
-                                     "--param",
-                                     "batch_size=16",
-                                     "--param",
-                                     "max_seq_length=16",
-                                     "--param",
-                                     "eval_steps=2",
-                                     "--param",
-                                     "save_steps=2",
-                                     "--param",
-                                     "learning_rate=2e-3",
-                                     "--output",
-                                     "json"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    return server_->Cli(args);
+                       const std::vector<std::string>& flags = {}) {
+    return server_->Cli(testing::SubmitCommand(Job(model, flags)));
   }
-
+  // Submits that job, expecting it accepted; returns its id.
   std::string SubmitOk(const std::string& model,
-                       const std::vector<std::string>& extra = {}) {
-    CommandResult r = Submit(model, extra);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return ParseJson(r).value("id", "");
+                       const std::vector<std::string>& flags = {}) {
+    return testing::SubmitJob(*server_, Job(model, flags));
   }
 
   // Waits for the job's end and returns its event log as `lathe watch`
@@ -149,17 +106,9 @@ class ModelsTest : public ::testing::Test {
     return false;
   }
 
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
   static std::string* base_job_;
 };
 
-TempDir* ModelsTest::dir_ = nullptr;
-ServerProcess* ModelsTest::server_ = nullptr;
-bool ModelsTest::started_ = false;
-std::string* ModelsTest::start_error_ = nullptr;
 std::string* ModelsTest::base_job_ = nullptr;
 
 TEST_F(ModelsTest, PushedCheckpointTrainsByNameAndComesFromTheWorkerCache) {

@@ -16,16 +16,13 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
 
 using nlohmann::json;
-using testing::CommandResult;
 using ::testing::HasSubstr;
-using testing::ServerProcess;
 
 const std::vector<std::string>& Names() {
   static const auto* v = new std::vector<std::string>{
@@ -44,12 +41,6 @@ const std::vector<std::string>& Filler() {
       "tea",  "with",    "some", "old",  "books", "near", "a",
       "park", "today",   "very", "long", "quiet", "walk"};
   return *v;
-}
-
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
 }
 
 // One NER sentence as words and tags.
@@ -191,109 +182,36 @@ void WriteQaV2Jsonl(const std::string& path, int questions, int seed,
   }
 }
 
-class SpanTasksTest : public ::testing::Test {
+class SpanTasksTest : public testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-  }
-  static void TearDownTestSuite() {
-    delete server_;  // Stops the server, its workers and their children.
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
-  }
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
-  }
-
   // Submits `task` on preset:bert-tiny with `extra` parameters; returns the
   // job id.
   std::string Submit(const std::string& task, const std::string& train,
                      const std::string& validation,
                      const std::vector<std::string>& extra) {
-    std::vector<std::string> args = {"submit",
-                                     "--task",
-                                     task,
-                                     "--model",
-                                     "preset:bert-tiny",
-                                     "--train-data",
-                                     train,
-                                     "--validation-data",
-                                     validation,
-                                     "--param",
-                                     "batch_size=16",
-                                     "--param",
-                                     "max_seq_length=64",
-                                     "--param",
-                                     "warmup_ratio=0",
-                                     "--param",
-                                     "epochs=100",
-                                     "--output",
-                                     "json"};
-    for (const std::string& p : extra) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    CommandResult r = server_->Cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return ParseJson(r).value("id", "");
+    testing::SubmitArgs args{
+        task,
+        "preset:bert-tiny",
+        train,
+        validation,
+        {"batch_size=16", "max_seq_length=64", "warmup_ratio=0", "epochs=100"}};
+    return testing::SubmitJob(*server_, args.AddParams(extra));
   }
 
   // Waits for `id` to end and returns `lathe get` as JSON.
   json WaitAndGet(const std::string& id) {
-    CommandResult wait = server_->Cli({"wait", id, "--timeout", "600"});
-    EXPECT_EQ(wait.exit_code, 0) << wait.out << wait.err;
-    CommandResult get = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(get.exit_code, 0) << get.err;
-    return ParseJson(get);
+    return testing::WaitAndGet(*server_, id, 600, testing::JobEnd::kSucceeded);
   }
 
   // Downloads the job's model and runs `lathe-train predict` on `input`
   // for `task`; returns one JSON object per output line.
   std::vector<json> Predict(const std::string& id, const std::string& task,
                             const std::string& input) {
-    const std::string dest = Path(id + "-model");
-    CommandResult dl = server_->Cli({"download", id, "--dest", dest});
-    EXPECT_EQ(dl.exit_code, 0) << dl.out << dl.err;
-    CommandResult r = testing::RunCommand(
-        {testing::BinDir() + "/lathe-train", "predict", "--model", dest,
-         "--task", task, "--input", input, "--param", "max_seq_length=64"});
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    std::vector<json> rows;
-    size_t pos = 0;
-    while (pos < r.out.size()) {
-      size_t end = r.out.find('\n', pos);
-      if (end == std::string::npos) end = r.out.size();
-      const std::string line = r.out.substr(pos, end - pos);
-      pos = end + 1;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      json j = json::parse(line, nullptr, false);
-      EXPECT_FALSE(j.is_discarded()) << "not JSON: " << line;
-      rows.push_back(j);
-    }
-    return rows;
+    const std::string dest =
+        testing::DownloadJob(*server_, id, Path(id + "-model"));
+    return testing::TrainPredict(dest, task, input, {"max_seq_length=64"});
   }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
 };
-
-TempDir* SpanTasksTest::dir_ = nullptr;
-ServerProcess* SpanTasksTest::server_ = nullptr;
-bool SpanTasksTest::started_ = false;
-std::string* SpanTasksTest::start_error_ = nullptr;
 
 TEST_F(SpanTasksTest, NamedEntitiesTrainAndPredict) {
   WriteNerTokens(Path("ner_train.jsonl"), 320, 1);

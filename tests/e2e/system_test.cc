@@ -1,23 +1,23 @@
 // Whole-system tests: the real lathe-server with a real local worker agent
 // and training child, real SQLite, real gRPC on loopback, the real CLI.
-#include "tests/support/system.h"
-
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
-#include <thread>
 
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tests/support/system_fixture.h"
 #include "tests/support/temp_dir.h"
 
 namespace lathe {
@@ -26,49 +26,16 @@ namespace {
 using nlohmann::json;
 using testing::CommandResult;
 using ::testing::HasSubstr;
+using testing::ParseJson;
 using testing::ServerProcess;
 using testing::WriteSentimentData;
 
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
-
-class SystemTest : public ::testing::Test {
+class SystemTest : public testing::SentimentServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-    WriteSentimentData(dir_->path() + "/train.jsonl", 96, 0);
-    WriteSentimentData(dir_->path() + "/validation.jsonl", 32, 1);
-  }
   static void TearDownTestSuite() {
-    if (server_) {
-      // A clean stop: SIGTERM drains and the process exits 0.
-      int status = server_->Stop();
-      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-          << "lathe-server did not exit cleanly: status " << status;
-    }
-    delete server_;
-    server_ = nullptr;
-    // Stopping the server stops its workers and their children.
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
+    StopSharedServer(/*expect_clean_exit=*/true);
   }
 
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
-  }
   std::unique_ptr<lathe::v1::JobService::Stub> Jobs() {
     return lathe::v1::JobService::NewStub(grpc::CreateChannel(
         server_->grpc_address(), grpc::InsecureChannelCredentials()));
@@ -77,52 +44,22 @@ class SystemTest : public ::testing::Test {
   // Submits the sentiment job through the CLI and returns its id.
   std::string SubmitSmallJob(const std::vector<std::string>& extra_params,
                              const std::string& model = "preset:bert-tiny") {
-    std::vector<std::string> args = {"submit",
-                                     "--task",
-                                     "text-classification",
-                                     "--model",
-                                     model,
-                                     "--train-data",
-                                     Path("train.jsonl"),
-                                     "--validation-data",
-                                     Path("validation.jsonl"),
-                                     "--param",
-                                     "learning_rate=2e-3",
-                                     "--param",
-                                     "batch_size=16",
-                                     "--param",
-                                     "max_seq_length=32",
-                                     "--param",
-                                     "warmup_ratio=0",
-                                     "--output",
-                                     "json"};
-    for (const auto& p : extra_params) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    CommandResult r = server_->Cli(args);
+    testing::SubmitArgs args{"text-classification",
+                             model,
+                             Path("train.jsonl"),
+                             Path("validation.jsonl"),
+                             {"learning_rate=2e-3", "batch_size=16",
+                              "max_seq_length=32", "warmup_ratio=0"}};
+    CommandResult r =
+        server_->Cli(testing::SubmitCommand(args.AddParams(extra_params)));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     json job = ParseJson(r);
     EXPECT_EQ(job.value("state", ""), "QUEUED");
     return job.value("id", "");
   }
 
-  json Get(const std::string& id) {
-    CommandResult r = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return ParseJson(r);
-  }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
+  json Get(const std::string& id) { return testing::GetJob(*server_, id); }
 };
-
-TempDir* SystemTest::dir_ = nullptr;
-ServerProcess* SystemTest::server_ = nullptr;
-bool SystemTest::started_ = false;
-std::string* SystemTest::start_error_ = nullptr;
 
 TEST_F(SystemTest, SmallJobSucceedsAndItsCheckpointDownloadsVerified) {
   const std::string id = SubmitSmallJob(
@@ -198,14 +135,13 @@ TEST_F(SystemTest, SmallJobSucceedsAndItsCheckpointDownloadsVerified) {
 TEST_F(SystemTest, CancelStopsTheRunningChildWithinFiveSeconds) {
   const std::string id = SubmitSmallJob({"epochs=1000", "logging_steps=1"});
   // Wait (bounded) until the training child reports progress.
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(120);
   json job;
-  while (std::chrono::steady_clock::now() < deadline) {
-    job = Get(id);
-    if (job["train_metrics"]["step"] != "0" && job["state"] == "RUNNING") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  testing::WaitUntil(
+      [&] {
+        job = Get(id);
+        return job["train_metrics"]["step"] != "0" && job["state"] == "RUNNING";
+      },
+      std::chrono::seconds(120), std::chrono::milliseconds(100));
   ASSERT_EQ(job["state"], "RUNNING") << job.dump(2);
   ASSERT_FALSE(testing::ProcessesMatching("jobs/" + id).empty())
       << "the training child is not running";
@@ -338,8 +274,16 @@ TEST_F(SystemTest, InvalidRequestsGetInvalidArgumentNamingTheField) {
 }
 
 TEST_F(SystemTest, MetricsAreValidPrometheusText) {
-  const std::string body =
-      testing::HttpGet(server_->metrics_address(), "/metrics");
+  // SERVING says the server is up, not that its local worker has registered
+  // yet (nor made the RPCs counted): wait for both before checking the rest.
+  std::string body;
+  testing::WaitUntil(
+      [&] {
+        body = testing::HttpGet(server_->metrics_address(), "/metrics");
+        return body.find("lathe_workers 1") != std::string::npos &&
+               body.find("lathe_rpcs_total{") != std::string::npos;
+      },
+      std::chrono::seconds(60));
   ASSERT_FALSE(body.empty());
   const std::regex sample(
       R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? -?([0-9.eE+-]+|[Nn][Aa][Nn]|[+-]?[Ii][Nn][Ff])( [0-9]+)?$)");
@@ -374,32 +318,27 @@ TEST(WorkerLossTest, JobOfAVanishedWorkerIsRequeuedAndFinishes) {
   ServerProcess server(
       dir.path() + "/data", 1,
       {"--allow-root", dir.path(), "--heartbeat-timeout-ms", "2000"});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   WriteSentimentData(dir.path() + "/t.jsonl", 96, 0);
-  CommandResult r = server.Cli(
-      {"submit", "--task", "text-classification", "--model", "preset:bert-tiny",
-       "--train-data", dir.path() + "/t.jsonl", "--param", "epochs=20",
-       "--param", "batch_size=8", "--param", "max_seq_length=16", "--param",
-       "logging_steps=1", "--param", "eval_steps=0", "--output", "json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string id = json::parse(r.out)["id"];
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const std::string id = testing::SubmitJob(
+      server, {"text-classification",
+               "preset:bert-tiny",
+               dir.path() + "/t.jsonl",
+               "",
+               {"epochs=20", "batch_size=8", "max_seq_length=16",
+                "logging_steps=1", "eval_steps=0"}});
+  ASSERT_FALSE(id.empty());
   json job;
-  while (std::chrono::steady_clock::now() < deadline) {
-    job = json::parse(server.Cli({"get", id, "--output", "json"}).out);
-    if (job["train_metrics"]["step"] != "0") break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  testing::WaitUntil(
+      [&] {
+        job = testing::GetJob(server, id);
+        return job["train_metrics"]["step"] != "0";
+      },
+      std::chrono::seconds(120), std::chrono::milliseconds(100));
   ASSERT_EQ(job["state"], "RUNNING") << job.dump(2);
-  auto agents = testing::ProcessesMatching(dir.path() + "/data/workers/0");
-  auto children = testing::ProcessesMatching("jobs/" + id);
-  ASSERT_FALSE(children.empty());
-  for (pid_t p : agents) {
-    if (std::find(children.begin(), children.end(), p) == children.end()) {
-      ::kill(p, SIGKILL);
-    }
+  ASSERT_FALSE(testing::ProcessesMatching("jobs/" + id).empty());
+  for (pid_t p : testing::AgentProcesses(dir.path() + "/data/workers/0", id)) {
+    ::kill(p, SIGKILL);
   }
   CommandResult wait =
       server.Cli({"wait", id, "--timeout", "300", "--output", "json"});
@@ -419,18 +358,16 @@ TEST(WorkerLossTest, JobOfAVanishedWorkerIsRequeuedAndFinishes) {
 TEST(DownloadTest, EveryOffsetGivesTheRestOfTheFile) {
   TempDir dir;
   ServerProcess server(dir.path() + "/data", 0, {"--allow-root", dir.path()});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   auto channel = grpc::CreateChannel(server.grpc_address(),
                                      grpc::InsecureChannelCredentials());
   auto jobs = lathe::v1::JobService::NewStub(channel);
   auto workers = lathe::v1::WorkerService::NewStub(channel);
   WriteSentimentData(dir.path() + "/t.jsonl", 8, 0);
-  CommandResult r = server.Cli({"submit", "--task", "text-classification",
-                                "--model", "preset:bert-tiny", "--train-data",
-                                dir.path() + "/t.jsonl", "--output", "json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string id = json::parse(r.out)["id"];
+  const std::string id = testing::SubmitJob(
+      server,
+      {"text-classification", "preset:bert-tiny", dir.path() + "/t.jsonl"});
+  ASSERT_FALSE(id.empty());
   lathe::v1::AcquireJobResponse acquired;
   {
     lathe::v1::RegisterWorkerRequest reg;
@@ -544,19 +481,17 @@ TEST(DownloadTest, EveryOffsetGivesTheRestOfTheFile) {
 TEST(ServerRestartTest, AcknowledgedJobsSurviveKillNine) {
   TempDir dir;
   ServerProcess server(dir.path() + "/data", 0, {"--allow-root", dir.path()});
-  std::string why;
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   WriteSentimentData(dir.path() + "/t.jsonl", 8, 0);
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
-    CommandResult r = server.Cli({"submit", "--task", "text-classification",
-                                  "--model", "preset:bert-tiny", "--train-data",
-                                  dir.path() + "/t.jsonl", "--output", "json"});
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    ids.push_back(json::parse(r.out)["id"]);
+    ids.push_back(testing::SubmitJob(
+        server,
+        {"text-classification", "preset:bert-tiny", dir.path() + "/t.jsonl"}));
+    ASSERT_FALSE(ids.back().empty());
   }
   server.Kill();
-  ASSERT_TRUE(server.Start(&why)) << why;
+  ASSERT_TRUE(testing::Started(server));
   CommandResult list = server.Cli({"list", "--output", "json"});
   ASSERT_EQ(list.exit_code, 0);
   json l = json::parse(list.out);

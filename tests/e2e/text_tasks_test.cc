@@ -8,28 +8,19 @@
 
 #include <cmath>
 #include <fstream>
-#include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/files.h"
 #include "nlohmann/json.hpp"
-#include "tests/support/system.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/system_fixture.h"
 
 namespace lathe {
 namespace {
 
 using nlohmann::json;
-using testing::CommandResult;
 using ::testing::HasSubstr;
-using testing::ServerProcess;
-
-json ParseJson(const CommandResult& r) {
-  json j = json::parse(r.out, nullptr, false);
-  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out << r.err;
-  return j;
-}
 
 const char* const kPositive[] = {"great", "happy", "love", "superb"};
 const char* const kNeutral[] = {"table", "window", "paper", "river",
@@ -86,77 +77,26 @@ void WriteTopicData(const std::string& path, int rows, int offset) {
   }
 }
 
-class TextTasksTest : public ::testing::Test {
+class TextTasksTest : public testing::SharedServerTest {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    server_ = new ServerProcess(dir_->path() + "/server", 1,
-                                {"--allow-root", dir_->path()});
-    std::string why;
-    started_ = server_->Start(&why);
-    if (!started_) start_error_ = new std::string(why);
-  }
-  static void TearDownTestSuite() {
-    delete server_;  // Stops the server, its workers and their children.
-    server_ = nullptr;
-    EXPECT_TRUE(testing::ProcessesMatching(dir_->path()).empty())
-        << "processes left behind";
-    delete dir_;
-    dir_ = nullptr;
-  }
-  void SetUp() override {
-    ASSERT_TRUE(started_) << (start_error_ ? *start_error_ : "");
-  }
-  static std::string Path(const std::string& name) {
-    return dir_->path() + "/" + name;
-  }
-
   // Submits a short job on preset:bert-tiny; returns its id.
   std::string Submit(const std::string& task, const std::string& train,
                      const std::string& validation, int max_steps,
                      const std::vector<std::string>& params = {}) {
-    std::vector<std::string> args = {"submit",
-                                     "--task",
-                                     task,
-                                     "--model",
-                                     "preset:bert-tiny",
-                                     "--train-data",
-                                     Path(train),
-                                     "--param",
-                                     "learning_rate=2e-3",
-                                     "--param",
-                                     "batch_size=16",
-                                     "--param",
-                                     "max_seq_length=32",
-                                     "--param",
-                                     "warmup_ratio=0",
-                                     "--param",
-                                     "seed=7",
-                                     "--param",
-                                     "max_steps=" + std::to_string(max_steps),
-                                     "--param",
-                                     "epochs=100",
-                                     "--output",
-                                     "json"};
-    if (!validation.empty()) {
-      args.push_back("--validation-data");
-      args.push_back(Path(validation));
-    }
-    for (const std::string& p : params) {
-      args.push_back("--param");
-      args.push_back(p);
-    }
-    CommandResult r = server_->Cli(args);
-    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    return ParseJson(r).value("id", "");
+    testing::SubmitArgs args{
+        task,
+        "preset:bert-tiny",
+        Path(train),
+        validation.empty() ? "" : Path(validation),
+        {"learning_rate=2e-3", "batch_size=16", "max_seq_length=32",
+         "warmup_ratio=0", "seed=7", "max_steps=" + std::to_string(max_steps),
+         "epochs=100"}};
+    return testing::SubmitJob(*server_, args.AddParams(params));
   }
 
   // Waits for `id` to end and returns `lathe get` as JSON.
   json WaitAndGet(const std::string& id) {
-    server_->Cli({"wait", id, "--timeout", "600"});
-    CommandResult get = server_->Cli({"get", id, "--output", "json"});
-    EXPECT_EQ(get.exit_code, 0) << get.err;
-    return ParseJson(get);
+    return testing::WaitAndGet(*server_, id, 600, testing::JobEnd::kAny);
   }
 
   // `lathe predict MODEL --input FILE --output json`: one object per row.
@@ -168,39 +108,20 @@ class TextTasksTest : public ::testing::Test {
       args.push_back("--param");
       args.push_back(p);
     }
-    CommandResult r = server_->Cli(args);
+    testing::CommandResult r = server_->Cli(args);
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-    std::vector<json> rows;
-    std::istringstream lines(r.out);
-    std::string line;
-    while (std::getline(lines, line)) {
-      if (line.empty()) continue;
-      rows.push_back(json::parse(line, nullptr, false));
-      EXPECT_FALSE(rows.back().is_discarded()) << line;
-    }
-    return rows;
+    return testing::ParseJsonLines(r.out);
   }
 
   // The fine-tuned model's config.json.
   json DownloadedConfig(const std::string& id) {
-    const std::string dest = Path(id + "-model");
-    CommandResult dl = server_->Cli({"download", id, "--dest", dest});
-    EXPECT_EQ(dl.exit_code, 0) << dl.out << dl.err;
+    const std::string dest =
+        testing::DownloadJob(*server_, id, Path(id + "-model"));
     auto text = ReadFile(dest + "/config.json");
     EXPECT_TRUE(text.ok()) << text.status();
     return text.ok() ? json::parse(*text, nullptr, false) : json();
   }
-
-  static TempDir* dir_;
-  static ServerProcess* server_;
-  static bool started_;
-  static std::string* start_error_;
 };
-
-TempDir* TextTasksTest::dir_ = nullptr;
-ServerProcess* TextTasksTest::server_ = nullptr;
-bool TextTasksTest::started_ = false;
-std::string* TextTasksTest::start_error_ = nullptr;
 
 TEST_F(TextTasksTest, RegressionLearnsAWordCount) {
   WriteCountData(Path("count_train.jsonl"), 192, 0);

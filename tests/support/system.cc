@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -264,9 +265,31 @@ std::vector<pid_t> ProcessesMatching(const std::string& needle) {
   return out;
 }
 
-}  // namespace lathe::testing
+std::vector<pid_t> AgentProcesses(const std::string& work_dir,
+                                  const std::string& job_id) {
+  // Agents first: a child started in between is then in neither list,
+  // rather than taken for an agent.
+  const std::vector<pid_t> under = ProcessesMatching(work_dir);
+  const std::vector<pid_t> children = ProcessesMatching("jobs/" + job_id);
+  std::vector<pid_t> agents;
+  for (pid_t p : under) {
+    if (std::find(children.begin(), children.end(), p) == children.end()) {
+      agents.push_back(p);
+    }
+  }
+  return agents;
+}
 
-namespace lathe::testing {
+bool WaitUntil(const std::function<bool()>& condition,
+               std::chrono::milliseconds timeout,
+               std::chrono::milliseconds poll) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (true) {
+    if (condition()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(poll);
+  }
+}
 
 void WriteSentimentData(const std::string& path, int rows, int offset) {
   static const char* const kPositive[] = {"great", "excellent", "wonderful",

@@ -7,6 +7,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -81,6 +83,21 @@ void WriteSentimentData(const std::string& path, int rows, int offset);
 
 // Process ids whose command line contains `needle`.
 std::vector<pid_t> ProcessesMatching(const std::string& needle);
+
+// The worker agent (or agents) whose command line names `work_dir` (its
+// --work-dir), without the training child of job `job_id` that runs under
+// that directory too: what a test kills to make a worker vanish.
+std::vector<pid_t> AgentProcesses(const std::string& work_dir,
+                                  const std::string& job_id);
+
+// Calls `condition` every `poll` until it returns true or `timeout` has
+// passed, and returns its last answer. Whole-system tests wait with this for
+// what a background process does in its own time (a worker registering, a
+// job reaching a step, a log line appearing) instead of assuming it has
+// happened or sleeping a fixed time. `condition` runs at least once.
+bool WaitUntil(const std::function<bool()>& condition,
+               std::chrono::milliseconds timeout,
+               std::chrono::milliseconds poll = std::chrono::milliseconds(50));
 
 }  // namespace lathe::testing
 
