@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,11 @@ struct Family {
   std::string head_tensor;       // The classification head's weight.
   std::string tokenizer_file;
 };
+
+// Names the family in failure messages (GetParam() = ...), not its bytes.
+void PrintTo(const Family& f, std::ostream* os) {
+  *os << f.preset << " (" << f.model_type << ")";
+}
 
 class FamilyTest : public BaseModelsTest,
                    public ::testing::WithParamInterface<Family> {};

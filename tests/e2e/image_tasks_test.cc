@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -161,6 +162,11 @@ struct ImageModel {
   std::string architecture;
   bool tar = false;  // Upload tar archives instead of the folders.
 };
+
+// Names the model in failure messages (GetParam() = ...), not its bytes.
+void PrintTo(const ImageModel& m, std::ostream* os) {
+  *os << m.preset << (m.tar ? " from tar archives" : " from folders");
+}
 
 class ImageModelTest : public ImageTasksTest,
                        public ::testing::WithParamInterface<ImageModel> {};

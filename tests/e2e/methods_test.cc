@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,11 @@ struct Case {
   std::string head;            // modules_to_save
   bool fan_in_fan_out;
 };
+
+// Names the case in failure messages (GetParam() = ...), not its bytes.
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name << " (" << c.preset << ")";
+}
 
 class LoraTest : public MethodsTest,
                  public ::testing::WithParamInterface<Case> {};
