@@ -1,6 +1,13 @@
 // The training child's core: reads a job spec, fine-tunes a model (any
-// family in worker/models) as a text classifier and
-// reports progress as JSON events. No LibTorch in this header.
+// family in worker/models) on a task (worker/tasks) and reports progress as
+// JSON events. No LibTorch in this header.
+//
+// trainer.cc holds the training loop; the parts it composes live beside it:
+// model_source.h (which model and tokenizer), device.h, optimizer.h
+// (parameters, AdamW groups, learning-rate schedule), batch_order.h (the
+// rows of each step), autocast.h (bf16), evaluate.h (evaluation and early
+// stopping), progress.h ("train" events), checkpoint_writer.h and resume.h
+// (writing checkpoints and continuing from one), predict.h (prediction).
 #ifndef LATHE_WORKER_TRAIN_TRAINER_H_
 #define LATHE_WORKER_TRAIN_TRAINER_H_
 
