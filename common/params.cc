@@ -106,6 +106,85 @@ const std::vector<StringField>& StringFields() {
   return *fields;
 }
 
+// Task names, as JobSpec.task spells them.
+constexpr char kTextClassification[] = "text-classification";
+constexpr char kTextRegression[] = "text-regression";
+constexpr char kTokenClassification[] = "token-classification";
+constexpr char kQuestionAnswering[] = "question-answering";
+constexpr char kCausalLm[] = "causal-lm";
+constexpr char kMaskedLm[] = "masked-lm";
+constexpr char kImageClassification[] = "image-classification";
+
+const std::vector<std::string>& Tasks() {
+  static const auto* tasks = new std::vector<std::string>{
+      kTextClassification, kTextRegression, kTokenClassification,
+      kQuestionAnswering,  kCausalLm,       kMaskedLm,
+      kImageClassification};
+  return *tasks;
+}
+
+// A hyperparameter that only some jobs use. Exactly one of `method` and
+// `tasks` is set.
+struct ApplyRule {
+  const char* name;
+  const char* method;              // The only method it applies with.
+  std::vector<std::string> tasks;  // The only tasks it applies to.
+};
+
+const std::vector<ApplyRule>& ApplyRules() {
+  static const auto* rules = [] {
+    const std::vector<std::string> text_tasks = {
+        kTextClassification, kTextRegression, kTokenClassification,
+        kQuestionAnswering,  kCausalLm,       kMaskedLm};
+    auto* r = new std::vector<ApplyRule>;
+    for (const char* name :
+         {"lora_r", "lora_alpha", "lora_dropout", "use_rslora",
+          "lora_target_modules", "merge_lora"}) {
+      r->push_back({name, "lora", {}});
+    }
+    for (const char* name :
+         {"doc_stride", "max_answer_length", "null_score_diff_threshold",
+          "question_column", "context_column", "answers_column"}) {
+      r->push_back({name, nullptr, {kQuestionAnswering}});
+    }
+    for (const char* name :
+         {"completion_only_loss", "max_new_tokens", "temperature", "top_k",
+          "top_p", "prompt_column", "completion_column", "messages_column"}) {
+      r->push_back({name, nullptr, {kCausalLm}});
+    }
+    r->push_back({"mlm_probability", nullptr, {kMaskedLm}});
+    for (const char* name : {"tokens_column", "tags_column"}) {
+      r->push_back({name, nullptr, {kTokenClassification}});
+    }
+    for (const char* name : {"image_size", "image_column"}) {
+      r->push_back({name, nullptr, {kImageClassification}});
+    }
+    r->push_back(
+        {"text_pair_column", nullptr, {kTextClassification, kTextRegression}});
+    r->push_back(
+        {"label_column",
+         nullptr,
+         {kTextClassification, kTextRegression, kImageClassification}});
+    r->push_back({"text_column",
+                  nullptr,
+                  {kTextClassification, kTextRegression, kTokenClassification,
+                   kCausalLm, kMaskedLm}});
+    // Pictures have no tokens.
+    for (const char* name : {"max_seq_length", "group_by_length"}) {
+      r->push_back({name, nullptr, text_tasks});
+    }
+    return r;
+  }();
+  return *rules;
+}
+
+// "a", "a and b", "a, b and c".
+std::string JoinAnd(const std::vector<std::string>& items) {
+  if (items.size() <= 1) return absl::StrJoin(items, "");
+  return absl::StrCat(absl::StrJoin(items.begin(), items.end() - 1, ", "),
+                      " and ", items.back());
+}
+
 }  // namespace
 
 absl::StatusOr<TrainParams> ParseTrainParams(
@@ -167,14 +246,61 @@ absl::StatusOr<TrainParams> ParseTrainParams(
 }
 
 const char* TrainParamsHelp() {
-  static const std::string* help = [] {
-    std::vector<std::string> names;
-    for (const IntField& f : IntFields()) names.push_back(f.name);
-    for (const DoubleField& f : DoubleFields()) names.push_back(f.name);
-    for (const StringField& f : StringFields()) names.push_back(f.name);
-    return new std::string(absl::StrJoin(names, ", "));
-  }();
+  static const std::string* help =
+      new std::string(absl::StrJoin(TrainParamNames(), ", "));
   return help->c_str();
+}
+
+const std::vector<std::string>& TrainParamNames() {
+  static const auto* names = [] {
+    auto* out = new std::vector<std::string>;
+    for (const IntField& f : IntFields()) out->push_back(f.name);
+    for (const DoubleField& f : DoubleFields()) out->push_back(f.name);
+    for (const StringField& f : StringFields()) out->push_back(f.name);
+    return out;
+  }();
+  return *names;
+}
+
+absl::Status CheckParamsApply(
+    const std::string& task, const std::map<std::string, std::string>& params) {
+  const auto m = params.find("method");
+  const std::string method = m == params.end() ? "full" : m->second;
+  const bool known_task =
+      std::find(Tasks().begin(), Tasks().end(), task) != Tasks().end();
+  for (const auto& entry : params) {
+    const std::string& name = entry.first;
+    for (const ApplyRule& rule : ApplyRules()) {
+      if (name != rule.name) continue;
+      const std::string where = absl::StrCat("params[", name, "]");
+      if (rule.method != nullptr && method != rule.method) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": applies only with method=", rule.method,
+                         " (this job: method=", method, ")"));
+      }
+      if (rule.method != nullptr || !known_task ||
+          std::find(rule.tasks.begin(), rule.tasks.end(), task) !=
+              rule.tasks.end()) {
+        continue;
+      }
+      // Name the shorter side: the tasks it applies to, or those it skips.
+      std::vector<std::string> others;
+      for (const std::string& t : Tasks()) {
+        if (std::find(rule.tasks.begin(), rule.tasks.end(), t) ==
+            rule.tasks.end()) {
+          others.push_back(t);
+        }
+      }
+      if (others.size() < rule.tasks.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": does not apply to ", JoinAnd(others)));
+      }
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": applies only to ", JoinAnd(rule.tasks),
+                       " (this job: ", task, ")"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace lathe

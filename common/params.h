@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace lathe {
@@ -75,6 +76,40 @@ absl::StatusOr<TrainParams> ParseTrainParams(
 
 // Names of every accepted parameter, for help texts.
 const char* TrainParamsHelp();
+
+// The same names, in the order of TrainParamsHelp(), for suggestions.
+const std::vector<std::string>& TrainParamNames();
+
+// Refuses a hyperparameter that the job's method or task does not use, so
+// that a job which names one (lora_r without method=lora, doc_stride on a
+// classifier) fails at submit instead of quietly training without it.
+// `task` is the job's task name and `params` its hyperparameters as
+// submitted; the method is params["method"] ("full" when absent). Call it
+// after ParseTrainParams accepted `params`. A name set to its default value
+// counts as set. Names that apply to every method and task pass, and so does
+// every name when `task` is not a known task (the caller refuses the task).
+// Returns INVALID_ARGUMENT naming the first offending name in name order:
+//   params[lora_r]: applies only with method=lora (this job: method=full)
+//   params[doc_stride]: applies only to question-answering (this job:
+//   text-classification)
+// The rules, by name (docs/params.md says the same):
+//   lora_r, lora_alpha, lora_dropout, use_rslora, lora_target_modules,
+//   merge_lora                                    method=lora
+//   doc_stride, max_answer_length, null_score_diff_threshold,
+//   question_column, context_column, answers_column   question-answering
+//   completion_only_loss, max_new_tokens, temperature, top_k, top_p,
+//   prompt_column, completion_column, messages_column causal-lm
+//   mlm_probability                               masked-lm
+//   tokens_column, tags_column                    token-classification
+//   image_size, image_column                      image-classification
+//   text_pair_column                text-classification, text-regression
+//   label_column      text-classification, text-regression,
+//                     image-classification
+//   text_column       every task but question-answering and
+//                     image-classification
+//   max_seq_length, group_by_length   every task but image-classification
+absl::Status CheckParamsApply(const std::string& task,
+                              const std::map<std::string, std::string>& params);
 
 }  // namespace lathe
 
