@@ -23,8 +23,25 @@ namespace {
 constexpr char kSingleLabel[] = "single_label_classification";
 constexpr char kMultiLabel[] = "multi_label_classification";
 // Confusion-matrix cells are reported one metric each up to this many
-// labels (the job's metrics are a flat name -> number map).
+// labels (the job's metrics are a flat name -> number map; 32 labels are
+// 1,024 cells).
 constexpr size_t kMaxConfusionLabels = 32;
+
+// A label as one component of "confusion_matrix/GOLD/PREDICTED": '%' and
+// '/' are percent-encoded so that the name splits back into its labels.
+std::string ConfusionKeyPart(const std::string& label) {
+  std::string out;
+  for (char c : label) {
+    if (c == '%') {
+      out += "%25";
+    } else if (c == '/') {
+      out += "%2F";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
 
 ReadOptions ClassificationReadOptions(const TrainParams* params,
                                       bool labels_optional) {
@@ -219,14 +236,16 @@ class TextClassificationTask : public Task {
                           {"precision", m.precision},
                           {"recall", m.recall},
                           {"mcc", m.mcc},
-                          {"confusion_matrix", m.confusion},
                           {"loss", n > 0 ? loss_sum / n : 0.0}};
-    // The job's metrics keep numbers only, so each cell also goes out as
-    // "confusion_matrix/GOLD/PREDICTED" while that stays a bounded number.
+    // The confusion matrix, one cell per metric named by its labels
+    // ("confusion_matrix/GOLD/PREDICTED"), not by class index: a reader
+    // needs no id2label to make sense of it, and `lathe get` draws the table
+    // from the names alone. Left out above kMaxConfusionLabels labels.
     if (num_labels <= kMaxConfusionLabels) {
       for (size_t g = 0; g < num_labels; ++g) {
         for (size_t p = 0; p < num_labels; ++p) {
-          out[absl::StrCat("confusion_matrix/", labels_[g], "/", labels_[p])] =
+          out[absl::StrCat("confusion_matrix/", ConfusionKeyPart(labels_[g]),
+                           "/", ConfusionKeyPart(labels_[p]))] =
               m.confusion[g][p];
         }
       }
