@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -23,14 +24,34 @@ absl::Status FromGrpc(const ::grpc::Status& s) {
                       s.error_message());
 }
 
-Client::Client(const std::string& target) {
+Client::Client(const std::string& target) : target_(target) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  auto channel = grpc::CreateCustomChannel(
+  channel_ = grpc::CreateCustomChannel(
       target, grpc::InsecureChannelCredentials(), args);
-  jobs_ = lathe::v1::JobService::NewStub(channel);
-  datasets_ = lathe::v1::DatasetService::NewStub(channel);
-  models_ = lathe::v1::ModelService::NewStub(channel);
+  jobs_ = lathe::v1::JobService::NewStub(channel_);
+  datasets_ = lathe::v1::DatasetService::NewStub(channel_);
+  models_ = lathe::v1::ModelService::NewStub(channel_);
+}
+
+absl::Status Client::CheckConnected(int64_t timeout_ms) {
+  const auto deadline =
+      std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms);
+  grpc_connectivity_state state = channel_->GetState(/*try_to_connect=*/true);
+  while (state != GRPC_CHANNEL_READY) {
+    if (state == GRPC_CHANNEL_TRANSIENT_FAILURE ||
+        state == GRPC_CHANNEL_SHUTDOWN) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot reach the server at ", target_, " (connection failed)"));
+    }
+    if (!channel_->WaitForStateChange(state, deadline)) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot reach the server at ", target_,
+                       " (no connection within ", timeout_ms, " ms)"));
+    }
+    state = channel_->GetState(/*try_to_connect=*/true);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<lathe::v1::PushModelResponse> Client::PushModel(

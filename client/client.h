@@ -3,6 +3,9 @@
 #ifndef LATHE_CLIENT_CLIENT_H_
 #define LATHE_CLIENT_CLIENT_H_
 
+#include <grpcpp/channel.h>
+
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -19,6 +22,15 @@ class Client {
  public:
   // `target` is HOST:PORT.
   explicit Client(const std::string& target);
+
+  // HOST:PORT as given, for messages.
+  const std::string& target() const { return target_; }
+
+  // Connects to the server, waiting up to `timeout_ms`: OK, or UNAVAILABLE
+  // naming the address as soon as a connection attempt fails (as a call
+  // would) or the time is up. Lets a command that uploads first say that
+  // the server is down before it starts.
+  absl::Status CheckConnected(int64_t timeout_ms);
 
   lathe::v1::JobService::Stub& jobs() { return *jobs_; }
   lathe::v1::DatasetService::Stub& datasets() { return *datasets_; }
@@ -52,6 +64,8 @@ class Client {
                             const std::string& selector,
                             const lathe::v1::FileInfo& file,
                             const std::string& dest);
+  std::string target_;
+  std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
   std::unique_ptr<lathe::v1::DatasetService::Stub> datasets_;
   std::unique_ptr<lathe::v1::ModelService::Stub> models_;

@@ -17,12 +17,16 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/cli_args.h"
 #include "client/client.h"
+#include "client/metrics_text.h"
 #include "client/tokenize_command.h"
+#include "common/files.h"
 #include "common/status.h"
 
 namespace lathe::client {
@@ -86,48 +90,9 @@ Hyperparameters (--param): see docs/params.md (or submit an unknown name: the
 error lists them all).
 )";
 
-struct Args {
-  std::vector<std::string> positional;
-  std::map<std::string, std::vector<std::string>> options;
-
-  std::string Get(const std::string& name, const std::string& def = "") const {
-    auto it = options.find(name);
-    return it == options.end() || it->second.empty() ? def : it->second.back();
-  }
-  const std::vector<std::string>& All(const std::string& name) const {
-    static const std::vector<std::string> kEmpty;
-    auto it = options.find(name);
-    return it == options.end() ? kEmpty : it->second;
-  }
-};
-
-absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) == 0 && s.size() > 2) {
-      std::string name = s.substr(2), value;
-      auto eq = name.find('=');
-      if (eq != std::string::npos) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      } else if (name == "help" || name == "replace") {
-        value = "1";
-      } else if (i + 1 < argc) {
-        value = argv[++i];
-      } else {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--", name, " needs a value"));
-      }
-      a.options[name].push_back(value);
-    } else {
-      a.positional.push_back(s);
-    }
-  }
-  return a;
-}
-
 bool json_output = false;
+// The server's address, for messages.
+std::string server_target;
 
 std::string ToJson(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions o;
@@ -161,12 +126,16 @@ int64_t NowMs() {
       .count();
 }
 
-std::string MetricsText(const google::protobuf::Map<std::string, double>& m) {
-  std::map<std::string, double> sorted(m.begin(), m.end());
-  std::vector<std::string> parts;
-  for (const auto& [k, v] : sorted)
-    parts.push_back(absl::StrFormat("%s=%.4f", k, v));
-  return absl::StrJoin(parts, " ");
+std::map<std::string, double> SortedMetrics(
+    const google::protobuf::Map<std::string, double>& m) {
+  return std::map<std::string, double>(m.begin(), m.end());
+}
+
+// The job's metric_for_best_model as submitted; empty for the task's
+// default.
+std::string BestMetricOf(const lathe::v1::Job& j) {
+  auto it = j.spec().params().find("metric_for_best_model");
+  return it == j.spec().params().end() ? "" : it->second;
 }
 
 void PrintJobText(const lathe::v1::Job& j) {
@@ -205,15 +174,59 @@ void PrintJobText(const lathe::v1::Job& j) {
         t.samples_per_second());
   }
   if (!j.eval_metrics().empty()) {
-    std::cout << "evaluation: " << MetricsText(j.eval_metrics()) << "\n";
+    const auto metrics = SortedMetrics(j.eval_metrics());
+    std::cout << "evaluation: "
+              << HeadlineMetricsText(j.spec().task(), BestMetricOf(j), metrics)
+              << "\n";
+    for (const std::string& line : ConfusionMatrixLines(metrics, "    ")) {
+      std::cout << line << "\n";
+    }
   }
   if (!j.error().empty()) std::cout << "error:      " << j.error() << "\n";
 }
 
 int Fail(const absl::Status& s) {
-  std::cerr << "lathe: " << absl::StatusCodeToString(s.code()) << ": "
-            << s.message() << "\n";
+  std::cerr << "lathe: " << absl::StatusCodeToString(s.code()) << ": ";
+  // A call to a server that is down fails with gRPC's words; say which
+  // server (CheckConnected's message already does).
+  if (s.code() == absl::StatusCode::kUnavailable &&
+      !absl::StartsWith(s.message(), "cannot reach the server")) {
+    std::cerr << "server " << server_target << ": ";
+  }
+  std::cerr << s.message() << "\n";
   return s.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+// A usage mistake: the message, and exit code 2.
+int UsageFail(const std::string& message) {
+  std::cerr << "lathe: " << message << "\n";
+  return 2;
+}
+
+// A --train-data, --validation-data or --input argument that names a local
+// file must exist: checked before anything is sent, so that a typo does
+// not cost an upload of the other file.
+absl::Status CheckDataArg(const char* flag, const std::string& arg) {
+  if (arg.empty() || absl::StartsWith(arg, "dataset:") ||
+      absl::StartsWith(arg, "file://") || PathExists(arg)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--", flag, ": \"", arg,
+      "\" is neither a local file, a dataset: reference nor a file:// URI"));
+}
+
+// Uploads a local file (or passes a reference through); an upload's
+// failure keeps its code (UNAVAILABLE stays UNAVAILABLE) and names the flag.
+absl::StatusOr<std::string> ResolveDataArg(Client& c, const char* flag,
+                                           const std::string& arg) {
+  auto ref = c.ResolveData(arg);
+  if (!ref.ok()) {
+    return absl::Status(
+        ref.status().code(),
+        absl::StrCat("--", flag, " ", arg, ": ", ref.status().message()));
+  }
+  return ref;
 }
 
 bool ParseKeyValues(const std::vector<std::string>& items, const char* flag,
@@ -225,12 +238,19 @@ bool ParseKeyValues(const std::vector<std::string>& items, const char* flag,
                 << "\"\n";
       return false;
     }
-    (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
+    const std::string name = kv.substr(0, eq), value = kv.substr(eq + 1);
+    auto it = out->find(name);
+    if (it != out->end() && it->second != value) {
+      std::cerr << "lathe: --" << flag << " " << name << " given twice (\""
+                << it->second << "\", then \"" << value << "\")\n";
+      return false;
+    }
+    (*out)[name] = value;
   }
   return true;
 }
 
-int Submit(Client& c, const Args& a) {
+int Submit(Client& c, const ParsedArgs& a) {
   lathe::v1::SubmitJobRequest req;
   auto* spec = req.mutable_spec();
   spec->set_task(a.Get("task"));
@@ -265,17 +285,20 @@ int Submit(Client& c, const Args& a) {
       !ParseKeyValues(a.All("label"), "label", spec->mutable_labels())) {
     return 2;
   }
-  // Local files are uploaded first; their references go into the spec.
-  for (auto [flag, setter] :
-       {std::pair<const char*,
-                  void (lathe::v1::JobSpec::*)(const std::string&)>{
-            "train-data", &lathe::v1::JobSpec::set_train_data},
-        {"validation-data", &lathe::v1::JobSpec::set_validation_data}}) {
-    auto ref = c.ResolveData(a.Get(flag));
-    if (!ref.ok()) {
-      return Fail(absl::InvalidArgumentError(
-          absl::StrCat("--", flag, ": ", ref.status().message())));
-    }
+  // Everything local is checked before the first byte goes out; then the
+  // server must answer before local files are uploaded (their references
+  // go into the spec), so that a server that is down reads as UNAVAILABLE.
+  const std::pair<const char*, void (lathe::v1::JobSpec::*)(const std::string&)>
+      data_flags[] = {
+          {"train-data", &lathe::v1::JobSpec::set_train_data},
+          {"validation-data", &lathe::v1::JobSpec::set_validation_data}};
+  for (const auto& [flag, setter] : data_flags) {
+    if (auto s = CheckDataArg(flag, a.Get(flag)); !s.ok()) return Fail(s);
+  }
+  if (auto s = c.CheckConnected(10000); !s.ok()) return Fail(s);
+  for (const auto& [flag, setter] : data_flags) {
+    auto ref = ResolveDataArg(c, flag, a.Get(flag));
+    if (!ref.ok()) return Fail(ref.status());
     (spec->*setter)(*ref);
   }
   lathe::v1::SubmitJobResponse resp;
@@ -299,7 +322,7 @@ absl::StatusOr<lathe::v1::Job> GetJob(Client& c, const std::string& id) {
   return resp.job();
 }
 
-int List(Client& c, const Args& a) {
+int List(Client& c, const ParsedArgs& a) {
   lathe::v1::ListJobsRequest req;
   for (const auto& s : a.All("state")) {
     lathe::v1::JobState st;
@@ -335,10 +358,11 @@ int List(Client& c, const Args& a) {
                                ? absl::StrCat(j.train_metrics().step(), "/",
                                               j.train_metrics().total_steps())
                                : "-";
-    std::cout << absl::StrFormat("%-17s %-11s %-20s %-12s %s\n", j.id(),
-                                 lathe::v1::JobState_Name(j.state()),
-                                 j.spec().task(), progress,
-                                 MetricsText(j.eval_metrics()));
+    std::cout << absl::StrFormat(
+        "%-17s %-11s %-20s %-12s %s\n", j.id(),
+        lathe::v1::JobState_Name(j.state()), j.spec().task(), progress,
+        HeadlineMetricsText(j.spec().task(), BestMetricOf(j),
+                            SortedMetrics(j.eval_metrics()), 2));
   }
   if (!resp.next_page_token().empty()) {
     std::cout << "more: --page-token " << resp.next_page_token() << "\n";
@@ -410,7 +434,10 @@ int Watch(Client& c, const std::string& id, int64_t after_seq) {
         case lathe::v1::EVENT_TYPE_EVAL_METRICS:
           end_progress();
           std::cout << "eval at step " << e.step() << ": "
-                    << MetricsText(e.eval()) << std::endl;
+                    << HeadlineMetricsText(r.job().spec().task(),
+                                           BestMetricOf(r.job()),
+                                           SortedMetrics(e.eval()))
+                    << std::endl;
           break;
         case lathe::v1::EVENT_TYPE_CHECKPOINT:
           end_progress();
@@ -472,13 +499,14 @@ absl::StatusOr<lathe::v1::Job> AwaitJob(Client& c, const std::string& id,
   }
 }
 
-int Predict(Client& c, const Args& a) {
-  if (a.positional.size() != 2 || a.Get("input").empty()) {
-    std::cerr << "lathe: usage: lathe predict MODEL --input FILE [--task "
-                 "TASK] [--param NAME=VALUE ...]\n";
-    return 2;
+int Predict(Client& c, const ParsedArgs& a) {
+  const std::string model = a.positional[0];
+  double timeout = 0;
+  if (!a.Get("timeout").empty() &&
+      !absl::SimpleAtod(a.Get("timeout"), &timeout)) {
+    return UsageFail("--timeout must be a number of seconds");
   }
-  const std::string model = a.positional[1];
+  if (auto s = CheckDataArg("input", a.Get("input")); !s.ok()) return Fail(s);
   std::string task = a.Get("task");
   if (task.empty()) {
     if (model.rfind("job:", 0) != 0) {
@@ -490,12 +518,6 @@ int Predict(Client& c, const Args& a) {
     auto job = GetJob(c, source);
     if (!job.ok()) return Fail(job.status());
     task = job->spec().task();
-  }
-  double timeout = 0;
-  if (!a.Get("timeout").empty() &&
-      !absl::SimpleAtod(a.Get("timeout"), &timeout)) {
-    std::cerr << "lathe: --timeout must be a number of seconds\n";
-    return 2;
   }
   lathe::v1::SubmitJobRequest req;
   auto* spec = req.mutable_spec();
@@ -509,11 +531,9 @@ int Predict(Client& c, const Args& a) {
   if (!ParseKeyValues(a.All("param"), "param", spec->mutable_params())) {
     return 2;
   }
-  auto ref = c.ResolveData(a.Get("input"));
-  if (!ref.ok()) {
-    return Fail(absl::InvalidArgumentError(
-        absl::StrCat("--input: ", ref.status().message())));
-  }
+  if (auto s = c.CheckConnected(10000); !s.ok()) return Fail(s);
+  auto ref = ResolveDataArg(c, "input", a.Get("input"));
+  if (!ref.ok()) return Fail(ref.status());
   spec->set_train_data(*ref);
   lathe::v1::SubmitJobResponse resp;
   {
@@ -600,10 +620,27 @@ int Checkpoints(Client& c, const std::string& id) {
     std::cout << ToJson(resp) << "\n";
     return 0;
   }
+  // The task picks the metrics worth showing; without it (a job we may
+  // not read), every metric shows.
+  std::string task;
+  if (auto job = GetJob(c, id); job.ok()) task = job->spec().task();
+  // One confusion matrix is enough: the best checkpoint's, else the last's.
+  const int64_t table_step =
+      resp.best_step() != 0 ? resp.best_step()
+      : resp.checkpoints().empty()
+          ? 0
+          : resp.checkpoints(resp.checkpoints_size() - 1).step();
   for (const auto& cp : resp.checkpoints()) {
+    const auto metrics = SortedMetrics(cp.metrics());
     std::cout << "step " << cp.step() << (cp.final() ? " (final)" : "")
               << (cp.step() == resp.best_step() ? " (best)" : "") << "  "
-              << MetricsText(cp.metrics()) << "\n";
+              << HeadlineMetricsText(task, cp.metric_for_best_model(), metrics)
+              << "\n";
+    if (cp.step() == table_step) {
+      for (const std::string& line : ConfusionMatrixLines(metrics, "    ")) {
+        std::cout << line << "\n";
+      }
+    }
     for (const auto& f : cp.files()) {
       std::cout << absl::StrFormat("  %-28s %12d  %s\n", f.name(), f.size(),
                                    f.sha256());
@@ -612,12 +649,8 @@ int Checkpoints(Client& c, const std::string& id) {
   return 0;
 }
 
-int Download(Client& c, const Args& a, const std::string& id) {
+int Download(Client& c, const ParsedArgs& a, const std::string& id) {
   const std::string dest = a.Get("dest");
-  if (dest.empty()) {
-    std::cerr << "lathe: download needs --dest DIR\n";
-    return 2;
-  }
   auto cp = c.DownloadCheckpoint(id, a.Get("checkpoint", "latest"), dest,
                                  [](const lathe::v1::FileInfo& f) {
                                    if (!json_output) {
@@ -644,138 +677,184 @@ std::string FormatBytes(int64_t n) {
   return absl::StrCat(n, " B");
 }
 
-int Models(Client& c, const Args& a) {
-  const std::string sub = a.positional.size() > 1 ? a.positional[1] : "";
-  if (sub == "push" && a.positional.size() == 3) {
-    const std::string name = a.Get("name");
-    if (name.empty()) {
-      std::cerr << "lathe: models push needs --name NAME\n";
-      return 2;
-    }
-    int last_percent = -1;
-    auto resp = c.PushModel(
-        a.positional[2], name, !a.Get("replace").empty(),
-        [&](const std::string& path, int64_t sent, int64_t total) {
-          const int percent =
-              total > 0 ? static_cast<int>(sent * 100 / total) : 100;
-          if (percent == last_percent) return;
-          last_percent = percent;
-          std::cerr << "\rpushing " << name << ": " << percent << "% ("
-                    << FormatBytes(sent) << " of " << FormatBytes(total) << ") "
-                    << path << "\x1b[K" << std::flush;
-        });
-    if (last_percent >= 0) std::cerr << "\n";
-    if (!resp.ok()) return Fail(resp.status());
-    if (json_output) {
-      std::cout << ToJson(*resp) << "\n";
-    } else {
-      const auto& m = resp->model();
-      std::cout << (resp->created() ? "stored " : "unchanged ") << m.name()
-                << "  " << m.digest() << "  " << m.files_size() << " files  "
-                << FormatBytes(m.size()) << "\n";
-    }
+int ModelsPush(Client& c, const ParsedArgs& a) {
+  const std::string name = a.Get("name");
+  int last_percent = -1;
+  auto resp = c.PushModel(
+      a.positional[0], name, a.Has("replace"),
+      [&](const std::string& path, int64_t sent, int64_t total) {
+        const int percent =
+            total > 0 ? static_cast<int>(sent * 100 / total) : 100;
+        if (percent == last_percent) return;
+        last_percent = percent;
+        std::cerr << "\rpushing " << name << ": " << percent << "% ("
+                  << FormatBytes(sent) << " of " << FormatBytes(total) << ") "
+                  << path << "\x1b[K" << std::flush;
+      });
+  if (last_percent >= 0) std::cerr << "\n";
+  if (!resp.ok()) return Fail(resp.status());
+  if (json_output) {
+    std::cout << ToJson(*resp) << "\n";
+  } else {
+    const auto& m = resp->model();
+    std::cout << (resp->created() ? "stored " : "unchanged ") << m.name()
+              << "  " << m.digest() << "  " << m.files_size() << " files  "
+              << FormatBytes(m.size()) << "\n";
+  }
+  return 0;
+}
+
+int ModelsList(Client& c) {
+  lathe::v1::ListModelsResponse resp;
+  auto ctx = Ctx();
+  auto s = FromGrpc(
+      c.models().ListModels(ctx.get(), lathe::v1::ListModelsRequest(), &resp));
+  if (!s.ok()) return Fail(s);
+  if (json_output) {
+    std::cout << ToJson(resp) << "\n";
     return 0;
   }
-  if (sub == "list" && a.positional.size() == 2) {
-    lathe::v1::ListModelsResponse resp;
-    auto ctx = Ctx();
-    auto s = FromGrpc(c.models().ListModels(
-        ctx.get(), lathe::v1::ListModelsRequest(), &resp));
-    if (!s.ok()) return Fail(s);
-    if (json_output) {
-      std::cout << ToJson(resp) << "\n";
-      return 0;
-    }
-    std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", "NAME", "DIGEST",
-                                 "SIZE", "CREATED");
-    for (const auto& m : resp.models()) {
-      const std::time_t t = static_cast<std::time_t>(m.create_time_ms() / 1000);
-      char when[32] = {0};
-      std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S",
-                    std::localtime(&t));
-      std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", m.name(),
-                                   m.digest().substr(0, 16),
-                                   FormatBytes(m.size()), when);
-    }
-    for (const auto& p : resp.presets()) {
-      std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", p.name(),
-                                   "(preset)", "-", p.description());
-    }
-    return 0;
+  std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", "NAME", "DIGEST",
+                               "SIZE", "CREATED");
+  for (const auto& m : resp.models()) {
+    const std::time_t t = static_cast<std::time_t>(m.create_time_ms() / 1000);
+    char when[32] = {0};
+    std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+    std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", m.name(),
+                                 m.digest().substr(0, 16),
+                                 FormatBytes(m.size()), when);
   }
-  if (sub == "delete" && a.positional.size() == 3) {
-    lathe::v1::DeleteModelRequest req;
-    req.set_name(a.positional[2]);
-    lathe::v1::DeleteModelResponse resp;
-    auto ctx = Ctx();
-    auto s = FromGrpc(c.models().DeleteModel(ctx.get(), req, &resp));
-    if (!s.ok()) return Fail(s);
-    if (json_output) {
-      std::cout << ToJson(resp) << "\n";
-    } else {
-      std::cout << "deleted " << resp.model().name() << "  "
-                << resp.model().digest() << "\n";
-    }
-    return 0;
+  for (const auto& p : resp.presets()) {
+    std::cout << absl::StrFormat("%-24s %-16s %10s  %s\n", p.name(), "(preset)",
+                                 "-", p.description());
   }
-  std::cerr << "lathe: usage: lathe models push DIR --name NAME [--replace] | "
-               "models list | models delete NAME\n";
-  return 2;
+  return 0;
+}
+
+int ModelsDelete(Client& c, const std::string& name) {
+  lathe::v1::DeleteModelRequest req;
+  req.set_name(name);
+  lathe::v1::DeleteModelResponse resp;
+  auto ctx = Ctx();
+  auto s = FromGrpc(c.models().DeleteModel(ctx.get(), req, &resp));
+  if (!s.ok()) return Fail(s);
+  if (json_output) {
+    std::cout << ToJson(resp) << "\n";
+  } else {
+    std::cout << "deleted " << resp.model().name() << "  "
+              << resp.model().digest() << "\n";
+  }
+  return 0;
+}
+
+int DatasetsUpload(Client& c, const ParsedArgs& a) {
+  const std::string path = a.positional[0];
+  if (!PathExists(path)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("\"", path, "\" is not a local file")));
+  }
+  auto ds =
+      c.UploadDataset(path, a.Get("name", path.substr(path.rfind('/') + 1)));
+  if (!ds.ok()) return Fail(ds.status());
+  if (json_output) {
+    std::cout << ToJson(*ds) << "\n";
+  } else {
+    std::cout << ds->ref() << "  " << ds->name() << "  " << ds->size()
+              << " bytes\n";
+  }
+  return 0;
+}
+
+// pause, resume and checkpoint-now: one call that returns the job.
+int JobAction(Client& c, const std::string& cmd, const std::string& id) {
+  lathe::v1::Job job;
+  auto ctx = Ctx();
+  absl::Status s;
+  if (cmd == "pause") {
+    lathe::v1::PauseJobRequest req;
+    req.set_id(id);
+    lathe::v1::PauseJobResponse resp;
+    s = FromGrpc(c.jobs().PauseJob(ctx.get(), req, &resp));
+    job = resp.job();
+  } else if (cmd == "resume") {
+    lathe::v1::ResumeJobRequest req;
+    req.set_id(id);
+    lathe::v1::ResumeJobResponse resp;
+    s = FromGrpc(c.jobs().ResumeJob(ctx.get(), req, &resp));
+    job = resp.job();
+  } else {
+    lathe::v1::RequestCheckpointRequest req;
+    req.set_id(id);
+    lathe::v1::RequestCheckpointResponse resp;
+    s = FromGrpc(c.jobs().RequestCheckpoint(ctx.get(), req, &resp));
+    job = resp.job();
+  }
+  if (!s.ok()) return Fail(s);
+  if (json_output) {
+    std::cout << ToJson(job) << "\n";
+  } else {
+    std::cout << "job " << id << " " << lathe::v1::JobState_Name(job.state())
+              << (cmd == "checkpoint-now" ? " (checkpoint requested)" : "")
+              << "\n";
+  }
+  return 0;
+}
+
+int Cancel(Client& c, const std::string& id) {
+  lathe::v1::CancelJobRequest req;
+  req.set_id(id);
+  lathe::v1::CancelJobResponse resp;
+  auto ctx = Ctx();
+  auto s = FromGrpc(c.jobs().CancelJob(ctx.get(), req, &resp));
+  if (!s.ok()) return Fail(s);
+  if (json_output) {
+    std::cout << ToJson(resp.job()) << "\n";
+  } else {
+    std::cout << "job " << id << " "
+              << lathe::v1::JobState_Name(resp.job().state()) << "\n";
+  }
+  return 0;
 }
 
 int Main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "tokenize") {
-    return RunTokenizeCommand(argc - 2, argv + 2, std::cin, std::cout,
-                              std::cerr);
-  }
-  auto parsed = ParseArgs(argc, argv);
-  if (!parsed.ok()) return Fail(parsed.status());
-  Args& a = *parsed;
-  if (a.positional.empty() || !a.Get("help").empty()) {
+  if (argc < 2) {
     std::cout << kUsage;
-    return a.positional.empty() && a.Get("help").empty() ? 2 : 0;
+    return 2;
+  }
+  auto parsed =
+      ParseCommandLine(std::vector<std::string>(argv + 1, argv + argc));
+  if (!parsed.ok()) return UsageFail(std::string(parsed.status().message()));
+  const ParsedArgs& a = *parsed;
+  if (a.command == nullptr || a.Has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  const std::string cmd = a.command->name;
+  if (cmd == "tokenize") {
+    return RunTokenizeCommand(a.Get("tokenizer"), a.Has("jsonl"),
+                              !a.Has("no-special-tokens"), std::cin, std::cout,
+                              std::cerr);
   }
   const std::string output = a.Get("output", "text");
   if (output != "text" && output != "json") {
-    std::cerr << "lathe: --output must be text or json\n";
-    return 2;
+    return UsageFail("--output must be text or json");
   }
   json_output = output == "json";
-  std::string server = a.Get("server");
-  if (server.empty() && std::getenv("LATHE_SERVER"))
-    server = std::getenv("LATHE_SERVER");
-  if (server.empty()) server = "127.0.0.1:50051";
-  Client c(server);
-  const std::string cmd = a.positional[0];
-  auto need_job = [&]() -> std::string {
-    return a.positional.size() > 1 ? a.positional[1] : "";
-  };
+  server_target = a.Get("server");
+  if (server_target.empty() && std::getenv("LATHE_SERVER")) {
+    server_target = std::getenv("LATHE_SERVER");
+  }
+  if (server_target.empty()) server_target = "127.0.0.1:50051";
+  Client c(server_target);
   if (cmd == "submit") return Submit(c, a);
   if (cmd == "list") return List(c, a);
-  if (cmd == "models") return Models(c, a);
   if (cmd == "predict") return Predict(c, a);
-  if (cmd == "datasets") {
-    if (a.positional.size() != 3 || a.positional[1] != "upload") {
-      std::cerr << "lathe: usage: lathe datasets upload FILE [--name NAME]\n";
-      return 2;
-    }
-    const std::string path = a.positional[2];
-    auto ds =
-        c.UploadDataset(path, a.Get("name", path.substr(path.rfind('/') + 1)));
-    if (!ds.ok()) return Fail(ds.status());
-    if (json_output) {
-      std::cout << ToJson(*ds) << "\n";
-    } else {
-      std::cout << ds->ref() << "  " << ds->name() << "  " << ds->size()
-                << " bytes\n";
-    }
-    return 0;
-  }
-  const std::string id = need_job();
-  if (id.empty()) {
-    std::cerr << "lathe: " << cmd << " needs a JOB id\n" << kUsage;
-    return 2;
-  }
+  if (cmd == "datasets upload") return DatasetsUpload(c, a);
+  if (cmd == "models push") return ModelsPush(c, a);
+  if (cmd == "models list") return ModelsList(c);
+  if (cmd == "models delete") return ModelsDelete(c, a.positional[0]);
+  // The rest take one JOB (the parser checked it is there).
+  const std::string& id = a.positional[0];
   if (cmd == "get") {
     auto job = GetJob(c, id);
     if (!job.ok()) return Fail(job.status());
@@ -790,8 +869,7 @@ int Main(int argc, char** argv) {
     int64_t after = 0;
     if (!a.Get("after-seq").empty() &&
         !absl::SimpleAtoi(a.Get("after-seq"), &after)) {
-      std::cerr << "lathe: --after-seq must be an integer\n";
-      return 2;
+      return UsageFail("--after-seq must be an integer");
     }
     return Watch(c, id, after);
   }
@@ -799,63 +877,17 @@ int Main(int argc, char** argv) {
     double timeout = 0;
     if (!a.Get("timeout").empty() &&
         !absl::SimpleAtod(a.Get("timeout"), &timeout)) {
-      std::cerr << "lathe: --timeout must be a number of seconds\n";
-      return 2;
+      return UsageFail("--timeout must be a number of seconds");
     }
     return Wait(c, id, timeout);
   }
-  if (cmd == "cancel") {
-    lathe::v1::CancelJobRequest req;
-    req.set_id(id);
-    lathe::v1::CancelJobResponse resp;
-    auto ctx = Ctx();
-    auto s = FromGrpc(c.jobs().CancelJob(ctx.get(), req, &resp));
-    if (!s.ok()) return Fail(s);
-    if (json_output) {
-      std::cout << ToJson(resp.job()) << "\n";
-    } else {
-      std::cout << "job " << id << " "
-                << lathe::v1::JobState_Name(resp.job().state()) << "\n";
-    }
-    return 0;
-  }
+  if (cmd == "cancel") return Cancel(c, id);
   if (cmd == "pause" || cmd == "resume" || cmd == "checkpoint-now") {
-    lathe::v1::Job job;
-    auto ctx = Ctx();
-    absl::Status s;
-    if (cmd == "pause") {
-      lathe::v1::PauseJobRequest req;
-      req.set_id(id);
-      lathe::v1::PauseJobResponse resp;
-      s = FromGrpc(c.jobs().PauseJob(ctx.get(), req, &resp));
-      job = resp.job();
-    } else if (cmd == "resume") {
-      lathe::v1::ResumeJobRequest req;
-      req.set_id(id);
-      lathe::v1::ResumeJobResponse resp;
-      s = FromGrpc(c.jobs().ResumeJob(ctx.get(), req, &resp));
-      job = resp.job();
-    } else {
-      lathe::v1::RequestCheckpointRequest req;
-      req.set_id(id);
-      lathe::v1::RequestCheckpointResponse resp;
-      s = FromGrpc(c.jobs().RequestCheckpoint(ctx.get(), req, &resp));
-      job = resp.job();
-    }
-    if (!s.ok()) return Fail(s);
-    if (json_output) {
-      std::cout << ToJson(job) << "\n";
-    } else {
-      std::cout << "job " << id << " " << lathe::v1::JobState_Name(job.state())
-                << (cmd == "checkpoint-now" ? " (checkpoint requested)" : "")
-                << "\n";
-    }
-    return 0;
+    return JobAction(c, cmd, id);
   }
   if (cmd == "checkpoints") return Checkpoints(c, id);
   if (cmd == "download") return Download(c, a, id);
-  std::cerr << "lathe: unknown command " << cmd << "\n" << kUsage;
-  return 2;
+  return UsageFail(absl::StrCat("command ", cmd, " is not implemented"));
 }
 
 }  // namespace

@@ -10,33 +10,9 @@
 
 namespace lathe::client {
 
-int RunTokenizeCommand(int argc, char** argv, std::istream& in,
+int RunTokenizeCommand(const std::string& dir, bool jsonl,
+                       bool add_special_tokens, std::istream& in,
                        std::ostream& out, std::ostream& err) {
-  constexpr char kUsage[] =
-      "usage: lathe tokenize --tokenizer DIR [--jsonl] [--no-special-tokens]"
-      " < lines\n";
-  std::string dir;
-  bool jsonl = false;
-  bool add_special = true;
-  for (int i = 0; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--tokenizer" && i + 1 < argc) {
-      dir = argv[++i];
-    } else if (a.rfind("--tokenizer=", 0) == 0) {
-      dir = a.substr(12);
-    } else if (a == "--jsonl") {
-      jsonl = true;
-    } else if (a == "--no-special-tokens") {
-      add_special = false;
-    } else {
-      err << "lathe tokenize: unknown argument " << a << "\n" << kUsage;
-      return 2;
-    }
-  }
-  if (dir.empty()) {
-    err << kUsage;
-    return 2;
-  }
   auto tok = Tokenizer::FromDirectory(dir);
   if (!tok.ok()) {
     err << "lathe tokenize: " << tok.status().message() << "\n";
@@ -59,7 +35,8 @@ int RunTokenizeCommand(int argc, char** argv, std::istream& in,
       text = line;
       if (!text.empty() && text.back() == '\r') text.pop_back();
     }
-    const TokenizedText t = (*tok)->Encode(text, std::nullopt, add_special);
+    const TokenizedText t =
+        (*tok)->Encode(text, std::nullopt, add_special_tokens);
     const auto offsets = ByteToCharOffsets(text, t.offsets);
     buf.assign("{\"ids\":[");
     for (size_t i = 0; i < t.ids.size(); ++i) {

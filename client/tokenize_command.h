@@ -4,20 +4,20 @@
 #define LATHE_CLIENT_TOKENIZE_COMMAND_H_
 
 #include <iosfwd>
+#include <string>
 
 namespace lathe::client {
 
-// args: the words after "tokenize":
-//   --tokenizer DIR        a tokenizer directory (tokenizer.json, vocab.txt,
-//                          or vocab.json + merges.txt)
-//   --jsonl                each input line is a JSON string, or an object
-//                          with a "text" string (so texts may hold newlines)
-//   --no-special-tokens    do not add the post-processor's special tokens
-// Reads UTF-8 lines from `in` and writes one JSON object per line to `out`:
-// {"ids": [...], "offsets": [[begin, end], ...]} with offsets in Unicode
-// code points of that line's text. Returns the process exit code: 0, 1 when
-// loading or a line fails (the error goes to `err`), 2 for bad usage.
-int RunTokenizeCommand(int argc, char** argv, std::istream& in,
+// Encodes each line of `in` with the tokenizer in `dir` (tokenizer.json,
+// vocab.txt, or vocab.json + merges.txt). With `jsonl`, each input line is
+// a JSON string, or an object with a "text" string (so texts may hold
+// newlines); `add_special_tokens` adds the post-processor's special tokens.
+// Writes one JSON object per line to `out`: {"ids": [...], "offsets":
+// [[begin, end], ...]} with offsets in Unicode code points of that line's
+// text. Returns the process exit code: 0, or 1 when loading or a line fails
+// (the error goes to `err`).
+int RunTokenizeCommand(const std::string& dir, bool jsonl,
+                       bool add_special_tokens, std::istream& in,
                        std::ostream& out, std::ostream& err);
 
 }  // namespace lathe::client
