@@ -178,6 +178,13 @@ absl::Status Submission::Validate(JobSpec* spec, Job* job) {
     return absl::InvalidArgumentError(
         absl::StrCat("spec.", parsed.status().message()));
   }
+  // A hyperparameter the job's method or task does not use is refused, not
+  // quietly ignored (lora_r without method=lora trained a full fine-tune).
+  if (absl::Status applies = CheckParamsApply(spec->task(), params);
+      !applies.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec.", applies.message()));
+  }
   if (spec->device().empty()) spec->set_device("cpu");
   static const std::regex kDevice("cpu|cuda(:[0-9]{1,2})?");
   if (!std::regex_match(spec->device(), kDevice)) {

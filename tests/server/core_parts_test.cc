@@ -132,6 +132,10 @@ TEST_F(CorePartsTest, SubmissionNamesTheFieldItRefuses) {
   EXPECT_THAT(submission_->Validate(&spec, &job).message(),
               HasSubstr("spec.params[epochs]"));
   spec = Spec();
+  (*spec.mutable_params())["lora_r"] = "4";
+  EXPECT_THAT(submission_->Validate(&spec, &job).message(),
+              HasSubstr("spec.params[lora_r]: applies only with method=lora"));
+  spec = Spec();
   spec.set_device("tpu");
   EXPECT_THAT(submission_->Validate(&spec, &job).message(),
               HasSubstr("spec.device"));
