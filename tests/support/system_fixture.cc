@@ -2,6 +2,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 
@@ -40,7 +41,21 @@ std::vector<std::string> SubmitCommand(const SubmitArgs& args) {
     argv.push_back("--validation-data");
     argv.push_back(args.validation_data);
   }
+  // The CLI refuses a name given twice: a later NAME=VALUE replaces the
+  // earlier one in its place instead.
+  std::vector<std::string> params;
   for (const std::string& p : args.params) {
+    const std::string name = p.substr(0, p.find('='));
+    auto same = std::find_if(
+        params.begin(), params.end(),
+        [&](const std::string& q) { return q.substr(0, q.find('=')) == name; });
+    if (same != params.end()) {
+      *same = p;
+    } else {
+      params.push_back(p);
+    }
+  }
+  for (const std::string& p : params) {
     argv.push_back("--param");
     argv.push_back(p);
   }

@@ -41,7 +41,8 @@ struct SubmitArgs {
   std::string model;
   std::string train_data;
   std::string validation_data = "";  // None when empty.
-  // NAME=VALUE, passed as --param in this order: a later one wins.
+  // NAME=VALUE, passed as --param in this order; a later one for the same
+  // NAME replaces the earlier one.
   std::vector<std::string> params = {};
   // Other flags, appended as given (e.g. {"--min-device-memory-mb", "8"}).
   std::vector<std::string> flags = {};
