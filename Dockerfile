@@ -1,6 +1,11 @@
 # Lathe on Debian 12: the server, the worker agent, the training child and the
-# CLI in one image. `docker run -p 50051:50051 IMAGE` serves with one local
-# worker; the server listens on all interfaces inside the container only.
+# CLI in one image, serving with one local worker. The server has no TLS and
+# no authentication yet, so it listens on the container's loopback only and
+# refuses any other address without --insecure. Use it from inside the
+# container (`docker exec CONTAINER lathe ...`), or, on a machine you trust,
+# publish it to the host's loopback only:
+#   docker run -p 127.0.0.1:50051:50051 IMAGE \
+#     --listen 0.0.0.0:50051 --insecure --local-workers 1
 FROM debian:12 AS build
 WORKDIR /src
 COPY . .
@@ -17,5 +22,5 @@ COPY --from=build /src/build/assets/bert-base-uncased /opt/lathe/assets/bert-bas
 ENV PATH=/opt/lathe/bin:$PATH
 VOLUME /var/lib/lathe
 EXPOSE 50051 9464
-ENTRYPOINT ["lathe-server", "--listen", "0.0.0.0:50051", "--metrics-listen", "0.0.0.0:9464", "--data-dir", "/var/lib/lathe"]
+ENTRYPOINT ["lathe-server", "--data-dir", "/var/lib/lathe"]
 CMD ["--local-workers", "1"]

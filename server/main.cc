@@ -55,6 +55,9 @@ constexpr char kUsage[] =
     "  --keep-checkpoints K        keep the last K checkpoints of a job and "
     "its\n"
     "                              best (default 3; 0 keeps all)\n"
+    "  --insecure                  allow --listen and --metrics-listen on an\n"
+    "                              address other than loopback although the\n"
+    "                              server has no TLS and no authentication\n"
     "The chosen addresses are written to DATA_DIR/server.json once serving.\n";
 
 struct Flags {
@@ -70,7 +73,40 @@ struct Flags {
   int64_t max_model_files = 10000;
   int64_t max_running_per_owner = 0;
   int64_t keep_checkpoints = 3;
+  bool insecure = false;
 };
+
+std::string HostOf(const std::string& addr) {
+  auto colon = addr.rfind(':');
+  return colon == std::string::npos ? addr : addr.substr(0, colon);
+}
+
+// 127.0.0.0/8, ::1 and localhost; a Unix socket is local too.
+bool IsLoopback(const std::string& addr) {
+  if (absl::StartsWith(addr, "unix:")) return true;
+  const std::string host = HostOf(addr);
+  return host == "localhost" || host == "[::1]" || host == "::1" ||
+         absl::StartsWith(host, "127.");
+}
+
+// Anyone who can reach a listener can submit, cancel, read and download
+// every job: until the server authenticates callers over TLS, an address
+// beyond loopback needs the operator to say so.
+absl::Status CheckListeners(const Flags& f) {
+  for (const auto& [flag, addr] :
+       {std::pair<const char*, const std::string*>{"--listen", &f.listen},
+        {"--metrics-listen", &f.metrics_listen}}) {
+    if (f.insecure || IsLoopback(*addr)) continue;
+    return absl::FailedPreconditionError(absl::StrCat(
+        flag, " ", *addr,
+        " is not a loopback address, and this server has no TLS and no "
+        "authentication: anyone who reaches it could run and read every "
+        "job. Listen on 127.0.0.1 (and reach it through an SSH tunnel or "
+        "a TLS proxy), or pass --insecure to serve it anyway on a network "
+        "you trust."));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   Flags f;
@@ -81,7 +117,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     if (eq != std::string::npos) {
       v = a.substr(eq + 1);
       a = a.substr(0, eq);
-    } else if (a != "--help" && a != "-h") {
+    } else if (a != "--help" && a != "-h" && a != "--insecure") {
       if (i + 1 >= argc) {
         return absl::InvalidArgumentError(absl::StrCat(a, " needs a value"));
       }
@@ -94,6 +130,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       }
       return absl::OkStatus();
     };
+    if (a == "--insecure") {  // a switch; --insecure=false turns it off
+      f.insecure = eq == std::string::npos || v == "true" || v == "1";
+      continue;
+    }
     if (a == "--help" || a == "-h") {
       std::cout << kUsage;
       std::exit(0);
@@ -127,12 +167,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
     }
   }
+  RETURN_IF_ERROR(CheckListeners(f));
   return f;
-}
-
-std::string HostOf(const std::string& addr) {
-  auto colon = addr.rfind(':');
-  return colon == std::string::npos ? addr : addr.substr(0, colon);
 }
 
 class ServerProcess {
