@@ -83,9 +83,15 @@ void JobManager::Annotate(std::vector<Job>* jobs) {
   }
   const int64_t workers = static_cast<int64_t>(workers_.size());
   const int64_t now = clock_();
+  std::vector<std::string> ids;
+  for (const Job& j : *jobs) {
+    if (j.state() == lathe::v1::QUEUED) ids.push_back(j.id());
+  }
+  const std::vector<int64_t> positions = scheduler_.Positions(ids);
+  size_t next = 0;
   for (Job& j : *jobs) {
     if (j.state() != lathe::v1::QUEUED) continue;
-    const int64_t position = scheduler_.Position(j.id());
+    const int64_t position = positions[next++];
     if (position == 0) continue;
     j.set_queue_position(position);
     if (avg_ms > 0 && workers > 0) {

@@ -153,6 +153,29 @@ int64_t Scheduler::Position(const std::string& job_id) const {
   return static_cast<int64_t>(std::distance(order_.begin(), at)) + 1;
 }
 
+std::vector<int64_t> Scheduler::Positions(
+    const std::vector<std::string>& job_ids) const {
+  std::vector<int64_t> out(job_ids.size(), 0);
+  absl::MutexLock lock(&mu_);
+  // Queue keys of the wanted jobs, and where each answer goes.
+  std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> wanted;
+  for (size_t i = 0; i < job_ids.size(); ++i) {
+    auto it = queued_.find(job_ids[i]);
+    if (it == queued_.end()) continue;
+    wanted[{-int64_t{it->second.priority}, it->second.seq}].push_back(i);
+  }
+  int64_t position = 0;
+  auto next = wanted.begin();
+  for (auto it = order_.begin(); it != order_.end() && next != wanted.end();
+       ++it) {
+    ++position;
+    if (it->first != next->first) continue;
+    for (size_t i : next->second) out[i] = position;
+    ++next;
+  }
+  return out;
+}
+
 size_t Scheduler::queued() const {
   absl::MutexLock lock(&mu_);
   return queued_.size();

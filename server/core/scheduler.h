@@ -65,6 +65,10 @@ class Scheduler {
   // would take them fair share aside (priority, then age); 0 when the job
   // is not queued. Costs the number of jobs ahead of it.
   int64_t Position(const std::string& job_id) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Position of each of `job_ids` (0 when not queued), in one walk of the
+  // queue up to the last of them.
+  std::vector<int64_t> Positions(const std::vector<std::string>& job_ids) const
+      ABSL_LOCKS_EXCLUDED(mu_);
   size_t queued() const ABSL_LOCKS_EXCLUDED(mu_);
   int running(const std::string& owner) const ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -55,6 +55,8 @@ TEST(SchedulerTest, OldestFirstWithinAPriority) {
   EXPECT_EQ(s.Position("b"), 2);
   EXPECT_EQ(s.Position("c"), 3);
   EXPECT_EQ(s.Position("unknown"), 0);
+  EXPECT_EQ(s.Positions({"c", "unknown", "a", "c"}),
+            (std::vector<int64_t>{3, 0, 1, 3}));
 }
 
 TEST(SchedulerTest, HigherPriorityGoesFirst) {
