@@ -213,7 +213,10 @@ class Bench {
                 lathe::v1::AcquireJobResponse* a) {
     const std::string w = RegisterWorker();
     grpc::ClientContext sctx;
-    jobs_->SubmitJob(&sctx, SubmitRequest(), job);
+    // First in the queue even when earlier phases left jobs queued.
+    lathe::v1::SubmitJobRequest submit = SubmitRequest();
+    submit.mutable_spec()->set_priority(1000);
+    jobs_->SubmitJob(&sctx, submit, job);
     lathe::v1::AcquireJobRequest req;
     req.set_worker_id(w);
     req.set_wait_ms(1000);
