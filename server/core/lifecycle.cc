@@ -257,6 +257,9 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::StartNext(
     const int64_t now = clock_();
     int64_t next_ready_ms = 0;
     auto picked = parts_.scheduler->Pick(worker.devices, now, &next_ready_ms);
+    if (!picked.has_value() && absl::Now() >= deadline) {
+      return std::optional<Assignment>();
+    }
     absl::MutexLock lock(&mu_);
     if (picked.has_value()) {
       // Another worker may have started it since the pick; Start sees that
