@@ -182,8 +182,7 @@ absl::Status Submission::Validate(JobSpec* spec, Job* job) {
   // quietly ignored (lora_r without method=lora trained a full fine-tune).
   if (absl::Status applies = CheckParamsApply(spec->task(), params);
       !applies.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("spec.", applies.message()));
+    return absl::InvalidArgumentError(absl::StrCat("spec.", applies.message()));
   }
   if (spec->device().empty()) spec->set_device("cpu");
   static const std::regex kDevice("cpu|cuda(:[0-9]{1,2})?");
