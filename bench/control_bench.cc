@@ -208,10 +208,28 @@ class Bench {
     workers_->FinishAttempt(&ctx, req, &resp);
   }
 
-  // Submits a job and takes it as a fresh worker: the job is RUNNING.
+  // Submits a job and takes it as a fresh worker: the job is RUNNING. The
+  // worker heartbeats until the phase ends, as a real one would, so a long
+  // upload on a busy machine does not lose it the job.
   void StartJob(lathe::v1::SubmitJobResponse* job,
                 lathe::v1::AcquireJobResponse* a) {
     const std::string w = RegisterWorker();
+    StopHeartbeats();
+    heartbeat_stop_ = false;
+    heartbeats_ = std::thread([this, w] {
+      auto stub =
+          lathe::v1::WorkerService::NewStub(Channel(server_->grpc_address()));
+      while (!heartbeat_stop_) {
+        lathe::v1::HeartbeatRequest req;
+        req.set_worker_id(w);
+        lathe::v1::HeartbeatResponse resp;
+        grpc::ClientContext ctx;
+        stub->Heartbeat(&ctx, req, &resp);
+        for (int i = 0; i < 10 && !heartbeat_stop_; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    });
     grpc::ClientContext sctx;
     // First in the queue even when earlier phases left jobs queued.
     lathe::v1::SubmitJobRequest submit = SubmitRequest();
@@ -455,7 +473,12 @@ class Bench {
       lathe::v1::DownloadCheckpointFileResponse r;
       int64_t got = 0;
       while (reader->Read(&r)) got += static_cast<int64_t>(r.data().size());
-      reader->Finish();
+      const grpc::Status status = reader->Finish();
+      if (got != size) {
+        std::fprintf(stderr, "download: %lld of %lld bytes: %s\n",
+                     static_cast<long long>(got), static_cast<long long>(size),
+                     status.error_message().c_str());
+      }
       return got == size
                  ? static_cast<double>(size) / Seconds(t0, Clock::now()) / 1e9
                  : 0.0;
@@ -739,7 +762,13 @@ class Bench {
   }
 
   void Stop() {
+    StopHeartbeats();
     if (server_) server_->Stop();
+  }
+
+  void StopHeartbeats() {
+    heartbeat_stop_ = true;
+    if (heartbeats_.joinable()) heartbeats_.join();
   }
 
  private:
@@ -750,6 +779,8 @@ class Bench {
   std::unique_ptr<lathe::v1::WorkerService::Stub> workers_;
   std::string dataset_;
   std::vector<Row> rows_;
+  std::thread heartbeats_;
+  std::atomic<bool> heartbeat_stop_{false};
 };
 
 }  // namespace
