@@ -149,6 +149,29 @@ TEST_F(ResumeTest, ResumedRunsEndBitwiseEqual) {
   }
 }
 
+TEST_F(ResumeTest, ResumingWithGradientAccumulationEndsBitwiseEqual) {
+  // Micro-batches of 4 rows, 2 per step: 8 rows a step, as above, so the
+  // position in an epoch counts rows of whole steps.
+  TrainSpec spec = ResumeSpec(*dir_);
+  spec.params["batch_size"] = "4";
+  spec.params["gradient_accumulation_steps"] = "2";
+  spec.params["save_steps"] = "1";
+  const RunResult full = TrainRun(spec, *dir_ + "/ga-full");
+  ASSERT_TRUE(full.status.ok()) << full.status;
+  for (int at : {3, 7}) {
+    SCOPED_TRACE(at);
+    TrainSpec resumed = spec;
+    resumed.resume_from = Ckpt("ga-full", at);
+    resumed.model = "ignored when resuming";
+    const std::string run_name = absl::StrCat("ga-resumed-", at);
+    const RunResult run = TrainRun(resumed, *dir_ + "/" + run_name);
+    ASSERT_TRUE(run.status.ok()) << run.status;
+    EXPECT_TRUE(Bytes(Ckpt(run_name, 15) + "/model.safetensors") ==
+                Bytes(Ckpt("ga-full", 15) + "/model.safetensors"))
+        << "weights differ after resuming at step " << at;
+  }
+}
+
 TEST_F(ResumeTest, ResumingAFinishedRunReportsItsFinalCheckpoint) {
   ASSERT_TRUE(full_->status.ok()) << full_->status;
   TrainSpec spec = ResumeSpec(*dir_);

@@ -1,5 +1,6 @@
 #include "worker/train/trainer_state.h"
 
+#include <algorithm>
 #include <type_traits>
 #include <utility>
 
@@ -224,8 +225,11 @@ absl::StatusOr<TrainerState> TrainerState::Parse(
     return bad(absl::StrCat("epoch ", s.epoch, " / position ", s.position,
                             " is not a position in ", s.train_rows, " rows"));
   }
+  // A step takes batch_size rows for each of its accumulated micro-batches.
+  const int64_t rows_per_step =
+      p.batch_size * std::max<int64_t>(1, p.gradient_accumulation_steps);
   if (s.epoch * s.steps_per_epoch +
-          (s.position + p.batch_size - 1) / p.batch_size !=
+          (s.position + rows_per_step - 1) / rows_per_step !=
       s.global_step) {
     return bad(absl::StrCat("epoch ", s.epoch, " and position ", s.position,
                             " do not match global_step ", s.global_step));
