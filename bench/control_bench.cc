@@ -21,6 +21,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -31,6 +32,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "common/channel.h"
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "server/core/store.h"
@@ -75,13 +77,28 @@ std::pair<double, double> MemoryMb(pid_t pid) {
   return {rss, hwm};
 }
 
-std::shared_ptr<grpc::Channel> Channel(const std::string& addr) {
+// A channel to `server` with the admin's token, or with a worker token
+// (created once per server) for the WorkerService.
+std::shared_ptr<grpc::Channel> Channel(const ServerProcess& server,
+                                       bool worker) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> worker_tokens;
+  std::string file = server.admin_token_file();
+  if (worker) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string& t = worker_tokens[server.data_dir()];
+    if (t.empty()) t = server.NewToken("bench-worker", "", "worker");
+    file = t;
+  }
+  std::ifstream in(file);
+  std::string token;
+  std::getline(in, token);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   // Separate connections per client: no multiplexing onto one socket.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(),
-                                   args);
+  auto channel = lathe::MakeChannel(server.grpc_address(), {token, {}}, args);
+  return channel.ok() ? *channel : nullptr;
 }
 
 struct Row {
@@ -98,10 +115,9 @@ class Bench {
   bool Start(std::string* why) {
     server_ = std::make_unique<ServerProcess>(dir_.path() + "/server", 0);
     if (!server_->Start(why)) return false;
-    jobs_ = lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
-    workers_ =
-        lathe::v1::WorkerService::NewStub(Channel(server_->grpc_address()));
-    dataset_ = UploadDataset(server_->grpc_address());
+    jobs_ = lathe::v1::JobService::NewStub(Channel(*server_, false));
+    workers_ = lathe::v1::WorkerService::NewStub(Channel(*server_, true));
+    dataset_ = UploadDataset(*server_);
     if (dataset_.empty()) {
       *why = "dataset upload failed";
       return false;
@@ -110,10 +126,10 @@ class Bench {
   }
 
   // Uploads a one-row dataset; its reference, or empty on failure.
-  static std::string UploadDataset(const std::string& addr) {
+  static std::string UploadDataset(const ServerProcess& server) {
     grpc::ClientContext ctx;
     lathe::v1::UploadDatasetResponse resp;
-    auto w = lathe::v1::DatasetService::NewStub(Channel(addr))
+    auto w = lathe::v1::DatasetService::NewStub(Channel(server, false))
                  ->UploadDataset(&ctx, &resp);
     lathe::v1::UploadDatasetRequest req;
     req.set_name("d.jsonl");
@@ -141,8 +157,7 @@ class Bench {
     std::vector<std::thread> threads;
     for (int c = 0; c < clients; ++c) {
       threads.emplace_back([&] {
-        auto stub =
-            lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+        auto stub = lathe::v1::JobService::NewStub(Channel(*server_, false));
         std::vector<double> mine;
         while (Seconds(start, Clock::now()) < duration) {
           grpc::ClientContext ctx;
@@ -217,8 +232,7 @@ class Bench {
     StopHeartbeats();
     heartbeat_stop_ = false;
     heartbeats_ = std::thread([this, w] {
-      auto stub =
-          lathe::v1::WorkerService::NewStub(Channel(server_->grpc_address()));
+      auto stub = lathe::v1::WorkerService::NewStub(Channel(*server_, true));
       while (!heartbeat_stop_) {
         lathe::v1::HeartbeatRequest req;
         req.set_worker_id(w);
@@ -291,8 +305,7 @@ class Bench {
     std::vector<std::thread> threads;
     for (int c = 0; c < clients; ++c) {
       threads.emplace_back([&] {
-        auto stub =
-            lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+        auto stub = lathe::v1::JobService::NewStub(Channel(*server_, false));
         lathe::v1::GetJobRequest req;
         req.set_id(job.job().id());
         while (Seconds(start, Clock::now()) < duration) {
@@ -331,7 +344,7 @@ class Bench {
     std::vector<double> delays_ms;
     std::atomic<int> ready{0};
     std::vector<std::thread> threads;
-    auto channel = Channel(server_->grpc_address());
+    auto channel = Channel(*server_, false);
     for (int i = 0; i < watchers; ++i) {
       threads.emplace_back([&] {
         auto stub = lathe::v1::JobService::NewStub(channel);
@@ -461,8 +474,7 @@ class Bench {
       return static_cast<double>(size) / Seconds(t0, Clock::now()) / 1e9;
     };
     auto download = [&] {
-      auto stub =
-          lathe::v1::JobService::NewStub(Channel(server_->grpc_address()));
+      auto stub = lathe::v1::JobService::NewStub(Channel(*server_, false));
       const auto t0 = Clock::now();
       lathe::v1::DownloadCheckpointFileRequest req;
       req.set_job_id(job.job().id());
@@ -656,12 +668,11 @@ class Bench {
     ServerProcess s(data, 0);
     std::string why;
     if (!s.Start(&why)) return;
-    const std::string dataset = UploadDataset(s.grpc_address());
-    auto jobs = lathe::v1::JobService::NewStub(Channel(s.grpc_address()));
+    const std::string dataset = UploadDataset(s);
+    auto jobs = lathe::v1::JobService::NewStub(Channel(s, false));
     std::vector<std::string> ids;
     {
-      auto workers =
-          lathe::v1::WorkerService::NewStub(Channel(s.grpc_address()));
+      auto workers = lathe::v1::WorkerService::NewStub(Channel(s, true));
       for (int i = 0; i < worker_count; ++i) {
         grpc::ClientContext ctx;
         lathe::v1::RegisterWorkerRequest req;
@@ -681,8 +692,7 @@ class Bench {
     const int threads = 8;
     for (int t = 0; t < threads; ++t) {
       pollers.emplace_back([&, t] {
-        auto stub =
-            lathe::v1::WorkerService::NewStub(Channel(s.grpc_address()));
+        auto stub = lathe::v1::WorkerService::NewStub(Channel(s, true));
         std::vector<double> mine, started;
         for (size_t i = static_cast<size_t>(t); !stop; i += threads) {
           lathe::v1::AcquireJobRequest req;

@@ -39,6 +39,8 @@ start_server() {
     >>"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 200); do
+    # The first start writes the admin's token into the data directory.
+    [ -f "$DATA/admin.token" ] && export LATHE_TOKEN="$(cat "$DATA/admin.token")"
     "$BIN/lathe" list >/dev/null 2>&1 && return 0
     sleep 0.05
   done

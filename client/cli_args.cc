@@ -17,7 +17,7 @@ namespace {
 using Kind = FlagSpec::Kind;
 
 // Commands of two words start with one of these.
-constexpr const char* kGroups[] = {"datasets", "models"};
+constexpr const char* kGroups[] = {"datasets", "models", "users", "tokens"};
 
 bool IsGroup(const std::string& word) {
   for (const char* g : kGroups) {
@@ -154,6 +154,12 @@ const std::vector<FlagSpec>& GlobalFlags() {
       {"server", Kind::kValue},
       {"output", Kind::kValue},
       {"help", Kind::kSwitch},
+      // The token: --token-file, else $LATHE_TOKEN, else `lathe login`'s.
+      {"token-file", Kind::kValue},
+      // Transport security (client/tls_flags.h).
+      {"tls-ca", Kind::kValue},
+      {"tls-cert", Kind::kValue},
+      {"tls-key", Kind::kValue},
   };
   return *flags;
 }
@@ -234,6 +240,34 @@ const std::vector<CommandSpec>& Commands() {
          "DIR --name NAME [--replace]"},
         {"models list", {}, {}, false, ""},
         {"models delete", {"NAME"}, {}, false, "NAME"},
+        {"users create",
+         {"NAME"},
+         {{"team", Kind::kValue}, {"role", Kind::kValue}},
+         false,
+         "NAME --team TEAM [--role admin|member|viewer|worker]"},
+        {"users list", {}, {}, false, ""},
+        {"users disable", {"NAME"}, {}, false, "NAME"},
+        {"tokens create",
+         {},
+         {{"user", Kind::kValue},
+          {"name", Kind::kValue},
+          {"expires", Kind::kValue}},
+         false,
+         "[--user NAME] [--name LABEL] [--expires DURATION (30d, 12h, 90m)]"},
+        {"tokens list", {}, {{"user", Kind::kValue}}, false, "[--user NAME]"},
+        {"tokens revoke", {"ID"}, {}, false, "ID"},
+        {"audit",
+         {},
+         {{"limit", Kind::kValue}, {"before-seq", Kind::kValue}},
+         false,
+         "[--limit N] [--before-seq SEQ]"},
+        {"whoami", {}, {}, false, ""},
+        {"login",
+         {},
+         {},
+         false,
+         "(reads the token from --token-file, "
+         "$LATHE_TOKEN or standard input)"},
         {"tokenize",
          {},
          {{"tokenizer", Kind::kValue, true},

@@ -24,14 +24,20 @@ absl::Status FromGrpc(const ::grpc::Status& s) {
                       s.error_message());
 }
 
-Client::Client(const std::string& target) : target_(target) {
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(
+    const std::string& target, const ChannelOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  channel_ = grpc::CreateCustomChannel(
-      target, grpc::InsecureChannelCredentials(), args);
+  ASSIGN_OR_RETURN(auto channel, MakeChannel(target, options, args));
+  return std::make_unique<Client>(target, std::move(channel));
+}
+
+Client::Client(std::string target, std::shared_ptr<grpc::Channel> channel)
+    : target_(std::move(target)), channel_(std::move(channel)) {
   jobs_ = lathe::v1::JobService::NewStub(channel_);
   datasets_ = lathe::v1::DatasetService::NewStub(channel_);
   models_ = lathe::v1::ModelService::NewStub(channel_);
+  admin_ = lathe::v1::AdminService::NewStub(channel_);
 }
 
 absl::Status Client::CheckConnected(int64_t timeout_ms) {

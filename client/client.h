@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/channel.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 
 namespace lathe::client {
@@ -20,8 +21,12 @@ absl::Status FromGrpc(const ::grpc::Status& s);
 
 class Client {
  public:
-  // `target` is HOST:PORT.
-  explicit Client(const std::string& target);
+  Client(std::string target, std::shared_ptr<grpc::Channel> channel);
+
+  // `target` is HOST:PORT; `options` carry the token and the TLS files.
+  // INVALID_ARGUMENT naming a TLS file that cannot be read.
+  static absl::StatusOr<std::unique_ptr<Client>> Create(
+      const std::string& target, const ChannelOptions& options);
 
   // HOST:PORT as given, for messages.
   const std::string& target() const { return target_; }
@@ -35,6 +40,7 @@ class Client {
   lathe::v1::JobService::Stub& jobs() { return *jobs_; }
   lathe::v1::DatasetService::Stub& datasets() { return *datasets_; }
   lathe::v1::ModelService::Stub& models() { return *models_; }
+  lathe::v1::AdminService::Stub& admin() { return *admin_; }
 
   // Streams a local file to the server and returns its dataset reference.
   absl::StatusOr<lathe::v1::Dataset> UploadDataset(const std::string& path,
@@ -69,6 +75,7 @@ class Client {
   std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
   std::unique_ptr<lathe::v1::DatasetService::Stub> datasets_;
   std::unique_ptr<lathe::v1::ModelService::Stub> models_;
+  std::unique_ptr<lathe::v1::AdminService::Stub> admin_;
 };
 
 }  // namespace lathe::client

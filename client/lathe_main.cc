@@ -17,15 +17,19 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "client/account_commands.h"
 #include "client/cli_args.h"
 #include "client/client.h"
 #include "client/metrics_text.h"
+#include "client/tls_flags.h"
 #include "client/tokenize_command.h"
+#include "common/channel.h"
 #include "common/files.h"
 #include "common/status.h"
 
@@ -33,7 +37,8 @@ namespace lathe::client {
 namespace {
 
 constexpr char kUsage[] =
-    R"(usage: lathe [--server HOST:PORT] [--output text|json] COMMAND ...
+    R"(usage: lathe [--server HOST:PORT] [--token-file FILE] [--output text|json]
+             COMMAND ...
 
 Commands:
   submit --task TASK --model MODEL --train-data DATA [--validation-data DATA]
@@ -78,11 +83,28 @@ Commands:
   models list                stored models (name, digest, size, created)
                              and the presets
   models delete NAME         remove NAME; jobs already submitted still run
+  login                      check a token (--token-file, $LATHE_TOKEN or
+                             standard input) and keep it for later commands
+  whoami                     the user, team and role of the token in use
+  users create NAME --team TEAM [--role admin|member|viewer|worker]
+  users list | users disable NAME                          (admins)
+  tokens create [--user NAME] [--name LABEL] [--expires 30d|12h|90m]
+                             print a new token once (admins: for anyone)
+  tokens list [--user NAME] | tokens revoke ID
+  audit [--limit N] [--before-seq SEQ]
+                             calls that changed something or were refused,
+                             newest first (admins)
   tokenize --tokenizer DIR [--jsonl] [--no-special-tokens] < LINES
                              encode each line offline: one JSON object of
                              ids and code point offsets per line
 
 The server is --server, else $LATHE_SERVER, else 127.0.0.1:50051.
+The token is read from --token-file FILE, else $LATHE_TOKEN, else the file
+`lathe login` wrote ($XDG_CONFIG_HOME/lathe/token or ~/.config/lathe/token).
+A new server writes the first admin's token to DATA_DIR/admin.token.
+TLS: --tls-ca FILE (else $LATHE_TLS_CA) verifies the server against FILE;
+--tls-cert FILE --tls-key FILE (else $LATHE_TLS_CERT, $LATHE_TLS_KEY) present
+a client certificate (mTLS).
 --output json prints protobuf's JSON mapping with the proto field names.
 Tasks (--task): text-classification, text-regression, token-classification,
 question-answering, causal-lm, masked-lm, image-classification.
@@ -845,7 +867,24 @@ int Main(int argc, char** argv) {
     server_target = std::getenv("LATHE_SERVER");
   }
   if (server_target.empty()) server_target = "127.0.0.1:50051";
-  Client c(server_target);
+  // `login` stores a new token: it never falls back to the stored one.
+  auto token =
+      ReadToken(a.Get("token-file"), cmd == "login" ? "" : LoginTokenFile());
+  if (!token.ok()) return Fail(token.status());
+  if (cmd == "login" && token->empty()) {
+    std::cerr << "lathe: paste the token and press Enter:\n";
+    std::string line;
+    std::getline(std::cin, line);
+    *token = std::string(absl::StripAsciiWhitespace(line));
+    if (token->empty()) return UsageFail("login: no token given");
+  }
+  auto client = Client::Create(server_target,
+                               ChannelOptions{*token, TlsFilesFromArgs(a)});
+  if (!client.ok()) return Fail(client.status());
+  Client& c = **client;
+  if (IsAccountCommand(cmd)) {
+    return RunAccountCommand(c, a, *token, AccountIo{json_output, Fail});
+  }
   if (cmd == "submit") return Submit(c, a);
   if (cmd == "list") return List(c, a);
   if (cmd == "predict") return Predict(c, a);

@@ -4,10 +4,12 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -27,7 +29,9 @@
 #include "server/core/job_manager.h"
 #include "server/core/metrics.h"
 #include "server/core/store.h"
+#include "server/identity_files.h"
 #include "server/local_workers.h"
+#include "server/tls.h"
 
 namespace lathe::server {
 namespace {
@@ -52,12 +56,21 @@ constexpr char kUsage[] =
     "                              all files together (20480)\n"
     "  --max-model-files N         most files in one pushed model (10000)\n"
     "  --max-running-per-owner N   running jobs one owner may have (0: any)\n"
+    "  --audit-retention-days D    keep the audit log D days (default 90)\n"
     "  --keep-checkpoints K        keep the last K checkpoints of a job and "
     "its\n"
     "                              best (default 3; 0 keeps all)\n"
-    "  --insecure                  allow --listen and --metrics-listen on an\n"
-    "                              address other than loopback although the\n"
-    "                              server has no TLS and no authentication\n"
+    "  --tls-cert FILE             serve gRPC over TLS with this PEM\n"
+    "                              certificate chain (with --tls-key); both\n"
+    "                              files are reread when they change\n"
+    "  --tls-key FILE              the certificate's PEM private key\n"
+    "  --tls-client-ca FILE        require client certificates that chain to\n"
+    "                              this PEM bundle (mTLS)\n"
+    "  --tls-local-ca FILE         the CA local workers verify the server\n"
+    "                              with (default: the --tls-cert file)\n"
+    "  --insecure                  allow --listen on an address other than\n"
+    "                              loopback without TLS, and --metrics-listen\n"
+    "                              (plain HTTP) on one\n"
     "The chosen addresses are written to DATA_DIR/server.json once serving.\n";
 
 struct Flags {
@@ -73,7 +86,10 @@ struct Flags {
   int64_t max_model_files = 10000;
   int64_t max_running_per_owner = 0;
   int64_t keep_checkpoints = 3;
+  int64_t audit_retention_days = 90;
   bool insecure = false;
+  ServerTlsFiles tls;        // --tls-cert, --tls-key, --tls-client-ca
+  std::string tls_local_ca;  // --tls-local-ca
 };
 
 std::string HostOf(const std::string& addr) {
@@ -89,23 +105,55 @@ bool IsLoopback(const std::string& addr) {
          absl::StartsWith(host, "127.");
 }
 
-// Anyone who can reach a listener can submit, cancel, read and download
-// every job: until the server authenticates callers over TLS, an address
-// beyond loopback needs the operator to say so.
+// A listener beyond loopback carries tokens and every job's data over the
+// network: gRPC needs TLS there, and the metrics endpoint (plain HTTP; the
+// Prometheus exposer has no TLS) needs the operator to say so.
 absl::Status CheckListeners(const Flags& f) {
-  for (const auto& [flag, addr] :
-       {std::pair<const char*, const std::string*>{"--listen", &f.listen},
-        {"--metrics-listen", &f.metrics_listen}}) {
-    if (f.insecure || IsLoopback(*addr)) continue;
+  RETURN_IF_ERROR(CheckServerTlsFiles(f.tls));
+  if (!f.tls_local_ca.empty() && !f.tls.enabled()) {
+    return absl::InvalidArgumentError(
+        "--tls-local-ca needs --tls-cert and --tls-key");
+  }
+  if (f.local_workers > 0 && !f.tls.client_ca.empty()) {
+    return absl::InvalidArgumentError(
+        "--local-workers cannot be combined with --tls-client-ca: the local "
+        "workers have no client certificate to present. Run the workers as "
+        "separate lathe-worker processes with --tls-cert/--tls-key, or drop "
+        "--tls-client-ca");
+  }
+  if (!f.insecure && !IsLoopback(f.listen) && !f.tls.enabled()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        flag, " ", *addr,
-        " is not a loopback address, and this server has no TLS and no "
-        "authentication: anyone who reaches it could run and read every "
-        "job. Listen on 127.0.0.1 (and reach it through an SSH tunnel or "
-        "a TLS proxy), or pass --insecure to serve it anyway on a network "
-        "you trust."));
+        "--listen ", f.listen,
+        " is not a loopback address, and it needs TLS: without it tokens and "
+        "every job's data would cross the network in the clear. Pass "
+        "--tls-cert/--tls-key, listen on 127.0.0.1 (and reach it through an "
+        "SSH tunnel), or pass --insecure to serve it without TLS on a "
+        "network you trust."));
+  }
+  if (!f.insecure && !IsLoopback(f.metrics_listen)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--metrics-listen ", f.metrics_listen,
+        " is not a loopback address, and the metrics endpoint is plain HTTP "
+        "(it has no TLS, whatever --tls-cert says). Listen on 127.0.0.1 (and "
+        "scrape it through a tunnel or a TLS proxy), or pass --insecure to "
+        "serve it on a network you trust."));
+  }
+  if (!f.tls_local_ca.empty()) {
+    std::ifstream in(f.tls_local_ca);
+    if (!in) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tls-local-ca ", f.tls_local_ca, ": cannot read the file"));
+    }
   }
   return absl::OkStatus();
+}
+
+// The TLS flags of a local worker: it dials this server on loopback and
+// verifies it with --tls-local-ca, by default the server's own certificate
+// file (enough for a self-signed certificate). Empty without TLS.
+std::vector<std::string> LocalWorkerTlsArgs(const Flags& f) {
+  if (!f.tls.enabled()) return {};
+  return {"--tls-ca", f.tls_local_ca.empty() ? f.tls.cert : f.tls_local_ca};
 }
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
@@ -155,6 +203,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       RETURN_IF_ERROR(int_flag(&f.heartbeat_timeout_ms, 2000, 3600000));
     } else if (a == "--max-running-per-owner") {
       RETURN_IF_ERROR(int_flag(&f.max_running_per_owner, 0, 1 << 20));
+    } else if (a == "--audit-retention-days") {
+      RETURN_IF_ERROR(int_flag(&f.audit_retention_days, 1, 36500));
     } else if (a == "--keep-checkpoints") {
       RETURN_IF_ERROR(int_flag(&f.keep_checkpoints, 0, 1 << 20));
     } else if (a == "--max-upload-mb") {
@@ -163,6 +213,14 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       RETURN_IF_ERROR(int_flag(&f.max_model_mb, 1, 1 << 24));
     } else if (a == "--max-model-files") {
       RETURN_IF_ERROR(int_flag(&f.max_model_files, 1, 1000000));
+    } else if (a == "--tls-cert") {
+      f.tls.cert = v;
+    } else if (a == "--tls-key") {
+      f.tls.key = v;
+    } else if (a == "--tls-client-ca") {
+      f.tls.client_ca = v;
+    } else if (a == "--tls-local-ca") {
+      f.tls_local_ca = v;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
     }
@@ -178,6 +236,8 @@ class ServerProcess {
   absl::Status Run() {
     flags_.data_dir = CanonicalPath(flags_.data_dir);
     RETURN_IF_ERROR(MakeDirs(flags_.data_dir + "/logs"));
+    // The database, the artifacts and the token files are this user's alone.
+    ::chmod(flags_.data_dir.c_str(), 0700);
     ASSIGN_OR_RETURN(store_, Store::Open(flags_.data_dir + "/lathe.db"));
     ASSIGN_OR_RETURN(artifacts_,
                      ArtifactStore::Open(flags_.data_dir + "/artifacts"));
@@ -193,6 +253,11 @@ class ServerProcess {
     ASSIGN_OR_RETURN(manager_,
                      JobManager::Create(opts, store_.get(), artifacts_.get(),
                                         metrics_.get()));
+    ASSIGN_OR_RETURN(identities_, Identities::Open(store_.get()));
+    RETURN_IF_ERROR(WriteFirstAdminToken(identities_.get(), flags_.data_dir));
+    audit_ = std::make_unique<AuditLog>(
+        store_.get(), absl::Hours(24) * flags_.audit_retention_days,
+        /*max_rows=*/10'000'000);
 
     try {
       exposer_ = std::make_unique<prometheus::Exposer>(flags_.metrics_listen);
@@ -206,23 +271,26 @@ class ServerProcess {
         absl::StrCat(HostOf(flags_.metrics_listen), ":",
                      metric_ports.empty() ? 0 : metric_ports[0]);
 
-    Gate gate(Core{manager_.get(), manager_->models(), artifacts_.get()},
+    Gate gate(Core{manager_.get(), manager_->models(), artifacts_.get(),
+                   identities_.get(), audit_.get()},
               metrics_.get());
     JobServiceImpl jobs(&gate);
     DatasetServiceImpl datasets(&gate);
     ModelServiceImpl models(&gate);
     WorkerServiceImpl workers(&gate);
+    AdminServiceImpl admin(&gate);
     grpc::EnableDefaultHealthCheckService(true);
     grpc::reflection::InitProtoReflectionServerBuilderPlugin();
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort(flags_.listen, grpc::InsecureServerCredentials(),
+    builder.AddListeningPort(flags_.listen, ServerCredentials(flags_.tls),
                              &port);
     builder.SetMaxReceiveMessageSize(8 << 20);
     builder.RegisterService(&jobs);
     builder.RegisterService(&datasets);
     builder.RegisterService(&models);
     builder.RegisterService(&workers);
+    builder.RegisterService(&admin);
     server_ = builder.BuildAndStart();
     if (server_ == nullptr || port == 0) {
       return absl::UnavailableError(
@@ -234,7 +302,9 @@ class ServerProcess {
     std::thread reaper([this] {
       while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
         manager_->ExpireWorkers();
+        FlushIdentities();
       }
+      FlushIdentities();
     });
 
     if (flags_.local_workers > 0) {
@@ -243,13 +313,19 @@ class ServerProcess {
               ? "127.0.0.1"
               : HostOf(flags_.listen),
           ":", port);
+      ASSIGN_OR_RETURN(
+          const std::string token_file,
+          WriteLocalWorkerToken(identities_.get(), flags_.data_dir));
       std::vector<std::vector<std::string>> argvs;
       std::vector<std::string> logs;
       for (int i = 0; i < flags_.local_workers; ++i) {
         argvs.push_back({ExecutableDir() + "/lathe-worker", "--server", dial,
                          "--name", absl::StrCat("local-", i), "--work-dir",
                          absl::StrCat(flags_.data_dir, "/workers/", i),
-                         "--device", flags_.worker_device});
+                         "--device", flags_.worker_device, "--token-file",
+                         token_file});
+        for (auto& arg : LocalWorkerTlsArgs(flags_))
+          argvs.back().push_back(arg);
         logs.push_back(
             absl::StrCat(flags_.data_dir, "/logs/worker-", i, ".log"));
       }
@@ -296,11 +372,25 @@ class ServerProcess {
     sigwait(&set, &sig);
   }
 
+  // The audit log's queue and the tokens' last-use times, to the database.
+  void FlushIdentities() {
+    if (absl::Status s = audit_->Flush(); !s.ok()) {
+      std::fprintf(stderr, "lathe-server: audit log: %s\n",
+                   s.ToString().c_str());
+    }
+    if (absl::Status s = identities_->FlushLastUsed(); !s.ok()) {
+      std::fprintf(stderr, "lathe-server: token last use: %s\n",
+                   s.ToString().c_str());
+    }
+  }
+
   Flags flags_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<ArtifactStore> artifacts_;
   std::unique_ptr<Metrics> metrics_;
   std::unique_ptr<JobManager> manager_;
+  std::unique_ptr<Identities> identities_;
+  std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<LocalWorkers> local_;

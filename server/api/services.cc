@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -27,9 +28,25 @@ class RpcScope {
  public:
   RpcScope(Gate* gate, grpc::ServerContextBase* ctx, const char* service,
            const char* method)
-      : gate_(gate), method_(method) {
-    admitted_ = gate->policy_.Check(
-        absl::StrCat("lathe.v1.", service, ".", method), Caller{ctx->peer()});
+      : gate_(gate), method_(method), service_(service), peer_(ctx->peer()) {
+    const std::string full = absl::StrCat("lathe.v1.", service, ".", method);
+    rule_ = AccessPolicy::RuleFor(full);
+    std::string_view header;
+    const auto& md = ctx->client_metadata();
+    if (auto it = md.find("authorization"); it != md.end()) {
+      header = std::string_view(it->second.data(), it->second.size());
+    }
+    if (rule_ == nullptr) {
+      admitted_ = gate->policy_.Check(full, principal_);
+      return;
+    }
+    auto who = gate->core_.identities->Authenticate(header);
+    if (!who.ok()) {
+      admitted_ = who.status();
+      return;
+    }
+    principal_ = *std::move(who);
+    admitted_ = gate->policy_.Check(full, principal_);
   }
 
   // `body(core)` if the call is admitted, else why not.
@@ -46,6 +63,18 @@ class RpcScope {
   grpc::Status Done(const absl::Status& status) {
     grpc::Status s = ToGrpcStatus(status);
     gate_->metrics_->CountRpc(method_, absl::StatusCodeToString(status.code()));
+    const bool refused = absl::IsUnauthenticated(status) ||
+                         absl::IsPermissionDenied(status) || !admitted_.ok();
+    if (refused || (rule_ != nullptr && rule_->audited)) {
+      lathe::v1::AuditEntry e;
+      e.set_user(principal_.user);
+      e.set_token_id(principal_.token_id);
+      e.set_method(absl::StrCat(service_, ".", method_));
+      e.set_resource(resource_);
+      e.set_peer(peer_);
+      e.set_code(absl::StatusCodeToString(status.code()));
+      gate_->core_.audit->Record(std::move(e));
+    }
     return s;
   }
   template <typename T>
@@ -53,9 +82,26 @@ class RpcScope {
     return Done(result.status());
   }
 
+  // The authenticated caller; meaningful once the call is admitted.
+  const Principal& principal() const { return principal_; }
+  // The job, model, dataset, user or token the call is about, for the
+  // audit log.
+  void set_resource(std::string resource) { resource_ = std::move(resource); }
+  // NOT_FOUND, worded as for a missing job, unless the caller may see a job
+  // of `team`.
+  absl::Status SeeJob(const std::string& id, const std::string& team) const {
+    if (principal_.Sees(team)) return absl::OkStatus();
+    return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  }
+
  private:
   Gate* gate_;
   const char* method_;
+  const char* service_;
+  std::string peer_;
+  const AccessRule* rule_ = nullptr;
+  Principal principal_;
+  std::string resource_;
   absl::Status admitted_;
 };
 
@@ -274,6 +320,15 @@ constexpr char kJobs[] = "JobService";
 constexpr char kDatasets[] = "DatasetService";
 constexpr char kModels[] = "ModelService";
 constexpr char kWorkers[] = "WorkerService";
+constexpr char kAdmin[] = "AdminService";
+
+// NOT_FOUND, as for a missing job, when the caller may not see job `id`.
+absl::Status CheckJobVisible(RpcScope& rpc, const Core& core,
+                             const std::string& id) {
+  rpc.set_resource(id);
+  ASSIGN_OR_RETURN(Job job, core.jobs->Get(id));
+  return rpc.SeeJob(id, job.team());
+}
 }  // namespace
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx,
@@ -281,8 +336,10 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx,
                                        lathe::v1::SubmitJobResponse* resp) {
   RpcScope rpc(gate_, ctx, kJobs, "SubmitJob");
   return rpc.Run([&](const Core& core) -> absl::Status {
-    ASSIGN_OR_RETURN(*resp->mutable_job(),
-                     core.jobs->Submit(req->spec(), req->request_id()));
+    ASSIGN_OR_RETURN(
+        *resp->mutable_job(),
+        core.jobs->Submit(req->spec(), req->request_id(), rpc.principal()));
+    rpc.set_resource(resp->job().id());
     return absl::OkStatus();
   });
 }
@@ -293,7 +350,7 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx,
   RpcScope rpc(gate_, ctx, kJobs, "GetJob");
   return rpc.Run([&](const Core& core) -> absl::Status {
     ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Get(req->id()));
-    return absl::OkStatus();
+    return rpc.SeeJob(req->id(), resp->job().team());
   });
 }
 
@@ -303,9 +360,12 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx,
   RpcScope rpc(gate_, ctx, kJobs, "ListJobs");
   return rpc.Run([&](const Core& core) -> absl::Status {
     std::vector<int> states(req->states().begin(), req->states().end());
-    ASSIGN_OR_RETURN(auto page,
-                     core.jobs->List(states, req->owner(), req->page_size(),
-                                     req->page_token()));
+    const Principal& who = rpc.principal();
+    ASSIGN_OR_RETURN(
+        auto page,
+        core.jobs->List(
+            states, req->owner(), req->page_size(), req->page_token(),
+            who.admin() ? std::nullopt : std::optional<std::string>(who.team)));
     for (auto& j : page.first) *resp->add_jobs() = std::move(j);
     resp->set_next_page_token(page.second);
     return absl::OkStatus();
@@ -317,6 +377,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx,
                                        lathe::v1::CancelJobResponse* resp) {
   RpcScope rpc(gate_, ctx, kJobs, "CancelJob");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req->id()));
     ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Cancel(req->id()));
     return absl::OkStatus();
   });
@@ -327,6 +388,7 @@ grpc::Status JobServiceImpl::PauseJob(grpc::ServerContext* ctx,
                                       lathe::v1::PauseJobResponse* resp) {
   RpcScope rpc(gate_, ctx, kJobs, "PauseJob");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req->id()));
     ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Pause(req->id()));
     return absl::OkStatus();
   });
@@ -337,6 +399,7 @@ grpc::Status JobServiceImpl::ResumeJob(grpc::ServerContext* ctx,
                                        lathe::v1::ResumeJobResponse* resp) {
   RpcScope rpc(gate_, ctx, kJobs, "ResumeJob");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req->id()));
     ASSIGN_OR_RETURN(*resp->mutable_job(), core.jobs->Resume(req->id()));
     return absl::OkStatus();
   });
@@ -347,6 +410,7 @@ grpc::Status JobServiceImpl::RequestCheckpoint(
     lathe::v1::RequestCheckpointResponse* resp) {
   RpcScope rpc(gate_, ctx, kJobs, "RequestCheckpoint");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req->id()));
     ASSIGN_OR_RETURN(*resp->mutable_job(),
                      core.jobs->RequestCheckpoint(req->id()));
     return absl::OkStatus();
@@ -405,7 +469,9 @@ class WatchReactor final
       jobs_ = core.jobs;
       if (seq_ < 0)
         return absl::InvalidArgumentError("after_seq: must be >= 0");
-      return core.jobs->Get(id_);
+      ASSIGN_OR_RETURN(Job job, core.jobs->Get(id_));
+      RETURN_IF_ERROR(rpc_.SeeJob(id_, job.team()));
+      return job;
     });
     if (!first.ok()) {
       FinishLocked(first.status());
@@ -482,6 +548,7 @@ grpc::Status JobServiceImpl::ListCheckpoints(
     lathe::v1::ListCheckpointsResponse* resp) {
   RpcScope rpc(gate_, ctx, kJobs, "ListCheckpoints");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req->job_id()));
     ASSIGN_OR_RETURN(auto list, core.jobs->ListCheckpoints(req->job_id()));
     for (auto& c : list.first) *resp->add_checkpoints() = std::move(c);
     resp->set_best_step(list.second);
@@ -497,6 +564,7 @@ JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext* ctx,
   std::string first;
   auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
     RETURN_IF_ERROR(ParseRequest(request, &req));
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req.job_id()));
     ASSIGN_OR_RETURN(ResolvedFile file,
                      core.jobs->ResolveCheckpointFile(
                          req.job_id(), req.checkpoint(), req.file()));
@@ -538,8 +606,10 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     if (ctx->IsCancelled()) return absl::CancelledError("upload cancelled");
     if (first) return absl::InvalidArgumentError("name: no message received");
     ASSIGN_OR_RETURN(std::string sha, writer->Commit());
-    ASSIGN_OR_RETURN(*resp->mutable_dataset(),
-                     core.jobs->AddDataset(name, sha, writer->size()));
+    ASSIGN_OR_RETURN(
+        *resp->mutable_dataset(),
+        core.jobs->AddDataset(name, sha, writer->size(), rpc.principal().team));
+    rpc.set_resource(resp->dataset().ref());
     return absl::OkStatus();
   });
 }
@@ -556,8 +626,10 @@ grpc::Status ModelServiceImpl::PushModel(
     if (!reader->Read(&msg)) {
       return absl::InvalidArgumentError("name: no message received");
     }
-    ASSIGN_OR_RETURN(auto push,
-                     core.models->StartPush(msg.name(), msg.replace()));
+    rpc.set_resource(msg.name());
+    ASSIGN_OR_RETURN(
+        auto push,
+        core.models->StartPush(msg.name(), msg.replace(), rpc.principal()));
     do {
       if (ctx->IsCancelled()) return absl::CancelledError("push cancelled");
       if (msg.has_file()) RETURN_IF_ERROR(push->BeginFile(msg.file()));
@@ -577,7 +649,9 @@ grpc::Status ModelServiceImpl::ListModels(grpc::ServerContext* ctx,
   RpcScope rpc(gate_, ctx, kModels, "ListModels");
   return rpc.Run([&](const Core& core) -> absl::Status {
     ASSIGN_OR_RETURN(auto models, core.models->List());
-    for (auto& m : models) *resp->add_models() = std::move(m);
+    for (auto& m : models) {
+      if (rpc.principal().Sees(m.team())) *resp->add_models() = std::move(m);
+    }
     for (const auto& p : ModelPresets()) *resp->add_presets() = p;
     return absl::OkStatus();
   });
@@ -589,6 +663,11 @@ grpc::Status ModelServiceImpl::GetModel(grpc::ServerContext* ctx,
   RpcScope rpc(gate_, ctx, kModels, "GetModel");
   return rpc.Run([&](const Core& core) -> absl::Status {
     ASSIGN_OR_RETURN(*resp->mutable_model(), core.models->Get(req->name()));
+    if (!rpc.principal().Sees(resp->model().team())) {
+      resp->Clear();
+      return absl::NotFoundError(
+          absl::StrCat("model ", req->name(), " not found"));
+    }
     return absl::OkStatus();
   });
 }
@@ -598,7 +677,152 @@ grpc::Status ModelServiceImpl::DeleteModel(
     lathe::v1::DeleteModelResponse* resp) {
   RpcScope rpc(gate_, ctx, kModels, "DeleteModel");
   return rpc.Run([&](const Core& core) -> absl::Status {
-    ASSIGN_OR_RETURN(*resp->mutable_model(), core.models->Delete(req->name()));
+    rpc.set_resource(req->name());
+    ASSIGN_OR_RETURN(*resp->mutable_model(),
+                     core.models->Delete(req->name(), rpc.principal()));
+    return absl::OkStatus();
+  });
+}
+
+// ---- AdminService ----
+
+namespace {
+
+void SetToken(const Identities::NewToken& t,
+              lathe::v1::CreateTokenResponse* resp) {
+  *resp->mutable_token() = t.token;
+  resp->set_secret(t.secret);
+}
+
+// Non-admins act on their own tokens only; another user's token reads as
+// missing.
+absl::Status OwnToken(const Principal& who, const lathe::v1::ApiToken& t) {
+  if (who.admin() || t.user() == who.user) return absl::OkStatus();
+  return absl::NotFoundError(absl::StrCat("token ", t.id(), " not found"));
+}
+
+}  // namespace
+
+grpc::Status AdminServiceImpl::CreateUser(
+    grpc::ServerContext* ctx, const lathe::v1::CreateUserRequest* req,
+    lathe::v1::CreateUserResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "CreateUser");
+  rpc.set_resource(req->name());
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(
+        *resp->mutable_user(),
+        core.identities->CreateUser(req->name(), req->team(), req->role()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::ListUsers(grpc::ServerContext* ctx,
+                                         const lathe::v1::ListUsersRequest*,
+                                         lathe::v1::ListUsersResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "ListUsers");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    for (auto& u : core.identities->ListUsers()) {
+      *resp->add_users() = std::move(u);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::DisableUser(
+    grpc::ServerContext* ctx, const lathe::v1::DisableUserRequest* req,
+    lathe::v1::DisableUserResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "DisableUser");
+  rpc.set_resource(req->name());
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    if (req->name() == rpc.principal().user) {
+      return absl::FailedPreconditionError(
+          "name: an admin cannot disable their own user");
+    }
+    ASSIGN_OR_RETURN(*resp->mutable_user(),
+                     core.identities->DisableUser(req->name()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::CreateToken(
+    grpc::ServerContext* ctx, const lathe::v1::CreateTokenRequest* req,
+    lathe::v1::CreateTokenResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "CreateToken");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    const Principal& who = rpc.principal();
+    const std::string user = req->user().empty() ? who.user : req->user();
+    rpc.set_resource(user);
+    if (user != who.user && !who.admin()) {
+      return absl::PermissionDeniedError(
+          "user: only an admin may create tokens for another user");
+    }
+    if (req->expires_in_s() < 0 || req->expires_in_s() > (int64_t{1} << 32)) {
+      return absl::InvalidArgumentError(
+          "expires_in_s: must be in [0, 2^32] (0: never)");
+    }
+    ASSIGN_OR_RETURN(
+        auto token, core.identities->CreateToken(
+                        user, req->name(), absl::Seconds(req->expires_in_s())));
+    rpc.set_resource(token.token.id());
+    SetToken(token, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::ListTokens(
+    grpc::ServerContext* ctx, const lathe::v1::ListTokensRequest* req,
+    lathe::v1::ListTokensResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "ListTokens");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    const Principal& who = rpc.principal();
+    const std::string user = who.admin() ? req->user() : who.user;
+    for (auto& t : core.identities->ListTokens(user)) {
+      *resp->add_tokens() = std::move(t);
+    }
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::RevokeToken(
+    grpc::ServerContext* ctx, const lathe::v1::RevokeTokenRequest* req,
+    lathe::v1::RevokeTokenResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "RevokeToken");
+  rpc.set_resource(req->id());
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(auto token, core.identities->GetToken(req->id()));
+    RETURN_IF_ERROR(OwnToken(rpc.principal(), token));
+    ASSIGN_OR_RETURN(*resp->mutable_token(),
+                     core.identities->RevokeToken(req->id()));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::ListAudit(grpc::ServerContext* ctx,
+                                         const lathe::v1::ListAuditRequest* req,
+                                         lathe::v1::ListAuditResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "ListAudit");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    if (req->page_size() < 0 || req->page_size() > 1000) {
+      return absl::InvalidArgumentError("page_size: must be in [0, 1000]");
+    }
+    ASSIGN_OR_RETURN(
+        auto entries,
+        core.audit->List(req->page_size() == 0 ? 100 : req->page_size(),
+                         req->before_seq()));
+    for (auto& e : entries) *resp->add_entries() = std::move(e);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::WhoAmI(grpc::ServerContext* ctx,
+                                      const lathe::v1::WhoAmIRequest*,
+                                      lathe::v1::WhoAmIResponse* resp) {
+  RpcScope rpc(gate_, ctx, kAdmin, "WhoAmI");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    const Principal& who = rpc.principal();
+    ASSIGN_OR_RETURN(*resp->mutable_user(), core.identities->GetUser(who.user));
+    ASSIGN_OR_RETURN(*resp->mutable_token(),
+                     core.identities->GetToken(who.token_id));
     return absl::OkStatus();
   });
 }
@@ -630,6 +854,7 @@ grpc::Status WorkerServiceImpl::RegisterWorker(
     }
     ASSIGN_OR_RETURN(auto reg, core.jobs->RegisterWorker(req->name(), devices,
                                                          req->hostname()));
+    rpc.set_resource(reg.worker_id);
     resp->set_worker_id(reg.worker_id);
     resp->set_heartbeat_interval_ms(
         absl::ToInt64Milliseconds(reg.heartbeat_interval));
@@ -746,6 +971,7 @@ grpc::Status WorkerServiceImpl::FinishAttempt(
     grpc::ServerContext* ctx, const lathe::v1::FinishAttemptRequest* req,
     lathe::v1::FinishAttemptResponse*) {
   RpcScope rpc(gate_, ctx, kWorkers, "FinishAttempt");
+  rpc.set_resource(req->job_id());
   return rpc.Run([&](const Core& core) {
     return core.jobs->FinishAttempt(req->job_id(), req->attempt(),
                                     req->outcome(), req->error(),

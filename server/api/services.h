@@ -1,8 +1,10 @@
 // gRPC adapters: each handler reads the request, calls the core, converts the
 // status once (ToGrpcStatus) and counts the RPC. No business logic here.
 // Handlers reach the core only through an RpcScope (services.cc), which
-// admits the call by the access policy (access.h) before it hands out the
-// core: the Gate keeps the core's pointers private to it.
+// authenticates the call's token (identities.h) and admits the call by the
+// access policy (access.h) before it hands out the core: the Gate keeps the
+// core's pointers private to it. Handlers decide team visibility with the
+// scope's principal (Principal::Sees); another team's resource is NOT_FOUND.
 #ifndef LATHE_SERVER_API_SERVICES_H_
 #define LATHE_SERVER_API_SERVICES_H_
 
@@ -12,6 +14,8 @@
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "server/api/access.h"
 #include "server/core/artifacts.h"
+#include "server/core/audit_log.h"
+#include "server/core/identities.h"
 #include "server/core/job_manager.h"
 #include "server/core/metrics.h"
 #include "server/core/models.h"
@@ -23,6 +27,8 @@ struct Core {
   JobManager* jobs = nullptr;
   ModelStore* models = nullptr;
   ArtifactStore* artifacts = nullptr;
+  Identities* identities = nullptr;
+  AuditLog* audit = nullptr;
 };
 
 class RpcScope;
@@ -118,6 +124,38 @@ class ModelServiceImpl final : public lathe::v1::ModelService::Service {
   grpc::Status DeleteModel(grpc::ServerContext* ctx,
                            const lathe::v1::DeleteModelRequest* req,
                            lathe::v1::DeleteModelResponse* resp) override;
+
+ private:
+  Gate* const gate_;
+};
+
+class AdminServiceImpl final : public lathe::v1::AdminService::Service {
+ public:
+  explicit AdminServiceImpl(Gate* gate) : gate_(gate) {}
+  grpc::Status CreateUser(grpc::ServerContext* ctx,
+                          const lathe::v1::CreateUserRequest* req,
+                          lathe::v1::CreateUserResponse* resp) override;
+  grpc::Status ListUsers(grpc::ServerContext* ctx,
+                         const lathe::v1::ListUsersRequest* req,
+                         lathe::v1::ListUsersResponse* resp) override;
+  grpc::Status DisableUser(grpc::ServerContext* ctx,
+                           const lathe::v1::DisableUserRequest* req,
+                           lathe::v1::DisableUserResponse* resp) override;
+  grpc::Status CreateToken(grpc::ServerContext* ctx,
+                           const lathe::v1::CreateTokenRequest* req,
+                           lathe::v1::CreateTokenResponse* resp) override;
+  grpc::Status ListTokens(grpc::ServerContext* ctx,
+                          const lathe::v1::ListTokensRequest* req,
+                          lathe::v1::ListTokensResponse* resp) override;
+  grpc::Status RevokeToken(grpc::ServerContext* ctx,
+                           const lathe::v1::RevokeTokenRequest* req,
+                           lathe::v1::RevokeTokenResponse* resp) override;
+  grpc::Status ListAudit(grpc::ServerContext* ctx,
+                         const lathe::v1::ListAuditRequest* req,
+                         lathe::v1::ListAuditResponse* resp) override;
+  grpc::Status WhoAmI(grpc::ServerContext* ctx,
+                      const lathe::v1::WhoAmIRequest* req,
+                      lathe::v1::WhoAmIResponse* resp) override;
 
  private:
   Gate* const gate_;

@@ -57,8 +57,9 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
 JobManager::~JobManager() = default;
 
 absl::StatusOr<Job> JobManager::Submit(lathe::v1::JobSpec spec,
-                                       const std::string& request_id) {
-  return submission_.Submit(std::move(spec), request_id);
+                                       const std::string& request_id,
+                                       const Principal& who) {
+  return submission_.Submit(std::move(spec), request_id, who);
 }
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {
@@ -104,7 +105,7 @@ void JobManager::Annotate(std::vector<Job>* jobs) {
 
 absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(
     const std::vector<int>& states, const std::string& owner, int page_size,
-    const std::string& page_token) {
+    const std::string& page_token, const std::optional<std::string>& team) {
   if (page_size < 0 || page_size > 1000) {
     return Invalid("page_size", "must be in [0, 1000]");
   }
@@ -121,7 +122,7 @@ absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(
     }
   }
   ASSIGN_OR_RETURN(JobPage page,
-                   store_->ListJobs(states, owner, page_size, before));
+                   store_->ListJobs(states, owner, team, page_size, before));
   Annotate(&page.jobs);
   std::string next =
       page.next_before_seq > 0 ? absl::StrCat(page.next_before_seq) : "";
@@ -169,8 +170,11 @@ absl::StatusOr<ResolvedFile> JobManager::ResolveCheckpointFile(
 }
 
 absl::StatusOr<lathe::v1::Dataset> JobManager::AddDataset(
-    const std::string& name, const std::string& sha256, int64_t size) {
-  return datasets_.Add(name, sha256, size);
+    const std::string& name, const std::string& sha256, int64_t size,
+    const std::string& team) {
+  ASSIGN_OR_RETURN(auto dataset, datasets_.Add(name, sha256, size));
+  if (!team.empty()) RETURN_IF_ERROR(store_->AddDatasetTeam(sha256, team));
+  return dataset;
 }
 
 absl::StatusOr<std::string> JobManager::DatasetPath(const std::string& ref) {

@@ -38,6 +38,7 @@
 #include "server/core/lifecycle.h"
 #include "server/core/metrics.h"
 #include "server/core/models.h"
+#include "server/core/principal.h"
 #include "server/core/scheduler.h"
 #include "server/core/store.h"
 #include "server/core/submission.h"
@@ -85,14 +86,17 @@ class JobManager {
 
   // ---- Clients ----
   // See Submission::Submit.
-  absl::StatusOr<lathe::v1::Job> Submit(lathe::v1::JobSpec spec,
-                                        const std::string& request_id);
+  absl::StatusOr<lathe::v1::Job> Submit(
+      lathe::v1::JobSpec spec, const std::string& request_id,
+      const Principal& who = Principal::System());
   // The job, with its queue position and estimated start when queued.
   absl::StatusOr<lathe::v1::Job> Get(const std::string& id);
   // `page_token` is opaque (from a previous call); `page_size` 0 means 100.
+  // Only `team`'s jobs when set.
   absl::StatusOr<std::pair<std::vector<lathe::v1::Job>, std::string>> List(
       const std::vector<int>& states, const std::string& owner, int page_size,
-      const std::string& page_token);
+      const std::string& page_token,
+      const std::optional<std::string>& team = std::nullopt);
   // Cancel is honoured in every state (a finished job is returned as is).
   absl::StatusOr<lathe::v1::Job> Cancel(const std::string& id);
   absl::StatusOr<lathe::v1::Job> Pause(const std::string& id);
@@ -113,9 +117,11 @@ class JobManager {
       const std::string& job_id, const std::string& selector,
       const std::string& file);
   // Records an uploaded dataset blob under a display name.
+  // `team` may use it from now on.
   absl::StatusOr<lathe::v1::Dataset> AddDataset(const std::string& name,
                                                 const std::string& sha256,
-                                                int64_t size);
+                                                int64_t size,
+                                                const std::string& team = "");
   absl::StatusOr<std::string> DatasetPath(const std::string& ref);
 
   // ---- Workers ----

@@ -205,7 +205,7 @@ absl::StatusOr<PushResult> ModelPush::Finish() {
                    "model.safetensors (or model.safetensors.index.json) at "
                    "its top level");
   }
-  return store_->Commit(name_, replace_, std::move(files_), total_);
+  return store_->Commit(name_, replace_, who_, std::move(files_), total_);
 }
 
 // ---- ModelStore ----
@@ -220,13 +220,14 @@ ModelStore::ModelStore(ModelStoreOptions options, Store* store,
       clock_(std::move(clock)) {}
 
 absl::StatusOr<std::unique_ptr<ModelPush>> ModelStore::StartPush(
-    const std::string& name, bool replace) {
+    const std::string& name, bool replace, const Principal& who) {
   RETURN_IF_ERROR(CheckModelName(name, "name"));
-  return std::unique_ptr<ModelPush>(new ModelPush(this, name, replace));
+  return std::unique_ptr<ModelPush>(new ModelPush(this, name, replace, who));
 }
 
 absl::StatusOr<PushResult> ModelStore::Commit(const std::string& name,
                                               bool replace,
+                                              const Principal& who,
                                               std::vector<ModelFile> files,
                                               int64_t total) {
   std::sort(files.begin(), files.end(),
@@ -237,6 +238,8 @@ absl::StatusOr<PushResult> ModelStore::Commit(const std::string& name,
   model.set_name(name);
   model.set_digest(ModelDigest(files));
   model.set_size(total);
+  model.set_owner(who.user);
+  model.set_team(who.team);
   for (ModelFile& f : files) *model.add_files() = std::move(f);
   absl::MutexLock lock(&pin_mu_);
   // A collection may have removed a blob this push wrote but had not yet
@@ -248,6 +251,10 @@ absl::StatusOr<PushResult> ModelStore::Commit(const std::string& name,
     }
   }
   ASSIGN_OR_RETURN(auto existing, store_->GetModel(name));
+  if (existing.has_value() && !who.Sees(existing->team())) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("name: the name ", name, " is taken; choose another"));
+  }
   if (existing.has_value()) {
     if (existing->digest() == model.digest()) {
       return PushResult{*existing, false};
@@ -283,11 +290,12 @@ absl::StatusOr<Model> ModelStore::Get(const std::string& name) {
   return *model;
 }
 
-absl::StatusOr<Model> ModelStore::Delete(const std::string& name) {
+absl::StatusOr<Model> ModelStore::Delete(const std::string& name,
+                                         const Principal& who) {
   RETURN_IF_ERROR(CheckModelName(name, "name"));
   absl::MutexLock lock(&pin_mu_);
   ASSIGN_OR_RETURN(auto model, store_->GetModel(name));
-  if (!model.has_value()) {
+  if (!model.has_value() || !who.Sees(model->team())) {
     return absl::NotFoundError(absl::StrCat("model ", name, " not found"));
   }
   RETURN_IF_ERROR(store_->DeleteModel(name));

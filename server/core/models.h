@@ -24,6 +24,7 @@
 #include "lathe/v1/lathe.pb.h"
 #include "server/core/artifacts.h"
 #include "server/core/metrics.h"
+#include "server/core/principal.h"
 #include "server/core/store.h"
 
 namespace lathe::server {
@@ -86,13 +87,17 @@ class ModelPush {
 
  private:
   friend class ModelStore;
-  ModelPush(ModelStore* store, std::string name, bool replace)
-      : store_(store), name_(std::move(name)), replace_(replace) {}
+  ModelPush(ModelStore* store, std::string name, bool replace, Principal who)
+      : store_(store),
+        name_(std::move(name)),
+        replace_(replace),
+        who_(std::move(who)) {}
   absl::Status EndFile();
 
   ModelStore* store_;
   std::string name_;
   bool replace_;
+  Principal who_;
   std::vector<lathe::v1::ModelFile> files_;
   std::set<std::string> paths_;
   int64_t total_ = 0;
@@ -106,16 +111,21 @@ class ModelStore {
   ModelStore(ModelStoreOptions options, Store* store, ArtifactStore* artifacts,
              Metrics* metrics, std::function<int64_t()> clock);
 
-  // INVALID_ARGUMENT ("name: ...") for a bad name.
-  absl::StatusOr<std::unique_ptr<ModelPush>> StartPush(const std::string& name,
-                                                       bool replace);
+  // INVALID_ARGUMENT ("name: ...") for a bad name. The model belongs to
+  // `who` and their team; a name another team holds is ALREADY_EXISTS to
+  // anyone but an admin, whatever its content.
+  absl::StatusOr<std::unique_ptr<ModelPush>> StartPush(
+      const std::string& name, bool replace,
+      const Principal& who = Principal::System());
   // Sorted by name.
   absl::StatusOr<std::vector<lathe::v1::Model>> List();
   // NOT_FOUND for an unknown name.
   absl::StatusOr<lathe::v1::Model> Get(const std::string& name);
   // Removes the name and collects the files nothing else refers to.
-  // Returns the model as it was; NOT_FOUND for an unknown name.
-  absl::StatusOr<lathe::v1::Model> Delete(const std::string& name);
+  // Returns the model as it was; NOT_FOUND for an unknown name and for
+  // another team's model unless `who` is an admin.
+  absl::StatusOr<lathe::v1::Model> Delete(
+      const std::string& name, const Principal& who = Principal::System());
   // Path of a blob that a stored model or a job's pinned model refers to.
   // INVALID_ARGUMENT for a malformed digest, NOT_FOUND otherwise.
   absl::StatusOr<std::string> FilePath(const std::string& sha256);
@@ -130,6 +140,7 @@ class ModelStore {
  private:
   friend class ModelPush;
   absl::StatusOr<PushResult> Commit(const std::string& name, bool replace,
+                                    const Principal& who,
                                     std::vector<lathe::v1::ModelFile> files,
                                     int64_t total);
   void PublishStoredBytes();

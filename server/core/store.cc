@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   id TEXT NOT NULL UNIQUE,
   state INTEGER NOT NULL,
   owner TEXT NOT NULL,
+  team TEXT NOT NULL DEFAULT '',
   request_id TEXT UNIQUE,
   data BLOB NOT NULL
 );
@@ -90,6 +91,25 @@ CREATE TABLE IF NOT EXISTS job_model_files (
   PRIMARY KEY (job_id, path)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS job_model_files_by_sha ON job_model_files(sha256);
+CREATE TABLE IF NOT EXISTS dataset_teams (
+  sha256 TEXT NOT NULL,
+  team TEXT NOT NULL,
+  PRIMARY KEY (sha256, team)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+  name TEXT PRIMARY KEY,
+  data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY,
+  hash TEXT NOT NULL,
+  data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_ms INTEGER NOT NULL,
+  data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
   id TEXT PRIMARY KEY,
   name TEXT NOT NULL,
@@ -138,6 +158,14 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
     RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
     RETURN_IF_ERROR(store->Exec(kSchema));
+    // Databases from before teams: their jobs get the empty team, which
+    // only admins see.
+    if (!store->Exec("SELECT team FROM jobs LIMIT 0").ok()) {
+      RETURN_IF_ERROR(store->Exec(
+          "ALTER TABLE jobs ADD COLUMN team TEXT NOT NULL DEFAULT ''"));
+    }
+    RETURN_IF_ERROR(store->Exec(
+        "CREATE INDEX IF NOT EXISTS jobs_by_team ON jobs(team, seq)"));
   }
   // Reads go through a second connection: under WAL they see every
   // committed transaction and never wait for a commit's sync to disk.
@@ -203,8 +231,8 @@ absl::Status Store::InsertJobLocked(Job* job, const std::string& request_id,
                                     std::vector<Event>* events, int64_t* seq) {
   {
     Stmt st(db_,
-            "INSERT INTO jobs(id, state, owner, request_id, data) "
-            "VALUES(?1, ?2, ?3, ?4, ?5)");
+            "INSERT INTO jobs(id, state, owner, request_id, data, team) "
+            "VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
     st.Bind(1, job->id());
     st.Bind(2, static_cast<int64_t>(job->state()));
     st.Bind(3, job->spec().owner());
@@ -214,6 +242,7 @@ absl::Status Store::InsertJobLocked(Job* job, const std::string& request_id,
       st.Bind(4, request_id);
     }
     st.BindBlob(5, job->SerializeAsString());
+    st.Bind(6, job->team());
     RETURN_IF_ERROR(st.Run());
     if (seq != nullptr) *seq = sqlite3_last_insert_rowid(db_);
   }
@@ -342,17 +371,23 @@ absl::StatusOr<std::optional<std::string>> Store::JobIdForRequest(
 }
 
 absl::StatusOr<JobPage> Store::ListJobs(const std::vector<int>& states,
-                                        const std::string& owner, int limit,
-                                        int64_t before_seq) {
+                                        const std::string& owner,
+                                        const std::optional<std::string>& team,
+                                        int limit, int64_t before_seq) {
   absl::MutexLock lock(&read_mu_);
-  std::string sql = "SELECT data, seq FROM jobs WHERE seq < ?";
+  std::string sql = "SELECT data, seq FROM jobs WHERE";
   std::vector<std::string> text;
   std::vector<int64_t> ints;
   // Text parameters bind first (positions 1..), then integers.
   if (!owner.empty()) {
-    sql = "SELECT data, seq FROM jobs WHERE owner = ? AND seq < ?";
+    sql += " owner = ? AND";
     text.push_back(owner);
   }
+  if (team.has_value()) {
+    sql += " team = ? AND";
+    text.push_back(*team);
+  }
+  sql += " seq < ?";
   ints.push_back(before_seq > 0 ? before_seq : INT64_MAX);
   if (!states.empty()) {
     sql += " AND state IN (";

@@ -71,10 +71,12 @@ class Store {
   absl::StatusOr<lathe::v1::Job> GetJob(const std::string& id, int64_t* seq);
   absl::StatusOr<std::optional<std::string>> JobIdForRequest(
       const std::string& request_id);
-  // Newest first, jobs created before `before_seq` (0: from the newest).
+  // Newest first, jobs created before `before_seq` (0: from the newest);
+  // only `owner`'s when not empty, only `team`'s when set.
   absl::StatusOr<JobPage> ListJobs(const std::vector<int>& states,
-                                   const std::string& owner, int limit,
-                                   int64_t before_seq);
+                                   const std::string& owner,
+                                   const std::optional<std::string>& team,
+                                   int limit, int64_t before_seq);
   // The oldest QUEUED job, if any.
   absl::StatusOr<std::optional<lathe::v1::Job>> OldestQueued();
   // Oldest first; `seqs` (may be null) receives each job's creation sequence.
@@ -111,6 +113,12 @@ class Store {
       const std::string& job_id);
 
   absl::Status PutDataset(const lathe::v1::Dataset& dataset);
+  // Records that `team` uploaded the dataset (datasets are shared by
+  // content, visible to the teams that uploaded the bytes).
+  absl::Status AddDatasetTeam(const std::string& sha256,
+                              const std::string& team);
+  absl::StatusOr<bool> DatasetHasTeam(const std::string& sha256,
+                                      const std::string& team);
   absl::StatusOr<std::optional<lathe::v1::Dataset>> GetDataset(
       const std::string& sha256);
 
@@ -127,6 +135,26 @@ class Store {
   // Returns the digests that were pinned.
   absl::StatusOr<std::vector<std::string>> ReleaseJobModel(
       const std::string& job_id);
+
+  // ---- Identities (store_identities.cc) ----
+  struct TokenRow {
+    lathe::v1::ApiToken token;
+    std::string hash;  // Hex SHA-256 of the secret.
+  };
+  absl::Status PutUser(const lathe::v1::User& user);
+  absl::StatusOr<std::vector<lathe::v1::User>> Users();
+  absl::Status PutToken(const lathe::v1::ApiToken& token,
+                        const std::string& hash);
+  // Updates a token's row (revocation, last use); the hash stays.
+  absl::Status UpdateToken(const lathe::v1::ApiToken& token);
+  absl::StatusOr<std::vector<TokenRow>> Tokens();
+  // Appends, assigning each entry's seq; drops entries older than
+  // `keep_after_ms` and beyond the newest `keep_rows`.
+  absl::Status AppendAudit(std::vector<lathe::v1::AuditEntry>* entries,
+                           int64_t keep_after_ms, int64_t keep_rows);
+  // Newest first, entries with seq < before_seq (0: from the newest).
+  absl::StatusOr<std::vector<lathe::v1::AuditEntry>> Audit(int limit,
+                                                           int64_t before_seq);
 
   absl::Status PutWorker(const std::string& id, const std::string& name,
                          const std::string& hostname,

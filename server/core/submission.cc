@@ -106,7 +106,7 @@ absl::Status Submission::CheckModel(JobSpec* spec) {
 }
 
 absl::StatusOr<lathe::v1::ResolvedModel> Submission::ResolveModel(
-    const std::string& model) {
+    const std::string& model, const std::string& team, bool admin) {
   lathe::v1::ResolvedModel out;
   if (absl::StartsWith(model, kPresetPrefix)) {
     out.set_kind(lathe::v1::MODEL_SOURCE_KIND_PRESET);
@@ -126,10 +126,17 @@ absl::StatusOr<lathe::v1::ResolvedModel> Submission::ResolveModel(
     if (!ParseJobRef(model, &id, &step)) {
       return Invalid("spec.model", "is not job:ID or job:ID@STEP");
     }
+    if (!admin) {
+      auto source = parts_.store->GetJob(id);
+      if (source.ok() && source->team() != team) {
+        return absl::NotFoundError(
+            absl::StrCat("spec.model: job ", id, " not found"));
+      }
+    }
     return parts_.checkpoints->ModelFrom(id, step);
   }
   ASSIGN_OR_RETURN(auto stored, parts_.store->GetModel(model));
-  if (!stored.has_value()) {
+  if (!stored.has_value() || (!admin && stored->team() != team)) {
     return absl::NotFoundError(absl::StrCat(
         "spec.model: no model named \"", model,
         "\" in the model store (lathe models list shows the stored models "
@@ -232,9 +239,41 @@ absl::Status Submission::Validate(JobSpec* spec, Job* job) {
   return absl::OkStatus();
 }
 
+absl::Status Submission::CheckDatasetTeam(const std::string& field,
+                                          const lathe::v1::Dataset& dataset,
+                                          const std::string& value,
+                                          const Principal& who) {
+  // Imported files come from the allowed roots, which every team may read.
+  if (who.admin() || !absl::StartsWith(value, "dataset:")) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(bool mine,
+                   parts_.store->DatasetHasTeam(dataset.sha256(), who.team));
+  if (!mine) {
+    return absl::NotFoundError(
+        absl::StrCat(field, ": dataset ", value, " not found"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Job> Submission::Submit(JobSpec spec,
-                                       const std::string& request_id) {
-  if (request_id.size() > 128) return Invalid("request_id", "too long");
+                                       const std::string& client_request_id,
+                                       const Principal& who) {
+  if (client_request_id.size() > 128) {
+    return Invalid("request_id", "too long");
+  }
+  if (spec.owner().empty()) {
+    spec.set_owner(who.user);
+  } else if (spec.owner() != who.user && !who.admin()) {
+    return absl::PermissionDeniedError(
+        "spec.owner: a job's owner is the user of its token; only an admin "
+        "may submit for another owner");
+  }
+  // Another team's request ids are another namespace.
+  const std::string request_id =
+      client_request_id.empty()
+          ? ""
+          : absl::StrCat(who.team, "/", client_request_id);
   Store* store = parts_.store;
   if (!request_id.empty()) {
     ASSIGN_OR_RETURN(auto existing, store->JobIdForRequest(request_id));
@@ -242,13 +281,22 @@ absl::StatusOr<Job> Submission::Submit(JobSpec spec,
   }
   Job job;
   RETURN_IF_ERROR(Validate(&spec, &job));
+  RETURN_IF_ERROR(CheckDatasetTeam("spec.train_data", job.train_dataset(),
+                                   spec.train_data(), who));
+  if (!spec.validation_data().empty()) {
+    RETURN_IF_ERROR(CheckDatasetTeam("spec.validation_data",
+                                     job.validation_dataset(),
+                                     spec.validation_data(), who));
+  }
   job.set_id(RandomId("job-"));
+  job.set_team(who.team);
   *job.mutable_spec() = std::move(spec);
   job.set_create_time_ms(clock_());
   job.mutable_train_metrics();  // present (zero) in every view from the start
   Pending pending;
   pending.row.job = &job;
   pending.row.request_id = request_id;
+  pending.admin = who.admin();
 
   // Group commit: submits that arrive while one batch is being committed
   // queue up, and the first of them commits them all in the next batch;
@@ -286,11 +334,16 @@ absl::StatusOr<Job> Submission::Submit(JobSpec spec,
 void Submission::Commit(const std::vector<Pending*>& batch) {
   std::vector<JobLifecycle::NewJob*> rows;
   rows.reserve(batch.size());
-  for (Pending* p : batch) rows.push_back(&p->row);
+  std::map<const Job*, bool> admin;
+  for (Pending* p : batch) {
+    rows.push_back(&p->row);
+    admin[p->row.job] = p->admin;
+  }
   parts_.lifecycle->Insert(
-      &rows, [this](Job* job) -> absl::StatusOr<std::string> {
-        ASSIGN_OR_RETURN(*job->mutable_model_source(),
-                         ResolveModel(job->spec().model()));
+      &rows, [this, &admin](Job* job) -> absl::StatusOr<std::string> {
+        ASSIGN_OR_RETURN(
+            *job->mutable_model_source(),
+            ResolveModel(job->spec().model(), job->team(), admin[job]));
         std::string submitted = "job submitted";
         if (job->model_source().kind() ==
             lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {

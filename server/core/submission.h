@@ -23,6 +23,7 @@
 #include "server/core/datasets.h"
 #include "server/core/lifecycle.h"
 #include "server/core/models.h"
+#include "server/core/principal.h"
 #include "server/core/store.h"
 
 namespace lathe::server {
@@ -48,9 +49,14 @@ class Submission {
   // step's; NOT_FOUND for an unknown name, job or step,
   // FAILED_PRECONDITION for a job without checkpoints, INVALID_ARGUMENT
   // ("spec.model: ...") for a malformed one.
-  absl::StatusOr<lathe::v1::Job> Submit(lathe::v1::JobSpec spec,
-                                        const std::string& request_id)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // The job belongs to `who`: spec.owner is who.user (an admin may name
+  // another owner; anyone else naming one gets PERMISSION_DENIED) and
+  // Job.team is who.team. A job, dataset or stored model of another team
+  // reads as NOT_FOUND, as if it did not exist, except to an admin.
+  // request_id is scoped to the team.
+  absl::StatusOr<lathe::v1::Job> Submit(
+      lathe::v1::JobSpec spec, const std::string& request_id,
+      const Principal& who = Principal::System()) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Checks `spec` and fills in its defaults; resolves its data into `job`.
   absl::Status Validate(lathe::v1::JobSpec* spec, lathe::v1::Job* job);
@@ -60,7 +66,8 @@ class Submission {
   // Submit, filled by the committing one.
   struct Pending {
     JobLifecycle::NewJob row;
-    bool done = false;  // guarded by mu_
+    bool admin = false;  // the submitter sees every team's models
+    bool done = false;   // guarded by mu_
   };
 
   // Checks the form of spec.model; presets and local directories are
@@ -70,7 +77,11 @@ class Submission {
   // What a checked spec.model names, now. Called with the model store's pin
   // lock held shared until the job is stored.
   absl::StatusOr<lathe::v1::ResolvedModel> ResolveModel(
-      const std::string& model);
+      const std::string& model, const std::string& team, bool admin);
+  // NOT_FOUND, as for an unknown dataset, when `who` may not use `dataset`.
+  absl::Status CheckDatasetTeam(const std::string& field,
+                                const lathe::v1::Dataset& dataset,
+                                const std::string& value, const Principal& who);
   void Commit(const std::vector<Pending*>& batch) ABSL_LOCKS_EXCLUDED(mu_);
 
   const SubmissionParts parts_;

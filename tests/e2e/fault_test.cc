@@ -212,7 +212,8 @@ TEST_F(FaultTest, KillNineOfTheServerLosesNothingAndTheWorkerCarriesOn) {
   // A worker of its own, as on another machine: it outlives the server.
   testing::BackgroundProcess worker(
       {testing::BinDir() + "/lathe-worker", "--server", addr, "--name",
-       "remote", "--work-dir", dir.path() + "/worker"},
+       "remote", "--work-dir", dir.path() + "/worker", "--token-file",
+       server.NewToken("remote-worker", "", "worker")},
       dir.path() + "/worker.log");
   const std::string id = Submit(server);
   ASSERT_TRUE(WaitForStep(server, id, KillStep(4, kTotalSteps - 9)));
@@ -266,8 +267,7 @@ TEST_F(FaultTest, PauseCheckpointNowAndResumeEndExactly) {
   ASSERT_TRUE(WaitForStep(server, id, KillStep(2, 8)));
   // checkpoint-now: a checkpoint arrives at a step that is not a save step.
   // Read from the event log: retention may delete the checkpoint itself.
-  auto jobs = lathe::v1::JobService::NewStub(grpc::CreateChannel(
-      server.grpc_address(), grpc::InsecureChannelCredentials()));
+  auto jobs = lathe::v1::JobService::NewStub(server.AdminChannel());
   CommandResult now = server.Cli({"checkpoint-now", id});
   ASSERT_EQ(now.exit_code, 0) << now.err;
   int64_t requested_step = 0;
@@ -329,8 +329,7 @@ TEST_F(FaultTest, KillNineDuringASubmitStormLosesNoAcknowledgedJob) {
   ServerProcess server(dir.path() + "/server", 0,
                        {"--allow-root", dir_->path()});
   ASSERT_TRUE(testing::Started(server));
-  auto stub = lathe::v1::JobService::NewStub(grpc::CreateChannel(
-      server.grpc_address(), grpc::InsecureChannelCredentials()));
+  auto stub = lathe::v1::JobService::NewStub(server.AdminChannel());
   // Upload once; submits then only reference it.
   CommandResult up = server.Cli(
       {"datasets", "upload", dir_->path() + "/data.jsonl", "--output", "json"});

@@ -260,8 +260,7 @@ TEST_F(ModelsTest, BadReferencesAndUnsafeModelsAreRefused) {
   EXPECT_FALSE(Lists(ListModels(), "pickled"));
 
   // A client that sends an escaping path is refused before any byte lands.
-  auto stub = lathe::v1::ModelService::NewStub(grpc::CreateChannel(
-      server_->grpc_address(), grpc::InsecureChannelCredentials()));
+  auto stub = lathe::v1::ModelService::NewStub(server_->AdminChannel());
   grpc::ClientContext ctx;
   lathe::v1::PushModelResponse resp;
   auto writer = stub->PushModel(&ctx, &resp);

@@ -37,8 +37,7 @@ class SystemTest : public testing::SentimentServerTest {
   }
 
   std::unique_ptr<lathe::v1::JobService::Stub> Jobs() {
-    return lathe::v1::JobService::NewStub(grpc::CreateChannel(
-        server_->grpc_address(), grpc::InsecureChannelCredentials()));
+    return lathe::v1::JobService::NewStub(server_->AdminChannel());
   }
 
   // Submits the sentiment job through the CLI and returns its id.
@@ -249,8 +248,7 @@ TEST_F(SystemTest, InvalidRequestsGetInvalidArgumentNamingTheField) {
     EXPECT_THAT(s.error_message(), HasSubstr("page_size"));
   }
   {
-    auto datasets = lathe::v1::DatasetService::NewStub(grpc::CreateChannel(
-        server_->grpc_address(), grpc::InsecureChannelCredentials()));
+    auto datasets = lathe::v1::DatasetService::NewStub(server_->AdminChannel());
     grpc::ClientContext ctx;
     lathe::v1::UploadDatasetResponse resp;
     auto w = datasets->UploadDataset(&ctx, &resp);
@@ -359,10 +357,9 @@ TEST(DownloadTest, EveryOffsetGivesTheRestOfTheFile) {
   TempDir dir;
   ServerProcess server(dir.path() + "/data", 0, {"--allow-root", dir.path()});
   ASSERT_TRUE(testing::Started(server));
-  auto channel = grpc::CreateChannel(server.grpc_address(),
-                                     grpc::InsecureChannelCredentials());
-  auto jobs = lathe::v1::JobService::NewStub(channel);
-  auto workers = lathe::v1::WorkerService::NewStub(channel);
+  auto jobs = lathe::v1::JobService::NewStub(server.AdminChannel());
+  auto workers = lathe::v1::WorkerService::NewStub(
+      server.ChannelAs(server.NewToken("test-worker", "", "worker")));
   WriteSentimentData(dir.path() + "/t.jsonl", 8, 0);
   const std::string id = testing::SubmitJob(
       server,

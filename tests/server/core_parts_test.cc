@@ -172,7 +172,7 @@ TEST_F(CorePartsTest, LifecycleRunsAnAttemptUnderItsFencingNumber) {
   ASSERT_TRUE(a.ok() && a->has_value());
   EXPECT_EQ((*a)->attempt(), 1);
   EXPECT_EQ(scheduler_.queued(), 0u);
-  EXPECT_EQ(scheduler_.running(""), 1);
+  EXPECT_EQ(scheduler_.running(Principal::System().user), 1);
   // A report from another attempt is refused.
   EXPECT_EQ(lifecycle_->Report(job.id(), 2, {}).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -184,7 +184,7 @@ TEST_F(CorePartsTest, LifecycleRunsAnAttemptUnderItsFencingNumber) {
   auto stored = *store_->GetJob(job.id());
   EXPECT_EQ(stored.state(), lathe::v1::QUEUED);
   EXPECT_GT(stored.not_before_ms(), 0);
-  EXPECT_EQ(scheduler_.running(""), 0);
+  EXPECT_EQ(scheduler_.running(Principal::System().user), 0);
   EXPECT_EQ(*lifecycle_->StartNext("w1", absl::ZeroDuration()), std::nullopt);
   clock_.Advance(absl::ToInt64Milliseconds(lifecycle_->Backoff(1)));
   auto second = lifecycle_->StartNext("w1", absl::ZeroDuration());

@@ -17,7 +17,9 @@
 #include <sstream>
 #include <thread>
 
+#include "common/channel.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
 namespace lathe::testing {
@@ -202,9 +204,60 @@ void ServerProcess::Kill() {
 }
 
 CommandResult ServerProcess::Cli(const std::vector<std::string>& args) const {
+  return CliAs(admin_token_file(), args);
+}
+
+CommandResult ServerProcess::CliAs(const std::string& token_file,
+                                   const std::vector<std::string>& args) const {
   std::vector<std::string> argv = {BinDir() + "/lathe", "--server", grpc_};
+  if (!token_file.empty()) {
+    argv.push_back("--token-file");
+    argv.push_back(token_file);
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   return RunCommand(argv);
+}
+
+std::shared_ptr<grpc::Channel> ServerProcess::ChannelAs(
+    const std::string& token_file) const {
+  std::ifstream in(token_file);
+  std::string token;
+  std::getline(in, token);
+  auto channel = MakeChannel(grpc_, ChannelOptions{token, {}});
+  EXPECT_TRUE(channel.ok()) << channel.status();
+  return channel.ok() ? *channel : nullptr;
+}
+
+std::string ServerProcess::NewToken(const std::string& name,
+                                    const std::string& team,
+                                    const std::string& role) const {
+  CommandResult who = Cli({"users", "list", "--output", "json"});
+  if (who.out.find("\"" + name + "\"") == std::string::npos) {
+    CommandResult made =
+        Cli({"users", "create", name, "--team", team, "--role", role});
+    if (made.exit_code != 0) {
+      ADD_FAILURE() << "users create " << name << ": " << made.err;
+      return "";
+    }
+  }
+  CommandResult r =
+      Cli({"tokens", "create", "--user", name, "--output", "json"});
+  auto parsed = nlohmann::json::parse(r.out, nullptr, false);
+  if (r.exit_code != 0 || parsed.is_discarded() || !parsed.contains("token")) {
+    ADD_FAILURE() << "tokens create " << name << ": " << r.err;
+    return "";
+  }
+  std::filesystem::create_directories(data_dir_ + "/tokens");
+  static int serial = 0;
+  const std::string path =
+      data_dir_ + "/tokens/" + name + "-" + std::to_string(++serial) + ".token";
+  {
+    std::ofstream out(path);
+    out << parsed["token"].get<std::string>() << "\n";
+  }
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read |
+                                         std::filesystem::perms::owner_write);
+  return path;
 }
 
 BackgroundProcess::BackgroundProcess(const std::vector<std::string>& argv,

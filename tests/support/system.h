@@ -9,8 +9,13 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
+
+namespace grpc {
+class Channel;
+}
 
 namespace lathe::testing {
 
@@ -45,8 +50,26 @@ class ServerProcess {
   // Listen on this address instead of a free port (to restart in place).
   void SetListen(const std::string& addr) { listen_ = addr; }
   pid_t pid() const { return pid_; }
-  // Runs `lathe --server ADDR args...`.
+  // Runs `lathe --server ADDR --token-file ADMIN_TOKEN args...`: as the
+  // first admin, whose token the server wrote at its first start.
   CommandResult Cli(const std::vector<std::string>& args) const;
+  // Runs `lathe --server ADDR args...` with no token of its own.
+  CommandResult CliAs(const std::string& token_file,
+                      const std::vector<std::string>& args) const;
+  // DATA_DIR/admin.token.
+  std::string admin_token_file() const { return data_dir_ + "/admin.token"; }
+  // A channel to the server that sends the admin's token on every call.
+  std::shared_ptr<grpc::Channel> AdminChannel() const {
+    return ChannelAs(admin_token_file());
+  }
+  // A channel that sends the token in `token_file` on every call.
+  std::shared_ptr<grpc::Channel> ChannelAs(const std::string& token_file) const;
+  // Creates user `name` of `team` with `role` (admin, member, viewer or
+  // worker) unless it exists, and a new token for it in
+  // DATA_DIR/tokens/NAME-N.token (mode 0600); returns the file's path.
+  // Fails the calling test (ADD_FAILURE) and returns "" when a call fails.
+  std::string NewToken(const std::string& name, const std::string& team,
+                       const std::string& role) const;
 
  private:
   std::string data_dir_;

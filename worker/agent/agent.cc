@@ -178,8 +178,11 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(options)));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
-  auto channel = grpc::CreateCustomChannel(
-      agent->options_.server, grpc::InsecureChannelCredentials(), args);
+  ASSIGN_OR_RETURN(
+      auto channel,
+      MakeChannel(agent->options_.server,
+                  ChannelOptions{agent->options_.token, agent->options_.tls},
+                  args));
   agent->stub_ = lathe::v1::WorkerService::NewStub(channel);
   agent->jobs_ = lathe::v1::JobService::NewStub(channel);
   return agent;

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/channel.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 
 namespace lathe::worker {
@@ -33,6 +34,12 @@ struct AgentOptions {
   absl::Duration drain_timeout = absl::Seconds(60);
   // Memory of the device in MiB, advertised for placement (0: detect).
   int64_t device_memory_mb = 0;
+  // How to verify the server (and, with cert and key, the client
+  // certificate to present): plain TCP when !tls.enabled().
+  lathe::TlsFiles tls;
+  // The worker-role token sent on every call (from --token-file, else
+  // $LATHE_TOKEN).
+  std::string token;
 };
 
 class Agent {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/channel.h"
 #include "common/files.h"
 #include "worker/agent/agent.h"
 
@@ -31,6 +32,12 @@ constexpr char kUsage[] =
     "  --train-binary PATH  the training child (default: lathe-train beside\n"
     "                       this binary)\n"
     "  --device-memory-mb MB  device memory to advertise (default: detected)\n"
+    "  --token-file FILE    the worker-role token (default $LATHE_TOKEN)\n"
+    "  --tls-ca FILE        dial the server over TLS and verify it against\n"
+    "                       this PEM bundle\n"
+    "  --tls-cert FILE      with --tls-key: the client certificate to present\n"
+    "                       (a server with --tls-client-ca requires one)\n"
+    "  --tls-key FILE       the client certificate's PEM private key\n"
     "On SIGTERM the worker checkpoints its running job, gives it back to the\n"
     "queue and exits.\n";
 
@@ -54,6 +61,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   lathe::worker::AgentOptions opts;
+  std::string token_file;
   if (const char* env = std::getenv("LATHE_SERVER")) opts.server = env;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -87,6 +95,14 @@ int main(int argc, char** argv) {
       opts.device_memory_mb = std::atoll(v.c_str());
     else if (a == "--train-binary")
       opts.train_binary = v;
+    else if (a == "--token-file")
+      token_file = v;
+    else if (a == "--tls-ca")
+      opts.tls.ca = v;
+    else if (a == "--tls-cert")
+      opts.tls.cert = v;
+    else if (a == "--tls-key")
+      opts.tls.key = v;
     else {
       std::fprintf(stderr, "lathe-worker: unknown flag %s\n%s", a.c_str(),
                    kUsage);
@@ -95,6 +111,19 @@ int main(int argc, char** argv) {
   }
   if (opts.device != "cpu" && opts.device.rfind("cuda:", 0) != 0) {
     std::fprintf(stderr, "lathe-worker: --device must be cpu or cuda:N\n");
+    return 2;
+  }
+  if (auto token = lathe::ReadToken(token_file); !token.ok()) {
+    std::fprintf(stderr, "lathe-worker: %s\n",
+                 std::string(token.status().message()).c_str());
+    return 2;
+  } else {
+    opts.token = *token;
+  }
+  if (opts.tls.cert.empty() != opts.tls.key.empty()) {
+    std::fprintf(stderr, "lathe-worker: %s\n",
+                 opts.tls.cert.empty() ? "--tls-key needs --tls-cert"
+                                       : "--tls-cert needs --tls-key");
     return 2;
   }
   auto agent = lathe::worker::Agent::Create(opts);
