@@ -1,9 +1,13 @@
 # Lathe on Debian 12: the server, the worker agent, the training child and the
-# CLI in one image, serving with one local worker. The server has no TLS and
-# no authentication yet, so it listens on the container's loopback only and
-# refuses any other address without --insecure. Use it from inside the
-# container (`docker exec CONTAINER lathe ...`), or, on a machine you trust,
-# publish it to the host's loopback only:
+# CLI in one image, serving with one local worker. It listens on the
+# container's loopback only unless it is given TLS (--tls-cert/--tls-key, files
+# mounted into the container; see docs/security.md) or --insecure. Use it from
+# inside the container (`docker exec CONTAINER lathe ...`), or serve TLS:
+#   docker run -p 50051:50051 -v /etc/lathe/tls:/tls:ro IMAGE \
+#     --listen 0.0.0.0:50051 --tls-cert /tls/server.pem \
+#     --tls-key /tls/server.key --local-workers 1
+# (the local worker dials 127.0.0.1: the certificate must name it too), or,
+# on a machine you trust, publish it to the host's loopback only:
 #   docker run -p 127.0.0.1:50051:50051 IMAGE \
 #     --listen 0.0.0.0:50051 --insecure --local-workers 1
 FROM debian:12 AS build
