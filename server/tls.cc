@@ -47,6 +47,10 @@ Bio MemoryBio(const std::string& pem) {
   return Bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
 }
 
+// OpenSSL's default would ask for a passphrase on the terminal; a key that
+// needs one is refused instead.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+
 // The first certificate in `pem`, or null.
 Cert FirstCertificate(const std::string& pem) {
   Bio bio = MemoryBio(pem);
@@ -80,7 +84,7 @@ absl::Status CheckServerTlsFiles(const ServerTlsFiles& files) {
   ASSIGN_OR_RETURN(const std::string key_pem, ReadPem("--tls-key", files.key));
   Bio key_bio = MemoryBio(key_pem);
   std::unique_ptr<EVP_PKEY, KeyDeleter> key(
-      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassphrase, nullptr));
   if (key == nullptr) {
     return FlagError("--tls-key", files.key,
                      "holds no PEM private key (or one with a passphrase, "

@@ -353,6 +353,12 @@ TEST_F(TlsTest, FlagMistakesAreNamedBeforeServing) {
     return RunCommand(argv);
   };
   const std::string missing = dir_.path() + "/missing.pem";
+  const std::string locked = dir_.path() + "/locked.key";
+  ASSERT_EQ(
+      RunCommand({"/usr/bin/env", "openssl", "pkey", "-in", certs_.a.server_key,
+                  "-aes256", "-passout", "pass:secret", "-out", locked})
+          .exit_code,
+      0);
   struct Case {
     std::vector<std::string> flags;
     std::string says;
@@ -366,6 +372,10 @@ TEST_F(TlsTest, FlagMistakesAreNamedBeforeServing) {
        "--tls-key " + missing + ": cannot read"},
       {{"--tls-cert", certs_.a.server_cert, "--tls-key", certs_.b.server_key},
        "--tls-key " + certs_.b.server_key + ": is not the private key"},
+      {{"--tls-cert", certs_.a.server_cert, "--tls-key", locked},
+       "--tls-key " + locked +
+           ": holds no PEM private key (or one with a "
+           "passphrase"},
       {{"--tls-cert", certs_.a.server_key, "--tls-key", certs_.a.server_key},
        "holds no PEM certificate"},
       {{"--tls-cert", certs_.a.server_cert, "--tls-key", certs_.a.server_key,
