@@ -6,8 +6,7 @@
 #   docker run -p 50051:50051 -v /etc/lathe/tls:/tls:ro IMAGE \
 #     --listen 0.0.0.0:50051 --tls-cert /tls/server.pem \
 #     --tls-key /tls/server.key --local-workers 1
-# (the local worker dials 127.0.0.1: the certificate must name it too), or,
-# on a machine you trust, publish it to the host's loopback only:
+# or, on a machine you trust, publish it to the host's loopback only:
 #   docker run -p 127.0.0.1:50051:50051 IMAGE \
 #     --listen 0.0.0.0:50051 --insecure --local-workers 1
 FROM debian:12 AS build

@@ -151,11 +151,16 @@ absl::Status CheckListeners(const Flags& f) {
 // The TLS flags of a local worker: it dials this server on loopback and
 // verifies it with --tls-local-ca, by default the server's own certificate
 // file (gRPC takes the certificate there as a trust anchor, self-signed or
-// not; tests/e2e/tls_test.cc). The certificate must name the address the
-// workers dial. Empty without TLS.
+// not; tests/e2e/tls_test.cc), against the certificate's host name rather
+// than the loopback address it dials. Empty without TLS.
 std::vector<std::string> LocalWorkerTlsArgs(const Flags& f) {
   if (!f.tls.enabled()) return {};
-  return {"--tls-ca", f.tls_local_ca.empty() ? f.tls.cert : f.tls_local_ca};
+  std::vector<std::string> args = {
+      "--tls-ca", f.tls_local_ca.empty() ? f.tls.cert : f.tls_local_ca};
+  if (std::string name = CertificateHostName(f.tls.cert); !name.empty()) {
+    args.insert(args.end(), {"--tls-server-name", name});
+  }
+  return args;
 }
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <fstream>
 #include <sstream>
@@ -105,6 +106,31 @@ absl::Status CheckServerTlsFiles(const ServerTlsFiles& files) {
     }
   }
   return absl::OkStatus();
+}
+
+std::string CertificateHostName(const std::string& cert_path) {
+  auto pem = ReadPem("--tls-cert", cert_path);
+  if (!pem.ok()) return "";
+  Cert cert = FirstCertificate(*pem);
+  if (cert == nullptr) return "";
+  std::string name;
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
+    if (n->type == GEN_DNS) {
+      const ASN1_IA5STRING* dns = n->d.dNSName;
+      name.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                  static_cast<size_t>(ASN1_STRING_length(dns)));
+      break;
+    }
+  }
+  GENERAL_NAMES_free(names);
+  if (!name.empty()) return name;
+  char cn[256];
+  const int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert.get()),
+                                          NID_commonName, cn, sizeof(cn));
+  return n > 0 ? std::string(cn, static_cast<size_t>(n)) : "";
 }
 
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(

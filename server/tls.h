@@ -35,6 +35,12 @@ struct ServerTlsFiles {
 // the file otherwise. OK when TLS is not enabled and no file is named.
 absl::Status CheckServerTlsFiles(const ServerTlsFiles& files);
 
+// The host name the certificate in `cert_path` is for: its first DNS name
+// in subjectAltName, else its common name; "" when it has neither or the
+// file cannot be read. Local workers dial the server on loopback and check
+// the certificate against this name instead of the loopback address.
+std::string CertificateHostName(const std::string& cert_path);
+
 // Credentials for the listener: insecure ones when `files` is not enabled,
 // else TLS from a file watcher over the files (mTLS when `client_ca` is
 // set). Call CheckServerTlsFiles first: a file that cannot be read here is

@@ -74,8 +74,10 @@ class TlsServer {
       *why = creds.status().ToString();
       return false;
     }
-    auto health =
-        grpc::health::v1::Health::NewStub(grpc::CreateChannel(grpc_, *creds));
+    grpc::ChannelArguments args;
+    if (!probe_name_.empty()) args.SetSslTargetNameOverride(probe_name_);
+    auto health = grpc::health::v1::Health::NewStub(
+        grpc::CreateCustomChannel(grpc_, *creds, args));
     if (!WaitUntil(
             [&] {
               grpc::ClientContext ctx;
@@ -145,6 +147,9 @@ class TlsServer {
         seconds(30), std::chrono::milliseconds(100));
   }
 
+  // The name Start()'s probe checks the certificate against, when not the
+  // address it dials.
+  void SetProbeName(std::string name) { probe_name_ = std::move(name); }
   const std::string& grpc_address() const { return grpc_; }
   std::string log() const { return data_dir_ + "/server.log"; }
 
@@ -152,6 +157,7 @@ class TlsServer {
   std::string data_dir_;
   std::vector<std::string> flags_;
   std::unique_ptr<BackgroundProcess> process_;
+  std::string probe_name_;
   std::string grpc_;
   std::string metrics_;
 };
@@ -336,6 +342,52 @@ TEST_F(TlsTest, LocalWorkersDialTheServerOverTls) {
     ASSERT_TRUE(server.Start({certs_.a.ca, "", ""}, &why)) << why;
     EXPECT_TRUE(server.WaitForWorkers(1)) << Slurp(data + "/logs/worker-0.log");
   }
+}
+
+// A certificate that names only the server's public host name: the local
+// workers dial a loopback address but check the certificate against that
+// name, which the server reads from the certificate.
+TEST_F(TlsTest, LocalWorkersCheckTheCertificatesNameNotTheLoopbackAddress) {
+  const std::string cert = dir_.path() + "/public.pem";
+  const std::string key = dir_.path() + "/public.key";
+  ASSERT_EQ(RunCommand({"/usr/bin/env",
+                        "openssl",
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1",
+                        "-nodes",
+                        "-keyout",
+                        key,
+                        "-out",
+                        cert,
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=lathe.test",
+                        "-CA",
+                        certs_.a.ca,
+                        "-CAkey",
+                        certs_.a.ca_key,
+                        "-addext",
+                        "subjectAltName=DNS:lathe.test",
+                        "-addext",
+                        "extendedKeyUsage=serverAuth"})
+                .exit_code,
+            0);
+  TlsServer server(dir_.path() + "/data",
+                   {"--tls-cert", cert, "--tls-key", key, "--tls-local-ca",
+                    certs_.a.ca, "--local-workers", "1"});
+  server.SetProbeName("lathe.test");
+  std::string why;
+  ASSERT_TRUE(server.Start({certs_.a.ca, "", ""}, &why)) << why;
+  EXPECT_TRUE(server.WaitForWorkers(1))
+      << Slurp(dir_.path() + "/data/logs/worker-0.log");
+  // Dialed by its loopback address, the certificate does not verify.
+  auto cli = server.Cli({"--tls-ca", certs_.a.ca}, {"models", "list"});
+  EXPECT_NE(cli.exit_code, 0);
 }
 
 // The flags' mistakes, each refused before the server opens its database.

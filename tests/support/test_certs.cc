@@ -29,7 +29,7 @@ bool Issue(const std::string& subject, const std::vector<std::string>& exts,
       "-out",   cert,       "-days",
       "2",      "-subj",    subject};
   if (ca != nullptr) {
-    args.insert(args.end(), {"-CA", ca->ca, "-CAkey", ca->ca + ".key"});
+    args.insert(args.end(), {"-CA", ca->ca, "-CAkey", ca->ca_key});
   }
   for (const auto& e : exts) args.insert(args.end(), {"-addext", e});
   return Openssl(args, why);
@@ -39,6 +39,7 @@ bool MakeSet(const std::string& dir, const std::string& name, CertSet* set,
              std::string* why) {
   std::filesystem::create_directories(dir);
   set->ca = dir + "/ca.pem";
+  set->ca_key = dir + "/ca.key";
   set->server_cert = dir + "/server.pem";
   set->server_key = dir + "/server.key";
   set->client_cert = dir + "/client.pem";
@@ -46,7 +47,7 @@ bool MakeSet(const std::string& dir, const std::string& name, CertSet* set,
   return Issue("/CN=Lathe test CA " + name,
                {"basicConstraints=critical,CA:TRUE",
                 "keyUsage=critical,keyCertSign,cRLSign"},
-               nullptr, set->ca, set->ca + ".key", why) &&
+               nullptr, set->ca, set->ca_key, why) &&
          Issue("/CN=localhost",
                {"basicConstraints=critical,CA:FALSE",
                 "subjectAltName=DNS:localhost,IP:127.0.0.1",

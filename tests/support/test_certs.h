@@ -12,7 +12,8 @@ namespace lathe::testing {
 
 // PEM files of one CA and what it signed.
 struct CertSet {
-  std::string ca;  // the CA certificate
+  std::string ca;      // the CA certificate
+  std::string ca_key;  // its key, to issue more
   std::string server_cert;
   std::string server_key;
   std::string client_cert;

@@ -178,6 +178,9 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   auto agent = std::unique_ptr<Agent>(new Agent(std::move(options)));
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
+  if (!agent->options_.tls_server_name.empty()) {
+    args.SetSslTargetNameOverride(agent->options_.tls_server_name);
+  }
   ASSIGN_OR_RETURN(
       auto channel,
       MakeChannel(agent->options_.server,

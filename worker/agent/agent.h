@@ -37,6 +37,9 @@ struct AgentOptions {
   // How to verify the server (and, with cert and key, the client
   // certificate to present): plain TCP when !tls.enabled().
   lathe::TlsFiles tls;
+  // The name the server's certificate must carry, when not the host in
+  // `server` (local workers dial a loopback address). Needs `tls`.
+  std::string tls_server_name;
   // The worker-role token sent on every call (from --token-file, else
   // $LATHE_TOKEN).
   std::string token;

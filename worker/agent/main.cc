@@ -38,6 +38,8 @@ constexpr char kUsage[] =
     "  --tls-cert FILE      with --tls-key: the client certificate to present\n"
     "                       (a server with --tls-client-ca requires one)\n"
     "  --tls-key FILE       the client certificate's PEM private key\n"
+    "  --tls-server-name NAME  the name the server's certificate must carry\n"
+    "                       (default: the host in --server)\n"
     "On SIGTERM the worker checkpoints its running job, gives it back to the\n"
     "queue and exits.\n";
 
@@ -103,6 +105,8 @@ int main(int argc, char** argv) {
       opts.tls.cert = v;
     else if (a == "--tls-key")
       opts.tls.key = v;
+    else if (a == "--tls-server-name")
+      opts.tls_server_name = v;
     else {
       std::fprintf(stderr, "lathe-worker: unknown flag %s\n%s", a.c_str(),
                    kUsage);
@@ -124,6 +128,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "lathe-worker: %s\n",
                  opts.tls.cert.empty() ? "--tls-key needs --tls-cert"
                                        : "--tls-cert needs --tls-key");
+    return 2;
+  }
+  if (!opts.tls_server_name.empty() && !opts.tls.enabled()) {
+    std::fprintf(stderr, "lathe-worker: --tls-server-name needs --tls-ca\n");
     return 2;
   }
   auto agent = lathe::worker::Agent::Create(opts);
