@@ -40,6 +40,7 @@ const std::map<std::string_view, AccessRule>& Rules() {
       {"lathe.v1.WorkerService.FinishAttempt", {kWorker, true, true}},
       {"lathe.v1.WorkerService.FetchDataset", {kWorker, false, false}},
       {"lathe.v1.WorkerService.FetchModelFile", {kWorker, false, false}},
+      {"lathe.v1.WorkerService.FetchCheckpointFile", {kWorker, false, false}},
       {"lathe.v1.AdminService.CreateUser", {kAdmin, true, true}},
       {"lathe.v1.AdminService.ListUsers", {kAdmin, false, false}},
       {"lathe.v1.AdminService.DisableUser", {kAdmin, true, true}},

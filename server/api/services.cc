@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/redact.h"
 #include "common/status.h"
 
 namespace lathe::server {
@@ -308,7 +309,9 @@ absl::Status ParseRequest(const grpc::ByteBuffer* bytes, Request* req) {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  std::string msg(status.message());
+  // A message may quote what the caller sent (a URI with a password, a
+  // pasted token): never send a credential back.
+  std::string msg = RedactSecrets(std::string(status.message()));
   if (msg.size() > kMaxMessage) msg = msg.substr(0, kMaxMessage) + "...";
   return grpc::Status(ToGrpcCode(status.code()), msg);
 }
@@ -853,7 +856,8 @@ grpc::Status WorkerServiceImpl::RegisterWorker(
       }
     }
     ASSIGN_OR_RETURN(auto reg, core.jobs->RegisterWorker(req->name(), devices,
-                                                         req->hostname()));
+                                                         req->hostname(),
+                                                         rpc.principal().user));
     rpc.set_resource(reg.worker_id);
     resp->set_worker_id(reg.worker_id);
     resp->set_heartbeat_interval_ms(
@@ -869,6 +873,8 @@ grpc::Status WorkerServiceImpl::Heartbeat(
     lathe::v1::HeartbeatResponse* resp) {
   RpcScope rpc(gate_, ctx, kWorkers, "Heartbeat");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(
+        core.jobs->CheckWorkerOwner(req->worker_id(), rpc.principal().user));
     ASSIGN_OR_RETURN(auto commands, core.jobs->Heartbeat(req->worker_id()));
     AddCommands(commands, resp);
     return absl::OkStatus();
@@ -883,6 +889,8 @@ grpc::Status WorkerServiceImpl::HeartbeatStream(
   return rpc.Run([&](const Core& core) -> absl::Status {
     lathe::v1::HeartbeatRequest req;
     while (!ctx->IsCancelled() && stream->Read(&req)) {
+      RETURN_IF_ERROR(
+          core.jobs->CheckWorkerOwner(req.worker_id(), rpc.principal().user));
       ASSIGN_OR_RETURN(auto commands, core.jobs->Heartbeat(req.worker_id()));
       lathe::v1::HeartbeatResponse resp;
       AddCommands(commands, &resp);
@@ -904,6 +912,8 @@ grpc::Status WorkerServiceImpl::AcquireJob(
                           absl::Milliseconds(200);
     auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
     if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
+    RETURN_IF_ERROR(
+        core.jobs->CheckWorkerOwner(req->worker_id(), rpc.principal().user));
     ASSIGN_OR_RETURN(auto a, core.jobs->AcquireJob(req->worker_id(), wait));
     if (a.has_value()) *resp->mutable_assignment() = std::move(*a);
     return absl::OkStatus();
@@ -915,6 +925,10 @@ grpc::Status WorkerServiceImpl::ReportEvents(
     lathe::v1::ReportEventsResponse* resp) {
   RpcScope rpc(gate_, ctx, kWorkers, "ReportEvents");
   return rpc.Run([&](const Core& core) -> absl::Status {
+    // A stale attempt first (FAILED_PRECONDITION tells its worker to stop).
+    RETURN_IF_ERROR(core.jobs->CheckAttempt(req->job_id(), req->attempt()));
+    RETURN_IF_ERROR(
+        core.jobs->CheckJobHolder(req->job_id(), rpc.principal().user));
     std::vector<lathe::v1::Event> events(req->events().begin(),
                                          req->events().end());
     ASSIGN_OR_RETURN(auto commands,
@@ -947,6 +961,8 @@ grpc::Status WorkerServiceImpl::UploadCheckpointFile(
       return absl::InvalidArgumentError("file.size: out of range");
     }
     RETURN_IF_ERROR(core.jobs->CheckAttempt(msg.job_id(), msg.attempt()));
+    RETURN_IF_ERROR(
+        core.jobs->CheckJobHolder(msg.job_id(), rpc.principal().user));
     if (!core.artifacts->Has(info.sha256(), info.size())) {
       ASSIGN_OR_RETURN(auto writer, core.artifacts->NewWriter(info.size()));
       do {
@@ -972,7 +988,10 @@ grpc::Status WorkerServiceImpl::FinishAttempt(
     lathe::v1::FinishAttemptResponse*) {
   RpcScope rpc(gate_, ctx, kWorkers, "FinishAttempt");
   rpc.set_resource(req->job_id());
-  return rpc.Run([&](const Core& core) {
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    RETURN_IF_ERROR(core.jobs->CheckAttempt(req->job_id(), req->attempt()));
+    RETURN_IF_ERROR(
+        core.jobs->CheckJobHolder(req->job_id(), rpc.principal().user));
     return core.jobs->FinishAttempt(req->job_id(), req->attempt(),
                                     req->outcome(), req->error(),
                                     req->failure());
@@ -985,6 +1004,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchDataset(
   lathe::v1::FetchDatasetRequest req;
   auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
     RETURN_IF_ERROR(ParseRequest(request, &req));
+    RETURN_IF_ERROR(core.jobs->CheckFetch(rpc.principal().user, req.ref(), ""));
     return core.jobs->DatasetPath(req.ref());
   });
   return new FileStreamReactor(std::move(rpc), path, req.offset(), "");
@@ -996,9 +1016,34 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchModelFile(
   lathe::v1::FetchModelFileRequest req;
   auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
     RETURN_IF_ERROR(ParseRequest(request, &req));
+    RETURN_IF_ERROR(
+        core.jobs->CheckFetch(rpc.principal().user, "", req.sha256()));
     return core.models->FilePath(req.sha256());
   });
   return new FileStreamReactor(std::move(rpc), path, req.offset(), "");
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>*
+WorkerServiceImpl::FetchCheckpointFile(grpc::CallbackServerContext* ctx,
+                                       const grpc::ByteBuffer* request) {
+  RpcScope rpc(gate_, ctx, kWorkers, "FetchCheckpointFile");
+  lathe::v1::FetchCheckpointFileRequest req;
+  std::string first;
+  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
+    RETURN_IF_ERROR(ParseRequest(request, &req));
+    RETURN_IF_ERROR(core.jobs->CheckAttempt(req.job_id(), req.attempt()));
+    RETURN_IF_ERROR(
+        core.jobs->CheckJobHolder(req.job_id(), rpc.principal().user));
+    ASSIGN_OR_RETURN(ResolvedFile file,
+                     core.jobs->ResolveCheckpointFile(
+                         req.job_id(), req.checkpoint(), req.file()));
+    lathe::v1::DownloadCheckpointFileResponse r;
+    *r.mutable_file() = file.info;
+    first = r.SerializeAsString();
+    return file.path;
+  });
+  return new FileStreamReactor(std::move(rpc), path, req.offset(),
+                               std::move(first));
 }
 
 }  // namespace lathe::server

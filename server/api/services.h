@@ -164,7 +164,9 @@ class AdminServiceImpl final : public lathe::v1::AdminService::Service {
 class WorkerServiceImpl final
     : public lathe::v1::WorkerService::WithRawCallbackMethod_FetchDataset<
           lathe::v1::WorkerService::WithRawCallbackMethod_FetchModelFile<
-              lathe::v1::WorkerService::Service>> {
+              lathe::v1::WorkerService::
+                  WithRawCallbackMethod_FetchCheckpointFile<
+                      lathe::v1::WorkerService::Service>>> {
  public:
   explicit WorkerServiceImpl(Gate* gate) : gate_(gate) {}
   grpc::Status RegisterWorker(grpc::ServerContext* ctx,
@@ -194,6 +196,9 @@ class WorkerServiceImpl final
       grpc::CallbackServerContext* ctx,
       const grpc::ByteBuffer* request) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchModelFile(
+      grpc::CallbackServerContext* ctx,
+      const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchCheckpointFile(
       grpc::CallbackServerContext* ctx,
       const grpc::ByteBuffer* request) override;
 

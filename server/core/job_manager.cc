@@ -183,17 +183,56 @@ absl::StatusOr<std::string> JobManager::DatasetPath(const std::string& ref) {
 
 absl::StatusOr<WorkerRegistration> JobManager::RegisterWorker(
     const std::string& name, const std::vector<lathe::v1::Device>& devices,
-    const std::string& hostname) {
+    const std::string& hostname, const std::string& owner) {
   RETURN_IF_ERROR(WorkerRegistry::Validate(name, devices));
   std::vector<std::string> names;
   for (const auto& d : devices) names.push_back(d.name());
   const std::string id = RandomId("worker-");
   RETURN_IF_ERROR(store_->PutWorker(id, name, hostname.substr(0, 256),
                                     absl::StrJoin(names, ","), clock_()));
-  workers_.Add(id, name, devices);
+  workers_.Add(id, name, devices, owner);
   lifecycle_.Wake();
   return WorkerRegistration{id, options_.heartbeat_interval,
                             options_.heartbeat_timeout};
+}
+
+absl::Status JobManager::CheckWorkerOwner(const std::string& worker_id,
+                                          const std::string& user) {
+  return workers_.CheckOwner(worker_id, user);
+}
+
+absl::Status JobManager::CheckJobHolder(const std::string& job_id,
+                                        const std::string& user) {
+  if (job_id.empty()) return Invalid("job_id", "is required");
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(job_id));
+  if (job.worker_id().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job_id, " is not held by a worker"));
+  }
+  return workers_.CheckOwner(job.worker_id(), user);
+}
+
+absl::Status JobManager::CheckFetch(const std::string& user,
+                                    const std::string& ref,
+                                    const std::string& sha256) {
+  for (const std::string& id : workers_.JobsOf(user)) {
+    auto job = store_->GetJob(id);
+    if (!job.ok()) continue;
+    if (!ref.empty() && (job->train_dataset().ref() == ref ||
+                         job->validation_dataset().ref() == ref)) {
+      return absl::OkStatus();
+    }
+    if (!sha256.empty()) {
+      for (const auto& f : job->model_source().files()) {
+        if (f.sha256() == sha256) return absl::OkStatus();
+      }
+    }
+  }
+  return absl::NotFoundError(
+      ref.empty() ? absl::StrCat("no job of this worker uses model file ",
+                                 sha256.substr(0, 80))
+                  : absl::StrCat("no job of this worker uses dataset ",
+                                 ref.substr(0, 80)));
 }
 
 absl::StatusOr<WorkerCommands> JobManager::Heartbeat(

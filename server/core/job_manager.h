@@ -125,9 +125,23 @@ class JobManager {
   absl::StatusOr<std::string> DatasetPath(const std::string& ref);
 
   // ---- Workers ----
+  // The worker belongs to `owner`, the user of the worker credential.
   absl::StatusOr<WorkerRegistration> RegisterWorker(
       const std::string& name, const std::vector<lathe::v1::Device>& devices,
-      const std::string& hostname);
+      const std::string& hostname, const std::string& owner = "");
+  // OK when `user` registered worker `worker_id` (WorkerRegistry::CheckOwner).
+  absl::Status CheckWorkerOwner(const std::string& worker_id,
+                                const std::string& user);
+  // OK when job `job_id` is held by a worker `user` registered;
+  // PERMISSION_DENIED otherwise (FAILED_PRECONDITION for a job no worker
+  // holds, as for a stale attempt).
+  absl::Status CheckJobHolder(const std::string& job_id,
+                              const std::string& user);
+  // OK when a job held by one of `user`'s workers trains on the dataset
+  // `ref` or has the model file `sha256` (one of the two is set);
+  // NOT_FOUND otherwise: a worker is given only what its jobs need.
+  absl::Status CheckFetch(const std::string& user, const std::string& ref,
+                          const std::string& sha256);
   // Returns what the worker should do with its jobs. NOT_FOUND when the
   // worker is unknown (it must register again).
   absl::StatusOr<WorkerCommands> Heartbeat(const std::string& worker_id);

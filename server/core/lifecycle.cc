@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/redact.h"
 #include "common/status.h"
 
 namespace lathe::server {
@@ -379,6 +380,8 @@ absl::StatusOr<JobCommands> JobLifecycle::Report(const std::string& job_id,
     e.set_seq(0);
     e.set_time_ms(0);
     if (e.message().size() > 16384) e.mutable_message()->resize(16384);
+    // Events are shown to everyone who may read the job.
+    *e.mutable_message() = RedactSecrets(e.message());
     switch (e.type()) {
       case lathe::v1::EVENT_TYPE_LOG:
         break;

@@ -27,12 +27,14 @@ absl::Status WorkerRegistry::Validate(
 }
 
 void WorkerRegistry::Add(const std::string& id, const std::string& name,
-                         const std::vector<lathe::v1::Device>& devices) {
+                         const std::vector<lathe::v1::Device>& devices,
+                         const std::string& owner) {
   absl::MutexLock lock(&mu_);
   Entry& e = workers_[id];
   e.info.id = id;
   e.info.name = name;
   e.info.devices = devices;
+  e.info.owner = owner;
   e.last_seen_ms = clock_();
   PublishLocked();
 }
@@ -46,6 +48,33 @@ void WorkerRegistry::AddPlaceholder(const std::string& id,
   e.info.jobs.insert(job_id);
   e.last_seen_ms = clock_();
   PublishLocked();
+}
+
+absl::Status WorkerRegistry::CheckOwner(const std::string& id,
+                                        const std::string& user) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  if (it == workers_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("worker ", id, " is not registered"));
+  }
+  std::string& owner = it->second.info.owner;
+  if (owner.empty()) owner = user;
+  if (owner != user) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "worker ", id, " was registered with another worker credential"));
+  }
+  return absl::OkStatus();
+}
+
+std::set<std::string> WorkerRegistry::JobsOf(const std::string& user) const {
+  absl::MutexLock lock(&mu_);
+  std::set<std::string> out;
+  for (const auto& [id, e] : workers_) {
+    if (e.info.owner == user)
+      out.insert(e.info.jobs.begin(), e.info.jobs.end());
+  }
+  return out;
 }
 
 absl::StatusOr<WorkerInfo> WorkerRegistry::Touch(const std::string& id) {

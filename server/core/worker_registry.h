@@ -30,6 +30,9 @@ struct WorkerInfo {
   std::string name;
   std::vector<lathe::v1::Device> devices;
   std::set<std::string> jobs;
+  // The user whose worker credential registered it; empty for a stand-in
+  // after a restart until its worker is heard from.
+  std::string owner;
 };
 
 class WorkerRegistry {
@@ -43,7 +46,15 @@ class WorkerRegistry {
                                const std::vector<lathe::v1::Device>& devices);
   // Adds a worker under `id`, seen now.
   void Add(const std::string& id, const std::string& name,
-           const std::vector<lathe::v1::Device>& devices)
+           const std::vector<lathe::v1::Device>& devices,
+           const std::string& owner = "") ABSL_LOCKS_EXCLUDED(mu_);
+  // OK when worker `id` is `user`'s (a stand-in is claimed by the first
+  // user heard from for it); NOT_FOUND when unknown; PERMISSION_DENIED when
+  // another credential registered it.
+  absl::Status CheckOwner(const std::string& id, const std::string& user)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The jobs held by the workers `user` registered.
+  std::set<std::string> JobsOf(const std::string& user) const
       ABSL_LOCKS_EXCLUDED(mu_);
   // After a server restart: a stand-in for the worker that held `job_id`,
   // which that worker's heartbeats keep alive. It has no devices, so it is

@@ -68,6 +68,7 @@ const std::map<std::string, std::set<Role>>& Matrix() {
       {"WorkerService.FinishAttempt", workers},
       {"WorkerService.FetchDataset", workers},
       {"WorkerService.FetchModelFile", workers},
+      {"WorkerService.FetchCheckpointFile", workers},
       {"AdminService.CreateUser", admins},
       {"AdminService.ListUsers", admins},
       {"AdminService.DisableUser", admins},
@@ -530,6 +531,52 @@ TEST_F(AccessTest, TheAuditLogKeepsChangesAndRefusals) {
   // A member may not read it.
   EXPECT_EQ(admin->ListAudit(As(alice_).get(), {}, &audit).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(AccessTest, AWorkerActsOnlyForItselfAndFetchesOnlyWhatItsJobsUse) {
+  const std::string other = Token("other-box", "", ROLE_WORKER);
+  auto workers = lathe::v1::WorkerService::NewStub(channel_);
+  lathe::v1::RegisterWorkerRequest reg;
+  reg.set_name("gpu-box");
+  reg.add_devices("cpu");
+  lathe::v1::RegisterWorkerResponse registered;
+  ASSERT_TRUE(
+      workers->RegisterWorker(As(worker_).get(), reg, &registered).ok());
+  const std::string w = registered.worker_id();
+  lathe::v1::HeartbeatRequest hb;
+  hb.set_worker_id(w);
+  lathe::v1::HeartbeatResponse hr;
+  EXPECT_TRUE(workers->Heartbeat(As(worker_).get(), hb, &hr).ok());
+  EXPECT_EQ(workers->Heartbeat(As(other).get(), hb, &hr).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  const std::string data = Dataset("red", "{\"text\":\"r\",\"label\":1}\n");
+  lathe::v1::FetchDatasetRequest fetch;
+  fetch.set_ref(data);
+  // No job uses it yet.
+  EXPECT_EQ(Call("WorkerService.FetchDataset", worker_, fetch).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  auto job = manager_->Submit(Spec(data), "", Who(alice_));
+  ASSERT_TRUE(job.ok());
+  lathe::v1::AcquireJobRequest acquire;
+  acquire.set_worker_id(w);
+  lathe::v1::AcquireJobResponse acquired;
+  EXPECT_EQ(
+      workers->AcquireJob(As(other).get(), acquire, &acquired).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(workers->AcquireJob(As(worker_).get(), acquire, &acquired).ok());
+  ASSERT_EQ(acquired.assignment().job_id(), job->id());
+  EXPECT_TRUE(Call("WorkerService.FetchDataset", worker_, fetch).ok());
+  EXPECT_EQ(Call("WorkerService.FetchDataset", other, fetch).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  lathe::v1::ReportEventsRequest report;
+  report.set_job_id(job->id());
+  report.set_attempt(acquired.assignment().attempt());
+  lathe::v1::ReportEventsResponse reported;
+  EXPECT_EQ(
+      workers->ReportEvents(As(other).get(), report, &reported).error_code(),
+      grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(workers->ReportEvents(As(worker_).get(), report, &reported).ok());
 }
 
 }  // namespace

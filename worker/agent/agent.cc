@@ -187,7 +187,6 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
                   ChannelOptions{agent->options_.token, agent->options_.tls},
                   args));
   agent->stub_ = lathe::v1::WorkerService::NewStub(channel);
-  agent->jobs_ = lathe::v1::JobService::NewStub(channel);
   return agent;
 }
 
@@ -597,12 +596,13 @@ absl::StatusOr<std::string> Agent::FetchResumeCheckpoint(
     if (f.name().find('/') != std::string::npos || f.name() == "..") {
       return absl::DataLossError(absl::StrCat("unsafe file name ", f.name()));
     }
-    lathe::v1::DownloadCheckpointFileRequest req;
+    lathe::v1::FetchCheckpointFileRequest req;
     req.set_job_id(a.job_id());
+    req.set_attempt(a.attempt());
     req.set_checkpoint(absl::StrCat(cp.step()));
     req.set_file(f.name());
     auto ctx = Ctx(absl::Minutes(30));
-    auto reader = jobs_->DownloadCheckpointFile(ctx.get(), req);
+    auto reader = stub_->FetchCheckpointFile(ctx.get(), req);
     RETURN_IF_ERROR(StreamToFile(reader.get(), dest + "/" + f.name(),
                                  f.sha256(), "checkpoint file " + f.name()));
   }

@@ -85,7 +85,6 @@ class Agent {
 
   const AgentOptions options_;
   std::unique_ptr<lathe::v1::WorkerService::Stub> stub_;
-  std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
   absl::Mutex mu_;
   std::string worker_id_ ABSL_GUARDED_BY(mu_);
   std::string current_job_ ABSL_GUARDED_BY(mu_);
