@@ -57,6 +57,11 @@ constexpr char kUsage[] =
     "  --max-model-files N         most files in one pushed model (10000)\n"
     "  --max-running-per-owner N   running jobs one owner may have (0: any)\n"
     "  --audit-retention-days D    keep the audit log D days (default 90)\n"
+    "  --submit-rate N             submits per second per token, members and\n"
+    "                              viewers (default 20; 0: no limit)\n"
+    "  --submit-burst N            submits one token may send at once (100)\n"
+    "  --max-streams-per-user N    open watches, downloads and uploads per\n"
+    "                              user (default 64; 0: no limit)\n"
     "  --keep-checkpoints K        keep the last K checkpoints of a job and "
     "its\n"
     "                              best (default 3; 0 keeps all)\n"
@@ -87,6 +92,9 @@ struct Flags {
   int64_t max_running_per_owner = 0;
   int64_t keep_checkpoints = 3;
   int64_t audit_retention_days = 90;
+  int64_t submit_rate = 20;
+  int64_t submit_burst = 100;
+  int64_t max_streams_per_user = 64;
   bool insecure = false;
   ServerTlsFiles tls;        // --tls-cert, --tls-key, --tls-client-ca
   std::string tls_local_ca;  // --tls-local-ca
@@ -210,6 +218,12 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       RETURN_IF_ERROR(int_flag(&f.heartbeat_timeout_ms, 2000, 3600000));
     } else if (a == "--max-running-per-owner") {
       RETURN_IF_ERROR(int_flag(&f.max_running_per_owner, 0, 1 << 20));
+    } else if (a == "--submit-rate") {
+      RETURN_IF_ERROR(int_flag(&f.submit_rate, 0, 1000000));
+    } else if (a == "--submit-burst") {
+      RETURN_IF_ERROR(int_flag(&f.submit_burst, 1, 1000000));
+    } else if (a == "--max-streams-per-user") {
+      RETURN_IF_ERROR(int_flag(&f.max_streams_per_user, 0, 1000000));
     } else if (a == "--audit-retention-days") {
       RETURN_IF_ERROR(int_flag(&f.audit_retention_days, 1, 36500));
     } else if (a == "--keep-checkpoints") {
@@ -280,7 +294,10 @@ class ServerProcess {
 
     Gate gate(Core{manager_.get(), manager_->models(), artifacts_.get(),
                    identities_.get(), audit_.get()},
-              metrics_.get());
+              metrics_.get(),
+              LimitOptions{static_cast<double>(flags_.submit_rate),
+                           static_cast<double>(flags_.submit_burst),
+                           static_cast<int>(flags_.max_streams_per_user)});
     JobServiceImpl jobs(&gate);
     DatasetServiceImpl datasets(&gate);
     ModelServiceImpl models(&gate);

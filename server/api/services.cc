@@ -48,7 +48,36 @@ class RpcScope {
     }
     principal_ = *std::move(who);
     admitted_ = gate->policy_.Check(full, principal_);
+    if (!admitted_.ok() || principal_.admin()) return;
+    const std::string_view m(method);
+    if (m == "SubmitJob") {
+      admitted_ = gate->limits_.TakeSubmit(principal_.token_id, absl::Now());
+    } else if (m == "WatchJob" || m == "DownloadCheckpointFile" ||
+               m == "UploadDataset" || m == "PushModel") {
+      admitted_ = gate->limits_.OpenStream(principal_.user);
+      holds_stream_ = admitted_.ok();
+    }
   }
+  ~RpcScope() {
+    if (holds_stream_) gate_->limits_.CloseStream(principal_.user);
+  }
+  // Reactors keep the scope for the life of their stream; the stream's
+  // slot moves with it.
+  RpcScope(RpcScope&& other) noexcept
+      : gate_(other.gate_),
+        method_(other.method_),
+        service_(other.service_),
+        peer_(std::move(other.peer_)),
+        rule_(other.rule_),
+        principal_(std::move(other.principal_)),
+        resource_(std::move(other.resource_)),
+        admitted_(std::move(other.admitted_)),
+        holds_stream_(other.holds_stream_) {
+    other.holds_stream_ = false;
+  }
+  RpcScope(const RpcScope&) = delete;
+  RpcScope& operator=(const RpcScope&) = delete;
+  RpcScope& operator=(RpcScope&&) = delete;
 
   // `body(core)` if the call is admitted, else why not.
   template <typename Body>
@@ -104,6 +133,8 @@ class RpcScope {
   Principal principal_;
   std::string resource_;
   absl::Status admitted_;
+  // Holds one of the user's stream slots (Limits::OpenStream).
+  bool holds_stream_ = false;
 };
 
 namespace {

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "server/api/access.h"
+#include "server/api/limits.h"
 #include "server/core/artifacts.h"
 #include "server/core/audit_log.h"
 #include "server/core/identities.h"
@@ -37,13 +38,15 @@ class RpcScope;
 // pointer must outlive the gate.
 class Gate {
  public:
-  Gate(Core core, Metrics* metrics) : core_(core), metrics_(metrics) {}
+  Gate(Core core, Metrics* metrics, LimitOptions limits = LimitOptions())
+      : core_(core), metrics_(metrics), limits_(limits) {}
 
  private:
   friend class RpcScope;
   const AccessPolicy policy_{};
   const Core core_;
   Metrics* const metrics_;
+  Limits limits_;
 };
 
 // The one conversion from absl::Status to grpc::Status; messages are capped.

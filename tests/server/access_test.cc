@@ -579,5 +579,53 @@ TEST_F(AccessTest, AWorkerActsOnlyForItselfAndFetchesOnlyWhatItsJobsUse) {
   EXPECT_TRUE(workers->ReportEvents(As(worker_).get(), report, &reported).ok());
 }
 
+TEST(LimitsTest, SubmitsPerTokenRefillAtTheRate) {
+  Limits limits(LimitOptions{/*submit_rate=*/2, /*submit_burst=*/3,
+                             /*max_streams=*/2});
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limits.TakeSubmit("a", t0).ok());
+  absl::Status s = limits.TakeSubmit("a", t0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("retry in 500 ms"), std::string::npos)
+      << s.message();
+  // Another token has its own bucket; half a second refills one submit.
+  EXPECT_TRUE(limits.TakeSubmit("b", t0).ok());
+  EXPECT_TRUE(limits.TakeSubmit("a", t0 + absl::Milliseconds(500)).ok());
+  EXPECT_FALSE(limits.TakeSubmit("a", t0 + absl::Milliseconds(500)).ok());
+}
+
+TEST(LimitsTest, StreamsPerUserAreCountedAndGivenBack) {
+  Limits limits(LimitOptions{0, 1, /*max_streams=*/2});
+  EXPECT_TRUE(limits.OpenStream("u").ok());
+  EXPECT_TRUE(limits.OpenStream("u").ok());
+  EXPECT_EQ(limits.OpenStream("u").code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(limits.OpenStream("v").ok());
+  limits.CloseStream("u");
+  EXPECT_EQ(limits.open_streams("u"), 1);
+  EXPECT_TRUE(limits.OpenStream("u").ok());
+}
+
+TEST_F(AccessTest, AMemberWhoSubmitsTooFastIsToldWhenToRetry) {
+  const std::string data = Dataset("red", "{\"text\":\"r\",\"label\":1}\n");
+  auto jobs = Jobs();
+  lathe::v1::SubmitJobRequest req;
+  *req.mutable_spec() = Spec(data);
+  grpc::Status last;
+  int accepted = 0;
+  for (int i = 0; i < 400 && last.ok(); ++i) {
+    lathe::v1::SubmitJobResponse resp;
+    last = jobs->SubmitJob(As(alice_).get(), req, &resp);
+    if (last.ok()) ++accepted;
+  }
+  EXPECT_EQ(last.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(last.error_message().find("retry in"), std::string::npos);
+  EXPECT_GE(accepted, 100);  // the burst
+  // Another member's token is not held up.
+  lathe::v1::SubmitJobResponse resp;
+  *req.mutable_spec() = Spec(Dataset("blue", "{\"text\":\"b\",\"label\":1}\n"));
+  EXPECT_TRUE(jobs->SubmitJob(As(bob_).get(), req, &resp).ok());
+}
+
 }  // namespace
 }  // namespace lathe::server
