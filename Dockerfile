@@ -2,7 +2,9 @@
 # CLI in one image, serving with one local worker. It listens on the
 # container's loopback only unless it is given TLS (--tls-cert/--tls-key, files
 # mounted into the container; see docs/security.md) or --insecure. Use it from
-# inside the container (`docker exec CONTAINER lathe ...`), or serve TLS:
+# inside the container (`docker exec CONTAINER lathe --token-file
+# /var/lib/lathe/admin.token ...`: the first start writes the admin's token to
+# the data volume), or serve TLS:
 #   docker run -p 50051:50051 -v /etc/lathe/tls:/tls:ro IMAGE \
 #     --listen 0.0.0.0:50051 --tls-cert /tls/server.pem \
 #     --tls-key /tls/server.key --local-workers 1

@@ -278,8 +278,8 @@ int Submit(Client& c, const ParsedArgs& a) {
   spec->set_task(a.Get("task"));
   spec->set_model(a.Get("model"));
   spec->set_device(a.Get("device"));
-  spec->set_owner(
-      a.Get("owner", std::getenv("USER") ? std::getenv("USER") : ""));
+  // Empty: the server makes the token's user the owner.
+  spec->set_owner(a.Get("owner"));
   req.set_request_id(a.Get("request-id"));
   for (auto [flag, setter] :
        {std::pair<const char*, std::function<void(int64_t)>>{
@@ -547,8 +547,8 @@ int Predict(Client& c, const ParsedArgs& a) {
   spec->set_task(task);
   spec->set_model(model);
   spec->set_device(a.Get("device"));
-  spec->set_owner(
-      a.Get("owner", std::getenv("USER") ? std::getenv("USER") : ""));
+  // Empty: the server makes the token's user the owner.
+  spec->set_owner(a.Get("owner"));
   spec->set_max_attempts(1);
   if (!ParseKeyValues(a.All("param"), "param", spec->mutable_params())) {
     return 2;
