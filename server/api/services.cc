@@ -627,11 +627,15 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     while (reader->Read(&msg)) {
       if (first) {
         name = msg.name();
-        if (name.empty() || name.size() > 255 ||
+        const bool control = std::any_of(name.begin(), name.end(), [](char c) {
+          return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+        });
+        if (name.empty() || name.size() > 255 || control ||
             name.find('/') != std::string::npos || name == "." ||
             name == "..") {
           return absl::InvalidArgumentError(
-              "name: must be a file name of 1 to 255 characters without '/'");
+              "name: must be a file name of 1 to 255 characters without '/' "
+              "or control characters");
         }
         first = false;
       }

@@ -34,8 +34,18 @@ absl::StatusOr<std::string> AllowedRoots::Resolve(
   if (absl::StartsWith(path, kFilePrefix)) {
     path = path.substr(strlen(kFilePrefix));
   }
+  if (value.size() > 4096) {
+    return Invalid(field, "is longer than 4096 bytes");
+  }
+  for (char c : value) {
+    // A NUL would end the path where the operating system reads it, after
+    // the check saw the whole string.
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      return Invalid(field, "has a NUL or another control character");
+    }
+  }
   if (path.empty() || path[0] != '/') {
-    return Invalid(field, absl::StrCat("\"", value,
+    return Invalid(field, absl::StrCat("\"", value.substr(0, 256),
                                        "\" is not an absolute path or "
                                        "file:// URI"));
   }
@@ -44,12 +54,12 @@ absl::StatusOr<std::string> AllowedRoots::Resolve(
     if (PathWithin(canonical, root)) return canonical;
   }
   return Invalid(
-      field,
-      absl::StrCat("\"", value, "\" is outside the server's allowed roots (",
-                   roots_.empty() ? std::string("none configured; see "
-                                                "--allow-root")
-                                  : absl::StrJoin(roots_, ", "),
-                   ")"));
+      field, absl::StrCat("\"", value.substr(0, 256),
+                          "\" is outside the server's allowed roots (",
+                          roots_.empty() ? std::string("none configured; see "
+                                                       "--allow-root")
+                                         : absl::StrJoin(roots_, ", "),
+                          ")"));
 }
 
 }  // namespace lathe::server
