@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
+#include "common/redact.h"
 #include "common/status.h"
 #include "common/tar.h"
 
@@ -155,7 +156,7 @@ absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
   }
   if (!PathExists(arg)) {
     return absl::NotFoundError(
-        absl::StrCat("\"", arg,
+        absl::StrCat("\"", RedactSecrets(arg),
                      "\" is neither a local file, a dataset: reference nor a "
                      "file:// URI"));
   }

@@ -31,6 +31,7 @@
 #include "client/tokenize_command.h"
 #include "common/channel.h"
 #include "common/files.h"
+#include "common/redact.h"
 #include "common/status.h"
 
 namespace lathe::client {
@@ -234,7 +235,7 @@ absl::Status CheckDataArg(const char* flag, const std::string& arg) {
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "--", flag, ": \"", arg,
+      "--", flag, ": \"", RedactSecrets(arg),
       "\" is neither a local file, a dataset: reference nor a file:// URI"));
 }
 

@@ -62,6 +62,8 @@ constexpr char kUsage[] =
     "  --submit-burst N            submits one token may send at once (100)\n"
     "  --max-streams-per-user N    open watches, downloads and uploads per\n"
     "                              user (default 64; 0: no limit)\n"
+    "  --stream-idle-timeout-s S   end an upload that sent nothing for S\n"
+    "                              seconds (default 300; 0: never)\n"
     "  --keep-checkpoints K        keep the last K checkpoints of a job and "
     "its\n"
     "                              best (default 3; 0 keeps all)\n"
@@ -95,6 +97,7 @@ struct Flags {
   int64_t submit_rate = 20;
   int64_t submit_burst = 100;
   int64_t max_streams_per_user = 64;
+  int64_t stream_idle_timeout_s = 300;
   bool insecure = false;
   ServerTlsFiles tls;        // --tls-cert, --tls-key, --tls-client-ca
   std::string tls_local_ca;  // --tls-local-ca
@@ -222,6 +225,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       RETURN_IF_ERROR(int_flag(&f.submit_rate, 0, 1000000));
     } else if (a == "--submit-burst") {
       RETURN_IF_ERROR(int_flag(&f.submit_burst, 1, 1000000));
+    } else if (a == "--stream-idle-timeout-s") {
+      RETURN_IF_ERROR(int_flag(&f.stream_idle_timeout_s, 0, 86400));
     } else if (a == "--max-streams-per-user") {
       RETURN_IF_ERROR(int_flag(&f.max_streams_per_user, 0, 1000000));
     } else if (a == "--audit-retention-days") {
@@ -297,7 +302,8 @@ class ServerProcess {
               metrics_.get(),
               LimitOptions{static_cast<double>(flags_.submit_rate),
                            static_cast<double>(flags_.submit_burst),
-                           static_cast<int>(flags_.max_streams_per_user)});
+                           static_cast<int>(flags_.max_streams_per_user)},
+              absl::Seconds(flags_.stream_idle_timeout_s));
     JobServiceImpl jobs(&gate);
     DatasetServiceImpl datasets(&gate);
     ModelServiceImpl models(&gate);
@@ -323,9 +329,10 @@ class ServerProcess {
     const std::string grpc_addr =
         absl::StrCat(HostOf(flags_.listen), ":", port);
 
-    std::thread reaper([this] {
+    std::thread reaper([this, &gate] {
       while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
         manager_->ExpireWorkers();
+        gate.watchdog()->Sweep(absl::Now());
         FlushIdentities();
       }
       FlushIdentities();

@@ -624,7 +624,9 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     lathe::v1::UploadDatasetRequest msg;
     std::string name;
     bool first = true;
+    StreamWatchdog::Watch watch(gate_->watchdog(), ctx);
     while (reader->Read(&msg)) {
+      watch.Touch();
       if (first) {
         name = msg.name();
         const bool control = std::any_of(name.begin(), name.end(), [](char c) {
@@ -661,6 +663,7 @@ grpc::Status ModelServiceImpl::PushModel(
   RpcScope rpc(gate_, ctx, kModels, "PushModel");
   return rpc.Run([&](const Core& core) -> absl::Status {
     lathe::v1::PushModelRequest msg;
+    StreamWatchdog::Watch watch(gate_->watchdog(), ctx);
     if (!reader->Read(&msg)) {
       return absl::InvalidArgumentError("name: no message received");
     }
@@ -669,6 +672,7 @@ grpc::Status ModelServiceImpl::PushModel(
         auto push,
         core.models->StartPush(msg.name(), msg.replace(), rpc.principal()));
     do {
+      watch.Touch();
       if (ctx->IsCancelled()) return absl::CancelledError("push cancelled");
       if (msg.has_file()) RETURN_IF_ERROR(push->BeginFile(msg.file()));
       RETURN_IF_ERROR(push->Append(msg.chunk()));
@@ -983,6 +987,7 @@ grpc::Status WorkerServiceImpl::UploadCheckpointFile(
   RpcScope rpc(gate_, ctx, kWorkers, "UploadCheckpointFile");
   return rpc.Run([&](const Core& core) -> absl::Status {
     lathe::v1::UploadCheckpointFileRequest msg;
+    StreamWatchdog::Watch watch(gate_->watchdog(), ctx);
     if (!reader->Read(&msg)) {
       return absl::InvalidArgumentError("file: no message received");
     }
@@ -1001,6 +1006,7 @@ grpc::Status WorkerServiceImpl::UploadCheckpointFile(
     if (!core.artifacts->Has(info.sha256(), info.size())) {
       ASSIGN_OR_RETURN(auto writer, core.artifacts->NewWriter(info.size()));
       do {
+        watch.Touch();
         RETURN_IF_ERROR(writer->Append(msg.chunk()));
       } while (reader->Read(&msg));
       if (ctx->IsCancelled()) return absl::CancelledError("upload cancelled");

@@ -14,6 +14,7 @@
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "server/api/access.h"
 #include "server/api/limits.h"
+#include "server/api/stream_watchdog.h"
 #include "server/core/artifacts.h"
 #include "server/core/audit_log.h"
 #include "server/core/identities.h"
@@ -38,8 +39,16 @@ class RpcScope;
 // pointer must outlive the gate.
 class Gate {
  public:
-  Gate(Core core, Metrics* metrics, LimitOptions limits = LimitOptions())
-      : core_(core), metrics_(metrics), limits_(limits) {}
+  Gate(Core core, Metrics* metrics, LimitOptions limits = LimitOptions(),
+       absl::Duration stream_idle_timeout = absl::Minutes(5))
+      : core_(core),
+        metrics_(metrics),
+        limits_(limits),
+        watchdog_(stream_idle_timeout) {}
+
+  // Upload streams register here (StreamWatchdog); the server's reaper
+  // sweeps it.
+  StreamWatchdog* watchdog() { return &watchdog_; }
 
  private:
   friend class RpcScope;
@@ -47,6 +56,7 @@ class Gate {
   const Core core_;
   Metrics* const metrics_;
   Limits limits_;
+  StreamWatchdog watchdog_;
 };
 
 // The one conversion from absl::Status to grpc::Status; messages are capped.

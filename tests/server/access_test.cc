@@ -15,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -96,7 +97,7 @@ class AccessTest : public ::testing::Test {
     gate_ = std::make_unique<Gate>(
         Core{manager_.get(), manager_->models(), artifacts_.get(),
              identities_.get(), audit_.get()},
-        &metrics_);
+        &metrics_, LimitOptions(), /*stream_idle_timeout=*/absl::Seconds(1));
     jobs_svc_ = std::make_unique<JobServiceImpl>(gate_.get());
     datasets_svc_ = std::make_unique<DatasetServiceImpl>(gate_.get());
     models_svc_ = std::make_unique<ModelServiceImpl>(gate_.get());
@@ -577,6 +578,35 @@ TEST_F(AccessTest, AWorkerActsOnlyForItselfAndFetchesOnlyWhatItsJobsUse) {
       workers->ReportEvents(As(other).get(), report, &reported).error_code(),
       grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_TRUE(workers->ReportEvents(As(worker_).get(), report, &reported).ok());
+}
+
+TEST_F(AccessTest, AnUploadThatGoesQuietIsEnded) {
+  std::atomic<bool> stop{false};
+  std::thread reaper([&] {
+    while (!stop) {
+      gate_->watchdog()->Sweep(absl::Now());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  auto datasets = lathe::v1::DatasetService::NewStub(channel_);
+  auto ctx = As(alice_);
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::seconds(30));
+  lathe::v1::UploadDatasetResponse resp;
+  auto writer = datasets->UploadDataset(ctx.get(), &resp);
+  lathe::v1::UploadDatasetRequest first;
+  first.set_name("slow.jsonl");
+  first.set_chunk("{\"text\":\"a\",\"label\":1}\n");
+  ASSERT_TRUE(writer->Write(first));
+  // Then nothing: the server ends the call after its idle timeout (1 s
+  // here), long before the client's own deadline.
+  const auto t0 = std::chrono::steady_clock::now();
+  const grpc::Status s = writer->Finish();
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  stop = true;
+  reaper.join();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::CANCELLED) << s.error_message();
+  EXPECT_LT(waited, std::chrono::seconds(10));
 }
 
 TEST(LimitsTest, SubmitsPerTokenRefillAtTheRate) {

@@ -291,9 +291,22 @@ absl::Status Agent::Run() {
   while (!stop_) {
     if (WorkerId().empty() || reregister_) {
       absl::Status s = Register();
+      // A credential the server refuses stays refused: say so and stop
+      // (a supervisor that restarts the worker will show the same).
+      if (absl::IsUnauthenticated(s) || absl::IsPermissionDenied(s)) {
+        stop_ = true;
+        heartbeats.join();
+        return absl::Status(
+            s.code(),
+            absl::StrCat("cannot register with ", options_.server, ": ",
+                         absl::StatusCodeToString(s.code()), ": ", s.message(),
+                         " (a worker needs a worker-role token: "
+                         "--token-file FILE)"));
+      }
       if (!s.ok()) {
         Log(absl::StrCat("cannot register with ", options_.server, ": ",
-                         s.message(), "; retrying"));
+                         absl::StatusCodeToString(s.code()), ": ", s.message(),
+                         "; retrying"));
         absl::SleepFor(backoff);
         backoff = std::min(backoff * 2, absl::Seconds(5));
         continue;

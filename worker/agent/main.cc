@@ -148,6 +148,11 @@ int main(int argc, char** argv) {
   });
   signals.detach();
   auto s = (*agent)->Run();
+  if (!s.ok()) {
+    std::fprintf(stderr, "lathe-worker: %s\n",
+                 std::string(s.message()).c_str());
+    return 1;
+  }
   std::fprintf(stderr, "lathe-worker: stopped\n");
-  return s.ok() ? 0 : 1;
+  return 0;
 }
