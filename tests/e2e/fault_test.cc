@@ -6,14 +6,18 @@
 //
 // The kill points are drawn from a seeded generator and printed, so a failure
 // can be replayed with LATHE_FAULT_SEED.
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -85,17 +89,47 @@ void WriteData(const std::string& path) {
 class FaultTest : public ::testing::Test {
  protected:
   // The weights of the uninterrupted run, computed once for all tests.
+  //
+  // CTest runs each test in a process of its own, so the reference is kept
+  // in a file beside the binaries, named by what decides it: the SHA-256 of
+  // the training binary and of this file's job and data. A rebuilt trainer
+  // gets a new name, so a stale reference is never read. The first test
+  // process computes it under a lock; the others wait and read it.
   static void SetUpTestSuite() {
     dir_ = new TempDir();
     WriteData(dir_->path() + "/data.jsonl");
-    ServerProcess server(dir_->path() + "/reference", 1,
-                         {"--allow-root", dir_->path()});
-    ASSERT_TRUE(testing::Started(server));
-    const std::string id = Submit(server);
-    CommandResult wait = server.Cli({"wait", id, "--timeout", "600"});
-    ASSERT_EQ(wait.exit_code, 0) << wait.out << wait.err;
-    reference_sha_ = new std::string(FinalWeightsSha(server, id));
-    server.Stop();
+    auto trainer = Sha256File(testing::BinDir() + "/lathe-train");
+    ASSERT_TRUE(trainer.ok()) << trainer.status();
+    auto data = Sha256File(dir_->path() + "/data.jsonl");
+    ASSERT_TRUE(data.ok());
+    std::string job;
+    for (const auto& p : kJobParams) job += p + ";";
+    const std::string key = Sha256Hex(*trainer + *data + job).substr(0, 24);
+    const std::string cache =
+        testing::BinDir() + "/fault_reference." + key + ".sha256";
+    const int lock =
+        ::open((testing::BinDir() + "/fault_reference.lock").c_str(),
+               O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    ASSERT_GE(lock, 0);
+    ::flock(lock, LOCK_EX);
+    std::string sha;
+    std::ifstream(cache) >> sha;
+    if (sha.size() != 64) {
+      ServerProcess server(dir_->path() + "/reference", 1,
+                           {"--allow-root", dir_->path()});
+      ASSERT_TRUE(testing::Started(server));
+      const std::string id = Submit(server);
+      CommandResult wait = server.Cli({"wait", id, "--timeout", "600"});
+      ASSERT_EQ(wait.exit_code, 0) << wait.out << wait.err;
+      sha = FinalWeightsSha(server, id);
+      server.Stop();
+      ASSERT_EQ(sha.size(), 64u);
+      std::ofstream(cache + ".tmp") << sha << "\n";
+      std::filesystem::rename(cache + ".tmp", cache);
+    }
+    ::flock(lock, LOCK_UN);
+    ::close(lock);
+    reference_sha_ = new std::string(sha);
   }
   static void TearDownTestSuite() {
     delete dir_;
