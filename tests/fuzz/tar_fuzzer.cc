@@ -1,5 +1,6 @@
-// Feeds: the bytes of a folder-dataset archive (common/tar.h ExtractTar), as
-// a client uploads it. Checks: no crash or sanitizer report; whatever the
+// Feeds: the bytes of a folder-dataset archive (common/tar.h ExtractTar:
+// libarchive's tar reader, then Lathe's checks and writes), as a client
+// uploads it. Checks: no crash or sanitizer report; whatever the
 // outcome, nothing is written outside the destination folder, nothing in it
 // is a link or special file, and the file count and byte limits hold; when
 // extraction succeeds, WriteTar of the extracted folder extracts again to
