@@ -34,6 +34,22 @@ TEST(Sha256Test, FileMatchesString) {
   EXPECT_EQ(*digest, Sha256Hex("abc"));
 }
 
+TEST(FilesTest, ReadFileReturnsTheBytesAndErrorsForADirectory) {
+  const std::string dir = TempDir("read");
+  const std::string bytes("a\0b\n", 4);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/f", bytes).ok());
+  auto read = ReadFile(dir + "/f");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(*read, bytes);
+  EXPECT_TRUE(absl::IsNotFound(ReadFile(dir + "/missing").status()));
+  // A directory opens, then fails to read: an error, not an exception.
+  auto directory = ReadFile(dir);
+  ASSERT_FALSE(directory.ok());
+  EXPECT_NE(directory.status().message().find("Is a directory"),
+            std::string::npos)
+      << directory.status();
+}
+
 TEST(FilesTest, AtomicWriteReplacesAndLeavesNoTemporaries) {
   const std::string dir = TempDir("atomic");
   const std::string path = dir + "/out.txt";

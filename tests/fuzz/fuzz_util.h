@@ -43,6 +43,12 @@ void RemoveAll(const std::string& path);
 std::vector<std::string_view> SplitAtNul(const uint8_t* data, size_t size,
                                          size_t max_parts);
 
+// True for well-formed UTF-8 (no overlong forms, surrogates or code points
+// past U+10FFFF). The protobuf runtime refuses a message whose string
+// fields are not, so no request with such a field reaches the server: the
+// targets that build requests from raw bytes drop those inputs.
+bool IsValidUtf8(std::string_view s);
+
 }  // namespace lathe::fuzz
 
 #endif  // LATHE_TESTS_FUZZ_FUZZ_UTIL_H_
