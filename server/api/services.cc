@@ -17,125 +17,11 @@
 #include "absl/time/time.h"
 #include "common/redact.h"
 #include "common/status.h"
+#include "server/api/rpc_scope.h"
 
 namespace lathe::server {
 
 using lathe::v1::Job;
-
-// One RPC: admits it by the access policy before the handler may use the
-// core, and records its outcome (the one conversion to grpc::Status, and the
-// count by method and code) when it is done.
-class RpcScope {
- public:
-  RpcScope(Gate* gate, grpc::ServerContextBase* ctx, const char* service,
-           const char* method)
-      : gate_(gate), method_(method), service_(service), peer_(ctx->peer()) {
-    const std::string full = absl::StrCat("lathe.v1.", service, ".", method);
-    rule_ = AccessPolicy::RuleFor(full);
-    std::string_view header;
-    const auto& md = ctx->client_metadata();
-    if (auto it = md.find("authorization"); it != md.end()) {
-      header = std::string_view(it->second.data(), it->second.size());
-    }
-    if (rule_ == nullptr) {
-      admitted_ = gate->policy_.Check(full, principal_);
-      return;
-    }
-    auto who = gate->core_.identities->Authenticate(header);
-    if (!who.ok()) {
-      admitted_ = who.status();
-      return;
-    }
-    principal_ = *std::move(who);
-    admitted_ = gate->policy_.Check(full, principal_);
-    if (!admitted_.ok() || principal_.admin()) return;
-    const std::string_view m(method);
-    if (m == "SubmitJob") {
-      admitted_ = gate->limits_.TakeSubmit(principal_.token_id, absl::Now());
-    } else if (m == "WatchJob" || m == "DownloadCheckpointFile" ||
-               m == "UploadDataset" || m == "PushModel") {
-      admitted_ = gate->limits_.OpenStream(principal_.user);
-      holds_stream_ = admitted_.ok();
-    }
-  }
-  ~RpcScope() {
-    if (holds_stream_) gate_->limits_.CloseStream(principal_.user);
-  }
-  // Reactors keep the scope for the life of their stream; the stream's
-  // slot moves with it.
-  RpcScope(RpcScope&& other) noexcept
-      : gate_(other.gate_),
-        method_(other.method_),
-        service_(other.service_),
-        peer_(std::move(other.peer_)),
-        rule_(other.rule_),
-        principal_(std::move(other.principal_)),
-        resource_(std::move(other.resource_)),
-        admitted_(std::move(other.admitted_)),
-        holds_stream_(other.holds_stream_) {
-    other.holds_stream_ = false;
-  }
-  RpcScope(const RpcScope&) = delete;
-  RpcScope& operator=(const RpcScope&) = delete;
-  RpcScope& operator=(RpcScope&&) = delete;
-
-  // `body(core)` if the call is admitted, else why not.
-  template <typename Body>
-  auto Call(Body&& body) -> decltype(body(std::declval<const Core&>())) {
-    if (!admitted_.ok()) return admitted_;
-    return body(gate_->core_);
-  }
-  // Call, then Done.
-  template <typename Body>
-  grpc::Status Run(Body&& body) {
-    return Done(Call(std::forward<Body>(body)));
-  }
-  grpc::Status Done(const absl::Status& status) {
-    grpc::Status s = ToGrpcStatus(status);
-    gate_->metrics_->CountRpc(method_, absl::StatusCodeToString(status.code()));
-    const bool refused = absl::IsUnauthenticated(status) ||
-                         absl::IsPermissionDenied(status) || !admitted_.ok();
-    if (refused || (rule_ != nullptr && rule_->audited)) {
-      lathe::v1::AuditEntry e;
-      e.set_user(principal_.user);
-      e.set_token_id(principal_.token_id);
-      e.set_method(absl::StrCat(service_, ".", method_));
-      e.set_resource(resource_);
-      e.set_peer(peer_);
-      e.set_code(absl::StatusCodeToString(status.code()));
-      gate_->core_.audit->Record(std::move(e));
-    }
-    return s;
-  }
-  template <typename T>
-  grpc::Status Done(const absl::StatusOr<T>& result) {
-    return Done(result.status());
-  }
-
-  // The authenticated caller; meaningful once the call is admitted.
-  const Principal& principal() const { return principal_; }
-  // The job, model, dataset, user or token the call is about, for the
-  // audit log.
-  void set_resource(std::string resource) { resource_ = std::move(resource); }
-  // NOT_FOUND, worded as for a missing job, unless the caller may see a job
-  // of `team`.
-  absl::Status SeeJob(const std::string& id, const std::string& team) const {
-    if (principal_.Sees(team)) return absl::OkStatus();
-    return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
-  }
-
- private:
-  Gate* gate_;
-  const char* method_;
-  const char* service_;
-  std::string peer_;
-  const AccessRule* rule_ = nullptr;
-  Principal principal_;
-  std::string resource_;
-  absl::Status admitted_;
-  // Holds one of the user's stream slots (Limits::OpenStream).
-  bool holds_stream_ = false;
-};
 
 namespace {
 
@@ -326,17 +212,24 @@ class FileStreamReactor final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// Parses a request that arrived as bytes (the raw callback methods).
-template <typename Request>
-absl::Status ParseRequest(const grpc::ByteBuffer* bytes, Request* req) {
-  grpc::ByteBuffer copy(*bytes);  // shares the slices
-  if (!grpc::SerializationTraits<Request>::Deserialize(&copy, req).ok()) {
-    return absl::InvalidArgumentError("cannot parse the request");
-  }
-  return absl::OkStatus();
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* StreamFile(
+    RpcScope rpc, const absl::StatusOr<std::string>& file, int64_t offset,
+    std::string first) {
+  return new FileStreamReactor(std::move(rpc), file, offset, std::move(first));
 }
 
-}  // namespace
+absl::StatusOr<std::string> ResolveCheckpointStream(
+    const Core& core, const std::string& job_id, const std::string& checkpoint,
+    const std::string& file, std::string* first) {
+  ASSIGN_OR_RETURN(ResolvedFile resolved,
+                   core.jobs->ResolveCheckpointFile(job_id, checkpoint, file));
+  lathe::v1::DownloadCheckpointFileResponse r;
+  *r.mutable_file() = resolved.info;
+  *first = r.SerializeAsString();
+  return resolved.path;
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
@@ -350,12 +243,6 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 // ---- JobService ----
 
 namespace {
-constexpr char kJobs[] = "JobService";
-constexpr char kDatasets[] = "DatasetService";
-constexpr char kModels[] = "ModelService";
-constexpr char kWorkers[] = "WorkerService";
-constexpr char kAdmin[] = "AdminService";
-
 // NOT_FOUND, as for a missing job, when the caller may not see job `id`.
 absl::Status CheckJobVisible(RpcScope& rpc, const Core& core,
                              const std::string& id) {
@@ -599,16 +486,10 @@ JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext* ctx,
   auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
     RETURN_IF_ERROR(ParseRequest(request, &req));
     RETURN_IF_ERROR(CheckJobVisible(rpc, core, req.job_id()));
-    ASSIGN_OR_RETURN(ResolvedFile file,
-                     core.jobs->ResolveCheckpointFile(
-                         req.job_id(), req.checkpoint(), req.file()));
-    lathe::v1::DownloadCheckpointFileResponse r;
-    *r.mutable_file() = file.info;
-    first = r.SerializeAsString();
-    return file.path;
+    return ResolveCheckpointStream(core, req.job_id(), req.checkpoint(),
+                                   req.file(), &first);
   });
-  return new FileStreamReactor(std::move(rpc), path, req.offset(),
-                               std::move(first));
+  return StreamFile(std::move(rpc), path, req.offset(), std::move(first));
 }
 
 // ---- DatasetService ----
@@ -724,367 +605,6 @@ grpc::Status ModelServiceImpl::DeleteModel(
                      core.models->Delete(req->name(), rpc.principal()));
     return absl::OkStatus();
   });
-}
-
-// ---- AdminService ----
-
-namespace {
-
-void SetToken(const Identities::NewToken& t,
-              lathe::v1::CreateTokenResponse* resp) {
-  *resp->mutable_token() = t.token;
-  resp->set_secret(t.secret);
-}
-
-// Non-admins act on their own tokens only; another user's token reads as
-// missing.
-absl::Status OwnToken(const Principal& who, const lathe::v1::ApiToken& t) {
-  if (who.admin() || t.user() == who.user) return absl::OkStatus();
-  return absl::NotFoundError(absl::StrCat("token ", t.id(), " not found"));
-}
-
-}  // namespace
-
-grpc::Status AdminServiceImpl::CreateUser(
-    grpc::ServerContext* ctx, const lathe::v1::CreateUserRequest* req,
-    lathe::v1::CreateUserResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "CreateUser");
-  rpc.set_resource(req->name());
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    ASSIGN_OR_RETURN(
-        *resp->mutable_user(),
-        core.identities->CreateUser(req->name(), req->team(), req->role()));
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::ListUsers(grpc::ServerContext* ctx,
-                                         const lathe::v1::ListUsersRequest*,
-                                         lathe::v1::ListUsersResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "ListUsers");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    for (auto& u : core.identities->ListUsers()) {
-      *resp->add_users() = std::move(u);
-    }
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::DisableUser(
-    grpc::ServerContext* ctx, const lathe::v1::DisableUserRequest* req,
-    lathe::v1::DisableUserResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "DisableUser");
-  rpc.set_resource(req->name());
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    if (req->name() == rpc.principal().user) {
-      return absl::FailedPreconditionError(
-          "name: an admin cannot disable their own user");
-    }
-    ASSIGN_OR_RETURN(*resp->mutable_user(),
-                     core.identities->DisableUser(req->name()));
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::CreateToken(
-    grpc::ServerContext* ctx, const lathe::v1::CreateTokenRequest* req,
-    lathe::v1::CreateTokenResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "CreateToken");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    const Principal& who = rpc.principal();
-    const std::string user = req->user().empty() ? who.user : req->user();
-    rpc.set_resource(user);
-    if (user != who.user && !who.admin()) {
-      return absl::PermissionDeniedError(
-          "user: only an admin may create tokens for another user");
-    }
-    if (req->expires_in_s() < 0 || req->expires_in_s() > (int64_t{1} << 32)) {
-      return absl::InvalidArgumentError(
-          "expires_in_s: must be in [0, 2^32] (0: never)");
-    }
-    ASSIGN_OR_RETURN(
-        auto token, core.identities->CreateToken(
-                        user, req->name(), absl::Seconds(req->expires_in_s())));
-    rpc.set_resource(token.token.id());
-    SetToken(token, resp);
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::ListTokens(
-    grpc::ServerContext* ctx, const lathe::v1::ListTokensRequest* req,
-    lathe::v1::ListTokensResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "ListTokens");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    const Principal& who = rpc.principal();
-    const std::string user = who.admin() ? req->user() : who.user;
-    for (auto& t : core.identities->ListTokens(user)) {
-      *resp->add_tokens() = std::move(t);
-    }
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::RevokeToken(
-    grpc::ServerContext* ctx, const lathe::v1::RevokeTokenRequest* req,
-    lathe::v1::RevokeTokenResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "RevokeToken");
-  rpc.set_resource(req->id());
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    ASSIGN_OR_RETURN(auto token, core.identities->GetToken(req->id()));
-    RETURN_IF_ERROR(OwnToken(rpc.principal(), token));
-    ASSIGN_OR_RETURN(*resp->mutable_token(),
-                     core.identities->RevokeToken(req->id()));
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::ListAudit(grpc::ServerContext* ctx,
-                                         const lathe::v1::ListAuditRequest* req,
-                                         lathe::v1::ListAuditResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "ListAudit");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    if (req->page_size() < 0 || req->page_size() > 1000) {
-      return absl::InvalidArgumentError("page_size: must be in [0, 1000]");
-    }
-    ASSIGN_OR_RETURN(
-        auto entries,
-        core.audit->List(req->page_size() == 0 ? 100 : req->page_size(),
-                         req->before_seq()));
-    for (auto& e : entries) *resp->add_entries() = std::move(e);
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status AdminServiceImpl::WhoAmI(grpc::ServerContext* ctx,
-                                      const lathe::v1::WhoAmIRequest*,
-                                      lathe::v1::WhoAmIResponse* resp) {
-  RpcScope rpc(gate_, ctx, kAdmin, "WhoAmI");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    const Principal& who = rpc.principal();
-    ASSIGN_OR_RETURN(*resp->mutable_user(), core.identities->GetUser(who.user));
-    ASSIGN_OR_RETURN(*resp->mutable_token(),
-                     core.identities->GetToken(who.token_id));
-    return absl::OkStatus();
-  });
-}
-
-// ---- WorkerService ----
-
-namespace {
-void AddCommands(const WorkerCommands& commands,
-                 lathe::v1::HeartbeatResponse* resp) {
-  for (const auto& id : commands.cancel) resp->add_cancel_job_ids(id);
-  for (const auto& id : commands.checkpoint) resp->add_checkpoint_job_ids(id);
-  for (const auto& id : commands.pause) resp->add_pause_job_ids(id);
-}
-}  // namespace
-
-grpc::Status WorkerServiceImpl::RegisterWorker(
-    grpc::ServerContext* ctx, const lathe::v1::RegisterWorkerRequest* req,
-    lathe::v1::RegisterWorkerResponse* resp) {
-  RpcScope rpc(gate_, ctx, kWorkers, "RegisterWorker");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    std::vector<lathe::v1::Device> devices(req->device_info().begin(),
-                                           req->device_info().end());
-    if (devices.empty()) {
-      for (const auto& name : req->devices()) {
-        lathe::v1::Device d;
-        d.set_name(name);
-        devices.push_back(d);
-      }
-    }
-    ASSIGN_OR_RETURN(auto reg, core.jobs->RegisterWorker(req->name(), devices,
-                                                         req->hostname(),
-                                                         rpc.principal().user));
-    rpc.set_resource(reg.worker_id);
-    resp->set_worker_id(reg.worker_id);
-    resp->set_heartbeat_interval_ms(
-        absl::ToInt64Milliseconds(reg.heartbeat_interval));
-    resp->set_heartbeat_timeout_ms(
-        absl::ToInt64Milliseconds(reg.heartbeat_timeout));
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status WorkerServiceImpl::Heartbeat(
-    grpc::ServerContext* ctx, const lathe::v1::HeartbeatRequest* req,
-    lathe::v1::HeartbeatResponse* resp) {
-  RpcScope rpc(gate_, ctx, kWorkers, "Heartbeat");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    RETURN_IF_ERROR(
-        core.jobs->CheckWorkerOwner(req->worker_id(), rpc.principal().user));
-    ASSIGN_OR_RETURN(auto commands, core.jobs->Heartbeat(req->worker_id()));
-    AddCommands(commands, resp);
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status WorkerServiceImpl::HeartbeatStream(
-    grpc::ServerContext* ctx,
-    grpc::ServerReaderWriter<lathe::v1::HeartbeatResponse,
-                             lathe::v1::HeartbeatRequest>* stream) {
-  RpcScope rpc(gate_, ctx, kWorkers, "HeartbeatStream");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    lathe::v1::HeartbeatRequest req;
-    while (!ctx->IsCancelled() && stream->Read(&req)) {
-      RETURN_IF_ERROR(
-          core.jobs->CheckWorkerOwner(req.worker_id(), rpc.principal().user));
-      ASSIGN_OR_RETURN(auto commands, core.jobs->Heartbeat(req.worker_id()));
-      lathe::v1::HeartbeatResponse resp;
-      AddCommands(commands, &resp);
-      if (!stream->Write(resp)) break;
-    }
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status WorkerServiceImpl::AcquireJob(
-    grpc::ServerContext* ctx, const lathe::v1::AcquireJobRequest* req,
-    lathe::v1::AcquireJobResponse* resp) {
-  RpcScope rpc(gate_, ctx, kWorkers, "AcquireJob");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    if (req->wait_ms() < 0 || req->wait_ms() > 30000) {
-      return absl::InvalidArgumentError("wait_ms: must be in [0, 30000]");
-    }
-    auto until_deadline = absl::FromChrono(ctx->deadline()) - absl::Now() -
-                          absl::Milliseconds(200);
-    auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
-    if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
-    RETURN_IF_ERROR(
-        core.jobs->CheckWorkerOwner(req->worker_id(), rpc.principal().user));
-    ASSIGN_OR_RETURN(auto a, core.jobs->AcquireJob(req->worker_id(), wait));
-    if (a.has_value()) *resp->mutable_assignment() = std::move(*a);
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status WorkerServiceImpl::ReportEvents(
-    grpc::ServerContext* ctx, const lathe::v1::ReportEventsRequest* req,
-    lathe::v1::ReportEventsResponse* resp) {
-  RpcScope rpc(gate_, ctx, kWorkers, "ReportEvents");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    // A stale attempt first (FAILED_PRECONDITION tells its worker to stop).
-    RETURN_IF_ERROR(core.jobs->CheckAttempt(req->job_id(), req->attempt()));
-    RETURN_IF_ERROR(
-        core.jobs->CheckJobHolder(req->job_id(), rpc.principal().user));
-    std::vector<lathe::v1::Event> events(req->events().begin(),
-                                         req->events().end());
-    ASSIGN_OR_RETURN(auto commands,
-                     core.jobs->ReportEvents(req->job_id(), req->attempt(),
-                                             std::move(events)));
-    resp->set_cancel_requested(commands.cancel);
-    resp->set_checkpoint_requested(commands.checkpoint);
-    resp->set_pause_requested(commands.pause);
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status WorkerServiceImpl::UploadCheckpointFile(
-    grpc::ServerContext* ctx,
-    grpc::ServerReader<lathe::v1::UploadCheckpointFileRequest>* reader,
-    lathe::v1::UploadCheckpointFileResponse* resp) {
-  RpcScope rpc(gate_, ctx, kWorkers, "UploadCheckpointFile");
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    lathe::v1::UploadCheckpointFileRequest msg;
-    StreamWatchdog::Watch watch(gate_->watchdog(), ctx);
-    if (!reader->Read(&msg)) {
-      return absl::InvalidArgumentError("file: no message received");
-    }
-    const lathe::v1::FileInfo info = msg.file();
-    if (!IsSha256Hex(info.sha256())) {
-      return absl::InvalidArgumentError(
-          "file.sha256: not a SHA-256 hex digest");
-    }
-    if (info.size() < 0 ||
-        info.size() > core.jobs->options().max_upload_bytes) {
-      return absl::InvalidArgumentError("file.size: out of range");
-    }
-    RETURN_IF_ERROR(core.jobs->CheckAttempt(msg.job_id(), msg.attempt()));
-    RETURN_IF_ERROR(
-        core.jobs->CheckJobHolder(msg.job_id(), rpc.principal().user));
-    if (!core.artifacts->Has(info.sha256(), info.size())) {
-      ASSIGN_OR_RETURN(auto writer, core.artifacts->NewWriter(info.size()));
-      do {
-        watch.Touch();
-        RETURN_IF_ERROR(writer->Append(msg.chunk()));
-      } while (reader->Read(&msg));
-      if (ctx->IsCancelled()) return absl::CancelledError("upload cancelled");
-      if (writer->size() != info.size()) {
-        return absl::DataLossError(absl::StrCat(
-            "received ", writer->size(), " bytes, expected ", info.size()));
-      }
-      RETURN_IF_ERROR(writer->Commit(info.sha256()).status());
-    } else {
-      while (reader->Read(&msg)) {
-      }
-    }
-    *resp->mutable_file() = info;
-    return absl::OkStatus();
-  });
-}
-
-grpc::Status WorkerServiceImpl::FinishAttempt(
-    grpc::ServerContext* ctx, const lathe::v1::FinishAttemptRequest* req,
-    lathe::v1::FinishAttemptResponse*) {
-  RpcScope rpc(gate_, ctx, kWorkers, "FinishAttempt");
-  rpc.set_resource(req->job_id());
-  return rpc.Run([&](const Core& core) -> absl::Status {
-    RETURN_IF_ERROR(core.jobs->CheckAttempt(req->job_id(), req->attempt()));
-    RETURN_IF_ERROR(
-        core.jobs->CheckJobHolder(req->job_id(), rpc.principal().user));
-    return core.jobs->FinishAttempt(req->job_id(), req->attempt(),
-                                    req->outcome(), req->error(),
-                                    req->failure());
-  });
-}
-
-grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchDataset(
-    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  RpcScope rpc(gate_, ctx, kWorkers, "FetchDataset");
-  lathe::v1::FetchDatasetRequest req;
-  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
-    RETURN_IF_ERROR(ParseRequest(request, &req));
-    RETURN_IF_ERROR(core.jobs->CheckFetch(rpc.principal().user, req.ref(), ""));
-    return core.jobs->DatasetPath(req.ref());
-  });
-  return new FileStreamReactor(std::move(rpc), path, req.offset(), "");
-}
-
-grpc::ServerWriteReactor<grpc::ByteBuffer>* WorkerServiceImpl::FetchModelFile(
-    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* request) {
-  RpcScope rpc(gate_, ctx, kWorkers, "FetchModelFile");
-  lathe::v1::FetchModelFileRequest req;
-  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
-    RETURN_IF_ERROR(ParseRequest(request, &req));
-    RETURN_IF_ERROR(
-        core.jobs->CheckFetch(rpc.principal().user, "", req.sha256()));
-    return core.models->FilePath(req.sha256());
-  });
-  return new FileStreamReactor(std::move(rpc), path, req.offset(), "");
-}
-
-grpc::ServerWriteReactor<grpc::ByteBuffer>*
-WorkerServiceImpl::FetchCheckpointFile(grpc::CallbackServerContext* ctx,
-                                       const grpc::ByteBuffer* request) {
-  RpcScope rpc(gate_, ctx, kWorkers, "FetchCheckpointFile");
-  lathe::v1::FetchCheckpointFileRequest req;
-  std::string first;
-  auto path = rpc.Call([&](const Core& core) -> absl::StatusOr<std::string> {
-    RETURN_IF_ERROR(ParseRequest(request, &req));
-    RETURN_IF_ERROR(core.jobs->CheckAttempt(req.job_id(), req.attempt()));
-    RETURN_IF_ERROR(
-        core.jobs->CheckJobHolder(req.job_id(), rpc.principal().user));
-    ASSIGN_OR_RETURN(ResolvedFile file,
-                     core.jobs->ResolveCheckpointFile(
-                         req.job_id(), req.checkpoint(), req.file()));
-    lathe::v1::DownloadCheckpointFileResponse r;
-    *r.mutable_file() = file.info;
-    first = r.SerializeAsString();
-    return file.path;
-  });
-  return new FileStreamReactor(std::move(rpc), path, req.offset(),
-                               std::move(first));
 }
 
 }  // namespace lathe::server
