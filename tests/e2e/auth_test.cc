@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/system_fixture.h"
@@ -37,11 +38,9 @@ using std::chrono::seconds;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+// The file's bytes; empty when it cannot be read (not written yet).
 std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return ReadFile(path).value_or("");
 }
 
 // The first line of a token file: the secret it holds.

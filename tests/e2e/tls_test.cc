@@ -30,11 +30,9 @@ using std::chrono::seconds;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+// The file's bytes; empty when it cannot be read (not written yet).
 std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  return ReadFile(path).value_or("");
 }
 
 // A lathe-server with TLS flags, on loopback ports the kernel picks. Start()
