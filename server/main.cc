@@ -29,6 +29,7 @@
 #include "server/core/job_manager.h"
 #include "server/core/metrics.h"
 #include "server/core/store.h"
+#include "server/http/gateway.h"
 #include "server/identity_files.h"
 #include "server/local_workers.h"
 #include "server/tls.h"
@@ -42,6 +43,9 @@ constexpr char kUsage[] =
     "                              port 0 picks a free port)\n"
     "  --metrics-listen HOST:PORT  Prometheus /metrics (default "
     "127.0.0.1:9464)\n"
+    "  --http-listen HOST:PORT     also serve the dashboard and the JSON API\n"
+    "                              over HTTP (HTTPS with --tls-cert); off\n"
+    "                              unless given; port 0 picks a free port\n"
     "  --data-dir DIR              database, artifacts and logs (default\n"
     "                              ./lathe-data)\n"
     "  --local-workers N           start N worker agents beside the server\n"
@@ -83,6 +87,7 @@ constexpr char kUsage[] =
 struct Flags {
   std::string listen = "127.0.0.1:50051";
   std::string metrics_listen = "127.0.0.1:9464";
+  std::string http_listen;  // empty: no HTTP listener
   std::string data_dir = "lathe-data";
   int local_workers = 0;
   std::vector<std::string> allow_roots;
@@ -140,6 +145,16 @@ absl::Status CheckListeners(const Flags& f) {
         "--tls-cert/--tls-key, listen on 127.0.0.1 (and reach it through an "
         "SSH tunnel), or pass --insecure to serve it without TLS on a "
         "network you trust."));
+  }
+  if (!f.http_listen.empty() && !f.insecure && !IsLoopback(f.http_listen) &&
+      !f.tls.enabled()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "--http-listen ", f.http_listen,
+        " is not a loopback address, and it needs TLS: without it tokens and "
+        "every job's data would cross the network in the clear. Pass "
+        "--tls-cert/--tls-key (the HTTP listener serves HTTPS with them), "
+        "listen on 127.0.0.1, or pass --insecure to serve it without TLS on "
+        "a network you trust."));
   }
   if (!f.insecure && !IsLoopback(f.metrics_listen)) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -207,6 +222,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.listen = v;
     } else if (a == "--metrics-listen") {
       f.metrics_listen = v;
+    } else if (a == "--http-listen") {
+      f.http_listen = v;
     } else if (a == "--data-dir") {
       f.data_dir = v;
     } else if (a == "--local-workers") {
@@ -329,6 +346,22 @@ class ServerProcess {
     const std::string grpc_addr =
         absl::StrCat(HostOf(flags_.listen), ":", port);
 
+    std::string http_addr;
+    if (!flags_.http_listen.empty()) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(64 << 20);
+      http_ = std::make_unique<HttpGateway>(
+          HttpOptions{flags_.http_listen, flags_.tls.cert, flags_.tls.key,
+                      flags_.tls.client_ca, flags_.max_upload_mb << 20},
+          server_->InProcessChannel(args), &gate);
+      auto bound = http_->Start();
+      if (!bound.ok()) {
+        server_->Shutdown();
+        return bound.status();
+      }
+      http_addr = *bound;
+    }
+
     std::thread reaper([this, &gate] {
       while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
         manager_->ExpireWorkers();
@@ -368,6 +401,10 @@ class ServerProcess {
     nlohmann::json info = {{"grpc", grpc_addr},
                            {"metrics", metrics_addr},
                            {"pid", static_cast<int64_t>(::getpid())}};
+    if (http_) {
+      info["http"] = http_addr;
+      info["http_url"] = absl::StrCat(http_->scheme(), "://", http_addr);
+    }
     RETURN_IF_ERROR(
         WriteFileAtomic(flags_.data_dir + "/server.json", info.dump() + "\n"));
     std::fprintf(stderr,
@@ -375,12 +412,17 @@ class ServerProcess {
                  "http://%s/metrics, data in %s, %d local worker(s)\n",
                  grpc_addr.c_str(), metrics_addr.c_str(),
                  flags_.data_dir.c_str(), flags_.local_workers);
+    if (http_) {
+      std::fprintf(stderr, "lathe-server: dashboard and JSON API on %s://%s/\n",
+                   http_->scheme(), http_addr.c_str());
+    }
 
     WaitForSignal();
     std::fprintf(stderr, "lathe-server: shutting down\n");
     server_->GetHealthCheckService()->SetServingStatus(false);
     // Local workers first: they give their jobs back through the server.
     if (local_) local_->Stop(10);
+    if (http_) http_->Stop();
     manager_->Shutdown();
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::seconds(5));
@@ -425,6 +467,7 @@ class ServerProcess {
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<LocalWorkers> local_;
+  std::unique_ptr<HttpGateway> http_;
   absl::Notification stop_;
 };
 

@@ -17,6 +17,26 @@
 
 namespace lathe::server {
 
+// The `authorization` metadata of a call ("" when absent).
+inline std::string_view Authorization(const grpc::ServerContextBase& ctx) {
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return {};
+  return std::string_view(it->second.data(), it->second.size());
+}
+
+// The peer to audit. A call over the in-process channel comes from the HTTP
+// listener, which names its own client in `x-lathe-http-peer`; no network
+// client can arrive in-process, so only those calls may name a peer.
+inline std::string PeerOf(const grpc::ServerContextBase& ctx) {
+  std::string peer = ctx.peer();
+  if (peer.rfind("inproc", 0) != 0) return peer;
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("x-lathe-http-peer");
+  if (it == md.end()) return peer;
+  return "http:" + std::string(it->second.data(), it->second.size());
+}
+
 // One RPC: admits it by the access policy before the handler may use the
 // core, and records its outcome (the one conversion to grpc::Status, and the
 // count by method and code) when it is done.
@@ -24,19 +44,22 @@ class RpcScope {
  public:
   RpcScope(Gate* gate, grpc::ServerContextBase* ctx, const char* service,
            const char* method)
-      : gate_(gate), method_(method), service_(service), peer_(ctx->peer()) {
+      : RpcScope(gate, Authorization(*ctx), PeerOf(*ctx), service, method) {}
+  // A call that arrived another way (the HTTP listener): its Authorization
+  // header and the peer to audit.
+  RpcScope(Gate* gate, std::string_view authorization, std::string peer,
+           const char* service, const char* method)
+      : gate_(gate),
+        method_(method),
+        service_(service),
+        peer_(std::move(peer)) {
     const std::string full = absl::StrCat("lathe.v1.", service, ".", method);
     rule_ = AccessPolicy::RuleFor(full);
-    std::string_view header;
-    const auto& md = ctx->client_metadata();
-    if (auto it = md.find("authorization"); it != md.end()) {
-      header = std::string_view(it->second.data(), it->second.size());
-    }
     if (rule_ == nullptr) {
       admitted_ = gate->policy_.Check(full, principal_);
       return;
     }
-    auto who = gate->core_.identities->Authenticate(header);
+    auto who = gate->core_.identities->Authenticate(authorization);
     if (!who.ok()) {
       admitted_ = who.status();
       return;

@@ -1,0 +1,58 @@
+// Internal to server/http: the route sets the gateway installs, and what
+// they share.
+#ifndef LATHE_SERVER_HTTP_ROUTES_H_
+#define LATHE_SERVER_HTTP_ROUTES_H_
+
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+
+#include <memory>
+#include <set>
+
+#include "absl/synchronization/mutex.h"
+#include "lathe/v1/lathe.grpc.pb.h"
+#include "server/api/services.h"
+
+namespace lathe::server::http {
+
+// Open server-sent event streams, so that Stop can end them: each holds a
+// thread while it waits for the job's next event.
+class OpenStreams {
+ public:
+  void Add(grpc::ClientContext* ctx);
+  void Remove(grpc::ClientContext* ctx);
+  // Cancels every open stream; later ones are cancelled as they open.
+  void CancelAll();
+
+ private:
+  absl::Mutex mu_;
+  std::set<grpc::ClientContext*> open_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+struct Api {
+  explicit Api(const std::shared_ptr<grpc::Channel>& channel, Gate* g,
+               int64_t max_body)
+      : jobs(lathe::v1::JobService::NewStub(channel)),
+        datasets(lathe::v1::DatasetService::NewStub(channel)),
+        models(lathe::v1::ModelService::NewStub(channel)),
+        admin(lathe::v1::AdminService::NewStub(channel)),
+        gate(g),
+        max_body_bytes(max_body) {}
+  std::unique_ptr<lathe::v1::JobService::Stub> jobs;
+  std::unique_ptr<lathe::v1::DatasetService::Stub> datasets;
+  std::unique_ptr<lathe::v1::ModelService::Stub> models;
+  std::unique_ptr<lathe::v1::AdminService::Stub> admin;
+  Gate* gate;
+  int64_t max_body_bytes;
+  OpenStreams streams;
+};
+
+// /v1/jobs, /v1/datasets, /v1/models, /v1/whoami (json_api.cc).
+void AddJsonApi(httplib::Server& server, Api& api);
+// `/` and the dashboard's files (dashboard.cc).
+void AddDashboard(httplib::Server& server);
+
+}  // namespace lathe::server::http
+
+#endif  // LATHE_SERVER_HTTP_ROUTES_H_
