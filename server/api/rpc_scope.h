@@ -25,16 +25,20 @@ inline std::string_view Authorization(const grpc::ServerContextBase& ctx) {
   return std::string_view(it->second.data(), it->second.size());
 }
 
-// The peer to audit. A call over the in-process channel comes from the HTTP
-// listener, which names its own client in `x-lathe-http-peer`; no network
-// client can arrive in-process, so only those calls may name a peer.
+// The peer to audit. A call from the HTTP listener arrives over the
+// in-process channel and names its own client in `x-lathe-http-peer`; it
+// proves it is the listener with GatewayKey(), which never leaves the
+// process, so no network client can name a peer of its choosing.
 inline std::string PeerOf(const grpc::ServerContextBase& ctx) {
-  std::string peer = ctx.peer();
-  if (peer.rfind("inproc", 0) != 0) return peer;
   const auto& md = ctx.client_metadata();
-  auto it = md.find("x-lathe-http-peer");
-  if (it == md.end()) return peer;
-  return "http:" + std::string(it->second.data(), it->second.size());
+  auto key = md.find("x-lathe-gateway");
+  auto peer = md.find("x-lathe-http-peer");
+  if (key == md.end() || peer == md.end() ||
+      std::string_view(key->second.data(), key->second.size()) !=
+          GatewayKey()) {
+    return ctx.peer();
+  }
+  return "http:" + std::string(peer->second.data(), peer->second.size());
 }
 
 // One RPC: admits it by the access policy before the handler may use the

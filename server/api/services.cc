@@ -1,6 +1,7 @@
 #include "server/api/services.h"
 
 #include <fcntl.h>
+#include <openssl/rand.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -229,6 +231,16 @@ absl::StatusOr<std::string> ResolveCheckpointStream(
   *r.mutable_file() = resolved.info;
   *first = r.SerializeAsString();
   return resolved.path;
+}
+
+const std::string& GatewayKey() {
+  static const std::string* key = [] {
+    unsigned char bytes[16];
+    if (RAND_bytes(bytes, sizeof(bytes)) != 1) std::abort();
+    return new std::string(absl::BytesToHexString(
+        std::string(reinterpret_cast<const char*>(bytes), sizeof(bytes))));
+  }();
+  return *key;
 }
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {

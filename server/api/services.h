@@ -59,6 +59,10 @@ class Gate {
   StreamWatchdog watchdog_;
 };
 
+// A random key, made once per process, that the HTTP listener sends with
+// its in-process calls (rpc_scope.h, PeerOf).
+const std::string& GatewayKey();
+
 // The one conversion from absl::Status to grpc::Status; messages are capped.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
+#include "server/api/services.h"
 
 namespace lathe::server::http {
 
@@ -150,6 +151,7 @@ std::unique_ptr<grpc::ClientContext> CallContext(const httplib::Request& req) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   const std::string auth = req.get_header_value("Authorization");
   if (!auth.empty()) ctx->AddMetadata("authorization", auth);
+  ctx->AddMetadata("x-lathe-gateway", GatewayKey());
   ctx->AddMetadata("x-lathe-http-peer",
                    absl::StrCat(req.remote_addr, ":", req.remote_port));
   return ctx;

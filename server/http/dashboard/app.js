@@ -170,6 +170,7 @@
     stopView();
     session.clear();
     session.me = null;
+    Object.assign(jobsFilter, { state: '', owner: '', tokens: [''] });
     main.hidden = true;
     nav.hidden = true;
     who.hidden = true;
@@ -437,10 +438,15 @@
     }
 
     // Only admins and members see controls, and only those that fit the state.
+    // Rebuilt only when the state changes, so a click is never lost to a
+    // redraw between mouse down and up.
+    let actionsState = null;
     function renderActions() {
+      const s = job.state;
+      if (s === actionsState) return;
+      actionsState = s;
       actions.replaceChildren();
       if (!canControlJobs()) return;
-      const s = job.state;
       const btn = (verb, label, cls) => h('button', {
         type: 'button', class: cls, dataset: { testid: verb },
         onclick: (ev) => act(verb, ev.currentTarget),
@@ -462,6 +468,7 @@
         showError('');
       } catch (err) {
         report(err);
+      } finally {
         button.disabled = false;
       }
     }
@@ -477,6 +484,7 @@
           lineChart({ xLabel: 'step', yLabel: 'learning rate', series: [{ name: 'learning rate', points: lr, pointTestid: 'lr-point' }] }));
         charts.eval.replaceChildren(h('figcaption', {}, 'Evaluation metrics'),
           lineChart({ xLabel: 'step', yLabel: 'value', series: Object.keys(evals).sort()
+            .filter((name) => !name.startsWith('confusion_matrix/')) // counts, not scores
             .map((name) => ({ name, points: evals[name], pointTestid: 'eval-point' })) }));
         eventsList.replaceChildren(...events.slice().reverse().map(eventItem));
       }, 100);
@@ -792,8 +800,18 @@
     return ticks;
   }
 
-  // A line chart as an SVG element: series [{name, points: [[x, y]], pointTestid}].
-  // Each point is also a circle, so the number of points can be counted.
+  // Labels for one axis's ticks, all with the same number of decimals.
+  function tickLabels(ticks) {
+    const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : Math.abs(ticks[0]) || 1;
+    const biggest = Math.max(...ticks.map(Math.abs));
+    const decimals = Math.max(0, -Math.floor(Math.log10(step)));
+    if (decimals > 4 || biggest >= 1e6) return ticks.map((t) => (t === 0 ? '0' : t.toExponential(1)));
+    return ticks.map((t) => (t === 0 ? '0' : t.toFixed(decimals)));
+  }
+
+  // A line chart: an SVG element (and a legend list when there are several
+  // series). series: [{name, points: [[x, y]], pointTestid}]. Each point is
+  // also a circle, so the number of points can be counted.
   function lineChart({ xLabel, yLabel, series }) {
     const W = 420, H = 240, L = 58, R = 12, T = 12, B = 40;
     const all = series.flatMap((s) => s.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
@@ -813,14 +831,18 @@
     const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
 
     const axes = svg('g', { class: 'axes' });
-    for (const t of niceTicks(x0, x1, 5)) {
-      axes.append(svg('line', { x1: sx(t), x2: sx(t), y1: T, y2: H - B, class: 'grid' }),
-        svg('text', { x: sx(t), y: H - B + 14, 'text-anchor': 'middle' }, formatNumber(t)));
-    }
-    for (const t of niceTicks(y0, y1, 4)) {
-      axes.append(svg('line', { x1: L, x2: W - R, y1: sy(t), y2: sy(t), class: 'grid' }),
-        svg('text', { x: L - 4, y: sy(t) + 4, 'text-anchor': 'end' }, formatNumber(t)));
-    }
+    const xTicks = niceTicks(x0, x1, 5);
+    tickLabels(xTicks).forEach((label, i) => {
+      const x = sx(xTicks[i]);
+      axes.append(svg('line', { x1: x, x2: x, y1: T, y2: H - B, class: 'grid' }),
+        svg('text', { x, y: H - B + 14, 'text-anchor': 'middle' }, label));
+    });
+    const yTicks = niceTicks(y0, y1, 4);
+    tickLabels(yTicks).forEach((label, i) => {
+      const y = sy(yTicks[i]);
+      axes.append(svg('line', { x1: L, x2: W - R, y1: y, y2: y, class: 'grid' }),
+        svg('text', { x: L - 4, y: y + 4, 'text-anchor': 'end' }, label));
+    });
     axes.append(
       svg('line', { x1: L, x2: W - R, y1: H - B, y2: H - B, class: 'axis' }),
       svg('line', { x1: L, x2: L, y1: T, y2: H - B, class: 'axis' }),
@@ -843,16 +865,13 @@
       }
       root.append(g);
     });
-    if (series.length > 1) {
-      const legend = svg('g', { class: 'legend' });
-      series.forEach((s, i) => {
-        const y = T + 10 + i * 14;
-        legend.append(svg('rect', { x: W - R - 120, y: y - 8, width: 10, height: 10, fill: COLORS[i % COLORS.length] }),
-          svg('text', { x: W - R - 106, y }, s.name));
-      });
-      root.append(legend);
-    }
-    return root;
+    if (series.length < 2) return root;
+    const legend = h('ul', { class: 'legend' }, series.map((s, i) => h('li', {},
+      svg('svg', { width: 10, height: 10, 'aria-hidden': 'true' },
+        svg('rect', { width: 10, height: 10, fill: COLORS[i % COLORS.length] })), ' ', s.name)));
+    const box = document.createDocumentFragment();
+    box.append(root, legend);
+    return box;
   }
 
   // ---- start ---------------------------------------------------------------

@@ -1,0 +1,204 @@
+// The HTTP listener enforces what gRPC does: each route is called with the
+// same bad credentials and the same roles as the gRPC methods in
+// access_test.cc, and must answer as the method it stands for (401 where
+// gRPC says UNAUTHENTICATED, 403 where it says PERMISSION_DENIED, neither
+// where the role may call it). Real HTTP over loopback (cpp-httplib's
+// client) to the real gateway over the real services.
+#include <httplib.h>
+
+#include <thread>
+
+#include "nlohmann/json.hpp"
+#include "tests/server/access_fixture.h"
+
+namespace lathe::server {
+namespace {
+
+struct Route {
+  std::string method;  // GET, POST, DELETE
+  std::string path;
+  std::string body;
+  std::string rpc;  // the Service.Method it stands for
+};
+
+// Every route of the JSON API. A job that does not exist: a role that may
+// call the method gets 404 for it, one that may not gets 403 first.
+std::vector<Route> Routes() {
+  const std::string job = "/v1/jobs/job-000000000000";
+  return {
+      {"GET", "/v1/jobs", "", "JobService.ListJobs"},
+      {"POST", "/v1/jobs", "{\"spec\":{}}", "JobService.SubmitJob"},
+      {"GET", job, "", "JobService.GetJob"},
+      {"POST", job + ":cancel", "", "JobService.CancelJob"},
+      {"POST", job + ":pause", "", "JobService.PauseJob"},
+      {"POST", job + ":resume", "", "JobService.ResumeJob"},
+      {"POST", job + ":checkpoint", "", "JobService.RequestCheckpoint"},
+      {"GET", job + "/events", "", "JobService.WatchJob"},
+      {"GET", job + "/checkpoints", "", "JobService.ListCheckpoints"},
+      {"GET", job + "/checkpoints/latest/files/model.safetensors", "",
+       "JobService.DownloadCheckpointFile"},
+      {"POST", "/v1/datasets?name=d.jsonl", "{\"text\":\"a\",\"label\":1}\n",
+       "DatasetService.UploadDataset"},
+      {"GET", "/v1/models", "", "ModelService.ListModels"},
+      {"GET", "/v1/models/none", "", "ModelService.GetModel"},
+      {"DELETE", "/v1/models/none", "", "ModelService.DeleteModel"},
+      {"GET", "/v1/whoami", "", "AdminService.WhoAmI"},
+  };
+}
+
+// Methods of the user-facing services that have no HTTP route on purpose:
+// pushing a model directory stays with the CLI, and accounts are managed
+// with `lathe users` and `lathe tokens`.
+const std::set<std::string>& NotOverHttp() {
+  static const auto* s = new std::set<std::string>{
+      "ModelService.PushModel",   "AdminService.CreateUser",
+      "AdminService.ListUsers",   "AdminService.DisableUser",
+      "AdminService.CreateToken", "AdminService.ListTokens",
+      "AdminService.RevokeToken", "AdminService.ListAudit",
+  };
+  return *s;
+}
+
+class HttpAccessTest : public AccessTest {
+ protected:
+  httplib::Result Send(const Route& r, const std::string& authorization) {
+    httplib::Client client(Http());
+    client.set_read_timeout(10, 0);
+    httplib::Headers headers;
+    if (!authorization.empty()) {
+      headers.emplace("Authorization", authorization);
+    }
+    if (r.method == "GET") return client.Get(r.path, headers);
+    if (r.method == "DELETE") return client.Delete(r.path, headers);
+    return client.Post(r.path, headers, r.body, "application/json");
+  }
+  int Status(const Route& r, const std::string& authorization) {
+    auto res = Send(r, authorization);
+    return res ? res->status : -1;
+  }
+};
+
+TEST(HttpRouteTableTest, EveryClientMethodHasARouteOrIsKeptOffHttp) {
+  std::set<std::string> routed;
+  for (const auto& r : Routes()) routed.insert(r.rpc);
+  for (const auto& m : ApiMethods()) {
+    if (m.rfind("WorkerService.", 0) == 0) continue;  // workers speak gRPC
+    EXPECT_TRUE(routed.count(m) + NotOverHttp().count(m) == 1)
+        << m << " needs an HTTP route (and a row in Routes()) or a place in "
+        << "NotOverHttp()";
+  }
+}
+
+TEST_F(HttpAccessTest, EveryRouteRefusesABadTokenAndAdmitsOnlyItsRoles) {
+  auto revoked =
+      identities_->CreateToken("alice", "gone", absl::ZeroDuration());
+  ASSERT_TRUE(revoked.ok());
+  ASSERT_TRUE(identities_->RevokeToken(revoked->token.id()).ok());
+  const std::string disabled = Token("mallory", "red", ROLE_MEMBER);
+  ASSERT_TRUE(identities_->DisableUser("mallory").ok());
+  std::string wrong_secret = alice_;
+  wrong_secret.back() = wrong_secret.back() == '0' ? '1' : '0';
+  const std::map<std::string, std::string> bad = {
+      {"no token", ""},
+      {"not a bearer header", "Basic dXNlcjpwYXNz"},
+      {"malformed token", "Bearer lt_nonsense"},
+      {"wrong secret", wrong_secret},
+      {"revoked token", "Bearer " + revoked->secret},
+      {"disabled user", disabled},
+  };
+  const std::map<Role, std::string> roles = {{ROLE_ADMIN, admin_},
+                                             {ROLE_MEMBER, alice_},
+                                             {ROLE_VIEWER, vic_},
+                                             {ROLE_WORKER, worker_}};
+  for (const auto& route : Routes()) {
+    const std::string what = route.method + " " + route.path;
+    auto row = Matrix().find(route.rpc);
+    ASSERT_NE(row, Matrix().end()) << route.rpc;
+    for (const auto& [name, header] : bad) {
+      auto res = Send(route, header);
+      ASSERT_TRUE(res) << what;
+      EXPECT_EQ(res->status, 401) << what << " with " << name;
+      EXPECT_EQ(res->get_header_value("WWW-Authenticate"), "Bearer") << what;
+      auto body = nlohmann::json::parse(res->body, nullptr, false);
+      EXPECT_EQ(body["error"]["code"], "UNAUTHENTICATED") << what;
+    }
+    for (const auto& [role, header] : roles) {
+      const int status = Status(route, header);
+      if (row->second.count(role) > 0) {
+        EXPECT_NE(status, 401) << what << " as " << Role_Name(role);
+        EXPECT_NE(status, 403) << what << " as " << Role_Name(role);
+        EXPECT_GT(status, 0) << what;
+      } else {
+        EXPECT_EQ(status, 403) << what << " as " << Role_Name(role);
+      }
+    }
+  }
+}
+
+TEST_F(HttpAccessTest, AnotherTeamsJobIsNotFoundOnEveryRoute) {
+  const std::string blue = Dataset("blue", "{\"text\":\"b\",\"label\":1}\n");
+  auto bob_job = manager_->Submit(Spec(blue), "", Who(bob_));
+  ASSERT_TRUE(bob_job.ok()) << bob_job.status();
+  const std::string job = "/v1/jobs/" + bob_job->id();
+  for (const auto& route : std::vector<Route>{
+           {"GET", job, "", ""},
+           {"POST", job + ":cancel", "", ""},
+           {"POST", job + ":pause", "", ""},
+           {"POST", job + ":resume", "", ""},
+           {"POST", job + ":checkpoint", "", ""},
+           {"GET", job + "/events", "", ""},
+           {"GET", job + "/checkpoints", "", ""},
+           {"GET", job + "/checkpoints/latest/files/config.json", "", ""}}) {
+    EXPECT_EQ(Status(route, alice_), 404) << route.method << " " << route.path;
+  }
+  EXPECT_EQ(Status({"GET", job, "", ""}, bob_), 200);
+  EXPECT_EQ(Status({"GET", job, "", ""}, admin_), 200);
+  auto listed = Send({"GET", "/v1/jobs", "", ""}, alice_);
+  ASSERT_TRUE(listed);
+  auto body = nlohmann::json::parse(listed->body);
+  EXPECT_FALSE(body.contains("jobs")) << listed->body;
+  // A submit naming bob's dataset reads as a missing dataset.
+  const std::string submit =
+      "{\"spec\":{\"task\":\"text-classification\","
+      "\"model\":\"preset:bert-tiny\",\"train_data\":\"" +
+      blue + "\"}}";
+  auto res = Send({"POST", "/v1/jobs", submit, ""}, alice_);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404) << res->body;
+}
+
+TEST_F(HttpAccessTest, ErrorsNameTheFieldAndTheAuditLogNamesTheHttpClient) {
+  auto res = Send({"POST", "/v1/jobs",
+                   "{\"spec\":{\"task\":\"poetry\",\"model\":\"preset:bert-"
+                   "tiny\"}}",
+                   ""},
+                  alice_);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  auto body = nlohmann::json::parse(res->body);
+  EXPECT_EQ(body["error"]["code"], "INVALID_ARGUMENT");
+  EXPECT_EQ(body["error"]["param"], "spec.task");
+  EXPECT_EQ(body["error"]["http_status"], 400);
+  res = Send({"POST", "/v1/jobs", "{\"spec\":{\"colour\":1}}", ""}, alice_);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  res = Send({"GET", "/v1/jobs?page_size=ten", "", ""}, alice_);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(nlohmann::json::parse(res->body)["error"]["param"], "page_size");
+  res = Send({"GET", "/v1/no-such-thing", "", ""}, alice_);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 404);
+  // A refusal over HTTP is audited with the HTTP client's address.
+  EXPECT_EQ(Status({"POST", "/v1/jobs", "{}", ""}, vic_), 403);
+  auto admin = lathe::v1::AdminService::NewStub(channel_);
+  lathe::v1::ListAuditResponse audit;
+  ASSERT_TRUE(admin->ListAudit(As(admin_).get(), {}, &audit).ok());
+  ASSERT_GE(audit.entries_size(), 1);
+  EXPECT_EQ(audit.entries(0).user(), "vic");
+  EXPECT_EQ(audit.entries(0).code(), "PERMISSION_DENIED");
+  EXPECT_EQ(audit.entries(0).peer().rfind("http:127.0.0.1:", 0), 0u)
+      << audit.entries(0).peer();
+}
+
+}  // namespace
+}  // namespace lathe::server
