@@ -251,14 +251,23 @@
 
   window.addEventListener('hashchange', route);
 
-  // Calls fn now and every REFRESH_MS while the page is visible; returns a stop.
+  // Calls fn now and every REFRESH_MS while the page is visible; returns a
+  // stop. A refresh that works again clears the error the last one showed.
   function every(fn) {
     let stopped = false;
     let timer = null;
+    let failed = false;
     const tick = async () => {
       if (stopped) return;
       if (document.visibilityState === 'visible') {
-        try { await fn(); } catch (err) { report(err); }
+        try {
+          await fn();
+          if (failed && !stopped) showError('');
+          failed = false;
+        } catch (err) {
+          failed = true;
+          report(err);
+        }
       }
       if (!stopped) timer = setTimeout(tick, REFRESH_MS);
     };
