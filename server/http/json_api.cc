@@ -202,7 +202,7 @@ void Events(httplib::Server& server, Api& api) {
     res.set_header("Cache-Control", "no-store");
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
-        "text/event-stream", [watch](size_t, httplib::DataSink& sink) {
+        "text/event-stream", [watch, after](size_t, httplib::DataSink& sink) {
           lathe::v1::WatchJobResponse msg;
           if (!watch->sent_first) {
             msg = watch->first;
@@ -213,8 +213,9 @@ void Events(httplib::Server& server, Api& api) {
             sink.done();
             return true;
           }
-          const int64_t seq =
-              msg.has_event() ? msg.event().seq() : msg.job().last_event_seq();
+          // The first message, the job as it is, carries the position the
+          // client asked to continue from.
+          const int64_t seq = msg.has_event() ? msg.event().seq() : after;
           const std::string frame =
               absl::StrCat("id: ", seq, "\ndata: ", ToJson(msg), "\n\n");
           return sink.write(frame.data(), frame.size());
@@ -255,14 +256,49 @@ void Files(httplib::Server& server, Api& api) {
           res.status = 304;
           return;
         }
+        // One range is served as asked; several, or a Range that an
+        // If-Range for other content cancels, get the whole file (as HTTP
+        // allows). The library's own range handling is bypassed: it neither
+        // answers 416 nor stops a range at the end of the file.
+        const int64_t size = d->info().size();
+        int64_t start = 0;
+        int64_t end = size;  // exclusive
+        auto& ranges = const_cast<httplib::Request&>(hreq).ranges;
+        const std::string if_range = hreq.get_header_value("If-Range");
+        if (ranges.size() == 1 && (if_range.empty() || if_range == etag)) {
+          const auto [first, last] = ranges[0];
+          if (first < 0) {  // the last `last` bytes
+            start = std::max<int64_t>(0, size - last);
+          } else {
+            start = first;
+            if (last >= 0) end = std::min<int64_t>(size, last + 1);
+          }
+          if (start >= size || start >= end) {
+            ::close(fd);
+            d->Finish(absl::OutOfRangeError("range past the end"));
+            ranges.clear();
+            WriteError(res, grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
+                                         absl::StrCat("Range: the file has ",
+                                                      size, " bytes")));
+            res.status = 416;
+            res.set_header("Content-Range", absl::StrCat("bytes */", size));
+            return;
+          }
+          res.status = 206;
+          res.set_header("Content-Range", absl::StrCat("bytes ", start, "-",
+                                                       end - 1, "/", size));
+        }
+        ranges.clear();
+        res.set_header("Accept-Ranges", "bytes");
         auto buffer = std::make_shared<std::string>(1 << 20, '\0');
         res.set_content_provider(
-            static_cast<size_t>(d->info().size()), "application/octet-stream",
-            [fd, buffer](size_t offset, size_t length,
-                         httplib::DataSink& sink) {
+            static_cast<size_t>(end - start), "application/octet-stream",
+            [fd, buffer, start](size_t offset, size_t length,
+                                httplib::DataSink& sink) {
               const size_t want = std::min(length, buffer->size());
-              const ssize_t n =
-                  ::pread(fd, buffer->data(), want, static_cast<off_t>(offset));
+              const ssize_t n = ::pread(
+                  fd, buffer->data(), want,
+                  static_cast<off_t>(start + static_cast<int64_t>(offset)));
               if (n <= 0) return false;
               return sink.write(buffer->data(), static_cast<size_t>(n));
             },

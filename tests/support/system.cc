@@ -148,6 +148,7 @@ bool ServerProcess::Start(std::string* why) {
       if (!info.is_discarded()) {
         grpc_ = info.value("grpc", "");
         metrics_ = info.value("metrics", "");
+        http_ = info.value("http", "");
         break;
       }
     }

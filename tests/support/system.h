@@ -46,6 +46,8 @@ class ServerProcess {
   void Kill();
   const std::string& grpc_address() const { return grpc_; }
   const std::string& metrics_address() const { return metrics_; }
+  // HOST:PORT of the HTTP listener; empty without --http-listen.
+  const std::string& http_address() const { return http_; }
   const std::string& data_dir() const { return data_dir_; }
   // Listen on this address instead of a free port (to restart in place).
   void SetListen(const std::string& addr) { listen_ = addr; }
@@ -79,6 +81,7 @@ class ServerProcess {
   std::string listen_ = "127.0.0.1:0";
   std::string grpc_;
   std::string metrics_;
+  std::string http_;
 };
 
 // A process that runs for the life of the object: SIGTERM, then SIGKILL, on
