@@ -57,7 +57,8 @@ absl::StatusOr<std::string> HttpGateway::Start() {
   s.set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
   s.set_read_timeout(60, 0);
   s.set_write_timeout(60, 0);
-  s.set_keep_alive_timeout(30);
+  // An idle keep-alive connection holds Stop() until it times out.
+  s.set_keep_alive_timeout(5);
   s.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                          {"Referrer-Policy", "no-referrer"}});
   http::AddJsonApi(s, state_->api);
