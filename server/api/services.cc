@@ -294,11 +294,18 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx,
   return rpc.Run([&](const Core& core) -> absl::Status {
     std::vector<int> states(req->states().begin(), req->states().end());
     const Principal& who = rpc.principal();
-    ASSIGN_OR_RETURN(
-        auto page,
-        core.jobs->List(
-            states, req->owner(), req->page_size(), req->page_token(),
-            who.admin() ? std::nullopt : std::optional<std::string>(who.team)));
+    const auto team =
+        who.admin() ? std::nullopt : std::optional<std::string>(who.team);
+    std::string token = req->page_token();
+    if (!req->after_id().empty()) {
+      if (!token.empty()) {
+        return absl::InvalidArgumentError(
+            "after_id: give either after_id or page_token, not both");
+      }
+      ASSIGN_OR_RETURN(token, core.jobs->PageTokenAfter(req->after_id(), team));
+    }
+    ASSIGN_OR_RETURN(auto page, core.jobs->List(states, req->owner(),
+                                                req->page_size(), token, team));
     for (auto& j : page.first) *resp->add_jobs() = std::move(j);
     resp->set_next_page_token(page.second);
     return absl::OkStatus();
@@ -504,7 +511,74 @@ JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext* ctx,
   return StreamFile(std::move(rpc), path, req.offset(), std::move(first));
 }
 
+grpc::Status JobServiceImpl::ListJobEvents(
+    grpc::ServerContext* ctx, const lathe::v1::ListJobEventsRequest* req,
+    lathe::v1::ListJobEventsResponse* resp) {
+  RpcScope rpc(gate_, ctx, kJobs, "ListJobEvents");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    if (req->limit() < 0 || req->limit() > 1000) {
+      return absl::InvalidArgumentError("limit: must be in [0, 1000]");
+    }
+    if (req->after_seq() < 0) {
+      return absl::InvalidArgumentError("after_seq: must not be negative");
+    }
+    const int limit = req->limit() == 0 ? 100 : req->limit();
+    RETURN_IF_ERROR(CheckJobVisible(rpc, core, req->id()));
+    ASSIGN_OR_RETURN(auto got,
+                     core.jobs->WaitForEvents(req->id(), req->after_seq(),
+                                              limit + 1, absl::ZeroDuration()));
+    auto& events = got.second;
+    resp->set_has_more(static_cast<int>(events.size()) > limit);
+    if (resp->has_more()) events.resize(limit);
+    for (auto& e : events) *resp->add_events() = std::move(e);
+    return absl::OkStatus();
+  });
+}
+
 // ---- DatasetService ----
+
+namespace {
+std::optional<std::string> TeamOf(const Principal& who) {
+  return who.admin() ? std::nullopt : std::optional<std::string>(who.team);
+}
+}  // namespace
+
+grpc::Status DatasetServiceImpl::ListDatasets(
+    grpc::ServerContext* ctx, const lathe::v1::ListDatasetsRequest* req,
+    lathe::v1::ListDatasetsResponse* resp) {
+  RpcScope rpc(gate_, ctx, kDatasets, "ListDatasets");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(auto all,
+                     core.jobs->ListDatasets(TeamOf(rpc.principal())));
+    for (auto& d : all) *resp->add_datasets() = std::move(d);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status DatasetServiceImpl::GetDataset(
+    grpc::ServerContext* ctx, const lathe::v1::GetDatasetRequest* req,
+    lathe::v1::GetDatasetResponse* resp) {
+  RpcScope rpc(gate_, ctx, kDatasets, "GetDataset");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(
+        *resp->mutable_dataset(),
+        core.jobs->GetDataset(req->ref(), TeamOf(rpc.principal())));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status DatasetServiceImpl::DeleteDataset(
+    grpc::ServerContext* ctx, const lathe::v1::DeleteDatasetRequest* req,
+    lathe::v1::DeleteDatasetResponse* resp) {
+  RpcScope rpc(gate_, ctx, kDatasets, "DeleteDataset");
+  rpc.set_resource(req->ref());
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    ASSIGN_OR_RETURN(
+        *resp->mutable_dataset(),
+        core.jobs->DeleteDataset(req->ref(), TeamOf(rpc.principal())));
+    return absl::OkStatus();
+  });
+}
 
 grpc::Status DatasetServiceImpl::UploadDataset(
     grpc::ServerContext* ctx,

@@ -102,6 +102,9 @@ class JobServiceImpl final
   grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>* WatchJob(
       grpc::CallbackServerContext* ctx,
       const lathe::v1::WatchJobRequest* req) override;
+  grpc::Status ListJobEvents(grpc::ServerContext* ctx,
+                             const lathe::v1::ListJobEventsRequest* req,
+                             lathe::v1::ListJobEventsResponse* resp) override;
   grpc::Status ListCheckpoints(
       grpc::ServerContext* ctx, const lathe::v1::ListCheckpointsRequest* req,
       lathe::v1::ListCheckpointsResponse* resp) override;
@@ -120,6 +123,15 @@ class DatasetServiceImpl final : public lathe::v1::DatasetService::Service {
       grpc::ServerContext* ctx,
       grpc::ServerReader<lathe::v1::UploadDatasetRequest>* reader,
       lathe::v1::UploadDatasetResponse* resp) override;
+  grpc::Status ListDatasets(grpc::ServerContext* ctx,
+                            const lathe::v1::ListDatasetsRequest* req,
+                            lathe::v1::ListDatasetsResponse* resp) override;
+  grpc::Status GetDataset(grpc::ServerContext* ctx,
+                          const lathe::v1::GetDatasetRequest* req,
+                          lathe::v1::GetDatasetResponse* resp) override;
+  grpc::Status DeleteDataset(grpc::ServerContext* ctx,
+                             const lathe::v1::DeleteDatasetRequest* req,
+                             lathe::v1::DeleteDatasetResponse* resp) override;
 
  private:
   Gate* const gate_;

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/status.h"
 #include "server/core/job_states.h"
@@ -23,6 +24,11 @@ absl::StatusOr<lathe::v1::Dataset> DatasetCatalogue::Add(
   ds.set_name(name);
   ds.set_size(size);
   ds.set_sha256(sha256);
+  // The same bytes again keep the first upload's time.
+  ASSIGN_OR_RETURN(auto before, store_->GetDataset(sha256));
+  ds.set_create_time_ms(before.has_value() && before->create_time_ms() > 0
+                            ? before->create_time_ms()
+                            : absl::ToUnixMillis(absl::Now()));
   RETURN_IF_ERROR(store_->PutDataset(ds));
   PublishStoredBytes(store_, metrics_);
   return ds;

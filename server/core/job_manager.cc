@@ -181,6 +181,47 @@ absl::StatusOr<std::string> JobManager::DatasetPath(const std::string& ref) {
   return datasets_.Path(ref);
 }
 
+absl::StatusOr<std::vector<lathe::v1::Dataset>> JobManager::ListDatasets(
+    const std::optional<std::string>& team) {
+  return store_->ListDatasets(team);
+}
+
+absl::StatusOr<lathe::v1::Dataset> JobManager::GetDataset(
+    const std::string& ref, const std::optional<std::string>& team) {
+  const std::string prefix = "dataset:";
+  const std::string sha =
+      ref.rfind(prefix, 0) == 0 ? ref.substr(prefix.size()) : "";
+  if (!IsSha256Hex(sha)) {
+    return Invalid("ref", "is not a dataset reference (dataset:<sha256>)");
+  }
+  ASSIGN_OR_RETURN(auto ds, store_->GetDataset(sha));
+  bool visible = ds.has_value();
+  if (visible && team.has_value()) {
+    ASSIGN_OR_RETURN(visible, store_->DatasetHasTeam(sha, *team));
+  }
+  if (!visible) {
+    return absl::NotFoundError(absl::StrCat("dataset ", ref, " not found"));
+  }
+  return *ds;
+}
+
+absl::StatusOr<lathe::v1::Dataset> JobManager::DeleteDataset(
+    const std::string& ref, const std::optional<std::string>& team) {
+  ASSIGN_OR_RETURN(auto ds, GetDataset(ref, team));
+  RETURN_IF_ERROR(store_->RemoveDatasetTeam(ds.sha256(), team));
+  return ds;
+}
+
+absl::StatusOr<std::string> JobManager::PageTokenAfter(
+    const std::string& id, const std::optional<std::string>& team) {
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id));
+  if (team.has_value() && job.team() != *team) {
+    return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  }
+  ASSIGN_OR_RETURN(int64_t seq, store_->JobSeq(id));
+  return absl::StrCat(seq);
+}
+
 absl::StatusOr<WorkerRegistration> JobManager::RegisterWorker(
     const std::string& name, const std::vector<lathe::v1::Device>& devices,
     const std::string& hostname, const std::string& owner) {

@@ -123,6 +123,20 @@ class JobManager {
                                                 int64_t size,
                                                 const std::string& team = "");
   absl::StatusOr<std::string> DatasetPath(const std::string& ref);
+  // The datasets `team` uploaded (all when nullopt), newest first.
+  absl::StatusOr<std::vector<lathe::v1::Dataset>> ListDatasets(
+      const std::optional<std::string>& team);
+  // NOT_FOUND unless `team` (any team when nullopt) uploaded it.
+  absl::StatusOr<lathe::v1::Dataset> GetDataset(
+      const std::string& ref, const std::optional<std::string>& team);
+  // Takes it off `team`'s list (every list when nullopt); the dataset as it
+  // was.
+  absl::StatusOr<lathe::v1::Dataset> DeleteDataset(
+      const std::string& ref, const std::optional<std::string>& team);
+  // The page token that lists the jobs after job `id`; NOT_FOUND when
+  // `team` (if set) cannot see it.
+  absl::StatusOr<std::string> PageTokenAfter(
+      const std::string& id, const std::optional<std::string>& team);
 
   // ---- Workers ----
   // The worker belongs to `owner`, the user of the worker credential.

@@ -121,6 +121,14 @@ class Store {
                                       const std::string& team);
   absl::StatusOr<std::optional<lathe::v1::Dataset>> GetDataset(
       const std::string& sha256);
+  // The datasets `team` uploaded (every dataset when nullopt), newest first.
+  absl::StatusOr<std::vector<lathe::v1::Dataset>> ListDatasets(
+      const std::optional<std::string>& team);
+  // Takes the dataset off `team`'s list (every team's when nullopt).
+  absl::Status RemoveDatasetTeam(const std::string& sha256,
+                                 const std::optional<std::string>& team);
+  // The list position of job `id` (ListJobs' before_seq); NOT_FOUND.
+  absl::StatusOr<int64_t> JobSeq(const std::string& id);
 
   // Stores `model` under model.name(), replacing a model of that name, with a
   // reference to each of its files' blobs, in one transaction.

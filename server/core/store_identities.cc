@@ -3,6 +3,8 @@
 // (see store.h).
 #include <sqlite3.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "server/core/store.h"
@@ -38,6 +40,57 @@ absl::StatusOr<bool> Store::DatasetHasTeam(const std::string& sha256,
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
   return st.StepError();
+}
+
+absl::StatusOr<std::vector<lathe::v1::Dataset>> Store::ListDatasets(
+    const std::optional<std::string>& team) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_, team.has_value()
+                        ? "SELECT d.data FROM datasets d JOIN dataset_teams t "
+                          "ON d.sha256 = t.sha256 WHERE t.team = ?1"
+                        : "SELECT d.data FROM datasets d WHERE EXISTS "
+                          "(SELECT 1 FROM dataset_teams t WHERE "
+                          "t.sha256 = d.sha256)");
+  RETURN_IF_ERROR(st.status());
+  if (team.has_value()) st.Bind(1, *team);
+  std::vector<lathe::v1::Dataset> out;
+  while (true) {
+    const int rc = st.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return st.StepError();
+    ASSIGN_OR_RETURN(auto d, Parse<lathe::v1::Dataset>(st.Blob(0), "dataset"));
+    out.push_back(std::move(d));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.create_time_ms() != b.create_time_ms()
+               ? a.create_time_ms() > b.create_time_ms()
+               : a.sha256() < b.sha256();
+  });
+  return out;
+}
+
+absl::Status Store::RemoveDatasetTeam(const std::string& sha256,
+                                      const std::optional<std::string>& team) {
+  absl::MutexLock lock(&mu_);
+  Stmt st(db_, team.has_value()
+                   ? "DELETE FROM dataset_teams WHERE sha256=?1 AND team=?2"
+                   : "DELETE FROM dataset_teams WHERE sha256=?1");
+  st.Bind(1, sha256);
+  if (team.has_value()) st.Bind(2, *team);
+  return st.Run();
+}
+
+absl::StatusOr<int64_t> Store::JobSeq(const std::string& id) {
+  absl::MutexLock lock(&read_mu_);
+  Stmt st(read_db_, "SELECT seq FROM jobs WHERE id=?1");
+  RETURN_IF_ERROR(st.status());
+  st.Bind(1, id);
+  const int rc = st.Step();
+  if (rc == SQLITE_DONE) {
+    return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  }
+  if (rc != SQLITE_ROW) return st.StepError();
+  return st.Int(0);
 }
 
 absl::Status Store::PutUser(const User& user) {

@@ -75,6 +75,7 @@ void Jobs(httplib::Server& server, Api& api) {
     }
     req.set_owner(hreq.get_param_value("owner"));
     req.set_page_token(hreq.get_param_value("page_token"));
+    req.set_after_id(hreq.get_param_value("after_id"));
     int64_t page_size = 0;
     if (grpc::Status s = ParseInt(hreq, "page_size", &page_size); !s.ok()) {
       return WriteError(res, s);
@@ -171,6 +172,24 @@ void Events(httplib::Server& server, Api& api) {
                                           "Last-Event-ID: not an integer"));
     }
     req.set_after_seq(after);
+    // A client that asks for JSON gets the events as they are now.
+    const std::string accept = hreq.get_header_value("Accept");
+    if (accept.find("application/json") != std::string::npos &&
+        accept.find("text/event-stream") == std::string::npos) {
+      lathe::v1::ListJobEventsRequest list;
+      list.set_id(req.id());
+      list.set_after_seq(after);
+      int64_t limit = 0;
+      if (grpc::Status s = ParseInt(hreq, "limit", &limit); !s.ok()) {
+        return WriteError(res, s);
+      }
+      list.set_limit(static_cast<int32_t>(
+          std::max<int64_t>(-1, std::min<int64_t>(limit, 1 << 30))));
+      return Unary<lathe::v1::ListJobEventsResponse>(
+          hreq, res, list, [&](auto* ctx, auto& rq, auto* rs) {
+            return api.jobs->ListJobEvents(ctx, rq, rs);
+          });
+    }
     struct Watch {
       std::unique_ptr<grpc::ClientContext> ctx;
       std::unique_ptr<grpc::ClientReader<lathe::v1::WatchJobResponse>> reader;
@@ -336,6 +355,35 @@ void Datasets(httplib::Server& server, Api& api) {
               });
 }
 
+void DatasetList(httplib::Server& server, Api& api) {
+  server.Get("/v1/datasets",
+             [&api](const httplib::Request& hreq, httplib::Response& res) {
+               Unary<lathe::v1::ListDatasetsResponse>(
+                   hreq, res, lathe::v1::ListDatasetsRequest(),
+                   [&](auto* ctx, auto& rq, auto* rs) {
+                     return api.datasets->ListDatasets(ctx, rq, rs);
+                   });
+             });
+  server.Get(R"(/v1/datasets/([^/]+))",
+             [&api](const httplib::Request& hreq, httplib::Response& res) {
+               lathe::v1::GetDatasetRequest req;
+               req.set_ref(hreq.matches[1]);
+               Unary<lathe::v1::GetDatasetResponse>(
+                   hreq, res, req, [&](auto* ctx, auto& rq, auto* rs) {
+                     return api.datasets->GetDataset(ctx, rq, rs);
+                   });
+             });
+  server.Delete(R"(/v1/datasets/([^/]+))",
+                [&api](const httplib::Request& hreq, httplib::Response& res) {
+                  lathe::v1::DeleteDatasetRequest req;
+                  req.set_ref(hreq.matches[1]);
+                  Unary<lathe::v1::DeleteDatasetResponse>(
+                      hreq, res, req, [&](auto* ctx, auto& rq, auto* rs) {
+                        return api.datasets->DeleteDataset(ctx, rq, rs);
+                      });
+                });
+}
+
 void Models(httplib::Server& server, Api& api) {
   server.Get("/v1/models",
              [&api](const httplib::Request& hreq, httplib::Response& res) {
@@ -379,6 +427,7 @@ void AddJsonApi(httplib::Server& server, Api& api) {
   Events(server, api);
   Files(server, api);
   Datasets(server, api);
+  DatasetList(server, api);
   Models(server, api);
 }
 

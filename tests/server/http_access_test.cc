@@ -35,10 +35,16 @@ std::vector<Route> Routes() {
       {"POST", job + ":checkpoint", "", "JobService.RequestCheckpoint"},
       {"GET", job + "/events", "", "JobService.WatchJob"},
       {"GET", job + "/checkpoints", "", "JobService.ListCheckpoints"},
+      {"GET", job + "/events?json", "", "JobService.ListJobEvents"},
       {"GET", job + "/checkpoints/latest/files/model.safetensors", "",
        "JobService.DownloadCheckpointFile"},
       {"POST", "/v1/datasets?name=d.jsonl", "{\"text\":\"a\",\"label\":1}\n",
        "DatasetService.UploadDataset"},
+      {"GET", "/v1/datasets", "", "DatasetService.ListDatasets"},
+      {"GET", "/v1/datasets/dataset:" + std::string(64, 'a'), "",
+       "DatasetService.GetDataset"},
+      {"DELETE", "/v1/datasets/dataset:" + std::string(64, 'a'), "",
+       "DatasetService.DeleteDataset"},
       {"GET", "/v1/models", "", "ModelService.ListModels"},
       {"GET", "/v1/models/none", "", "ModelService.GetModel"},
       {"DELETE", "/v1/models/none", "", "ModelService.DeleteModel"},
@@ -67,6 +73,12 @@ class HttpAccessTest : public AccessTest {
     httplib::Headers headers;
     if (!authorization.empty()) {
       headers.emplace("Authorization", authorization);
+    }
+    // "?json" marks the event list: the same path as the event stream,
+    // asked for as JSON.
+    if (r.path.size() > 5 && r.path.substr(r.path.size() - 5) == "?json") {
+      headers.emplace("Accept", "application/json");
+      return client.Get(r.path.substr(0, r.path.size() - 5), headers);
     }
     if (r.method == "GET") return client.Get(r.path, headers);
     if (r.method == "DELETE") return client.Delete(r.path, headers);
