@@ -6,12 +6,13 @@
 //       --cli-bin build/bin/lathe [--node-modules .cache/npm-openai/node_modules]
 //
 // Starts the server with one local worker on kernel-chosen ports, creates a
-// viewer with the CLI, then with the SDK: uploads chat JSONL training and
+// member and a viewer of team "ml" and a member of another team with the CLI,
+// then with the SDK, as the member: uploads chat JSONL training and
 // validation files, creates fine-tuning jobs on preset:gpt2-tiny (both
 // hyperparameter forms), pages the job list, follows one job's events until
 // it succeeds, lists its checkpoints, cancels, pauses and resumes others,
-// checks the 400/401/403/404 errors the SDK maps to its error classes, and
-// deletes a file. Exits 0 and prints one PASS line, or exits 1 naming the
+// checks the 400/401/403/404 errors the SDK maps to its error classes (the
+// viewer's and the other team's included), and deletes a file. Exits 0 and prints one PASS line, or exits 1 naming the
 // failed step. The server is always stopped.
 
 import { spawn, execFile } from 'node:child_process';
@@ -27,7 +28,8 @@ const TEST_TIMEOUT_MS = 280_000; // CTest gives 300 s
 const JOB_TIMEOUT_MS = 240_000;
 const POLL_MS = 2_000;
 const MODEL = 'preset:gpt2-tiny';
-const HERE = path.dirname(fileURLToPath(import.meta.url));
+const HERE_FILE = fileURLToPath(import.meta.url);
+const HERE = path.dirname(HERE_FILE);
 const ROOT = path.resolve(HERE, '..', '..');
 
 // ---- arguments and prerequisites -------------------------------------------
@@ -99,8 +101,9 @@ async function waitFor(what, timeoutMs, fn, intervalMs = 200) {
 
 const started = Date.now();
 let currentStep = 'starting';
-function log(message) {
-  currentStep = message;
+// Prints a progress line; a step's line also names the step a failure is in.
+function log(message, isStep = true) {
+  if (isStep) currentStep = message;
   console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${message}`);
 }
 
@@ -243,17 +246,21 @@ function checkJob(job, what) {
 }
 
 async function runSteps(OpenAI, sdk, args, server, tmp) {
-  const admin = server.adminToken;
   const baseURL = `http://${server.http}/v1`;
   const clientFor = (apiKey) => new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 30_000 });
-  const client = clientFor(admin);
+  const admin = clientFor(server.adminToken);
 
-  log('creating user viewer1 (role viewer) with the CLI');
+  log('creating users with the CLI: alice (member) and viewer1 (viewer) of team ml, bob (member) of team other');
   const cli = ['--server', server.grpc, '--token-file', path.join(server.dataDir, 'admin.token')];
-  await runCli(args.cliBin, [...cli, 'users', 'create', 'viewer1', '--team', 'admin', '--role', 'viewer']);
-  const created = JSON.parse(await runCli(args.cliBin, [...cli, '--output', 'json', 'tokens', 'create', '--user', 'viewer1']));
-  check(created.token, 'lathe tokens create printed no token');
-  const viewer = clientFor(created.token);
+  const userClient = async (name, team, role) => {
+    await runCli(args.cliBin, [...cli, 'users', 'create', name, '--team', team, '--role', role]);
+    const created = JSON.parse(await runCli(args.cliBin, [...cli, '--output', 'json', 'tokens', 'create', '--user', name]));
+    check(created.token, 'lathe tokens create printed no token');
+    return clientFor(created.token);
+  };
+  const client = await userClient('alice', 'ml', 'member');
+  const viewer = await userClient('viewer1', 'ml', 'viewer');
+  const other = await userClient('bob', 'other', 'member');
 
   // -- files
   log('files.create: a chat JSONL training file and a validation file');
@@ -271,9 +278,16 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
   const onePage = await client.files.list({ limit: 1 });
   check(onePage.data.length === 1 && onePage.has_more === true && onePage.data[0].id === valid.file.id,
     `files.list({limit: 1}) answered ${show(onePage.data.map((f) => f.id))}, has_more ${onePage.has_more}`);
+  log("files.create with purpose 'assistants' is refused; train.jsonl, of the same bytes, stays");
   const badPurpose = await expectError("files.create with purpose 'assistants'",
     client.files.create({ file: fs.createReadStream(train.path), purpose: 'assistants' }), sdk.BadRequestError, 400);
   check(badPurpose.param === 'purpose', `the purpose error names param ${show(badPurpose.param)}, not "purpose"`);
+  // The refused upload had the same bytes as train.jsonl: that file stays.
+  checkFile(await client.files.retrieve(train.file.id), train.want, 'files.retrieve after a refused upload of the same bytes');
+  const stillListed = [];
+  for await (const f of client.files.list()) stillListed.push(f.id);
+  check(show(stillListed) === show([valid.file.id, train.file.id]),
+    'files.list after a refused upload of the same bytes as train.jsonl: ' + show(stillListed));
 
   // -- jobs
   log('fineTuning.jobs.create: the job followed to the end');
@@ -287,6 +301,7 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
   check(main.training_file === train.file.id, 'jobs.create: training_file ' + main.training_file);
   check(main.validation_file === valid.file.id, 'jobs.create: validation_file ' + main.validation_file);
   check(main.seed === 7, 'jobs.create: seed ' + main.seed);
+  check(main.organization_id === 'ml', 'jobs.create: organization_id ' + show(main.organization_id) + ', expected the team "ml"');
   check(main.user_provided_suffix === suffix, 'jobs.create: user_provided_suffix ' + show(main.user_provided_suffix));
   check(show(main.metadata) === show({ pipeline: 'nightly' }), 'jobs.create: metadata ' + show(main.metadata));
   check(main.hyperparameters.n_epochs === 2 && main.hyperparameters.batch_size === 8,
@@ -355,8 +370,8 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
     for (const ev of [...page.data].reverse()) {
       if (followed.has(ev.id)) continue;
       followed.set(ev.id, ev);
-      if (ev.type === 'metrics') log(`  metrics ${show(ev.data)}`);
-      else log(`  ${ev.level}: ${ev.message}`);
+      if (ev.type === 'metrics') log(`  metrics ${show(ev.data)}`, false);
+      else log(`  ${ev.level}: ${ev.message}`, false);
     }
     if (job.status === 'succeeded') break;
     check(!['failed', 'cancelled'].includes(job.status), `${main.id} is ${job.status}: ${show(job.error)}`);
@@ -412,7 +427,7 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
   }, 500);
   check(cancelled.fine_tuned_model === null, 'a cancelled job has fine_tuned_model ' + show(cancelled.fine_tuned_model));
 
-  log('errors: unknown job 404, wrong key 401, viewer 403, unknown training file 4xx');
+  log("errors: unknown job 404, wrong key 401, viewer 403, another team's 404, unknown training file 4xx");
   await expectError('jobs.retrieve(job-000000000000)',
     client.fineTuning.jobs.retrieve('job-000000000000'), sdk.NotFoundError, 404);
   await expectError('jobs.cancel(job-000000000000)',
@@ -426,6 +441,23 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
   const viewerSees = [];
   for await (const j of viewer.fineTuning.jobs.list()) viewerSees.push(j.id);
   check(show(viewerSees) === show(mine), `the viewer's jobs.list answered ${show(viewerSees)}, expected ${show(mine)}`);
+  await expectError("jobs.retrieve of team ml's job by team other",
+    other.fineTuning.jobs.retrieve(main.id), sdk.NotFoundError, 404);
+  await expectError("jobs.cancel of team ml's job by team other",
+    other.fineTuning.jobs.cancel(main.id), sdk.NotFoundError, 404);
+  await expectError("jobs.listEvents of team ml's job by team other",
+    other.fineTuning.jobs.listEvents(main.id), sdk.NotFoundError, 404);
+  await expectError("jobs.checkpoints.list of team ml's job by team other",
+    other.fineTuning.jobs.checkpoints.list(main.id), sdk.NotFoundError, 404);
+  await expectError("files.retrieve of team ml's file by team other",
+    other.files.retrieve(train.file.id), sdk.NotFoundError, 404);
+  const otherSees = { jobs: [], files: [] };
+  for await (const j of other.fineTuning.jobs.list()) otherSees.jobs.push(j.id);
+  for await (const f of other.files.list()) otherSees.files.push(f.id);
+  check(otherSees.jobs.length === 0 && otherSees.files.length === 0, 'team other lists ' + show(otherSees));
+  const adminSees = [];
+  for await (const j of admin.fineTuning.jobs.list({ limit: 3 })) adminSees.push(j.id);
+  check(show(adminSees) === show(mine), `the admin's jobs.list answered ${show(adminSees)}, expected ${show(mine)}`);
   let unknownFile = null;
   try {
     await client.fineTuning.jobs.create({ model: MODEL, training_file: 'file-' + '0'.repeat(64) });
@@ -439,6 +471,7 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
   const deleted = await client.files.delete(valid.file.id);
   check(deleted.id === valid.file.id && deleted.object === 'file' && deleted.deleted === true, 'files.delete answered ' + show(deleted));
   await expectError('files.retrieve of a deleted file', client.files.retrieve(valid.file.id), sdk.NotFoundError, 404);
+  await expectError('files.retrieve of a deleted file by the admin', admin.files.retrieve(valid.file.id), sdk.NotFoundError, 404);
   const after = [];
   for await (const f of client.files.list()) after.push(f.id);
   check(!after.includes(valid.file.id) && after.includes(train.file.id), 'files.list after the delete: ' + show(after));
@@ -481,9 +514,12 @@ async function main() {
     console.log(`PASS openai_sdk: openai ${SDK_VERSION} against lathe-server: files create/retrieve/list/delete, ` +
       `4 fine-tuning jobs listed over ${r.pages} pages, one followed to succeeded (${r.events} events, ` +
       `${r.metrics} with a loss, ${r.checkpoints} checkpoints), cancel waiting and running, pause/resume, ` +
-      `400/401/403/404 errors, in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      `400/401/403/404 errors (viewer, other team), in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } catch (err) {
-    console.error(`FAIL openai_sdk at "${currentStep}": ` + (err instanceof TestFailure ? err.message : err.stack || err));
+    // An SDK error: its class (the HTTP status it stands for) and where in this file.
+    const where = String((err && err.stack) || '').split('\n').filter((l) => l.includes(path.basename(HERE_FILE))).join('\n');
+    console.error(`FAIL openai_sdk at "${currentStep}": ` +
+      (err instanceof TestFailure ? err.message : `${err && err.constructor.name}: ${err && err.message}\n${where}`));
     if (server) console.error('server log (last lines):\n' + server.logTail(40));
   } finally {
     clearTimeout(timer);
