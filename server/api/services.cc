@@ -613,6 +613,11 @@ grpc::Status DatasetServiceImpl::UploadDataset(
     if (ctx->IsCancelled()) return absl::CancelledError("upload cancelled");
     if (first) return absl::InvalidArgumentError("name: no message received");
     ASSIGN_OR_RETURN(std::string sha, writer->Commit());
+    const std::string& team = rpc.principal().team;
+    resp->set_created(!core.jobs
+                           ->GetDataset(absl::StrCat("dataset:", sha),
+                                        std::optional<std::string>(team))
+                           .ok());
     ASSIGN_OR_RETURN(
         *resp->mutable_dataset(),
         core.jobs->AddDataset(name, sha, writer->size(), rpc.principal().team));

@@ -195,9 +195,10 @@ absl::StatusOr<lathe::v1::Dataset> JobManager::GetDataset(
     return Invalid("ref", "is not a dataset reference (dataset:<sha256>)");
   }
   ASSIGN_OR_RETURN(auto ds, store_->GetDataset(sha));
+  // A dataset no team has on its list any more is gone, for admins too.
   bool visible = ds.has_value();
-  if (visible && team.has_value()) {
-    ASSIGN_OR_RETURN(visible, store_->DatasetHasTeam(sha, *team));
+  if (visible) {
+    ASSIGN_OR_RETURN(visible, store_->DatasetHasTeam(sha, team));
   }
   if (!visible) {
     return absl::NotFoundError(absl::StrCat("dataset ", ref, " not found"));

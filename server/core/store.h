@@ -117,8 +117,9 @@ class Store {
   // content, visible to the teams that uploaded the bytes).
   absl::Status AddDatasetTeam(const std::string& sha256,
                               const std::string& team);
+  // Whether `team` uploaded the dataset (any team when nullopt).
   absl::StatusOr<bool> DatasetHasTeam(const std::string& sha256,
-                                      const std::string& team);
+                                      const std::optional<std::string>& team);
   absl::StatusOr<std::optional<lathe::v1::Dataset>> GetDataset(
       const std::string& sha256);
   // The datasets `team` uploaded (every dataset when nullopt), newest first.

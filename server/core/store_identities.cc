@@ -29,13 +29,16 @@ absl::Status Store::AddDatasetTeam(const std::string& sha256,
   return st.Run();
 }
 
-absl::StatusOr<bool> Store::DatasetHasTeam(const std::string& sha256,
-                                           const std::string& team) {
+absl::StatusOr<bool> Store::DatasetHasTeam(
+    const std::string& sha256, const std::optional<std::string>& team) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(read_db_, "SELECT 1 FROM dataset_teams WHERE sha256=?1 AND team=?2");
+  Stmt st(read_db_,
+          team.has_value()
+              ? "SELECT 1 FROM dataset_teams WHERE sha256=?1 AND team=?2"
+              : "SELECT 1 FROM dataset_teams WHERE sha256=?1 LIMIT 1");
   RETURN_IF_ERROR(st.status());
   st.Bind(1, sha256);
-  st.Bind(2, team);
+  if (team.has_value()) st.Bind(2, *team);
   const int rc = st.Step();
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;

@@ -62,6 +62,7 @@ absl::StatusOr<std::string> HttpGateway::Start() {
   s.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                          {"Referrer-Policy", "no-referrer"}});
   http::AddJsonApi(s, state_->api);
+  http::AddOpenAiApi(s, state_->api);
   http::AddDashboard(s);
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;

@@ -52,6 +52,8 @@ struct Api {
 void AddJsonApi(httplib::Server& server, Api& api);
 // `/` and the dashboard's files (dashboard.cc).
 void AddDashboard(httplib::Server& server);
+// /v1/files and /v1/fine_tuning/jobs in OpenAI's shapes (openai_api.cc).
+void AddOpenAiApi(httplib::Server& server, Api& api);
 
 }  // namespace lathe::server::http
 
