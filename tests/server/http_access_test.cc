@@ -52,6 +52,30 @@ std::vector<Route> Routes() {
   };
 }
 
+// The OpenAI-compatible routes, each with the Lathe method it calls.
+std::vector<Route> OpenAiRoutes() {
+  const std::string job = "/v1/fine_tuning/jobs/job-000000000000";
+  const std::string file = "/v1/files/file-" + std::string(64, 'a');
+  return {
+      {"POST", "/v1/files", "{\"text\":\"a\",\"label\":1}\n",
+       "DatasetService.UploadDataset"},
+      {"GET", "/v1/files", "", "DatasetService.ListDatasets"},
+      {"GET", file, "", "DatasetService.GetDataset"},
+      {"DELETE", file, "", "DatasetService.DeleteDataset"},
+      {"POST", "/v1/fine_tuning/jobs",
+       "{\"model\":\"preset:gpt2-tiny\",\"training_file\":\"file-" +
+           std::string(64, 'a') + "\"}",
+       "JobService.SubmitJob"},
+      {"GET", "/v1/fine_tuning/jobs", "", "JobService.ListJobs"},
+      {"GET", job, "", "JobService.GetJob"},
+      {"POST", job + "/cancel", "", "JobService.CancelJob"},
+      {"POST", job + "/pause", "", "JobService.PauseJob"},
+      {"POST", job + "/resume", "", "JobService.ResumeJob"},
+      {"GET", job + "/events", "", "JobService.ListJobEvents"},
+      {"GET", job + "/checkpoints", "", "JobService.ListCheckpoints"},
+  };
+}
+
 // Methods of the user-facing services that have no HTTP route on purpose:
 // pushing a model directory stays with the CLI, and accounts are managed
 // with `lathe users` and `lathe tokens`.
@@ -81,6 +105,12 @@ class HttpAccessTest : public AccessTest {
       return client.Get(r.path.substr(0, r.path.size() - 5), headers);
     }
     if (r.method == "GET") return client.Get(r.path, headers);
+    if (r.path == "/v1/files") {  // multipart, as OpenAI's clients send it
+      return client.Post(r.path, headers,
+                         httplib::MultipartFormDataItems{
+                             {"file", r.body, "d.jsonl", "application/jsonl"},
+                             {"purpose", "fine-tune", "", ""}});
+    }
     if (r.method == "DELETE") return client.Delete(r.path, headers);
     return client.Post(r.path, headers, r.body, "application/json");
   }
@@ -122,7 +152,9 @@ TEST_F(HttpAccessTest, EveryRouteRefusesABadTokenAndAdmitsOnlyItsRoles) {
                                              {ROLE_MEMBER, alice_},
                                              {ROLE_VIEWER, vic_},
                                              {ROLE_WORKER, worker_}};
-  for (const auto& route : Routes()) {
+  std::vector<Route> all = Routes();
+  for (const auto& r : OpenAiRoutes()) all.push_back(r);
+  for (const auto& route : all) {
     const std::string what = route.method + " " + route.path;
     auto row = Matrix().find(route.rpc);
     ASSERT_NE(row, Matrix().end()) << route.rpc;
