@@ -21,7 +21,9 @@ absl::Status FromGrpc(const ::grpc::Status& s);
 
 class Client {
  public:
-  Client(std::string target, std::shared_ptr<grpc::Channel> channel);
+  // `options` are kept for checkpoint downloads over HTTP.
+  Client(std::string target, std::shared_ptr<grpc::Channel> channel,
+         ChannelOptions options = ChannelOptions());
 
   // `target` is HOST:PORT; `options` carry the token and the TLS files.
   // INVALID_ARGUMENT naming a TLS file that cannot be read.
@@ -59,18 +61,24 @@ class Client {
   absl::StatusOr<std::string> ResolveData(const std::string& arg);
   // Downloads every file of one checkpoint (`selector`: latest, best or a
   // step) into `dest`, resuming partial files, and verifies each SHA-256.
-  // `progress` is told each file as it completes.
+  // Over the server's HTTP listener when it has one and it can be reached
+  // (else over gRPC); `progress` is told each file as it completes.
   absl::StatusOr<lathe::v1::Checkpoint> DownloadCheckpoint(
       const std::string& job_id, const std::string& selector,
       const std::string& dest,
       const std::function<void(const lathe::v1::FileInfo&)>& progress);
+  // "HTTP" or "gRPC": how the last DownloadCheckpoint fetched its files.
+  const std::string& download_transport() const { return transport_; }
 
  private:
   absl::Status DownloadFile(const std::string& job_id,
                             const std::string& selector,
                             const lathe::v1::FileInfo& file,
-                            const std::string& dest);
+                            const std::string& dest, int http_port,
+                            bool http_tls);
   std::string target_;
+  ChannelOptions options_;
+  std::string transport_ = "gRPC";
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<lathe::v1::JobService::Stub> jobs_;
   std::unique_ptr<lathe::v1::DatasetService::Stub> datasets_;

@@ -687,7 +687,8 @@ int Download(Client& c, const ParsedArgs& a, const std::string& id) {
     std::cout << ToJson(*cp) << "\n";
   } else {
     std::cout << "downloaded checkpoint at step " << cp->step() << " to "
-              << dest << " (" << cp->files_size() << " files verified)\n";
+              << dest << " over " << c.download_transport() << " ("
+              << cp->files_size() << " files verified)\n";
   }
   return 0;
 }

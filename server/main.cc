@@ -79,9 +79,9 @@ constexpr char kUsage[] =
     "                              this PEM bundle (mTLS)\n"
     "  --tls-local-ca FILE         the CA local workers verify the server\n"
     "                              with (default: the --tls-cert file)\n"
-    "  --insecure                  allow --listen on an address other than\n"
-    "                              loopback without TLS, and --metrics-listen\n"
-    "                              (plain HTTP) on one\n"
+    "  --insecure                  allow --listen and --http-listen on an\n"
+    "                              address other than loopback without TLS,\n"
+    "                              and --metrics-listen (plain HTTP) on one\n"
     "The chosen addresses are written to DATA_DIR/server.json once serving.\n";
 
 struct Flags {
@@ -360,6 +360,8 @@ class ServerProcess {
         return bound.status();
       }
       http_addr = *bound;
+      gate.SetHttp(std::stoi(http_addr.substr(http_addr.rfind(':') + 1)),
+                   flags_.tls.enabled());
     }
 
     std::thread reaper([this, &gate] {

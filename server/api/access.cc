@@ -25,6 +25,7 @@ const std::map<std::string_view, AccessRule>& Rules() {
       {"lathe.v1.JobService.RequestCheckpoint", {kClient, true, true}},
       {"lathe.v1.JobService.WatchJob", {kClient, false, false}},
       {"lathe.v1.JobService.ListJobEvents", {kClient, false, false}},
+      {"lathe.v1.JobService.ListWorkers", {kClient, false, false}},
       {"lathe.v1.JobService.ListCheckpoints", {kClient, false, false}},
       {"lathe.v1.JobService.DownloadCheckpointFile", {kClient, false, false}},
       {"lathe.v1.DatasetService.UploadDataset", {kClient, true, true}},

@@ -492,6 +492,8 @@ grpc::Status JobServiceImpl::ListCheckpoints(
     ASSIGN_OR_RETURN(auto list, core.jobs->ListCheckpoints(req->job_id()));
     for (auto& c : list.first) *resp->add_checkpoints() = std::move(c);
     resp->set_best_step(list.second);
+    resp->set_http_port(gate_->http_port());
+    resp->set_http_tls(gate_->http_tls());
     return absl::OkStatus();
   });
 }
@@ -509,6 +511,25 @@ JobServiceImpl::DownloadCheckpointFile(grpc::CallbackServerContext* ctx,
                                    req.file(), &first);
   });
   return StreamFile(std::move(rpc), path, req.offset(), std::move(first));
+}
+
+grpc::Status JobServiceImpl::ListWorkers(
+    grpc::ServerContext* ctx, const lathe::v1::ListWorkersRequest* req,
+    lathe::v1::ListWorkersResponse* resp) {
+  RpcScope rpc(gate_, ctx, kJobs, "ListWorkers");
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    for (auto& w : core.jobs->ListWorkers()) {
+      // Another team's job is not named, only counted.
+      std::vector<std::string> ids(w.job_ids().begin(), w.job_ids().end());
+      w.clear_job_ids();
+      for (const auto& id : ids) {
+        auto job = core.jobs->Get(id);
+        if (job.ok() && rpc.principal().Sees(job->team())) w.add_job_ids(id);
+      }
+      *resp->add_workers() = std::move(w);
+    }
+    return absl::OkStatus();
+  });
 }
 
 grpc::Status JobServiceImpl::ListJobEvents(

@@ -10,6 +10,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
+
 #include "absl/status/status.h"
 #include "lathe/v1/lathe.grpc.pb.h"
 #include "server/api/access.h"
@@ -50,6 +52,15 @@ class Gate {
   // sweeps it.
   StreamWatchdog* watchdog() { return &watchdog_; }
 
+  // The HTTP listener's port (0: none) and whether it serves HTTPS, which
+  // ListCheckpoints tells clients.
+  void SetHttp(int port, bool tls) {
+    http_tls_ = tls;
+    http_port_ = port;
+  }
+  int http_port() const { return http_port_; }
+  bool http_tls() const { return http_tls_; }
+
  private:
   friend class RpcScope;
   const AccessPolicy policy_{};
@@ -57,6 +68,8 @@ class Gate {
   Metrics* const metrics_;
   Limits limits_;
   StreamWatchdog watchdog_;
+  std::atomic<int> http_port_{0};
+  std::atomic<bool> http_tls_{false};
 };
 
 // A random key, made once per process, that the HTTP listener sends with
@@ -102,6 +115,9 @@ class JobServiceImpl final
   grpc::ServerWriteReactor<lathe::v1::WatchJobResponse>* WatchJob(
       grpc::CallbackServerContext* ctx,
       const lathe::v1::WatchJobRequest* req) override;
+  grpc::Status ListWorkers(grpc::ServerContext* ctx,
+                           const lathe::v1::ListWorkersRequest* req,
+                           lathe::v1::ListWorkersResponse* resp) override;
   grpc::Status ListJobEvents(grpc::ServerContext* ctx,
                              const lathe::v1::ListJobEventsRequest* req,
                              lathe::v1::ListJobEventsResponse* resp) override;

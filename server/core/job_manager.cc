@@ -223,6 +223,25 @@ absl::StatusOr<std::string> JobManager::PageTokenAfter(
   return absl::StrCat(seq);
 }
 
+std::vector<lathe::v1::WorkerStatus> JobManager::ListWorkers() const {
+  std::vector<lathe::v1::WorkerStatus> out;
+  for (const auto& [info, seen_ms] : workers_.Snapshot()) {
+    lathe::v1::WorkerStatus w;
+    w.set_id(info.id);
+    w.set_name(info.name);
+    for (const auto& d : info.devices) *w.add_devices() = d;
+    for (const auto& j : info.jobs) w.add_job_ids(j);
+    w.set_running_jobs(static_cast<int32_t>(info.jobs.size()));
+    w.set_last_heartbeat_time_ms(seen_ms);
+    w.set_owner(info.owner);
+    out.push_back(std::move(w));
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.name() != b.name() ? a.name() < b.name() : a.id() < b.id();
+  });
+  return out;
+}
+
 absl::StatusOr<WorkerRegistration> JobManager::RegisterWorker(
     const std::string& name, const std::vector<lathe::v1::Device>& devices,
     const std::string& hostname, const std::string& owner) {

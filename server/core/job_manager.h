@@ -139,6 +139,8 @@ class JobManager {
       const std::string& id, const std::optional<std::string>& team);
 
   // ---- Workers ----
+  // Every registered worker, sorted by name; job_ids lists all its jobs.
+  std::vector<lathe::v1::WorkerStatus> ListWorkers() const;
   // The worker belongs to `owner`, the user of the worker credential.
   absl::StatusOr<WorkerRegistration> RegisterWorker(
       const std::string& name, const std::vector<lathe::v1::Device>& devices,

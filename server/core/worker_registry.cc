@@ -117,6 +117,13 @@ std::vector<WorkerInfo> WorkerRegistry::Expire(int64_t timeout_ms) {
   return gone;
 }
 
+std::vector<std::pair<WorkerInfo, int64_t>> WorkerRegistry::Snapshot() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<std::pair<WorkerInfo, int64_t>> out;
+  for (const auto& [id, e] : workers_) out.emplace_back(e.info, e.last_seen_ms);
+  return out;
+}
+
 size_t WorkerRegistry::size() const {
   absl::MutexLock lock(&mu_);
   return workers_.size();

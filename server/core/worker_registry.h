@@ -73,6 +73,9 @@ class WorkerRegistry {
   // returns them with the jobs they held.
   std::vector<WorkerInfo> Expire(int64_t timeout_ms) ABSL_LOCKS_EXCLUDED(mu_);
   size_t size() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Every worker with when it was last heard from (ms since the epoch).
+  std::vector<std::pair<WorkerInfo, int64_t>> Snapshot() const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // True when `devices` can hold a job asking for `resources`: enough
   // devices of its kind, each with the memory it asks for.

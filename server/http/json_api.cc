@@ -411,6 +411,14 @@ void Models(httplib::Server& server, Api& api) {
                         return api.models->DeleteModel(ctx, rq, rs);
                       });
                 });
+  server.Get("/v1/workers",
+             [&api](const httplib::Request& hreq, httplib::Response& res) {
+               Unary<lathe::v1::ListWorkersResponse>(
+                   hreq, res, lathe::v1::ListWorkersRequest(),
+                   [&](auto* ctx, auto& rq, auto* rs) {
+                     return api.jobs->ListWorkers(ctx, rq, rs);
+                   });
+             });
   server.Get("/v1/whoami", [&api](const httplib::Request& hreq,
                                   httplib::Response& res) {
     Unary<lathe::v1::WhoAmIResponse>(hreq, res, lathe::v1::WhoAmIRequest(),

@@ -369,6 +369,18 @@ async function runSteps(pw, args, server, cleanup) {
     return ids.length === 1 && ids[0] === job2;
   });
 
+  log('the queue page: the local worker and the third job, queued or running on it');
+  await page.goto(server.http + '/#/queue');
+  await waitFor('the local worker in the workers table', 15_000, async () => {
+    const rows = await page.getByTestId('worker-row').allTextContents();
+    return rows.length === 1 && rows[0].includes('local-0') && rows[0].includes('cpu');
+  });
+  await waitFor(`${job3} in the queued or the running table`, 15_000, async () => {
+    const ids = await page.locator('[data-testid="queued-row"], [data-testid="running-row"]')
+      .evaluateAll((rows) => rows.map((r) => r.dataset.jobId));
+    return ids.includes(job3);
+  });
+
   log('viewer logs in; no job controls anywhere');
   await logout(page);
   await login(page, viewerToken);

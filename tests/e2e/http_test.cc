@@ -158,6 +158,15 @@ TEST(HttpTest, AJobOverHttpStreamsItsEventsAndItsCheckpointResumesWithCurl) {
   ASSERT_EQ(wget.exit_code, 0) << wget.err;
   EXPECT_EQ(Sha256File(wpart).value_or(""), sha);
 
+  // lathe download takes the HTTP listener the server names, and verifies
+  // every file as over gRPC.
+  auto cli = server.Cli(
+      {"download", id, "--checkpoint", "best", "--dest", dir.path() + "/cli"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.out << cli.err;
+  EXPECT_THAT(cli.out, HasSubstr("over HTTP"));
+  EXPECT_EQ(Sha256File(dir.path() + "/cli/model.safetensors").value_or(""),
+            sha);
+
   // A range past the end, and a file the checkpoint does not have.
   auto past = Curl(token, {"-o", "/dev/null", "-w", "%{http_code}", "--range",
                            std::to_string(size + 10) + "-", url});

@@ -51,6 +51,7 @@ inline const std::map<std::string, std::set<Role>>& Matrix() {
       {"JobService.RequestCheckpoint", people},
       {"JobService.WatchJob", readers},
       {"JobService.ListJobEvents", readers},
+      {"JobService.ListWorkers", readers},
       {"JobService.ListCheckpoints", readers},
       {"JobService.DownloadCheckpointFile", readers},
       {"DatasetService.UploadDataset", people},

@@ -49,6 +49,7 @@ std::vector<Route> Routes() {
       {"GET", "/v1/models/none", "", "ModelService.GetModel"},
       {"DELETE", "/v1/models/none", "", "ModelService.DeleteModel"},
       {"GET", "/v1/whoami", "", "AdminService.WhoAmI"},
+      {"GET", "/v1/workers", "", "JobService.ListWorkers"},
   };
 }
 

@@ -727,8 +727,7 @@
       h('section', {}, h('h2', {}, 'Running'),
         h('table', { dataset: { testid: 'running-table' } },
           heads(['id', 'state', 'worker', 'task', 'owner', 'team', 'progress', 'ETA']), runningBody)),
-      // Workers: the server has no workers listing yet. When GET /v1/workers
-      // exists this section shows it; until then it says so.
+      // Workers (GET /v1/workers); a server without that route says so.
       h('section', {}, h('h2', {}, 'Workers'), workersSlot));
 
     async function load() {
@@ -772,10 +771,24 @@
       }
       const workers = Array.isArray(resp.workers) ? resp.workers : [];
       if (!workers.length) { workersSlot.replaceChildren(h('p', { class: 'muted' }, 'No workers.')); return; }
-      // The shape is not fixed yet: show each worker's top-level fields.
-      const cols = [...new Set(workers.flatMap((w) => Object.keys(obj(w))))];
-      workersSlot.replaceChildren(table('workers-table', null, cols, workers.map((w) => h('tr', {},
-        cols.map((c) => h('td', {}, typeof w[c] === 'object' ? JSON.stringify(w[c]) : str(w[c])))))));
+      const devices = (w) => (Array.isArray(w.devices) ? w.devices : []).map((d) => {
+        const mb = num(obj(d).memory_mb);
+        return str(obj(d).name) + (mb ? ' (' + formatNumber(mb / 1024) + ' GiB)' : '');
+      }).join(', ');
+      workersSlot.replaceChildren(table('workers-table', null,
+        ['name', 'id', 'devices', 'jobs', 'last heartbeat', 'owner'],
+        workers.map((w) => {
+          const ids = Array.isArray(w.job_ids) ? w.job_ids : [];
+          const hidden = num(w.running_jobs) - ids.length;
+          const seen = num(w.last_heartbeat_time_ms);
+          return h('tr', { dataset: { testid: 'worker-row' } },
+            h('td', {}, str(w.name)), h('td', {}, str(w.id)), h('td', {}, devices(w)),
+            h('td', {}, ...ids.map((id) => h('div', {}, link(id))),
+              hidden > 0 ? h('div', { class: 'muted' }, hidden + " of another team's") : null,
+              !ids.length && hidden <= 0 ? h('span', { class: 'muted' }, 'idle') : null),
+            h('td', {}, seen ? formatDuration(Math.max(0, (Date.now() - seen) / 1000)) + ' ago' : ''),
+            h('td', {}, str(w.owner)));
+        })));
     }
 
     return every(load);
