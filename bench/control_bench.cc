@@ -97,6 +97,8 @@ std::shared_ptr<grpc::Channel> Channel(const ServerProcess& server,
   std::getline(in, token);
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, (16 << 20) - 1);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20);
   // Separate connections per client: no multiplexing onto one socket.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto channel = lathe::MakeChannel(server.grpc_address(), {token, {}}, args);

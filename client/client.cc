@@ -30,6 +30,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     const std::string& target, const ChannelOptions& options) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(8 << 20);
+  // A gRPC download (a server without an HTTP listener) takes its 1 MiB
+  // chunks in large frames and keeps a deep receive window.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, (16 << 20) - 1);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 64 << 20);
   ASSIGN_OR_RETURN(auto channel, MakeChannel(target, options, args));
   return std::make_unique<Client>(target, std::move(channel), options);
 }

@@ -333,6 +333,10 @@ class ServerProcess {
     builder.AddListeningPort(flags_.listen, ServerCredentials(flags_.tls),
                              &port);
     builder.SetMaxReceiveMessageSize(8 << 20);
+    // Large HTTP/2 frames: a 1 MiB download chunk crosses in one frame
+    // rather than 64 (the receive window stays the default, so a client
+    // cannot make the server buffer more for an upload).
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, (16 << 20) - 1);
     builder.RegisterService(&jobs);
     builder.RegisterService(&datasets);
     builder.RegisterService(&models);

@@ -6,6 +6,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 #include "server/api/services.h"
+#include "server/core/identities.h"
 
 namespace lathe::server::http {
 
@@ -117,7 +118,12 @@ std::string FieldOf(const std::string& message) {
 
 void WriteError(httplib::Response& res, const grpc::Status& status) {
   const int http_status = HttpStatusOf(status.error_code());
-  const std::string message = status.error_message();
+  std::string message = status.error_message();
+  // The core's hint names the CLI's ways to give a token; over HTTP there
+  // is one.
+  if (message == kNoTokenHint) {
+    message = "no token: send the header `Authorization: Bearer TOKEN`";
+  }
   const std::string field =
       status.error_code() == grpc::StatusCode::INVALID_ARGUMENT
           ? FieldOf(message)
