@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "client/http_download.h"
 #include "common/files.h"
@@ -192,6 +194,23 @@ absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
   return ds.ref();
 }
 
+namespace {
+// Percent-encodes all but unreserved characters and '/' (a file name may
+// name a sub-folder).
+std::string UrlEscape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+        c == '/') {
+      out += static_cast<char>(c);
+    } else {
+      absl::StrAppend(&out, absl::StrFormat("%%%02X", c));
+    }
+  }
+  return out;
+}
+}  // namespace
+
 absl::Status Client::DownloadFile(const std::string& job_id,
                                   const std::string& selector,
                                   const lathe::v1::FileInfo& file,
@@ -214,15 +233,17 @@ absl::Status Client::DownloadFile(const std::string& job_id,
   }
   // A complete part file only needs its check.
   bool fetched = offset == file.size() && file.size() > 0;
-  if (http_port > 0 && !fetched) {
+  // Never send the token over plain HTTP to a server dialed with TLS.
+  const bool use_http = http_port > 0 && (http_tls || !options_.tls.enabled());
+  if (use_http && !fetched) {
     std::ofstream out(part, std::ios::binary | std::ios::app);
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", part));
     int64_t written = 0;
-    absl::Status s =
-        HttpDownload(target_, http_port, http_tls, options_,
-                     absl::StrCat("/v1/jobs/", job_id, "/checkpoints/",
-                                  selector, "/files/", file.name()),
-                     offset, out, &written);
+    absl::Status s = HttpDownload(
+        target_, http_port, http_tls, options_,
+        absl::StrCat("/v1/jobs/", UrlEscape(job_id), "/checkpoints/",
+                     UrlEscape(selector), "/files/", UrlEscape(file.name())),
+        offset, out, &written);
     out.close();
     offset += written;
     // A listener this client cannot reach (a tunnel to the gRPC port

@@ -77,7 +77,8 @@ absl::Status HttpDownload(const std::string& target, int port, bool tls,
       url_path, headers,
       [&](const httplib::Response& res) {
         status = res.status;
-        return true;
+        // A whole file where a resume was asked for: stop at once.
+        return !(offset > 0 && status == 200);
       },
       [&](const char* data, size_t n) {
         const bool ok = offset > 0 ? status == 206 : status == 200;
@@ -94,14 +95,13 @@ absl::Status HttpDownload(const std::string& target, int port, bool tls,
         absl::StrCat("cannot reach the server's HTTP listener at ", host, ":",
                      port, ": ", httplib::to_string(result.error())));
   }
-  if (status == 200 && offset > 0) {
-    return absl::DataLossError("the server ignored the Range of a resume");
-  }
   if (status != 200 && status != 206) {
     auto body = nlohmann::json::parse(error_body, nullptr, false);
     std::string message = absl::StrCat("HTTP ", status);
-    if (!body.is_discarded() && body.contains("error")) {
-      message = body["error"].value("message", message);
+    if (body.is_object() && body.contains("error") &&
+        body["error"].is_object() && body["error"].contains("message") &&
+        body["error"]["message"].is_string()) {
+      message = body["error"]["message"].get<std::string>();
     }
     return absl::Status(CodeFor(status), message);
   }

@@ -24,11 +24,16 @@ absl::StatusOr<lathe::v1::Dataset> DatasetCatalogue::Add(
   ds.set_name(name);
   ds.set_size(size);
   ds.set_sha256(sha256);
-  // The same bytes again keep the first upload's time.
+  // The same bytes again keep the first upload's name (the format the
+  // shared row records) and time; each team's own are in dataset_teams.
   ASSIGN_OR_RETURN(auto before, store_->GetDataset(sha256));
-  ds.set_create_time_ms(before.has_value() && before->create_time_ms() > 0
-                            ? before->create_time_ms()
-                            : absl::ToUnixMillis(absl::Now()));
+  if (before.has_value()) {
+    if (!before->name().empty()) ds.set_name(before->name());
+    ds.set_create_time_ms(before->create_time_ms());
+  }
+  if (ds.create_time_ms() == 0) {
+    ds.set_create_time_ms(absl::ToUnixMillis(absl::Now()));
+  }
   RETURN_IF_ERROR(store_->PutDataset(ds));
   PublishStoredBytes(store_, metrics_);
   return ds;

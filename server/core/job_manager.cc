@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "common/status.h"
 
 namespace lathe::server {
@@ -173,8 +174,12 @@ absl::StatusOr<lathe::v1::Dataset> JobManager::AddDataset(
     const std::string& name, const std::string& sha256, int64_t size,
     const std::string& team) {
   ASSIGN_OR_RETURN(auto dataset, datasets_.Add(name, sha256, size));
-  if (!team.empty()) RETURN_IF_ERROR(store_->AddDatasetTeam(sha256, team));
-  return dataset;
+  if (team.empty()) return dataset;
+  RETURN_IF_ERROR(store_->AddDatasetTeam(sha256, team, name,
+                                         absl::ToUnixMillis(absl::Now())));
+  // The team's own name and time (its first upload of these bytes).
+  ASSIGN_OR_RETURN(auto mine, store_->GetTeamDataset(sha256, team));
+  return mine.has_value() ? *mine : dataset;
 }
 
 absl::StatusOr<std::string> JobManager::DatasetPath(const std::string& ref) {
@@ -194,13 +199,9 @@ absl::StatusOr<lathe::v1::Dataset> JobManager::GetDataset(
   if (!IsSha256Hex(sha)) {
     return Invalid("ref", "is not a dataset reference (dataset:<sha256>)");
   }
-  ASSIGN_OR_RETURN(auto ds, store_->GetDataset(sha));
   // A dataset no team has on its list any more is gone, for admins too.
-  bool visible = ds.has_value();
-  if (visible) {
-    ASSIGN_OR_RETURN(visible, store_->DatasetHasTeam(sha, team));
-  }
-  if (!visible) {
+  ASSIGN_OR_RETURN(auto ds, store_->GetTeamDataset(sha, team));
+  if (!ds.has_value()) {
     return absl::NotFoundError(absl::StrCat("dataset ", ref, " not found"));
   }
   return *ds;

@@ -94,6 +94,8 @@ CREATE INDEX IF NOT EXISTS job_model_files_by_sha ON job_model_files(sha256);
 CREATE TABLE IF NOT EXISTS dataset_teams (
   sha256 TEXT NOT NULL,
   team TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '',
+  create_time_ms INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (sha256, team)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (
@@ -166,6 +168,16 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     }
     RETURN_IF_ERROR(store->Exec(
         "CREATE INDEX IF NOT EXISTS jobs_by_team ON jobs(team, seq)"));
+    // Databases from before each team kept its own name for a dataset: the
+    // shared name shows until the team uploads the bytes again.
+    if (!store->Exec("SELECT name FROM dataset_teams LIMIT 0").ok()) {
+      RETURN_IF_ERROR(
+          store->Exec("ALTER TABLE dataset_teams ADD COLUMN name TEXT NOT NULL "
+                      "DEFAULT ''"));
+      RETURN_IF_ERROR(
+          store->Exec("ALTER TABLE dataset_teams ADD COLUMN create_time_ms "
+                      "INTEGER NOT NULL DEFAULT 0"));
+    }
   }
   // Reads go through a second connection: under WAL they see every
   // committed transaction and never wait for a commit's sync to disk.

@@ -115,11 +115,16 @@ class Store {
   absl::Status PutDataset(const lathe::v1::Dataset& dataset);
   // Records that `team` uploaded the dataset (datasets are shared by
   // content, visible to the teams that uploaded the bytes).
+  // The first upload by a team names the dataset for that team, and dates
+  // it: another team's name for the same bytes is never shown to it.
   absl::Status AddDatasetTeam(const std::string& sha256,
-                              const std::string& team);
-  // Whether `team` uploaded the dataset (any team when nullopt).
-  absl::StatusOr<bool> DatasetHasTeam(const std::string& sha256,
-                                      const std::optional<std::string>& team);
+                              const std::string& team,
+                              const std::string& name = "",
+                              int64_t create_time_ms = 0);
+  // The dataset as `team` uploaded it (its name and time), or as its
+  // first uploader did when nullopt; nullopt when no such team has it.
+  absl::StatusOr<std::optional<lathe::v1::Dataset>> GetTeamDataset(
+      const std::string& sha256, const std::optional<std::string>& team);
   absl::StatusOr<std::optional<lathe::v1::Dataset>> GetDataset(
       const std::string& sha256);
   // The datasets `team` uploaded (every dataset when nullopt), newest first.

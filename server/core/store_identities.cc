@@ -20,40 +20,62 @@ using store_sql::ParseRows;
 using store_sql::Stmt;
 
 absl::Status Store::AddDatasetTeam(const std::string& sha256,
-                                   const std::string& team) {
+                                   const std::string& team,
+                                   const std::string& name,
+                                   int64_t create_time_ms) {
   absl::MutexLock lock(&mu_);
   Stmt st(db_,
-          "INSERT OR IGNORE INTO dataset_teams(sha256, team) VALUES(?1, ?2)");
+          "INSERT OR IGNORE INTO dataset_teams(sha256, team, name, "
+          "create_time_ms) VALUES(?1, ?2, ?3, ?4)");
   st.Bind(1, sha256);
   st.Bind(2, team);
+  st.Bind(3, name);
+  st.Bind(4, create_time_ms);
   return st.Run();
 }
 
-absl::StatusOr<bool> Store::DatasetHasTeam(
+namespace {
+// The dataset row in column 0 with the team's name (1) and time (2).
+absl::StatusOr<lathe::v1::Dataset> TeamView(Stmt& st) {
+  ASSIGN_OR_RETURN(auto d, Parse<lathe::v1::Dataset>(st.Blob(0), "dataset"));
+  const std::string name = st.Blob(1);
+  if (!name.empty()) d.set_name(name);
+  if (st.Int(2) > 0) d.set_create_time_ms(st.Int(2));
+  return d;
+}
+}  // namespace
+
+absl::StatusOr<std::optional<lathe::v1::Dataset>> Store::GetTeamDataset(
     const std::string& sha256, const std::optional<std::string>& team) {
   absl::MutexLock lock(&read_mu_);
   Stmt st(read_db_,
           team.has_value()
-              ? "SELECT 1 FROM dataset_teams WHERE sha256=?1 AND team=?2"
-              : "SELECT 1 FROM dataset_teams WHERE sha256=?1 LIMIT 1");
+              ? "SELECT d.data, t.name, t.create_time_ms FROM datasets d "
+                "JOIN dataset_teams t ON d.sha256 = t.sha256 "
+                "WHERE d.sha256 = ?1 AND t.team = ?2"
+              : "SELECT d.data, t.name, MIN(t.create_time_ms) FROM datasets d "
+                "JOIN dataset_teams t ON d.sha256 = t.sha256 "
+                "WHERE d.sha256 = ?1 GROUP BY d.sha256");
   RETURN_IF_ERROR(st.status());
   st.Bind(1, sha256);
   if (team.has_value()) st.Bind(2, *team);
   const int rc = st.Step();
-  if (rc == SQLITE_ROW) return true;
-  if (rc == SQLITE_DONE) return false;
-  return st.StepError();
+  if (rc == SQLITE_DONE) return std::optional<lathe::v1::Dataset>();
+  if (rc != SQLITE_ROW) return st.StepError();
+  ASSIGN_OR_RETURN(auto d, TeamView(st));
+  return std::optional<lathe::v1::Dataset>(std::move(d));
 }
 
 absl::StatusOr<std::vector<lathe::v1::Dataset>> Store::ListDatasets(
     const std::optional<std::string>& team) {
   absl::MutexLock lock(&read_mu_);
-  Stmt st(read_db_, team.has_value()
-                        ? "SELECT d.data FROM datasets d JOIN dataset_teams t "
-                          "ON d.sha256 = t.sha256 WHERE t.team = ?1"
-                        : "SELECT d.data FROM datasets d WHERE EXISTS "
-                          "(SELECT 1 FROM dataset_teams t WHERE "
-                          "t.sha256 = d.sha256)");
+  Stmt st(read_db_,
+          team.has_value()
+              ? "SELECT d.data, t.name, t.create_time_ms FROM datasets d "
+                "JOIN dataset_teams t ON d.sha256 = t.sha256 WHERE t.team = ?1"
+              : "SELECT d.data, t.name, MIN(t.create_time_ms) FROM datasets d "
+                "JOIN dataset_teams t ON d.sha256 = t.sha256 "
+                "GROUP BY d.sha256");
   RETURN_IF_ERROR(st.status());
   if (team.has_value()) st.Bind(1, *team);
   std::vector<lathe::v1::Dataset> out;
@@ -61,7 +83,7 @@ absl::StatusOr<std::vector<lathe::v1::Dataset>> Store::ListDatasets(
     const int rc = st.Step();
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return st.StepError();
-    ASSIGN_OR_RETURN(auto d, Parse<lathe::v1::Dataset>(st.Blob(0), "dataset"));
+    ASSIGN_OR_RETURN(auto d, TeamView(st));
     out.push_back(std::move(d));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {

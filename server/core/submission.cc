@@ -240,19 +240,20 @@ absl::Status Submission::Validate(JobSpec* spec, Job* job) {
 }
 
 absl::Status Submission::CheckDatasetTeam(const std::string& field,
-                                          const lathe::v1::Dataset& dataset,
+                                          lathe::v1::Dataset* dataset,
                                           const std::string& value,
                                           const Principal& who) {
   // Imported files come from the allowed roots, which every team may read.
   if (who.admin() || !absl::StartsWith(value, "dataset:")) {
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(bool mine,
-                   parts_.store->DatasetHasTeam(dataset.sha256(), who.team));
-  if (!mine) {
+  ASSIGN_OR_RETURN(auto mine,
+                   parts_.store->GetTeamDataset(dataset->sha256(), who.team));
+  if (!mine.has_value()) {
     return absl::NotFoundError(
         absl::StrCat(field, ": dataset ", value, " not found"));
   }
+  dataset->set_name(mine->name());
   return absl::OkStatus();
 }
 
@@ -281,11 +282,11 @@ absl::StatusOr<Job> Submission::Submit(JobSpec spec,
   }
   Job job;
   RETURN_IF_ERROR(Validate(&spec, &job));
-  RETURN_IF_ERROR(CheckDatasetTeam("spec.train_data", job.train_dataset(),
-                                   spec.train_data(), who));
+  RETURN_IF_ERROR(CheckDatasetTeam(
+      "spec.train_data", job.mutable_train_dataset(), spec.train_data(), who));
   if (!spec.validation_data().empty()) {
     RETURN_IF_ERROR(CheckDatasetTeam("spec.validation_data",
-                                     job.validation_dataset(),
+                                     job.mutable_validation_dataset(),
                                      spec.validation_data(), who));
   }
   job.set_id(RandomId("job-"));

@@ -78,9 +78,11 @@ class Submission {
   // lock held shared until the job is stored.
   absl::StatusOr<lathe::v1::ResolvedModel> ResolveModel(
       const std::string& model, const std::string& team, bool admin);
-  // NOT_FOUND, as for an unknown dataset, when `who` may not use `dataset`.
+  // NOT_FOUND, as for an unknown dataset, when `who` may not use `dataset`;
+  // else gives `dataset` the name `who`'s team uploaded it under (its
+  // extension selects the format).
   absl::Status CheckDatasetTeam(const std::string& field,
-                                const lathe::v1::Dataset& dataset,
+                                lathe::v1::Dataset* dataset,
                                 const std::string& value, const Principal& who);
   void Commit(const std::vector<Pending*>& batch) ABSL_LOCKS_EXCLUDED(mu_);
 

@@ -14,8 +14,16 @@ namespace lathe::server {
 
 namespace {
 // Each open request holds a thread: server-sent event streams and downloads
-// last long, so the pool is larger than the machine's cores.
-constexpr size_t kThreads = 64;
+// last long, so the pool is larger than the machine's cores (event streams
+// are capped below it: routes.h).
+constexpr size_t kThreads = 128;
+
+// Only checkpoint files answer a Range; anything else is answered whole
+// (the library would otherwise cut an error or a JSON answer to the range).
+bool TakesRanges(const std::string& path) {
+  return path.rfind("/v1/jobs/", 0) == 0 &&
+         path.find("/files/") != std::string::npos;
+}
 }  // namespace
 
 struct HttpGatewayState {
@@ -64,23 +72,37 @@ absl::StatusOr<std::string> HttpGateway::Start() {
   http::AddJsonApi(s, state_->api);
   http::AddOpenAiApi(s, state_->api);
   http::AddDashboard(s);
+  s.set_pre_routing_handler(
+      [](const httplib::Request& req, httplib::Response&) {
+        if (!TakesRanges(req.path)) {
+          const_cast<httplib::Request&>(req).ranges.clear();
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+      });
   s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    const grpc::StatusCode code =
-        res.status == 404   ? grpc::StatusCode::NOT_FOUND
-        : res.status == 413 ? grpc::StatusCode::RESOURCE_EXHAUSTED
-        : res.status == 416 ? grpc::StatusCode::OUT_OF_RANGE
-        : res.status >= 500 ? grpc::StatusCode::INTERNAL
-                            : grpc::StatusCode::INVALID_ARGUMENT;
-    const int status = res.status;
-    std::string what = status == 404   ? "no such route"
-                       : status == 413 ? "request body too large"
-                       : status == 416 ? "range not satisfiable"
-                                       : "bad request";
-    http::WriteError(
-        res, grpc::Status(code,
-                          absl::StrCat(what, ": ", req.method, " ", req.path)));
-    res.status = status;  // keep 416's and 413's own status
+    // The library calls this outside its own exception handling: nothing
+    // may escape.
+    try {
+      const grpc::StatusCode code =
+          res.status == 404   ? grpc::StatusCode::NOT_FOUND
+          : res.status == 413 ? grpc::StatusCode::RESOURCE_EXHAUSTED
+          : res.status == 416 ? grpc::StatusCode::OUT_OF_RANGE
+          : res.status >= 500 ? grpc::StatusCode::INTERNAL
+                              : grpc::StatusCode::INVALID_ARGUMENT;
+      const int status = res.status;
+      std::string what = status == 404   ? "no such route"
+                         : status == 413 ? "request body too large"
+                         : status == 416 ? "range not satisfiable"
+                                         : "bad request";
+      http::WriteError(
+          res, grpc::Status(
+                   code, absl::StrCat(what, ": ", req.method, " ", req.path)));
+      res.status = status;  // keep 416's and 413's own status
+    } catch (...) {
+      res.set_content("{\"error\":{\"message\":\"bad request\"}}",
+                      "application/json");
+    }
   });
   s.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {

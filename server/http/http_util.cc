@@ -10,6 +10,12 @@
 
 namespace lathe::server::http {
 
+std::string DumpJson(const nlohmann::json& j) {
+  // Strings may carry what a client sent (a path, a name): bytes that are
+  // not UTF-8 are replaced rather than thrown on.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 std::string ToJson(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
@@ -145,7 +151,8 @@ void WriteError(httplib::Response& res, const grpc::Status& status) {
   if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
     res.set_header("x-should-retry", "false");
   }
-  res.set_content(nlohmann::json{{"error", error}}.dump(), "application/json");
+  res.set_content(DumpJson(nlohmann::json{{"error", error}}),
+                  "application/json");
 }
 
 void WriteJson(httplib::Response& res, const google::protobuf::Message& m) {
@@ -163,10 +170,15 @@ std::unique_ptr<grpc::ClientContext> CallContext(const httplib::Request& req) {
   return ctx;
 }
 
-grpc::Status ReadBody(const httplib::ContentReader& reader, size_t limit,
+grpc::Status ReadBody(const httplib::Request& req,
+                      const httplib::ContentReader& reader, size_t limit,
                       std::string* body) {
+  if (req.is_multipart_form_data()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "Content-Type: send JSON, not multipart/form-data");
+  }
   bool too_big = false;
-  reader([&](const char* data, size_t n) {
+  const bool complete = reader([&](const char* data, size_t n) {
     if (body->size() + n > limit) {
       too_big = true;
       return false;
@@ -178,6 +190,10 @@ grpc::Status ReadBody(const httplib::ContentReader& reader, size_t limit,
     return grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("request body: larger than ", limit, " bytes"));
+  }
+  if (!complete) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "request body: incomplete or too large");
   }
   return grpc::Status::OK;
 }

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "google/protobuf/message.h"
+#include "nlohmann/json.hpp"
 
 namespace lathe::server::http {
 
@@ -19,6 +20,8 @@ namespace lathe::server::http {
 inline constexpr size_t kMaxJsonBody = 1 << 20;
 
 std::string ToJson(const google::protobuf::Message& m);
+// nlohmann's dump, with bytes that are not UTF-8 replaced (never thrown on).
+std::string DumpJson(const nlohmann::json& j);
 // INVALID_ARGUMENT naming what is wrong with the body.
 grpc::Status FromJson(const std::string& body, google::protobuf::Message* m);
 
@@ -37,9 +40,11 @@ void WriteJson(httplib::Response& res, const google::protobuf::Message& m);
 // header, and its client's address for the audit log.
 std::unique_ptr<grpc::ClientContext> CallContext(const httplib::Request& req);
 
-// The body of `req`, read through `reader`, at most `limit` bytes;
-// RESOURCE_EXHAUSTED past it.
-grpc::Status ReadBody(const httplib::ContentReader& reader, size_t limit,
+// The JSON body of `req`, read through `reader`, at most `limit` bytes;
+// RESOURCE_EXHAUSTED past it, INVALID_ARGUMENT for a multipart body or
+// one that stopped short.
+grpc::Status ReadBody(const httplib::Request& req,
+                      const httplib::ContentReader& reader, size_t limit,
                       std::string* body);
 
 }  // namespace lathe::server::http

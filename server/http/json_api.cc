@@ -3,27 +3,35 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <memory>
 #include <string>
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "server/api/checkpoint_download.h"
 #include "server/http/http_util.h"
 #include "server/http/routes.h"
 
 namespace lathe::server::http {
 
-void OpenStreams::Add(grpc::ClientContext* ctx) {
+bool OpenStreams::Add(grpc::ClientContext* ctx, const std::string& key) {
   absl::MutexLock lock(&mu_);
+  if (static_cast<int>(open_.size()) >= kMax ||
+      per_token_[key] >= kMaxPerToken) {
+    return false;
+  }
   if (closed_) ctx->TryCancel();
   open_.insert(ctx);
+  ++per_token_[key];
+  return true;
 }
 
-void OpenStreams::Remove(grpc::ClientContext* ctx) {
+void OpenStreams::Remove(grpc::ClientContext* ctx, const std::string& key) {
   absl::MutexLock lock(&mu_);
-  open_.erase(ctx);
+  if (open_.erase(ctx) > 0 && --per_token_[key] <= 0) per_token_.erase(key);
 }
 
 void OpenStreams::CancelAll() {
@@ -92,7 +100,7 @@ void Jobs(httplib::Server& server, Api& api) {
                      const httplib::ContentReader& reader) {
                 std::string body;
                 lathe::v1::SubmitJobRequest req;
-                grpc::Status s = ReadBody(reader, kMaxJsonBody, &body);
+                grpc::Status s = ReadBody(hreq, reader, kMaxJsonBody, &body);
                 if (s.ok()) s = FromJson(body, &req);
                 if (!s.ok()) return WriteError(res, s);
                 Unary<lathe::v1::SubmitJobResponse>(
@@ -115,7 +123,8 @@ void Jobs(httplib::Server& server, Api& api) {
       [&api](const httplib::Request& hreq, httplib::Response& res,
              const httplib::ContentReader& reader) {
         std::string body;
-        if (grpc::Status s = ReadBody(reader, kMaxJsonBody, &body); !s.ok()) {
+        if (grpc::Status s = ReadBody(hreq, reader, kMaxJsonBody, &body);
+            !s.ok()) {
           return WriteError(res, s);
         }
         const std::string id = hreq.matches[1];
@@ -190,56 +199,26 @@ void Events(httplib::Server& server, Api& api) {
             return api.jobs->ListJobEvents(ctx, rq, rs);
           });
     }
-    struct Watch {
-      std::unique_ptr<grpc::ClientContext> ctx;
-      std::unique_ptr<grpc::ClientReader<lathe::v1::WatchJobResponse>> reader;
-      lathe::v1::WatchJobResponse first;
-      bool sent_first = false;
-      OpenStreams* streams = nullptr;
-      ~Watch() {
-        if (reader) {
-          ctx->TryCancel();
-          (void)reader->Finish();
-        }
-        streams->Remove(ctx.get());
-      }
-    };
-    auto watch = std::make_shared<Watch>();
-    watch->ctx = CallContext(hreq);
-    watch->streams = &api.streams;
-    api.streams.Add(watch->ctx.get());
-    watch->reader = api.jobs->WatchJob(watch->ctx.get(), req);
-    // The first message (the job as it is now) arrives at once when the
-    // call is admitted; a refused call ends here with its error.
-    if (!watch->reader->Read(&watch->first)) {
-      grpc::Status s = watch->reader->Finish();
-      watch->reader.reset();
-      return WriteError(res, s.ok() ? grpc::Status(grpc::StatusCode::INTERNAL,
-                                                   "the watch ended at once")
-                                    : s);
-    }
-    res.set_header("Cache-Control", "no-store");
-    res.set_header("X-Accel-Buffering", "no");
-    res.set_chunked_content_provider(
-        "text/event-stream", [watch, after](size_t, httplib::DataSink& sink) {
-          lathe::v1::WatchJobResponse msg;
-          if (!watch->sent_first) {
-            msg = watch->first;
-            watch->sent_first = true;
-          } else if (!watch->reader->Read(&msg)) {
-            (void)watch->reader->Finish();
-            watch->reader.reset();
-            sink.done();
-            return true;
-          }
-          // The first message, the job as it is, carries the position the
-          // client asked to continue from.
-          const int64_t seq = msg.has_event() ? msg.event().seq() : after;
-          const std::string frame =
-              absl::StrCat("id: ", seq, "\ndata: ", ToJson(msg), "\n\n");
-          return sink.write(frame.data(), frame.size());
-        });
+    ServeEvents(api, hreq, res, req);
   });
+}
+
+// `attachment` with the file's base name: letters, digits, '.', '-' and
+// '_' as they are in `filename`, every byte in the RFC 5987 `filename*`.
+std::string Disposition(const std::string& name) {
+  const std::string base = name.substr(name.rfind('/') + 1);
+  std::string plain, encoded;
+  for (unsigned char c : base) {
+    const bool safe = std::isalnum(c) || c == '.' || c == '-' || c == '_';
+    plain += safe ? static_cast<char>(c) : '_';
+    if (safe) {
+      encoded += static_cast<char>(c);
+    } else {
+      absl::StrAppend(&encoded, absl::StrFormat("%%%02X", c));
+    }
+  }
+  return absl::StrCat("attachment; filename=\"", plain, "\"; filename*=UTF-8''",
+                      encoded);
 }
 
 // GET /v1/jobs/ID/checkpoints/(STEP|latest|best)/files/NAME: the file's
@@ -249,6 +228,10 @@ void Files(httplib::Server& server, Api& api) {
   server.Get(
       R"(/v1/jobs/([^/:]+)/checkpoints/([^/]+)/files/(.+))",
       [&api](const httplib::Request& hreq, httplib::Response& res) {
+        // The range is applied here, never by the library (which would also
+        // cut an error answer to it).
+        const httplib::Ranges ranges = hreq.ranges;
+        const_cast<httplib::Request&>(hreq).ranges.clear();
         std::shared_ptr<CheckpointDownload> d = CheckpointDownload::Open(
             api.gate, hreq.get_header_value("Authorization"),
             absl::StrCat("http:", hreq.remote_addr, ":", hreq.remote_port),
@@ -266,9 +249,7 @@ void Files(httplib::Server& server, Api& api) {
         const std::string etag = absl::StrCat("\"", d->info().sha256(), "\"");
         res.set_header("ETag", etag);
         res.set_header("Cache-Control", "private, no-cache");
-        res.set_header(
-            "Content-Disposition",
-            absl::StrCat("attachment; filename=\"", d->info().name(), "\""));
+        res.set_header("Content-Disposition", Disposition(d->info().name()));
         if (hreq.get_header_value("If-None-Match") == etag) {
           ::close(fd);
           d->Finish(absl::OkStatus());
@@ -282,7 +263,6 @@ void Files(httplib::Server& server, Api& api) {
         const int64_t size = d->info().size();
         int64_t start = 0;
         int64_t end = size;  // exclusive
-        auto& ranges = const_cast<httplib::Request&>(hreq).ranges;
         const std::string if_range = hreq.get_header_value("If-Range");
         if (ranges.size() == 1 && (if_range.empty() || if_range == etag)) {
           const auto [first, last] = ranges[0];
@@ -290,12 +270,11 @@ void Files(httplib::Server& server, Api& api) {
             start = std::max<int64_t>(0, size - last);
           } else {
             start = first;
-            if (last >= 0) end = std::min<int64_t>(size, last + 1);
+            if (last >= 0 && last < size) end = last + 1;
           }
           if (start >= size || start >= end) {
             ::close(fd);
             d->Finish(absl::OutOfRangeError("range past the end"));
-            ranges.clear();
             WriteError(res, grpc::Status(grpc::StatusCode::OUT_OF_RANGE,
                                          absl::StrCat("Range: the file has ",
                                                       size, " bytes")));
@@ -307,8 +286,13 @@ void Files(httplib::Server& server, Api& api) {
           res.set_header("Content-Range", absl::StrCat("bytes ", start, "-",
                                                        end - 1, "/", size));
         }
-        ranges.clear();
         res.set_header("Accept-Ranges", "bytes");
+        if (size == 0) {  // nothing to stream
+          ::close(fd);
+          d->Finish(absl::OkStatus());
+          res.set_content("", "application/octet-stream");
+          return;
+        }
         auto buffer = std::make_shared<std::string>(1 << 20, '\0');
         res.set_content_provider(
             static_cast<size_t>(end - start), "application/octet-stream",
@@ -331,28 +315,44 @@ void Files(httplib::Server& server, Api& api) {
 
 // POST /v1/datasets?name=NAME with the file's bytes as the body.
 void Datasets(httplib::Server& server, Api& api) {
-  server.Post("/v1/datasets",
-              [&api](const httplib::Request& hreq, httplib::Response& res,
-                     const httplib::ContentReader& reader) {
-                auto ctx = CallContext(hreq);
-                lathe::v1::UploadDatasetResponse resp;
-                auto writer = api.datasets->UploadDataset(ctx.get(), &resp);
-                lathe::v1::UploadDatasetRequest msg;
-                msg.set_name(hreq.get_param_value("name"));
-                bool open = true;
-                reader([&](const char* data, size_t n) {
-                  msg.mutable_chunk()->append(data, n);
-                  if (msg.chunk().size() < (1 << 20)) return true;
-                  open = writer->Write(msg);
-                  msg.Clear();
-                  return open;
-                });
-                if (open) (void)writer->Write(msg);
-                writer->WritesDone();
-                grpc::Status s = writer->Finish();
-                if (!s.ok()) return WriteError(res, s);
-                WriteJson(res, resp);
-              });
+  server.Post("/v1/datasets", [&api](const httplib::Request& hreq,
+                                     httplib::Response& res,
+                                     const httplib::ContentReader& reader) {
+    auto ctx = CallContext(hreq);
+    lathe::v1::UploadDatasetResponse resp;
+    auto writer = api.datasets->UploadDataset(ctx.get(), &resp);
+    lathe::v1::UploadDatasetRequest msg;
+    msg.set_name(hreq.get_param_value("name"));
+    if (hreq.is_multipart_form_data()) {
+      ctx->TryCancel();
+      (void)writer->Finish();
+      return WriteError(res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                          "Content-Type: send the file's "
+                                          "bytes as the body, not multipart"));
+    }
+    bool open = true;
+    const bool complete = reader([&](const char* data, size_t n) {
+      msg.mutable_chunk()->append(data, n);
+      if (msg.chunk().size() < (1 << 20)) return true;
+      open = writer->Write(msg);
+      msg.Clear();
+      return open;
+    });
+    if (open && !complete) {
+      // Cut off, or past the size limit: nothing is stored.
+      ctx->TryCancel();
+      (void)writer->Finish();
+      return WriteError(
+          res, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "request body: incomplete, or larger than the "
+                            "server's upload limit (--max-upload-mb)"));
+    }
+    if (open) (void)writer->Write(msg);
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    if (!s.ok()) return WriteError(res, s);
+    WriteJson(res, resp);
+  });
 }
 
 void DatasetList(httplib::Server& server, Api& api) {

@@ -179,7 +179,7 @@ json JobObject(const lathe::v1::Job& job) {
 
 void Reply(httplib::Response& res, const json& body) {
   res.status = 200;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(DumpJson(body), "application/json");
 }
 
 json List(json data, bool has_more) {
@@ -249,10 +249,17 @@ grpc::Status ToSubmit(const json& body, lathe::v1::SubmitJobRequest* req) {
     }
     spec->set_validation_data(ref);
   }
-  json hp = body.value("hyperparameters", json::object());
+  json hp =
+      body.contains("hyperparameters") && !body["hyperparameters"].is_null()
+          ? body["hyperparameters"]
+          : json::object();
   std::string prefix = "hyperparameters";
   if (body.contains("method") && !body["method"].is_null()) {
     const json& method = body["method"];
+    if (!method.is_object()) return Invalid("method", "must be an object");
+    if (method.contains("type") && !method["type"].is_string()) {
+      return Invalid("method.type", "must be a string");
+    }
     const std::string type = method.value("type", "supervised");
     if (type != "supervised") {
       return Invalid("method.type",
@@ -260,7 +267,7 @@ grpc::Status ToSubmit(const json& body, lathe::v1::SubmitJobRequest* req) {
                                   "\" is not supported: Lathe runs supervised "
                                   "fine-tuning here"));
     }
-    if (method.contains("supervised") &&
+    if (method.contains("supervised") && method["supervised"].is_object() &&
         method["supervised"].contains("hyperparameters")) {
       hp = method["supervised"]["hyperparameters"];
       prefix = "method.supervised.hyperparameters";
@@ -432,7 +439,7 @@ void Files(httplib::Server& server, Api& api) {
     lathe::v1::UploadDatasetRequest msg;
     std::string part, purpose;
     bool open = true, has_file = false;
-    reader(
+    const bool complete = reader(
         [&](const httplib::MultipartFormData& header) {
           part = header.name;
           if (part == "file") {
@@ -456,7 +463,24 @@ void Files(httplib::Server& server, Api& api) {
           msg.Clear();
           return open;
         });
-    if (!has_file) return WriteError(res, Invalid("file", "is required"));
+    if (!has_file) {
+      if (writer) {
+        ctx->TryCancel();
+        (void)writer->Finish();
+      }
+      return WriteError(res, Invalid("file", complete ? "is required"
+                                                      : "the body stopped "
+                                                        "short"));
+    }
+    if (open && !complete) {
+      // Cut off, or past the size limit: nothing is stored.
+      ctx->TryCancel();
+      (void)writer->Finish();
+      return WriteError(res, Invalid("file",
+                                     "the body stopped short, or is larger "
+                                     "than the server's upload limit "
+                                     "(--max-upload-mb)"));
+    }
     if (open) (void)writer->Write(msg);
     writer->WritesDone();
     grpc::Status s = writer->Finish();
@@ -542,30 +566,29 @@ void Files(httplib::Server& server, Api& api) {
 }
 
 void Jobs(httplib::Server& server, Api& api) {
-  server.Post("/v1/fine_tuning/jobs",
-              [&api](const httplib::Request& hreq, httplib::Response& res,
-                     const httplib::ContentReader& reader) {
-                std::string body;
-                if (auto s = ReadBody(reader, kMaxJsonBody, &body); !s.ok()) {
-                  return WriteError(res, s);
-                }
-                json parsed = json::parse(body, nullptr, false);
-                if (parsed.is_discarded()) {
-                  return WriteError(res, Invalid("body", "is not JSON"));
-                }
-                lathe::v1::SubmitJobRequest req;
-                if (auto s = ToSubmit(parsed, &req); !s.ok())
-                  return WriteError(res, s);
-                // A retried create with the same key returns the first job.
-                const std::string key =
-                    hreq.get_header_value("Idempotency-Key");
-                if (!key.empty() && key.size() <= 128) req.set_request_id(key);
-                auto ctx = CallContext(hreq);
-                lathe::v1::SubmitJobResponse resp;
-                auto s = api.jobs->SubmitJob(ctx.get(), req, &resp);
-                if (!s.ok()) return WriteError(res, s);
-                Reply(res, JobObject(resp.job()));
-              });
+  server.Post(
+      "/v1/fine_tuning/jobs",
+      [&api](const httplib::Request& hreq, httplib::Response& res,
+             const httplib::ContentReader& reader) {
+        std::string body;
+        if (auto s = ReadBody(hreq, reader, kMaxJsonBody, &body); !s.ok()) {
+          return WriteError(res, s);
+        }
+        json parsed = json::parse(body, nullptr, false);
+        if (parsed.is_discarded()) {
+          return WriteError(res, Invalid("body", "is not JSON"));
+        }
+        lathe::v1::SubmitJobRequest req;
+        if (auto s = ToSubmit(parsed, &req); !s.ok()) return WriteError(res, s);
+        // A retried create with the same key returns the first job.
+        const std::string key = hreq.get_header_value("Idempotency-Key");
+        if (!key.empty() && key.size() <= 128) req.set_request_id(key);
+        auto ctx = CallContext(hreq);
+        lathe::v1::SubmitJobResponse resp;
+        auto s = api.jobs->SubmitJob(ctx.get(), req, &resp);
+        if (!s.ok()) return WriteError(res, s);
+        Reply(res, JobObject(resp.job()));
+      });
   server.Get("/v1/fine_tuning/jobs",
              [&api](const httplib::Request& hreq, httplib::Response& res) {
                int limit;
@@ -597,7 +620,8 @@ void Jobs(httplib::Server& server, Api& api) {
               [&api](const httplib::Request& hreq, httplib::Response& res,
                      const httplib::ContentReader& reader) {
                 std::string body;
-                if (auto s = ReadBody(reader, kMaxJsonBody, &body); !s.ok()) {
+                if (auto s = ReadBody(hreq, reader, kMaxJsonBody, &body);
+                    !s.ok()) {
                   return WriteError(res, s);
                 }
                 const std::string id = hreq.matches[1];

@@ -6,8 +6,10 @@
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 
+#include <map>
 #include <memory>
 #include <set>
+#include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "lathe/v1/lathe.grpc.pb.h"
@@ -15,18 +17,24 @@
 
 namespace lathe::server::http {
 
-// Open server-sent event streams, so that Stop can end them: each holds a
-// thread while it waits for the job's next event.
+// Open server-sent event streams, so that Stop can end them. Each holds
+// one of the listener's threads while it waits for the job's next event, so
+// they are capped: in all, and per token (`key`, its Authorization header),
+// below the pool's size.
 class OpenStreams {
  public:
-  void Add(grpc::ClientContext* ctx);
-  void Remove(grpc::ClientContext* ctx);
+  static constexpr int kMax = 64;
+  static constexpr int kMaxPerToken = 16;
+  // False (and nothing added) past a cap.
+  bool Add(grpc::ClientContext* ctx, const std::string& key);
+  void Remove(grpc::ClientContext* ctx, const std::string& key);
   // Cancels every open stream; later ones are cancelled as they open.
   void CancelAll();
 
  private:
   absl::Mutex mu_;
   std::set<grpc::ClientContext*> open_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, int> per_token_ ABSL_GUARDED_BY(mu_);
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -50,6 +58,9 @@ struct Api {
 
 // /v1/jobs, /v1/datasets, /v1/models, /v1/whoami (json_api.cc).
 void AddJsonApi(httplib::Server& server, Api& api);
+// GET /v1/jobs/ID/events as server-sent events (event_stream.cc).
+void ServeEvents(Api& api, const httplib::Request& hreq, httplib::Response& res,
+                 const lathe::v1::WatchJobRequest& req);
 // `/` and the dashboard's files (dashboard.cc).
 void AddDashboard(httplib::Server& server);
 // /v1/files and /v1/fine_tuning/jobs in OpenAI's shapes (openai_api.cc).

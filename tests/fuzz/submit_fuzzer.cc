@@ -384,8 +384,8 @@ void CheckJob(Fixture& fx, const Job& job, const Principal& who) {
   FUZZ_CHECK(spec.owner() == who.user);
   for (const std::string& ref : {spec.train_data(), spec.validation_data()}) {
     if (!absl::StartsWith(ref, "dataset:")) continue;
-    auto mine = fx.store()->DatasetHasTeam(ref.substr(8), who.team);
-    FUZZ_CHECK(mine.ok() && *mine);
+    auto mine = fx.store()->GetTeamDataset(ref.substr(8), who.team);
+    FUZZ_CHECK(mine.ok() && mine->has_value());
   }
   if (absl::StartsWith(spec.model(), "job:")) {
     std::string id = spec.model().substr(4);

@@ -247,3 +247,85 @@ TEST_F(HttpAccessTest, ErrorsNameTheFieldAndTheAuditLogNamesTheHttpClient) {
 
 }  // namespace
 }  // namespace lathe::server
+
+namespace lathe::server {
+namespace {
+
+TEST_F(HttpAccessTest, HostileRequestsGetAnErrorAndTheListenerKeepsServing) {
+  httplib::Client client(Http());
+  httplib::Headers auth = {{"Authorization", alice_}};
+  // A path that is not UTF-8 (its error message quotes it).
+  auto bad = client.Get("/%FF%FE", auth);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 404);
+  // A Range is for checkpoint files: an error or a JSON answer is whole.
+  httplib::Headers ranged = {{"Authorization", alice_}, {"Range", "bytes=5-"}};
+  auto missing = client.Get("/v1/jobs/job-000000000000", ranged);
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_FALSE(
+      nlohmann::json::parse(missing->body, nullptr, false).is_discarded())
+      << missing->body;
+  // An upload past the listener's limit (1 MiB here) stores nothing.
+  auto big = client.Post("/v1/datasets?name=big.jsonl", auth,
+                         std::string((1 << 20) + 10, 'x'), "text/plain");
+  ASSERT_TRUE(big);
+  EXPECT_GE(big->status, 400);
+  // Multipart where JSON is expected, and a method that is not an object.
+  auto multi = client.Post(
+      "/v1/jobs", auth,
+      httplib::MultipartFormDataItems{{"spec", "{}", "", "application/json"}});
+  ASSERT_TRUE(multi);
+  EXPECT_EQ(multi->status, 400);
+  auto method =
+      client.Post("/v1/fine_tuning/jobs", auth,
+                  "{\"model\":\"preset:gpt2-tiny\",\"training_file\":\"file-" +
+                      std::string(64, 'a') + "\",\"method\":\"dpo\"}",
+                  "application/json");
+  ASSERT_TRUE(method);
+  EXPECT_EQ(method->status, 400);
+  EXPECT_EQ(nlohmann::json::parse(method->body)["error"]["param"], "method");
+  // Still serving, and nothing was stored by the refused upload.
+  auto list = client.Get("/v1/datasets", auth);
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->status, 200);
+  EXPECT_FALSE(nlohmann::json::parse(list->body).contains("datasets"))
+      << list->body;
+}
+
+TEST_F(HttpAccessTest, EachTeamSeesTheNameItGaveTheSameBytes) {
+  httplib::Client client(Http());
+  const std::string rows = "{\"text\":\"a\",\"label\":1}\n";
+  auto up = [&](const std::string& who, const std::string& name) {
+    auto res = client.Post("/v1/datasets?name=" + name,
+                           {{"Authorization", who}}, rows, "text/plain");
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "");
+    return nlohmann::json::parse(res->body)["dataset"];
+  };
+  EXPECT_EQ(up(alice_, "red-secret-customers.jsonl")["name"],
+            "red-secret-customers.jsonl");
+  EXPECT_EQ(up(bob_, "b.jsonl")["name"], "b.jsonl");
+  auto names = [&](const std::string& who) {
+    auto res = client.Get("/v1/datasets", {{"Authorization", who}});
+    std::vector<std::string> out;
+    const nlohmann::json body = nlohmann::json::parse(res->body);
+    if (!body.contains("datasets")) return out;
+    for (const auto& d : body["datasets"]) {
+      out.push_back(d["name"]);
+    }
+    return out;
+  };
+  EXPECT_EQ(names(bob_), std::vector<std::string>{"b.jsonl"});
+  EXPECT_EQ(names(alice_),
+            std::vector<std::string>{"red-secret-customers.jsonl"});
+  // Bob deleting his copy leaves alice's.
+  const std::string ref = "dataset:" + Sha256Hex(rows);
+  auto del = client.Delete("/v1/datasets/" + ref, {{"Authorization", bob_}});
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 200);
+  EXPECT_TRUE(names(bob_).empty());
+  EXPECT_EQ(names(alice_).size(), 1u);
+}
+
+}  // namespace
+}  // namespace lathe::server
