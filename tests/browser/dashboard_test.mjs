@@ -13,7 +13,6 @@
 // --out. Exits 0 and prints one PASS line, or exits 1 naming the failed step.
 // The server and the browser are always stopped.
 
-import { spawn, execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
@@ -21,6 +20,10 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import {
+  LatheServer, TestFailure, check, elapsedSeconds, log, runCli, sleep, waitFor,
+} from '../support/lathe_test.mjs';
 
 const TEST_TIMEOUT_MS = 230_000; // CTest gives 300 s
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -68,41 +71,6 @@ function loadPlaywright(args) {
   return createRequire(import.meta.url)(pkg);
 }
 
-// ---- small utilities -------------------------------------------------------
-
-class TestFailure extends Error {}
-
-function check(cond, message) {
-  if (!cond) throw new TestFailure(message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Polls fn until it returns a truthy value; fails with `what` after timeoutMs.
-async function waitFor(what, timeoutMs, fn, intervalMs = 200) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) throw new TestFailure('timed out after ' + timeoutMs / 1000 + ' s waiting for ' + what);
-    await sleep(intervalMs);
-  }
-}
-
-const started = Date.now();
-function log(message) {
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${message}`);
-}
-
-function runCli(cliBin, args) {
-  return new Promise((resolve, reject) => {
-    execFile(cliBin, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) reject(new TestFailure(`lathe ${args.join(' ')} failed: ${stderr || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
 
 // Training rows in two classes told apart by their words: learnable in
 // seconds by the tiny preset, so a job's loss visibly falls.
@@ -133,53 +101,7 @@ const LONG_PARAMS = Object.assign({}, SHORT_PARAMS, { epochs: '1000' });
 
 // ---- the server --------------------------------------------------------------
 
-class Server {
-  constructor(bin, dataDir, logFile) {
-    this.dataDir = dataDir;
-    this.logFile = logFile;
-    const out = fs.openSync(logFile, 'w');
-    this.proc = spawn(bin, ['--data-dir', dataDir, '--listen', '127.0.0.1:0',
-      '--http-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--local-workers', '1'],
-    { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    this.exited = null;
-    this.proc.on('exit', (code, signal) => { this.exited = { code, signal }; });
-  }
-
-  logTail() {
-    try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-15).join('\n'); } catch (e) { return ''; }
-  }
-
-  // Waits until server.json names both listeners.
-  async ready() {
-    const file = path.join(this.dataDir, 'server.json');
-    const info = await waitFor('DATA_DIR/server.json with a "http" address', 30_000, () => {
-      if (this.exited) {
-        throw new TestFailure(`lathe-server exited (${JSON.stringify(this.exited)}) before serving:\n${this.logTail()}`);
-      }
-      try {
-        const j = JSON.parse(fs.readFileSync(file, 'utf8'));
-        return j.grpc && j.http ? j : null;
-      } catch (e) {
-        return null; // not written yet
-      }
-    });
-    this.grpc = info.grpc;
-    this.http = 'http://' + info.http;
-    this.adminToken = fs.readFileSync(path.join(this.dataDir, 'admin.token'), 'utf8').trim();
-  }
-
-  async stop() {
-    if (this.exited) return;
-    this.proc.kill('SIGTERM');
-    const deadline = Date.now() + 20_000;
-    while (!this.exited && Date.now() < deadline) await sleep(100);
-    if (!this.exited) {
-      console.error('lathe-server ignored SIGTERM for 20 s; killing it');
-      this.proc.kill('SIGKILL');
-    }
-  }
-
+class Server extends LatheServer {
   // One JSON API call; returns the parsed body and fails on an error status.
   // Each call has its own connection (no keep-alive), so that no idle
   // connection of ours is open when the server is told to stop.
@@ -432,7 +354,7 @@ async function main() {
     ok = true;
     console.log(`PASS dashboard_browser: login, jobs list, live loss chart (${result.first} -> ${result.second} -> ` +
       `${result.finalPoints} points), final metrics, checkpoint download, cancel, viewer without controls, ` +
-      `wrong token refused, in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      `wrong token refused, in ${elapsedSeconds().toFixed(1)} s`);
   } catch (err) {
     console.error('FAIL dashboard_browser: ' + (err instanceof TestFailure ? err.message : err.stack || err));
     console.error('server log: ' + path.join(args.out, 'server.log'));

@@ -15,13 +15,16 @@
 // viewer's and the other team's included), and deletes a file. Exits 0 and prints one PASS line, or exits 1 naming the
 // failed step. The server is always stopped.
 
-import { spawn, execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import {
+  LatheServer, TestFailure, check, currentStep, elapsedSeconds, log, runCli, sleep, waitFor,
+} from '../support/lathe_test.mjs';
 
 const SDK_VERSION = '6.49.0';
 const TEST_TIMEOUT_MS = 280_000; // CTest gives 300 s
@@ -78,43 +81,8 @@ function loadSdk(args) {
 
 // ---- small utilities -------------------------------------------------------
 
-class TestFailure extends Error {}
-
-function check(cond, message) {
-  if (!cond) throw new TestFailure(message);
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const show = (v) => JSON.stringify(v);
 const isSeconds = (v) => Number.isInteger(v) && v > 1_500_000_000 && v < 10_000_000_000;
-
-// Polls fn until it returns a truthy value; fails with `what` after timeoutMs.
-async function waitFor(what, timeoutMs, fn, intervalMs = 200) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) throw new TestFailure('timed out after ' + timeoutMs / 1000 + ' s waiting for ' + what);
-    await sleep(intervalMs);
-  }
-}
-
-const started = Date.now();
-let currentStep = 'starting';
-// Prints a progress line; a step's line also names the step a failure is in.
-function log(message, isStep = true) {
-  if (isStep) currentStep = message;
-  console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)} s] ${message}`);
-}
-
-function runCli(cliBin, args) {
-  return new Promise((resolve, reject) => {
-    execFile(cliBin, args, { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) reject(new TestFailure(`lathe ${args.join(' ')} failed: ${stderr || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
 
 // Expects `promise` to reject with the SDK error class `cls` and `status`;
 // returns the error.
@@ -154,55 +122,6 @@ function chatRows(count, offset = 0) {
 }
 
 // ---- the server --------------------------------------------------------------
-
-class Server {
-  constructor(bin, dataDir, logFile) {
-    this.dataDir = dataDir;
-    this.logFile = logFile;
-    const out = fs.openSync(logFile, 'w');
-    this.proc = spawn(bin, ['--data-dir', dataDir, '--listen', '127.0.0.1:0',
-      '--metrics-listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0', '--local-workers', '1'],
-    { stdio: ['ignore', out, out] });
-    fs.closeSync(out);
-    this.exited = null;
-    this.proc.on('exit', (code, signal) => { this.exited = { code, signal }; });
-  }
-
-  logTail(lines = 15) {
-    try { return fs.readFileSync(this.logFile, 'utf8').split('\n').slice(-lines).join('\n'); } catch (e) { return ''; }
-  }
-
-  // Waits until server.json names both listeners.
-  async ready() {
-    const file = path.join(this.dataDir, 'server.json');
-    const info = await waitFor('DATA_DIR/server.json with a "http" address', 30_000, () => {
-      if (this.exited) {
-        throw new TestFailure(`lathe-server exited (${show(this.exited)}) before serving:\n${this.logTail()}`);
-      }
-      try {
-        const j = JSON.parse(fs.readFileSync(file, 'utf8'));
-        return j.grpc && j.http ? j : null;
-      } catch (e) {
-        return null; // not written yet
-      }
-    });
-    this.grpc = info.grpc;
-    this.http = info.http;
-    this.adminToken = fs.readFileSync(path.join(this.dataDir, 'admin.token'), 'utf8').trim();
-  }
-
-  async stop() {
-    if (this.exited) return;
-    this.proc.kill('SIGTERM');
-    const deadline = Date.now() + 15_000;
-    while (!this.exited && Date.now() < deadline) await sleep(100);
-    if (!this.exited) {
-      console.error('lathe-server ignored SIGTERM for 15 s; killing it');
-      this.proc.kill('SIGKILL');
-      while (!this.exited) await sleep(100);
-    }
-  }
-}
 
 // ---- the steps -----------------------------------------------------------------
 
@@ -246,7 +165,7 @@ function checkJob(job, what) {
 }
 
 async function runSteps(OpenAI, sdk, args, server, tmp) {
-  const baseURL = `http://${server.http}/v1`;
+  const baseURL = `${server.http}/v1`;
   const clientFor = (apiKey) => new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 30_000 });
   const admin = clientFor(server.adminToken);
 
@@ -498,7 +417,7 @@ async function main() {
   let timer;
   let ok = false;
   try {
-    server = new Server(args.serverBin, path.join(tmp, 'data'), logFile);
+    server = new LatheServer(args.serverBin, path.join(tmp, 'data'), logFile);
     const timeout = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new TestFailure(`the test ran past ${TEST_TIMEOUT_MS / 1000} s`)), TEST_TIMEOUT_MS);
     });
@@ -514,18 +433,18 @@ async function main() {
     console.log(`PASS openai_sdk: openai ${SDK_VERSION} against lathe-server: files create/retrieve/list/delete, ` +
       `4 fine-tuning jobs listed over ${r.pages} pages, one followed to succeeded (${r.events} events, ` +
       `${r.metrics} with a loss, ${r.checkpoints} checkpoints), cancel waiting and running, pause/resume, ` +
-      `400/401/403/404 errors (viewer, other team), in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      `400/401/403/404 errors (viewer, other team), in ${elapsedSeconds().toFixed(1)} s`);
   } catch (err) {
     // An SDK error: its class (the HTTP status it stands for) and where in this file.
     const where = String((err && err.stack) || '').split('\n').filter((l) => l.includes(path.basename(HERE_FILE))).join('\n');
-    console.error(`FAIL openai_sdk at "${currentStep}": ` +
+    console.error(`FAIL openai_sdk at "${currentStep()}": ` +
       (err instanceof TestFailure ? err.message : `${err && err.constructor.name}: ${err && err.message}\n${where}`));
     if (server) console.error('server log (last lines):\n' + server.logTail(40));
   } finally {
     clearTimeout(timer);
     await closeIdleConnections();
     if (server) {
-      try { await server.stop(); } catch (e) { console.error('stopping the server: ' + e.message); }
+      try { await server.stop(15_000); } catch (e) { console.error('stopping the server: ' + e.message); }
     }
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -16,6 +16,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/files.h"
@@ -130,6 +131,40 @@ class AccessTest : public ::testing::Test {
   void TearDown() override {
     if (http_) http_->Stop();
     if (server_) server_->Shutdown();
+  }
+
+  // Authorization headers that must all be refused as UNAUTHENTICATED, by
+  // what is wrong with each (an expired token among them: this waits 1.1 s
+  // for it to expire).
+  std::map<std::string, std::string> BadCredentials() {
+    auto expired = identities_->CreateToken("alice", "short", absl::Seconds(1));
+    EXPECT_TRUE(expired.ok());
+    auto revoked =
+        identities_->CreateToken("alice", "gone", absl::ZeroDuration());
+    EXPECT_TRUE(revoked.ok());
+    EXPECT_TRUE(identities_->RevokeToken(revoked->token.id()).ok());
+    const std::string disabled = Token("mallory", "red", ROLE_MEMBER);
+    EXPECT_TRUE(identities_->DisableUser("mallory").ok());
+    std::string wrong_secret = alice_;
+    wrong_secret.back() = wrong_secret.back() == '0' ? '1' : '0';
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    return {
+        {"no token", ""},
+        {"not a bearer header", "Basic dXNlcjpwYXNz"},
+        {"malformed token", "Bearer lt_nonsense"},
+        {"unknown token", "Bearer lt_000000000000_" + std::string(64, 'a')},
+        {"wrong secret", wrong_secret},
+        {"expired token", "Bearer " + expired->secret},
+        {"revoked token", "Bearer " + revoked->secret},
+        {"disabled user", disabled},
+    };
+  }
+  // A token of each role.
+  std::map<Role, std::string> RoleTokens() const {
+    return {{ROLE_ADMIN, admin_},
+            {ROLE_MEMBER, alice_},
+            {ROLE_VIEWER, vic_},
+            {ROLE_WORKER, worker_}};
   }
 
   // The HTTP listener over this server, started on first use; HOST:PORT.

@@ -35,32 +35,8 @@ TEST(AccessTableTest, AMethodWithoutARuleIsRefused) {
 }
 
 TEST_F(AccessTest, EveryMethodRefusesABadTokenAndAdmitsOnlyItsRoles) {
-  // Credentials that must all be refused as UNAUTHENTICATED.
-  auto expired = identities_->CreateToken("alice", "short", absl::Seconds(1));
-  ASSERT_TRUE(expired.ok());
-  auto revoked =
-      identities_->CreateToken("alice", "gone", absl::ZeroDuration());
-  ASSERT_TRUE(revoked.ok());
-  ASSERT_TRUE(identities_->RevokeToken(revoked->token.id()).ok());
-  const std::string disabled = Token("mallory", "red", ROLE_MEMBER);
-  ASSERT_TRUE(identities_->DisableUser("mallory").ok());
-  std::string wrong_secret = alice_;
-  wrong_secret.back() = wrong_secret.back() == '0' ? '1' : '0';
-  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-  const std::map<std::string, std::string> bad = {
-      {"no token", ""},
-      {"not a bearer header", "Basic dXNlcjpwYXNz"},
-      {"malformed token", "Bearer lt_nonsense"},
-      {"unknown token", "Bearer lt_000000000000_" + std::string(64, 'a')},
-      {"wrong secret", wrong_secret},
-      {"expired token", "Bearer " + expired->secret},
-      {"revoked token", "Bearer " + revoked->secret},
-      {"disabled user", disabled},
-  };
-  const std::map<Role, std::string> roles = {{ROLE_ADMIN, admin_},
-                                             {ROLE_MEMBER, alice_},
-                                             {ROLE_VIEWER, vic_},
-                                             {ROLE_WORKER, worker_}};
+  const auto bad = BadCredentials();
+  const auto roles = RoleTokens();
   const lathe::v1::WhoAmIRequest empty;  // no fields: an empty message
   for (const auto& method : ApiMethods()) {
     auto row = Matrix().find(method);

@@ -133,26 +133,8 @@ TEST(HttpRouteTableTest, EveryClientMethodHasARouteOrIsKeptOffHttp) {
 }
 
 TEST_F(HttpAccessTest, EveryRouteRefusesABadTokenAndAdmitsOnlyItsRoles) {
-  auto revoked =
-      identities_->CreateToken("alice", "gone", absl::ZeroDuration());
-  ASSERT_TRUE(revoked.ok());
-  ASSERT_TRUE(identities_->RevokeToken(revoked->token.id()).ok());
-  const std::string disabled = Token("mallory", "red", ROLE_MEMBER);
-  ASSERT_TRUE(identities_->DisableUser("mallory").ok());
-  std::string wrong_secret = alice_;
-  wrong_secret.back() = wrong_secret.back() == '0' ? '1' : '0';
-  const std::map<std::string, std::string> bad = {
-      {"no token", ""},
-      {"not a bearer header", "Basic dXNlcjpwYXNz"},
-      {"malformed token", "Bearer lt_nonsense"},
-      {"wrong secret", wrong_secret},
-      {"revoked token", "Bearer " + revoked->secret},
-      {"disabled user", disabled},
-  };
-  const std::map<Role, std::string> roles = {{ROLE_ADMIN, admin_},
-                                             {ROLE_MEMBER, alice_},
-                                             {ROLE_VIEWER, vic_},
-                                             {ROLE_WORKER, worker_}};
+  const auto bad = BadCredentials();
+  const auto roles = RoleTokens();
   std::vector<Route> all = Routes();
   for (const auto& r : OpenAiRoutes()) all.push_back(r);
   for (const auto& route : all) {
