@@ -19,8 +19,9 @@ namespace lathe::server::http {
 
 bool OpenStreams::Add(grpc::ClientContext* ctx, const std::string& key) {
   absl::MutexLock lock(&mu_);
-  if (static_cast<int>(open_.size()) >= kMax ||
-      per_token_[key] >= kMaxPerToken) {
+  auto it = per_token_.find(key);
+  const int mine = it == per_token_.end() ? 0 : it->second;
+  if (static_cast<int>(open_.size()) >= kMax || mine >= kMaxPerToken) {
     return false;
   }
   if (closed_) ctx->TryCancel();
