@@ -885,6 +885,8 @@ class Bench {
 }  // namespace lathe::bench
 
 int main(int argc, char** argv) {
+  // This process is the benchmark's gRPC client: set up as the CLI is.
+  lathe::KeepFreedMemoryForStreaming();
   bool quick = false;
   std::string out_path;
   // Comma-separated phases to run; empty: all of them.

@@ -841,6 +841,7 @@ int Cancel(Client& c, const std::string& id) {
 }
 
 int Main(int argc, char** argv) {
+  KeepFreedMemoryForStreaming();
   if (argc < 2) {
     std::cout << kUsage;
     return 2;

@@ -1,6 +1,9 @@
 #include "common/channel.h"
 
 #include <grpcpp/support/client_interceptor.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -100,6 +103,12 @@ absl::StatusOr<std::string> ReadToken(const std::string& token_file,
     return FirstLine(fallback_file);
   }
   return std::string();
+}
+
+void KeepFreedMemoryForStreaming() {
+#if defined(__GLIBC__)
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+#endif
 }
 
 }  // namespace lathe

@@ -49,6 +49,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
 absl::StatusOr<std::string> ReadToken(const std::string& token_file,
                                       const std::string& fallback_file = "");
 
+// Has this process keep up to 64 MiB of freed heap instead of handing it
+// back to the kernel at once. A streamed download allocates and frees its
+// receive buffers megabytes at a time; with glibc's default (trim above
+// 128 KiB) each round of them is fresh memory, faulted in page by page,
+// which more than halved the measured gRPC download rate. For the programs
+// that stream files from the server (the CLI, the worker agent, the
+// benchmarks); a no-op where the C library is not glibc.
+void KeepFreedMemoryForStreaming();
+
 }  // namespace lathe
 
 #endif  // LATHE_COMMON_CHANNEL_H_

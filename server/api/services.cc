@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <openssl/rand.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -37,46 +37,60 @@ grpc::StatusCode ToGrpcCode(absl::StatusCode code) {
   return static_cast<grpc::StatusCode>(static_cast<int>(code));
 }
 
-// One chunk of a stored file as a gRPC slice, without copying it: a
-// read-only mapping of the chunk, unmapped when the transport releases the
-// slice (after the bytes went into the socket). Where the file cannot be
-// mapped, the chunk is read into a buffer instead. Mapping chunk by chunk
-// keeps the stream's resident memory to the chunks in flight. Stored files
-// are never rewritten in place (new ones are renamed in), so a mapped chunk
-// cannot shrink under the transport.
-absl::StatusOr<grpc::Slice> FileChunk(int fd, int64_t offset, size_t n) {
-  static const int64_t kPage = ::sysconf(_SC_PAGESIZE);
-  const int64_t start = offset - offset % kPage;
-  const size_t skip = static_cast<size_t>(offset - start);
-  const size_t length = skip + n;
-  void* base = ::mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, start);
-  if (base != MAP_FAILED) {
-    struct Mapped {
-      void* base;
-      size_t length;
-    };
-    return grpc::Slice(
-        static_cast<char*>(base) + skip, n,
-        [](void* p) {
-          auto* m = static_cast<Mapped*>(p);
-          ::munmap(m->base, m->length);
-          delete m;
-        },
-        new Mapped{base, length});
+// Buffers of kChunk bytes for file chunks, reused across chunks and
+// streams. A fresh buffer (or a fresh mapping of the file) is touched page
+// by page, and at gigabytes per second those page faults, not the copies,
+// set the rate; a reused buffer is already resident. At most kIdleChunks
+// wait here; the rest are freed, so memory follows the chunks in flight.
+class ChunkPool {
+ public:
+  static char* Get() {
+    {
+      absl::MutexLock lock(&mu_);
+      if (!idle_->empty()) {
+        char* b = idle_->back();
+        idle_->pop_back();
+        return b;
+      }
+    }
+    return static_cast<char*>(std::malloc(kChunk));
   }
-  char* buffer = static_cast<char*>(std::malloc(n));
+  static void Put(void* buffer) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (idle_->size() < kIdleChunks) {
+        idle_->push_back(static_cast<char*>(buffer));
+        return;
+      }
+    }
+    std::free(buffer);
+  }
+
+ private:
+  static constexpr size_t kIdleChunks = 16;
+  static absl::Mutex mu_;
+  static std::vector<char*>* idle_;
+};
+absl::Mutex ChunkPool::mu_(absl::kConstInit);
+std::vector<char*>* ChunkPool::idle_ = new std::vector<char*>();
+
+// One chunk (at most kChunk bytes) of a stored file as a gRPC slice, read
+// into a pooled buffer that returns to the pool when the transport releases
+// the slice (after the bytes went into the socket).
+absl::StatusOr<grpc::Slice> FileChunk(int fd, int64_t offset, size_t n) {
+  char* buffer = ChunkPool::Get();
   if (buffer == nullptr) return absl::ResourceExhaustedError("out of memory");
   size_t done = 0;
   while (done < n) {
     const ssize_t got = ::pread(fd, buffer + done, n - done,
                                 offset + static_cast<int64_t>(done));
     if (got <= 0) {
-      std::free(buffer);
+      ChunkPool::Put(buffer);
       return absl::InternalError("cannot read stored file");
     }
     done += static_cast<size_t>(got);
   }
-  return grpc::Slice(buffer, n, std::free);
+  return grpc::Slice(buffer, n, &ChunkPool::Put);
 }
 
 void AppendVarint(uint64_t v, std::string* out) {
@@ -90,9 +104,9 @@ void AppendVarint(uint64_t v, std::string* out) {
 // Streams a stored file from an offset as messages shaped
 // {int64 offset = 1; bytes data = 2; ...} (DownloadCheckpointFileResponse,
 // FetchDatasetResponse, FetchModelFileResponse). Each message is encoded by
-// hand: a few header bytes, then the chunk as a slice of the mapped file
-// (FileChunk), so the file's bytes are copied once, into the socket, instead
-// of read into a buffer, serialized into gRPC's and then sent. `first`
+// hand: a few header bytes, then the chunk as its own slice (FileChunk), so
+// the file's bytes are read once into a buffer and copied once into the
+// socket, instead of also being serialized into gRPC's buffers. `first`
 // (serialized fields, may be empty) goes into the first message only. One
 // message is in flight at a time; deletes itself when gRPC is done.
 class FileStreamReactor final

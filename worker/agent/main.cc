@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  lathe::KeepFreedMemoryForStreaming();
 
   lathe::worker::AgentOptions opts;
   std::string token_file;
