@@ -1,6 +1,7 @@
 #include "server/core/checkpoints.h"
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
@@ -126,6 +127,8 @@ absl::StatusOr<lathe::v1::ResolvedModel> CheckpointCatalogue::ModelFrom(
   for (const auto& f : chosen->files()) {
     bool state = false;
     for (const char* t : kTrainingStateFiles) state |= f.name() == t;
+    // The run's TensorBoard log (runs/) is a record of training, not model.
+    state |= absl::StartsWith(f.name(), "runs/");
     if (state) continue;
     if (!artifacts_->Has(f.sha256(), f.size())) {
       return absl::FailedPreconditionError(

@@ -19,6 +19,7 @@ import threading
 import time
 
 import pytest
+import random
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -190,3 +191,57 @@ class Relay:
     def close(self):
         self.sock.close()
         self.drop()
+
+
+WORDS_A = "refund invoice urgent winner prize claim cash offer".split()
+WORDS_B = "meeting agenda notes lunch review schedule draft team".split()
+
+
+def rows(n, seed):
+    """Short texts, label 1 when they are built from WORDS_A."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = i % 2
+        words = WORDS_A if label else WORDS_B
+        out.append({"text": " ".join(rng.choice(words) for _ in range(6)),
+                    "label": str(label)})
+    return out
+
+
+def write_jsonl(path, items):
+    with open(path, "w") as f:
+        for r in items:
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+PARAMS = {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3,
+          "max_seq_length": 16, "seed": 7}
+
+
+@pytest.fixture(scope="session")
+def data(scratch):
+    d = os.path.join(scratch, "data")
+    os.makedirs(d, exist_ok=True)
+    return {"train": write_jsonl(os.path.join(d, "train.jsonl"), rows(96, 1)),
+            "valid": write_jsonl(os.path.join(d, "valid.jsonl"), rows(32, 2))}
+
+
+@pytest.fixture(scope="session")
+def client(lathe_pkg, server):
+    c = lathe_pkg["module"].Client(server=server.grpc, token=server.admin_token)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def finished(client, data):
+    """One job run to the end; the events seen while waiting."""
+    job = client.submit(task="text-classification", model="preset:bert-tiny",
+                        train_data=data["train"], validation_data=data["valid"],
+                        params=PARAMS)
+    assert job.state == "QUEUED" and job.id
+    events = []
+    job.wait(timeout=300, on_event=events.append)
+    return job, events

@@ -6,65 +6,11 @@ and the field; datasets, models and predictions."""
 import hashlib
 import json
 import os
-import random
 import subprocess
 
 import grpc
 import pytest
-
-WORDS_A = "refund invoice urgent winner prize claim cash offer".split()
-WORDS_B = "meeting agenda notes lunch review schedule draft team".split()
-
-
-def rows(n, seed):
-    """Short texts, label 1 when they are built from WORDS_A."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        label = i % 2
-        words = WORDS_A if label else WORDS_B
-        out.append({"text": " ".join(rng.choice(words) for _ in range(6)),
-                    "label": str(label)})
-    return out
-
-
-def write_jsonl(path, items):
-    with open(path, "w") as f:
-        for r in items:
-            f.write(json.dumps(r) + "\n")
-    return path
-
-
-PARAMS = {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3,
-          "max_seq_length": 16, "seed": 7}
-
-
-@pytest.fixture(scope="session")
-def data(scratch):
-    d = os.path.join(scratch, "data")
-    os.makedirs(d, exist_ok=True)
-    return {"train": write_jsonl(os.path.join(d, "train.jsonl"), rows(96, 1)),
-            "valid": write_jsonl(os.path.join(d, "valid.jsonl"), rows(32, 2))}
-
-
-@pytest.fixture(scope="session")
-def client(lathe_pkg, server):
-    c = lathe_pkg["module"].Client(server=server.grpc, token=server.admin_token)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="session")
-def finished(client, data):
-    """One job run to the end; the events seen while waiting."""
-    job = client.submit(task="text-classification", model="preset:bert-tiny",
-                        train_data=data["train"], validation_data=data["valid"],
-                        params=PARAMS)
-    assert job.state == "QUEUED" and job.id
-    events = []
-    job.wait(timeout=300, on_event=events.append)
-    return job, events
-
+from conftest import PARAMS
 
 def sha256(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
@@ -208,6 +154,11 @@ def test_datasets_models_and_predictions(lathe_pkg, client, finished, data,
     job.download(dest)
     model = client.models.push(dest, "py-test-model")
     assert model.name == "py-test-model"
+    # A checkpoint's training state and TensorBoard log are not model files.
+    paths = {f.path for f in model.files}
+    assert "config.json" in paths and os.path.isdir(os.path.join(dest, "runs"))
+    assert not any(p.startswith("runs/") or p == "trainer_state.json"
+                   for p in paths), paths
     assert "py-test-model" in {m.name for m in client.models.list()}
     assert any(p.name == "preset:bert-tiny" for p in client.models.presets())
     with pytest.raises(lathe.NotFound):

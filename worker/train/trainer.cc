@@ -38,6 +38,7 @@
 #include "worker/train/predict.h"
 #include "worker/train/progress.h"
 #include "worker/train/resume.h"
+#include "worker/train/tensorboard.h"
 #include "worker/train/trainer_state.h"
 
 namespace lathe {
@@ -168,7 +169,15 @@ StepStats TrainStep(Task& task, TaskModel& model, TrainingOptimizer& optimizer,
 }
 
 absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
-                   const EventFn& emit) {
+                   const EventFn& report) {
+  // Every scalar reported also goes to the run's TensorBoard event file,
+  // which each checkpoint carries a copy of (tensorboard.h).
+  ASSIGN_OR_RETURN(EventLog scalars, EventLog::Open(out_dir, spec.resume_from));
+  absl::Status scalars_status;
+  const EventFn emit = [&](const nlohmann::json& event) {
+    if (scalars_status.ok()) scalars_status = scalars.AddEvent(event);
+    report(event);
+  };
   auto log = [&](const std::string& message) {
     emit({{"type", "log"}, {"message", message}});
   };
@@ -358,6 +367,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     RETURN_IF_ERROR(WriteTrainingCheckpoint(model, tokenizer, params,
                                             spec.model, *optimizer.adamw,
                                             device, state, dir));
+    RETURN_IF_ERROR(scalars_status);
+    RETURN_IF_ERROR(scalars.CopyInto(dir));
     nlohmann::json event = {
         {"type", "checkpoint"},
         {"step", step},

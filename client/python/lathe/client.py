@@ -399,7 +399,8 @@ class Models:
              replace: bool = False) -> pb.Model:
         """Stores a model folder in Hugging Face layout (config.json,
         weights, tokenizer files) as ``name``; jobs then name it as their
-        model. A checkpoint's training state is left out. ALREADY_EXISTS
+        model. A checkpoint's training state and TensorBoard log are left
+        out. ALREADY_EXISTS
         when ``name`` holds other content and ``replace`` is false."""
         folder = os.fspath(folder)
         if not os.path.isdir(folder):
@@ -413,8 +414,9 @@ class Models:
                 if not os.path.isfile(full) or os.path.islink(full):
                     continue
                 rel = os.path.relpath(full, folder).replace(os.sep, "/")
-                if rel in ("trainer_state.json", "training_state.safetensors"):
-                    continue
+                if rel in ("trainer_state.json", "training_state.safetensors") \
+                        or rel.startswith("runs/"):
+                    continue  # a checkpoint's training state and log
                 files.append((pb.ModelFile(path=rel,
                                            size=os.path.getsize(full),
                                            sha256=_sha256_file(full)), full))
