@@ -190,13 +190,14 @@ const std::vector<CommandSpec>& Commands() {
           {"priority", Kind::kValue},
           {"max-attempts", Kind::kValue},
           {"devices", Kind::kValue},
-          {"min-device-memory-mb", Kind::kValue}},
+          {"min-device-memory-mb", Kind::kValue},
+          {"webhook", Kind::kRepeated}},
          true,
          "--task TASK --model MODEL --train-data DATA "
          "[--validation-data DATA] [--param NAME=VALUE ...] [--device "
          "cpu|cuda:N] [--owner NAME] [--label KEY=VALUE ...] [--request-id "
          "ID] [--priority N] [--max-attempts N] [--devices N] "
-         "[--min-device-memory-mb MB]"},
+         "[--min-device-memory-mb MB] [--webhook URL ...]"},
         {"list",
          {},
          {{"state", Kind::kRepeated},

@@ -46,6 +46,7 @@ Commands:
          [--param NAME=VALUE ...] [--device cpu|cuda:N] [--owner NAME]
          [--label KEY=VALUE ...] [--request-id ID] [--priority N]
          [--max-attempts N] [--devices N] [--min-device-memory-mb MB]
+         [--webhook URL ...]
                              submit a job; DATA is a local file (uploaded),
                              a dataset:<sha256> reference or a file:// URI;
                              MODEL is a stored model's name, a preset
@@ -308,6 +309,8 @@ int Submit(Client& c, const ParsedArgs& a) {
       !ParseKeyValues(a.All("label"), "label", spec->mutable_labels())) {
     return 2;
   }
+  // Called on state changes and new best checkpoints (docs/webhooks.md).
+  for (const auto& url : a.All("webhook")) spec->add_webhooks(url);
   // Everything local is checked before the first byte goes out; then the
   // server must answer before local files are uploaded (their references
   // go into the spec), so that a server that is down reads as UNAVAILABLE.

@@ -33,6 +33,8 @@
 #include "server/identity_files.h"
 #include "server/local_workers.h"
 #include "server/tls.h"
+#include "server/webhooks/sender.h"
+#include "server/webhooks/signature.h"
 
 namespace lathe::server {
 namespace {
@@ -79,6 +81,14 @@ constexpr char kUsage[] =
     "                              this PEM bundle (mTLS)\n"
     "  --tls-local-ca FILE         the CA local workers verify the server\n"
     "                              with (default: the --tls-cert file)\n"
+    "  --allow-uri-host HOST       a host job webhooks may call (repeatable;\n"
+    "                              *.example.com for its subdomains; loopback\n"
+    "                              and link-local only when named exactly)\n"
+    "  --webhook-secret-file FILE  the whsec_ secret webhooks are signed with\n"
+    "                              (default DATA_DIR/webhook.secret, created\n"
+    "                              on first start)\n"
+    "  --webhook-ca FILE           PEM bundle to verify https webhook\n"
+    "                              receivers with (default: the system's)\n"
     "  --insecure                  allow --listen and --http-listen on an\n"
     "                              address other than loopback without TLS,\n"
     "                              and --metrics-listen (plain HTTP) on one\n"
@@ -106,6 +116,9 @@ struct Flags {
   bool insecure = false;
   ServerTlsFiles tls;        // --tls-cert, --tls-key, --tls-client-ca
   std::string tls_local_ca;  // --tls-local-ca
+  std::vector<std::string> allow_uri_hosts;
+  std::string webhook_secret_file;  // empty: DATA_DIR/webhook.secret
+  std::string webhook_ca;
 };
 
 std::string HostOf(const std::string& addr) {
@@ -264,6 +277,12 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.tls.client_ca = v;
     } else if (a == "--tls-local-ca") {
       f.tls_local_ca = v;
+    } else if (a == "--allow-uri-host") {
+      f.allow_uri_hosts.push_back(v);
+    } else if (a == "--webhook-secret-file") {
+      f.webhook_secret_file = v;
+    } else if (a == "--webhook-ca") {
+      f.webhook_ca = v;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
     }
@@ -293,9 +312,17 @@ class ServerProcess {
     opts.keep_checkpoints = static_cast<int>(flags_.keep_checkpoints);
     opts.models.max_model_bytes = flags_.max_model_mb << 20;
     opts.models.max_files = static_cast<int>(flags_.max_model_files);
+    opts.allowed_uri_hosts = flags_.allow_uri_hosts;
+    // Commits reach the webhook sender once it exists (it needs the
+    // manager to record its deliveries).
+    opts.on_commit = [this](const lathe::v1::Job& job,
+                            const std::vector<lathe::v1::Event>& events) {
+      if (WebhookSender* w = webhooks_ptr_.load()) w->OnCommit(job, events);
+    };
     ASSIGN_OR_RETURN(manager_,
                      JobManager::Create(opts, store_.get(), artifacts_.get(),
                                         metrics_.get()));
+    RETURN_IF_ERROR(StartWebhooks());
     ASSIGN_OR_RETURN(identities_, Identities::Open(store_.get()));
     RETURN_IF_ERROR(WriteFirstAdminToken(identities_.get(), flags_.data_dir));
     audit_ = std::make_unique<AuditLog>(
@@ -430,6 +457,8 @@ class ServerProcess {
     if (local_) local_->Stop(10);
     if (http_) http_->Stop();
     manager_->Shutdown();
+    webhooks_ptr_.store(nullptr);
+    webhooks_.reset();
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::seconds(5));
     stop_.Notify();
@@ -440,6 +469,35 @@ class ServerProcess {
   }
 
  private:
+  absl::Status StartWebhooks() {
+    const std::string secret_file = flags_.webhook_secret_file.empty()
+                                        ? flags_.data_dir + "/webhook.secret"
+                                        : flags_.webhook_secret_file;
+    ASSIGN_OR_RETURN(std::string secret,
+                     LoadOrCreateWebhookSecret(secret_file));
+    WebhookOptions w;
+    w.policy = UriPolicy(flags_.allow_uri_hosts);
+    w.secret = std::move(secret);
+    w.ca_file = flags_.webhook_ca;
+    JobManager* manager = manager_.get();
+    ASSIGN_OR_RETURN(
+        webhooks_,
+        WebhookSender::Create(
+            std::move(w),
+            [manager](const std::string& id, const std::string& message) {
+              if (absl::Status s = manager->AddNote(id, message); !s.ok()) {
+                std::fprintf(stderr, "lathe-server: job %s: %s (%s)\n",
+                             id.c_str(), message.c_str(), s.ToString().c_str());
+              }
+            },
+            [manager](const std::string& id) -> absl::StatusOr<int64_t> {
+              ASSIGN_OR_RETURN(auto listing, manager->ListCheckpoints(id));
+              return listing.second;
+            }));
+    webhooks_ptr_.store(webhooks_.get());
+    return absl::OkStatus();
+  }
+
   // SIGTERM and SIGINT were blocked in every thread before any started;
   // this thread takes them synchronously.
   static void WaitForSignal() {
@@ -474,6 +532,8 @@ class ServerProcess {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<LocalWorkers> local_;
   std::unique_ptr<HttpGateway> http_;
+  std::unique_ptr<WebhookSender> webhooks_;
+  std::atomic<WebhookSender*> webhooks_ptr_{nullptr};
   absl::Notification stop_;
 };
 

@@ -19,6 +19,7 @@
 #define LATHE_SERVER_CORE_JOB_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/uri_policy.h"
 #include "lathe/v1/lathe.pb.h"
 #include "server/core/allowed_roots.h"
 #include "server/core/artifacts.h"
@@ -67,6 +69,12 @@ struct JobManagerOptions {
   // Limits of the model store (pushed models).
   ModelStoreOptions models;
   EventTailOptions event_tail;
+  // The hosts a job's webhooks may name (common/uri_policy.h); empty: none.
+  std::vector<std::string> allowed_uri_hosts;
+  // Told of every commit (LifecycleOptions::on_commit).
+  std::function<void(const lathe::v1::Job&,
+                     const std::vector<lathe::v1::Event>&)>
+      on_commit;
 };
 
 struct WorkerRegistration {
@@ -109,6 +117,10 @@ class JobManager {
   absl::StatusOr<JobAndEvents> PollEvents(
       const std::string& id, int64_t after_seq, int limit,
       std::weak_ptr<EventListener> listener);
+  // Appends a log event to the job (JobLifecycle::AddNote).
+  absl::Status AddNote(const std::string& id, const std::string& message) {
+    return lifecycle_.AddNote(id, message);
+  }
   // Checkpoints by step, and the step of the best one (0 if none has metrics).
   absl::StatusOr<std::pair<std::vector<lathe::v1::Checkpoint>, int64_t>>
   ListCheckpoints(const std::string& job_id);
@@ -205,6 +217,7 @@ class JobManager {
   WorkerRegistry workers_;
   Scheduler scheduler_;
   JobLifecycle lifecycle_;
+  const UriPolicy uri_policy_;
   Submission submission_;
 };
 

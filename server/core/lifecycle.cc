@@ -84,6 +84,10 @@ absl::Status JobLifecycle::Save(Job* job, int64_t seq,
   if (s.ok()) {
     events_->Publish(*job, events != nullptr ? *events : std::vector<Event>());
     parts_.scheduler->Update(*job, seq);
+    if (options_.on_commit) {
+      options_.on_commit(*job,
+                         events != nullptr ? *events : std::vector<Event>());
+    }
   } else {
     // What the store holds now is uncertain; watchers read it from there.
     events_->Drop(job->id());
@@ -132,6 +136,7 @@ void JobLifecycle::Insert(
     }
     events_->Publish(*n->job, n->events);
     parts_.scheduler->Update(*n->job, rows[i].seq);
+    if (options_.on_commit) options_.on_commit(*n->job, n->events);
     any = true;
   }
   PublishCounts();
@@ -164,6 +169,18 @@ absl::StatusOr<Job> JobLifecycle::Cancel(const std::string& id) {
   }
   RETURN_IF_ERROR(Save(&job, seq, &events));
   return job;
+}
+
+absl::Status JobLifecycle::AddNote(const std::string& id,
+                                   const std::string& message) {
+  absl::MutexLock lock(&mu_);
+  int64_t seq = 0;
+  ASSIGN_OR_RETURN(Job job, store_->GetJob(id, &seq));
+  Event e;
+  e.set_type(lathe::v1::EVENT_TYPE_LOG);
+  e.set_message(message);
+  std::vector<Event> events = {std::move(e)};
+  return Save(&job, seq, &events);
 }
 
 absl::StatusOr<Job> JobLifecycle::Pause(const std::string& id) {

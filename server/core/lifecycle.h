@@ -44,6 +44,12 @@ struct LifecycleOptions {
   // Workers not heard from for this long are dropped (ExpireWorkers).
   absl::Duration heartbeat_timeout = absl::Seconds(15);
   EventTailOptions event_tail;
+  // Called after each commit with the job as committed and its new events
+  // (seqs assigned), under the commit lock: it must not block or call back
+  // into the lifecycle. Webhooks (server/webhooks) are fed from here.
+  std::function<void(const lathe::v1::Job&,
+                     const std::vector<lathe::v1::Event>&)>
+      on_commit;
 };
 
 // What a worker should do with the jobs it runs.
@@ -106,6 +112,12 @@ class JobLifecycle {
   absl::StatusOr<lathe::v1::Job> Resume(const std::string& id)
       ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<lathe::v1::Job> RequestCheckpoint(const std::string& id)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Appends a log event to the job, in any state (a finished job's
+  // webhook deliveries are recorded after its end). NOT_FOUND for an
+  // unknown job.
+  absl::Status AddNote(const std::string& id, const std::string& message)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Starts the job the scheduler picks for the worker as a new attempt;

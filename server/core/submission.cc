@@ -227,6 +227,20 @@ absl::Status Submission::Validate(JobSpec* spec, Job* job) {
       return Invalid("spec.labels", "key or value too long");
     }
   }
+  if (spec->webhooks_size() > 8) {
+    return Invalid("spec.webhooks", "at most 8 URLs");
+  }
+  for (int i = 0; i < spec->webhooks_size(); ++i) {
+    const std::string field = absl::StrCat("spec.webhooks[", i, "]");
+    ASSIGN_OR_RETURN(HttpUrl url, ParseHttpUrl(spec->webhooks(i), field));
+    const UriPolicy none;
+    const UriPolicy& policy =
+        parts_.uri_policy != nullptr ? *parts_.uri_policy : none;
+    if (absl::Status s = policy.Check(url, field); !s.ok()) {
+      // A URL the server will not call is a mistake in the spec.
+      return absl::InvalidArgumentError(s.message());
+    }
+  }
   // Data last: resolving a file:// dataset copies it.
   ASSIGN_OR_RETURN(
       *job->mutable_train_dataset(),

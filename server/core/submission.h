@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/uri_policy.h"
 #include "lathe/v1/lathe.pb.h"
 #include "server/core/allowed_roots.h"
 #include "server/core/checkpoints.h"
@@ -35,6 +36,8 @@ struct SubmissionParts {
   DatasetCatalogue* datasets = nullptr;
   CheckpointCatalogue* checkpoints = nullptr;
   JobLifecycle* lifecycle = nullptr;
+  // The hosts spec.webhooks may name.
+  const UriPolicy* uri_policy = nullptr;
 };
 
 class Submission {

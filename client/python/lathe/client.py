@@ -561,14 +561,17 @@ class Client:
                priority: int = 0,
                max_attempts: int = 0,
                devices: int = 0,
-               request_id: str = "") -> Job:
+               request_id: str = "",
+               webhooks: Sequence[str] = ()) -> Job:
         """Submits a fine-tuning job and returns it (QUEUED).
 
         ``train_data`` and ``validation_data`` are local files or folders
         (uploaded first, as the CLI does), ``dataset:`` references or URIs.
         ``params`` are hyperparameters by name (docs/params.md); values may
         be numbers or booleans. ``request_id`` makes a retried submit return
-        the first job instead of a second one.
+        the first job instead of a second one. ``webhooks`` are URLs the
+        server POSTs signed notices to on state changes and new best
+        checkpoints (docs/webhooks.md).
         """
         spec = pb.JobSpec(task=task, model=model, device=device, owner=owner,
                           priority=priority, max_attempts=max_attempts)
@@ -578,6 +581,7 @@ class Client:
             spec.labels[k] = str(v)
         if devices:
             spec.resources.device_count = devices
+        spec.webhooks.extend(webhooks)
         spec.train_data = self._data_ref("train_data", train_data)
         spec.validation_data = self._data_ref("validation_data",
                                               validation_data)
