@@ -13,6 +13,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
 #include "common/status.h"
@@ -606,8 +607,18 @@ absl::StatusOr<std::string> Agent::FetchResumeCheckpoint(
   const std::string dest = absl::StrCat(dir, "/resume/checkpoint-", cp.step());
   RETURN_IF_ERROR(MakeDirs(dest));
   for (const auto& f : cp.files()) {
-    if (f.name().find('/') != std::string::npos || f.name() == "..") {
+    // A relative, clean path: a checkpoint may hold sub-folders (runs/,
+    // merged/), never a way out of `dest`.
+    bool clean = !f.name().empty() && f.name()[0] != '/' &&
+                 f.name().find('\\') == std::string::npos;
+    for (absl::string_view part : absl::StrSplit(f.name(), '/')) {
+      clean = clean && !part.empty() && part != "." && part != "..";
+    }
+    if (!clean) {
       return absl::DataLossError(absl::StrCat("unsafe file name ", f.name()));
+    }
+    if (const size_t slash = f.name().rfind('/'); slash != std::string::npos) {
+      RETURN_IF_ERROR(MakeDirs(dest + "/" + f.name().substr(0, slash)));
     }
     lathe::v1::FetchCheckpointFileRequest req;
     req.set_job_id(a.job_id());
