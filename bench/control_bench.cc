@@ -34,6 +34,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "bench/wire.h"
+#include "client/file_stream.h"
 #include "common/channel.h"
 #include "common/files.h"
 #include "lathe/v1/lathe.grpc.pb.h"
@@ -479,23 +480,29 @@ class Bench {
       }
       return static_cast<double>(size) / Seconds(t0, Clock::now()) / 1e9;
     };
+    // Read as the CLI reads a download over gRPC (ReadFileStream); the
+    // bytes are counted and dropped.
     auto download = [&] {
-      auto stub = lathe::v1::JobService::NewStub(Channel(*server_, false));
+      auto channel = Channel(*server_, false);
       const auto t0 = Clock::now();
       lathe::v1::DownloadCheckpointFileRequest req;
       req.set_job_id(job.job().id());
       req.set_checkpoint("1");
       req.set_file("model.safetensors");
       grpc::ClientContext ctx;
-      auto reader = stub->DownloadCheckpointFile(&ctx, req);
-      lathe::v1::DownloadCheckpointFileResponse r;
       int64_t got = 0;
-      while (reader->Read(&r)) got += static_cast<int64_t>(r.data().size());
-      const grpc::Status status = reader->Finish();
+      const absl::Status status = client::ReadFileStream(
+          channel,
+          absl::StrCat("/", lathe::v1::JobService::service_full_name(),
+                       "/DownloadCheckpointFile"),
+          req, &ctx, 0, [&](absl::string_view data) {
+            got += static_cast<int64_t>(data.size());
+            return absl::OkStatus();
+          });
       if (got != size) {
         std::fprintf(stderr, "download: %lld of %lld bytes: %s\n",
                      static_cast<long long>(got), static_cast<long long>(size),
-                     status.error_message().c_str());
+                     status.ToString().c_str());
       }
       return got == size
                  ? static_cast<double>(size) / Seconds(t0, Clock::now()) / 1e9

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "client/file_stream.h"
 #include "client/http_download.h"
 #include "common/files.h"
 #include "common/redact.h"
@@ -86,8 +87,9 @@ absl::StatusOr<lathe::v1::PushModelResponse> Client::PushModel(
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (!it->is_regular_file()) continue;
     const std::string rel = fs::relative(it->path(), dir).generic_string();
-    if (rel == "trainer_state.json" || rel == "training_state.safetensors") {
-      continue;  // a checkpoint's training state is not part of a model
+    if (rel == "trainer_state.json" || rel == "training_state.safetensors" ||
+        absl::StartsWith(rel, "runs/")) {
+      continue;  // a checkpoint's training state and log are not model
     }
     lathe::v1::ModelFile f;
     f.set_path(rel);
@@ -262,19 +264,21 @@ absl::Status Client::DownloadFile(const std::string& job_id,
     req.set_file(file.name());
     req.set_offset(offset);
     grpc::ClientContext ctx;
-    auto reader = jobs_->DownloadCheckpointFile(&ctx, req);
-    lathe::v1::DownloadCheckpointFileResponse chunk;
-    while (reader->Read(&chunk)) {
-      if (chunk.offset() != offset) {
-        ctx.TryCancel();
-        return absl::DataLossError("download chunks arrived out of order");
-      }
-      out.write(chunk.data().data(),
-                static_cast<std::streamsize>(chunk.data().size()));
-      offset += static_cast<int64_t>(chunk.data().size());
-    }
-    RETURN_IF_ERROR(FromGrpc(reader->Finish()));
+    // The chunks are written from the slices gRPC received them in, not
+    // parsed into messages first (ReadFileStream checks their order).
+    absl::Status s = ReadFileStream(
+        channel_,
+        absl::StrCat("/", lathe::v1::JobService::service_full_name(),
+                     "/DownloadCheckpointFile"),
+        req, &ctx, offset, [&](absl::string_view data) {
+          out.write(data.data(), static_cast<std::streamsize>(data.size()));
+          if (!out) {
+            return absl::InternalError(absl::StrCat("cannot write ", part));
+          }
+          return absl::OkStatus();
+        });
     out.close();
+    RETURN_IF_ERROR(s);
     if (!out) return absl::InternalError(absl::StrCat("cannot write ", part));
   }
   ASSIGN_OR_RETURN(std::string sha, Sha256File(part));

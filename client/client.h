@@ -49,6 +49,7 @@ class Client {
                                                    const std::string& name);
   // Pushes every regular file under `dir` (recursively; training-state
   // files of a checkpoint, trainer_state.json and training_state.safetensors,
+  // and its TensorBoard log, runs/,
   // are left out) to the model store as `name`. Files are hashed, then
   // streamed in 1 MiB chunks; no file is held in memory. `progress` is told
   // (path, bytes sent of the whole model, total bytes) as chunks go out.

@@ -456,6 +456,39 @@ TEST(DownloadTest, EveryOffsetGivesTheRestOfTheFile) {
   EXPECT_EQ(download(0, "other.bin", &none).error_code(),
             grpc::StatusCode::NOT_FOUND);
 
+  // lathe download (over gRPC: this server has no HTTP listener) resumes
+  // a partial file from where it stopped, across chunk boundaries.
+  const std::string dest = dir.path() + "/cli";
+  const std::string part = dest + "/model.safetensors.part";
+  for (int64_t have : {int64_t{1}, int64_t{(2 << 20) + 1}, size}) {
+    ASSERT_TRUE(MakeDirs(dest).ok());
+    std::filesystem::remove(dest + "/model.safetensors");
+    ASSERT_TRUE(
+        WriteFileAtomic(part, content.substr(0, static_cast<size_t>(have)))
+            .ok());
+    auto cli =
+        server.Cli({"download", id, "--checkpoint", "1", "--dest", dest});
+    ASSERT_EQ(cli.exit_code, 0) << have << ": " << cli.out << cli.err;
+    EXPECT_THAT(cli.out, HasSubstr("over gRPC"));
+    EXPECT_TRUE(ReadFile(dest + "/model.safetensors").value_or("") == content)
+        << "resumed from " << have;
+    EXPECT_FALSE(PathExists(part));
+  }
+  // A part file whose bytes are wrong fails the check and is removed, so
+  // the next try starts over.
+  std::filesystem::remove(dest + "/model.safetensors");
+  ASSERT_TRUE(WriteFileAtomic(part, std::string(1000, 'x')).ok());
+  auto damaged =
+      server.Cli({"download", id, "--checkpoint", "1", "--dest", dest});
+  EXPECT_NE(damaged.exit_code, 0);
+  EXPECT_THAT(damaged.err, HasSubstr("does not match"));
+  EXPECT_FALSE(PathExists(part));
+  auto again =
+      server.Cli({"download", id, "--checkpoint", "1", "--dest", dest});
+  ASSERT_EQ(again.exit_code, 0) << again.out << again.err;
+  EXPECT_EQ(Sha256File(dest + "/model.safetensors").value_or(""),
+            info.sha256());
+
   // A worker fetches the dataset the same way, from any offset.
   const std::string ref = acquired.assignment().train_dataset().ref();
   const std::string train = *ReadFile(dir.path() + "/t.jsonl");
