@@ -5,6 +5,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -396,10 +397,12 @@ class ServerProcess {
     }
 
     std::thread reaper([this, &gate] {
+      int round = 0;
       while (!stop_.WaitForNotificationWithTimeout(absl::Milliseconds(500))) {
         manager_->ExpireWorkers();
         gate.watchdog()->Sweep(absl::Now());
         FlushIdentities();
+        if (round++ % 10 == 0) PublishGauges();
       }
       FlushIdentities();
     });
@@ -469,6 +472,18 @@ class ServerProcess {
   }
 
  private:
+  // Gauges read rather than kept: running jobs per owner, and the data
+  // directory's disk (for the disk-filling alert).
+  void PublishGauges() {
+    metrics_->SetRunningByOwner(manager_->RunningByOwner());
+    struct statvfs fs;
+    if (::statvfs(flags_.data_dir.c_str(), &fs) == 0) {
+      metrics_->SetDataDisk(
+          static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize),
+          static_cast<double>(fs.f_blocks) * static_cast<double>(fs.f_frsize));
+    }
+  }
+
   absl::Status StartWebhooks() {
     const std::string secret_file = flags_.webhook_secret_file.empty()
                                         ? flags_.data_dir + "/webhook.secret"

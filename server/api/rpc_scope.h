@@ -56,7 +56,8 @@ class RpcScope {
       : gate_(gate),
         method_(method),
         service_(service),
-        peer_(std::move(peer)) {
+        peer_(std::move(peer)),
+        start_(absl::Now()) {
     const std::string full = absl::StrCat("lathe.v1.", service, ".", method);
     rule_ = AccessPolicy::RuleFor(full);
     if (rule_ == nullptr) {
@@ -90,6 +91,7 @@ class RpcScope {
         method_(other.method_),
         service_(other.service_),
         peer_(std::move(other.peer_)),
+        start_(other.start_),
         rule_(other.rule_),
         principal_(std::move(other.principal_)),
         resource_(std::move(other.resource_)),
@@ -115,6 +117,8 @@ class RpcScope {
   grpc::Status Done(const absl::Status& status) {
     grpc::Status s = ToGrpcStatus(status);
     gate_->metrics_->CountRpc(method_, absl::StatusCodeToString(status.code()));
+    gate_->metrics_->ObserveRpcSeconds(
+        method_, absl::ToDoubleSeconds(absl::Now() - start_));
     const bool refused = absl::IsUnauthenticated(status) ||
                          absl::IsPermissionDenied(status) || !admitted_.ok();
     if (refused || (rule_ != nullptr && rule_->audited)) {
@@ -151,6 +155,7 @@ class RpcScope {
   const char* method_;
   const char* service_;
   std::string peer_;
+  absl::Time start_;  // when the call arrived, for its duration
   const AccessRule* rule_ = nullptr;
   Principal principal_;
   std::string resource_;

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -117,6 +118,10 @@ class JobManager {
   absl::StatusOr<JobAndEvents> PollEvents(
       const std::string& id, int64_t after_seq, int limit,
       std::weak_ptr<EventListener> listener);
+  // Jobs holding a worker per owner (for the metrics).
+  std::map<std::string, int> RunningByOwner() const {
+    return scheduler_.RunningByOwner();
+  }
   // Appends a log event to the job (JobLifecycle::AddNote).
   absl::Status AddNote(const std::string& id, const std::string& message) {
     return lifecycle_.AddNote(id, message);

@@ -47,7 +47,52 @@ Metrics::Metrics()
                         .Name("lathe_artifact_bytes")
                         .Help("Bytes of datasets and checkpoint files kept")
                         .Register(*registry_)
-                        .Add({})) {}
+                        .Add({})),
+      rpc_seconds_(BuildHistogram()
+                       .Name("lathe_rpc_duration_seconds")
+                       .Help("Time from a call's arrival to its status, by "
+                             "method (streams: their whole life)")
+                       .Register(*registry_)),
+      running_by_owner_(BuildGauge()
+                            .Name("lathe_running_jobs")
+                            .Help("Jobs holding a worker, by owner")
+                            .Register(*registry_)),
+      disk_free_(BuildGauge()
+                     .Name("lathe_data_disk_free_bytes")
+                     .Help("Free bytes on the data directory's file system")
+                     .Register(*registry_)
+                     .Add({})),
+      disk_size_(BuildGauge()
+                     .Name("lathe_data_disk_size_bytes")
+                     .Help("Size of the data directory's file system")
+                     .Register(*registry_)
+                     .Add({})) {}
+
+void Metrics::ObserveRpcSeconds(const std::string& method, double seconds) {
+  static const auto* kBuckets = new prometheus::Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+      0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+  rpc_seconds_.Add({{"method", method}}, *kBuckets).Observe(seconds);
+}
+
+void Metrics::SetRunningByOwner(const std::map<std::string, int>& running) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [owner, n] : owners_seen_) {
+    if (!running.count(owner)) {
+      running_by_owner_.Add({{"owner", owner}}).Set(0);
+      n = 0;
+    }
+  }
+  for (const auto& [owner, n] : running) {
+    running_by_owner_.Add({{"owner", owner}}).Set(n);
+    owners_seen_[owner] = n;
+  }
+}
+
+void Metrics::SetDataDisk(double free_bytes, double size_bytes) {
+  disk_free_.Set(free_bytes);
+  disk_size_.Set(size_bytes);
+}
 
 void Metrics::SetJobsInState(const std::string& state, double n) {
   jobs_.Add({{"state", state}}).Set(n);

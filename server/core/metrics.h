@@ -29,6 +29,13 @@ class Metrics {
   void SetWorkers(double n);
   void ObserveStartLatency(double seconds);
   void CountRpc(const std::string& method, const std::string& code);
+  // How long a call took, from arrival to its status (for a stream: its
+  // whole life).
+  void ObserveRpcSeconds(const std::string& method, double seconds);
+  // Jobs holding a worker, per owner; owners no longer listed drop to 0.
+  void SetRunningByOwner(const std::map<std::string, int>& running);
+  // The file system of the data directory (statvfs).
+  void SetDataDisk(double free_bytes, double size_bytes);
   void SetRunningJob(const std::string& job_id, double loss,
                      double samples_per_second);
   void ClearRunningJob(const std::string& job_id);
@@ -45,7 +52,12 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>& loss_;
   prometheus::Family<prometheus::Gauge>& throughput_;
   prometheus::Gauge& stored_bytes_;
+  prometheus::Family<prometheus::Histogram>& rpc_seconds_;
+  prometheus::Family<prometheus::Gauge>& running_by_owner_;
+  prometheus::Gauge& disk_free_;
+  prometheus::Gauge& disk_size_;
   absl::Mutex mu_;
+  std::map<std::string, int> owners_seen_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lathe::server

@@ -181,6 +181,15 @@ size_t Scheduler::queued() const {
   return queued_.size();
 }
 
+std::map<std::string, int> Scheduler::RunningByOwner() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, int> out;
+  for (const auto& [owner, n] : running_) {
+    if (n > 0) out[owner] = n;
+  }
+  return out;
+}
+
 int Scheduler::running(const std::string& owner) const {
   absl::MutexLock lock(&mu_);
   auto r = running_.find(owner);

@@ -71,6 +71,8 @@ class Scheduler {
       ABSL_LOCKS_EXCLUDED(mu_);
   size_t queued() const ABSL_LOCKS_EXCLUDED(mu_);
   int running(const std::string& owner) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Jobs holding a worker per owner (owners with none left out).
+  std::map<std::string, int> RunningByOwner() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   // What a job needs of a worker; jobs with equal needs share a bucket.

@@ -98,6 +98,7 @@ class Server:
             time.sleep(0.1)
         assert info and info.get("grpc"), "no server.json after 60 s"
         self.grpc = info["grpc"]
+        self.metrics = info.get("metrics", "")
         with open(os.path.join(data_dir, "admin.token")) as f:
             self.admin_token = f.read().strip()
 
