@@ -20,7 +20,7 @@ FROM debian:12
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libtorch1.13 libopenblas0-openmp libgrpc++1.51 libprotobuf32 \
       libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libsqlite3-0 libutf8proc2 \
-      libabsl20220623 libpng16-16 libjpeg62-turbo libarchive13 ca-certificates \
+      libabsl20220623 libpng16-16 libjpeg62-turbo libarchive13 libcurl4 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/bin/ /opt/lathe/bin/
 COPY --from=build /src/build/assets/bert-base-uncased /opt/lathe/assets/bert-base-uncased

@@ -161,16 +161,21 @@ absl::StatusOr<lathe::v1::Dataset> Client::UploadDataset(
   return resp.dataset();
 }
 
-absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
-  if (arg.empty() || absl::StartsWith(arg, "dataset:") ||
-      absl::StartsWith(arg, "file://")) {
-    return arg;
+bool IsServerDataRef(const std::string& arg) {
+  for (const char* prefix :
+       {"dataset:", "file://", "https://", "s3://", "http://"}) {
+    if (absl::StartsWith(arg, prefix)) return true;
   }
+  return false;
+}
+
+absl::StatusOr<std::string> Client::ResolveData(const std::string& arg) {
+  if (arg.empty() || IsServerDataRef(arg)) return arg;
   if (!PathExists(arg)) {
     return absl::NotFoundError(
         absl::StrCat("\"", RedactSecrets(arg),
                      "\" is neither a local file, a dataset: reference nor a "
-                     "file:// URI"));
+                     "file://, https:// or s3:// URI"));
   }
   std::string trimmed = arg;
   while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();

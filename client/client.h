@@ -17,6 +17,11 @@
 
 namespace lathe::client {
 
+// True for the data arguments the server resolves itself: dataset:<sha256>,
+// file://, https:// and s3:// URIs (and http://, which it refuses by name).
+// Anything else names a local file or folder, which the client uploads.
+bool IsServerDataRef(const std::string& arg);
+
 absl::Status FromGrpc(const ::grpc::Status& s);
 
 class Client {

@@ -48,7 +48,9 @@ Commands:
          [--max-attempts N] [--devices N] [--min-device-memory-mb MB]
          [--webhook URL ...]
                              submit a job; DATA is a local file (uploaded),
-                             a dataset:<sha256> reference or a file:// URI;
+                             a dataset:<sha256> reference, a file:// URI,
+                             or an https:// or s3://BUCKET/KEY URI the
+                             server fetches (add #sha256=HEX to check it);
                              MODEL is a stored model's name, a preset
                              (preset:bert-tiny, preset:bert-mini,
                              preset:gpt2-tiny, preset:llama-tiny,
@@ -231,13 +233,13 @@ int UsageFail(const std::string& message) {
 // file must exist: checked before anything is sent, so that a typo does
 // not cost an upload of the other file.
 absl::Status CheckDataArg(const char* flag, const std::string& arg) {
-  if (arg.empty() || absl::StartsWith(arg, "dataset:") ||
-      absl::StartsWith(arg, "file://") || PathExists(arg)) {
+  if (arg.empty() || IsServerDataRef(arg) || PathExists(arg)) {
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--", flag, ": \"", RedactSecrets(arg),
-      "\" is neither a local file, a dataset: reference nor a file:// URI"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, ": \"", RedactSecrets(arg),
+                   "\" is neither a local file, a dataset: reference nor a "
+                   "file://, https:// or s3:// URI"));
 }
 
 // Uploads a local file (or passes a reference through); an upload's

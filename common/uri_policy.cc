@@ -172,9 +172,10 @@ absl::Status UriPolicy::Check(const HttpUrl& url,
                               const std::string& field) const {
   if (hosts_.empty()) {
     return absl::PermissionDeniedError(
-        absl::StrCat(field,
-                     ": the server allows no outbound URLs (lathe-server "
-                     "--allow-uri-host HOST names the hosts it may call)"));
+        absl::StrCat(field, ": host ", url.host,
+                     " is not allowed: the server allows no outbound URLs "
+                     "(lathe-server --allow-uri-host HOST names the hosts it "
+                     "may call)"));
   }
   // A pattern never admits a literal; a literal is admitted only by itself.
   bool exact = false;

@@ -30,6 +30,7 @@
 #include "server/core/job_manager.h"
 #include "server/core/metrics.h"
 #include "server/core/store.h"
+#include "server/fetch/remote_fetch.h"
 #include "server/http/gateway.h"
 #include "server/identity_files.h"
 #include "server/local_workers.h"
@@ -82,9 +83,19 @@ constexpr char kUsage[] =
     "                              this PEM bundle (mTLS)\n"
     "  --tls-local-ca FILE         the CA local workers verify the server\n"
     "                              with (default: the --tls-cert file)\n"
-    "  --allow-uri-host HOST       a host job webhooks may call (repeatable;\n"
-    "                              *.example.com for its subdomains; loopback\n"
-    "                              and link-local only when named exactly)\n"
+    "  --allow-uri-host HOST       a host job webhooks may call and https://\n"
+    "                              or s3:// datasets may come from\n"
+    "                              (repeatable; *.example.com for its\n"
+    "                              subdomains; loopback and link-local only\n"
+    "                              when named exactly)\n"
+    "  --s3-endpoint URL           http(s)://HOST[:PORT] of an S3-compatible\n"
+    "                              store for s3:// datasets (default: AWS);\n"
+    "                              credentials from AWS_ACCESS_KEY_ID,\n"
+    "                              AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,\n"
+    "                              region from AWS_REGION\n"
+    "  --uri-ca FILE               PEM bundle to verify https:// dataset\n"
+    "                              sources and the S3 endpoint with\n"
+    "                              (default: the system's)\n"
     "  --webhook-secret-file FILE  the whsec_ secret webhooks are signed with\n"
     "                              (default DATA_DIR/webhook.secret, created\n"
     "                              on first start)\n"
@@ -120,6 +131,8 @@ struct Flags {
   std::vector<std::string> allow_uri_hosts;
   std::string webhook_secret_file;  // empty: DATA_DIR/webhook.secret
   std::string webhook_ca;
+  std::string s3_endpoint;
+  std::string uri_ca;
 };
 
 std::string HostOf(const std::string& addr) {
@@ -284,6 +297,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.webhook_secret_file = v;
     } else if (a == "--webhook-ca") {
       f.webhook_ca = v;
+    } else if (a == "--s3-endpoint") {
+      f.s3_endpoint = v;
+    } else if (a == "--uri-ca") {
+      f.uri_ca = v;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
     }
@@ -314,6 +331,17 @@ class ServerProcess {
     opts.models.max_model_bytes = flags_.max_model_mb << 20;
     opts.models.max_files = static_cast<int>(flags_.max_model_files);
     opts.allowed_uri_hosts = flags_.allow_uri_hosts;
+    RemoteFetchOptions fetch;
+    fetch.policy = UriPolicy(flags_.allow_uri_hosts);
+    fetch.ca_file = flags_.uri_ca;
+    fetch.s3_endpoint = flags_.s3_endpoint;
+    fetch.s3_region = RemoteFetcher::RegionFromEnvironment();
+    fetch.credentials = RemoteFetcher::CredentialsFromEnvironment();
+    fetch.log = [](const std::string& line) {
+      std::fprintf(stderr, "lathe-server: %s\n", line.c_str());
+    };
+    ASSIGN_OR_RETURN(remote_data_, RemoteFetcher::Create(std::move(fetch)));
+    opts.remote_data = remote_data_.get();
     // Commits reach the webhook sender once it exists (it needs the
     // manager to record its deliveries).
     opts.on_commit = [this](const lathe::v1::Job& job,
@@ -540,6 +568,8 @@ class ServerProcess {
   std::unique_ptr<Store> store_;
   std::unique_ptr<ArtifactStore> artifacts_;
   std::unique_ptr<Metrics> metrics_;
+  // Before the manager, which holds a pointer to it.
+  std::unique_ptr<RemoteFetcher> remote_data_;
   std::unique_ptr<JobManager> manager_;
   std::unique_ptr<Identities> identities_;
   std::unique_ptr<AuditLog> audit_;

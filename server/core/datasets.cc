@@ -77,10 +77,18 @@ absl::StatusOr<lathe::v1::Dataset> DatasetCatalogue::Resolve(
     std::string name = path.substr(path.rfind('/') + 1);
     return Add(name, sha, static_cast<int64_t>(data->size()));
   }
+  if (IsRemoteUri(value)) {
+    if (remote_ == nullptr) {
+      return Invalid(field, "this server does not fetch remote URIs");
+    }
+    ASSIGN_OR_RETURN(auto fetched,
+                     remote_->Fetch(field, value, artifacts_, max_bytes_));
+    return Add(fetched.name, fetched.sha256, fetched.size);
+  }
   return Invalid(field, absl::StrCat("\"", value,
-                                     "\" is not a dataset reference or "
-                                     "file:// URI (the CLI uploads local "
-                                     "files)"));
+                                     "\" is not a dataset reference, "
+                                     "file:// URI, https:// or s3:// URI "
+                                     "(the CLI uploads local files)"));
 }
 
 absl::StatusOr<std::string> DatasetCatalogue::Path(const std::string& ref) {

@@ -16,6 +16,7 @@
 #include "server/core/allowed_roots.h"
 #include "server/core/artifacts.h"
 #include "server/core/metrics.h"
+#include "server/core/remote_data.h"
 #include "server/core/store.h"
 
 namespace lathe::server {
@@ -23,24 +24,27 @@ namespace lathe::server {
 class DatasetCatalogue {
  public:
   // Every pointer must outlive the catalogue. `max_bytes` bounds an
-  // imported file.
+  // imported file or fetched URI. `remote` may be null: https:// and s3://
+  // are then refused.
   DatasetCatalogue(const AllowedRoots* roots, Store* store,
                    ArtifactStore* artifacts, Metrics* metrics,
-                   int64_t max_bytes)
+                   int64_t max_bytes, RemoteData* remote = nullptr)
       : roots_(roots),
         store_(store),
         artifacts_(artifacts),
         metrics_(metrics),
-        max_bytes_(max_bytes) {}
+        max_bytes_(max_bytes),
+        remote_(remote) {}
 
   // Records an uploaded blob under a display name.
   absl::StatusOr<lathe::v1::Dataset> Add(const std::string& name,
                                          const std::string& sha256,
                                          int64_t size);
-  // What a job's data field names: "dataset:<sha256>" (must exist), or an
-  // absolute path / file:// URI inside the allowed roots, which is imported
-  // so that every worker fetches the same bytes by digest. Errors are
-  // INVALID_ARGUMENT naming `field`.
+  // What a job's data field names: "dataset:<sha256>" (must exist), an
+  // absolute path / file:// URI inside the allowed roots, or an https:// or
+  // s3:// URI (remote_data.h); the last two are imported so that every
+  // worker fetches the same bytes by digest. Errors are INVALID_ARGUMENT
+  // naming `field` (UNAVAILABLE for a source that stayed unreachable).
   absl::StatusOr<lathe::v1::Dataset> Resolve(const std::string& field,
                                              const std::string& value);
   // The blob of a stored dataset, for FetchDataset.
@@ -52,6 +56,7 @@ class DatasetCatalogue {
   ArtifactStore* const artifacts_;
   Metrics* const metrics_;
   const int64_t max_bytes_;
+  RemoteData* const remote_;
 };
 
 }  // namespace lathe::server

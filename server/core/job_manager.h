@@ -72,6 +72,9 @@ struct JobManagerOptions {
   EventTailOptions event_tail;
   // The hosts a job's webhooks may name (common/uri_policy.h); empty: none.
   std::vector<std::string> allowed_uri_hosts;
+  // Fetches https:// and s3:// datasets (remote_data.h); null: refused.
+  // Must outlive the manager.
+  RemoteData* remote_data = nullptr;
   // Told of every commit (LifecycleOptions::on_commit).
   std::function<void(const lathe::v1::Job&,
                      const std::vector<lathe::v1::Event>&)>
