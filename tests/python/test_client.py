@@ -115,6 +115,13 @@ def test_errors_carry_the_code_and_the_field(lathe_pkg, client, server, data,
         client.submit(task="text-classification", model="preset:bert-tiny",
                       train_data=os.path.join(scratch, "missing.jsonl"))
     assert e.value.field == "train_data"
+    # A URI goes to the server as it is, which fetches only from the hosts
+    # it was told it may call (none here) and names the host it refused.
+    with pytest.raises(lathe.InvalidArgument) as e:
+        client.submit(task="text-classification", model="preset:bert-tiny",
+                      train_data="https://198.51.100.7/train.jsonl")
+    assert e.value.field == "spec.train_data", e.value.message
+    assert "198.51.100.7 is not allowed" in e.value.message
     with pytest.raises(lathe.NotFound):
         client.job("j-does-not-exist")
     with pytest.raises(lathe.Unauthenticated):
