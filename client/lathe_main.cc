@@ -58,7 +58,8 @@ Commands:
                              preset:cnn-small), job:ID
                              (that job's best checkpoint), job:ID@STEP, or
                              an absolute directory path / file:// URI the
-                             server may read
+                             server may read, or an s3://BUCKET/PREFIX/ or
+                             https://HOST/PATH/ model directory it fetches
   list [--state STATE ...] [--owner NAME] [--page-size N] [--page-token T]
   get JOB                    show a job
   watch JOB [--after-seq N]  follow a job live until it ends

@@ -17,6 +17,13 @@ const char* const kTrainingStateFiles[] = {"trainer_state.json",
                                            "training_state.safetensors"};
 }  // namespace
 
+bool IsTrainingStateFile(const std::string& path) {
+  for (const char* t : kTrainingStateFiles) {
+    if (path == t) return true;
+  }
+  return false;
+}
+
 std::optional<double> CheckpointScore(const Checkpoint& c) {
   if (!c.metric_for_best_model().empty()) {
     auto m = c.metrics().find(c.metric_for_best_model());
@@ -126,7 +133,7 @@ absl::StatusOr<lathe::v1::ResolvedModel> CheckpointCatalogue::ModelFrom(
   out.set_kind(lathe::v1::MODEL_SOURCE_KIND_MANIFEST);
   for (const auto& f : chosen->files()) {
     bool state = false;
-    for (const char* t : kTrainingStateFiles) state |= f.name() == t;
+    state |= IsTrainingStateFile(f.name());
     // The run's TensorBoard log (runs/) is a record of training, not model.
     state |= absl::StartsWith(f.name(), "runs/");
     if (state) continue;

@@ -37,6 +37,10 @@ struct CheckpointListing {
   int64_t best_step = 0;
 };
 
+// True for the checkpoint files that hold training state (the optimizer's,
+// the trainer's), which a checkpoint used as a model leaves out.
+bool IsTrainingStateFile(const std::string& path);
+
 // The score that ranks checkpoints (higher is better): the metric the
 // trainer named (negated when lower is better), else accuracy, else minus
 // the loss; none when the checkpoint has none of them.

@@ -35,9 +35,11 @@ JobManager::JobManager(JobManagerOptions options, AllowedRoots roots,
                                 &checkpoints_, models_.get()},
                  clock_),
       uri_policy_(options_.allowed_uri_hosts),
-      submission_(SubmissionParts{&roots_, store, &datasets_, &checkpoints_,
-                                  &lifecycle_, &uri_policy_},
-                  clock_) {}
+      submission_(
+          SubmissionParts{&roots_, store, &datasets_, &checkpoints_,
+                          &lifecycle_, &uri_policy_, options_.remote_data,
+                          artifacts, options_.models},
+          clock_) {}
 
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(
     JobManagerOptions options, Store* store, ArtifactStore* artifacts,

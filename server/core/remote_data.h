@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
@@ -26,6 +27,12 @@ class RemoteData {
     std::string name;
   };
 
+  struct ModelFileBlob {
+    std::string path;  // relative, clean
+    std::string sha256;
+    int64_t size = 0;
+  };
+
   virtual ~RemoteData() = default;
 
   // Streams `uri` into a new blob of `artifacts` of at most `max_bytes`.
@@ -37,6 +44,16 @@ class RemoteData {
                                         const std::string& uri,
                                         ArtifactStore* artifacts,
                                         int64_t max_bytes) = 0;
+
+  // The files of a Hugging Face model directory, `uri` ending in '/': every
+  // object under an s3://BUCKET/PREFIX/ (but pickles and runs/), or the
+  // usual files of such a directory under https://HOST/PATH/ (config.json
+  // required; the shards a model.safetensors.index.json names). Each file
+  // becomes a blob. Errors as Fetch, and INVALID_ARGUMENT past `max_bytes`
+  // in all or `max_files` files.
+  virtual absl::StatusOr<std::vector<ModelFileBlob>> FetchModel(
+      const std::string& field, const std::string& uri,
+      ArtifactStore* artifacts, int64_t max_bytes, int max_files) = 0;
 };
 
 // True for the URI schemes RemoteData handles, and for http://, which it

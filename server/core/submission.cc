@@ -79,6 +79,7 @@ absl::Status Submission::CheckModel(JobSpec* spec) {
     }
     return absl::OkStatus();
   }
+  if (IsRemoteUri(model)) return absl::OkStatus();  // FetchRemoteModel
   if (model[0] == '/' || absl::StartsWith(model, kFilePrefix)) {
     ASSIGN_OR_RETURN(std::string dir,
                      parts_.roots->Resolve("spec.model", model));
@@ -146,6 +147,62 @@ absl::StatusOr<lathe::v1::ResolvedModel> Submission::ResolveModel(
   out.set_digest(stored->digest());
   *out.mutable_files() = stored->files();
   out.set_origin(absl::StrCat("model ", model));
+  return out;
+}
+
+absl::StatusOr<lathe::v1::ResolvedModel> Submission::FetchRemoteModel(
+    const std::string& model) {
+  if (parts_.remote == nullptr || parts_.artifacts == nullptr) {
+    return Invalid("spec.model", "this server does not fetch remote URIs");
+  }
+  std::string uri = model, expected;
+  if (const size_t hash = model.find('#'); hash != std::string::npos) {
+    uri = model.substr(0, hash);
+    expected = model.substr(hash + 1);
+    if (!absl::StartsWith(expected, "sha256=") ||
+        !IsSha256Hex(expected.substr(7))) {
+      return Invalid("spec.model",
+                     "a model URI's fragment may only be #sha256=<the model "
+                     "digest, 64 lower-case hex digits>");
+    }
+    expected = expected.substr(7);
+  }
+  ASSIGN_OR_RETURN(auto fetched, parts_.remote->FetchModel(
+                                     "spec.model", uri, parts_.artifacts,
+                                     parts_.model_limits.max_model_bytes,
+                                     parts_.model_limits.max_files));
+  std::vector<lathe::v1::ModelFile> files;
+  bool config = false, weights = false;
+  for (const auto& f : fetched) {
+    lathe::v1::ModelFile file;
+    file.set_path(f.path);
+    file.set_sha256(f.sha256);
+    file.set_size(f.size);
+    files.push_back(file);
+    config |= f.path == "config.json";
+    weights |= f.path == "model.safetensors" ||
+               f.path == "model.safetensors.index.json";
+  }
+  if (!config || !weights) {
+    return Invalid("spec.model",
+                   absl::StrCat(uri,
+                                " is not a model directory (it needs "
+                                "config.json and model.safetensors)"));
+  }
+  std::sort(files.begin(), files.end(),
+            [](const lathe::v1::ModelFile& a, const lathe::v1::ModelFile& b) {
+              return a.path() < b.path();
+            });
+  lathe::v1::ResolvedModel out;
+  out.set_kind(lathe::v1::MODEL_SOURCE_KIND_MANIFEST);
+  out.set_digest(ModelDigest(files));
+  if (!expected.empty() && expected != out.digest()) {
+    return Invalid("spec.model",
+                   absl::StrCat("the model at ", uri, " has digest ",
+                                out.digest(), ", not the #sha256= given"));
+  }
+  for (auto& f : files) *out.add_files() = std::move(f);
+  out.set_origin(uri);
   return out;
 }
 
@@ -240,6 +297,10 @@ absl::Status Submission::Validate(JobSpec* spec, Job* job) {
       // A URL the server will not call is a mistake in the spec.
       return absl::InvalidArgumentError(s.message());
     }
+  }
+  if (IsRemoteUri(spec->model())) {
+    ASSIGN_OR_RETURN(*job->mutable_model_source(),
+                     FetchRemoteModel(spec->model()));
   }
   // Data last: resolving a file:// dataset copies it.
   ASSIGN_OR_RETURN(
@@ -356,9 +417,20 @@ void Submission::Commit(const std::vector<Pending*>& batch) {
   }
   parts_.lifecycle->Insert(
       &rows, [this, &admin](Job* job) -> absl::StatusOr<std::string> {
-        ASSIGN_OR_RETURN(
-            *job->mutable_model_source(),
-            ResolveModel(job->spec().model(), job->team(), admin[job]));
+        if (IsRemoteUri(job->spec().model())) {
+          // Fetched by Validate; its blobs must still be there to pin.
+          for (const auto& f : job->model_source().files()) {
+            if (!parts_.artifacts->Has(f.sha256(), f.size())) {
+              return absl::UnavailableError(
+                  "spec.model: a fetched file was collected before the job "
+                  "was stored; submit again");
+            }
+          }
+        } else {
+          ASSIGN_OR_RETURN(
+              *job->mutable_model_source(),
+              ResolveModel(job->spec().model(), job->team(), admin[job]));
+        }
         std::string submitted = "job submitted";
         if (job->model_source().kind() ==
             lathe::v1::MODEL_SOURCE_KIND_MANIFEST) {

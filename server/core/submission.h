@@ -25,6 +25,7 @@
 #include "server/core/lifecycle.h"
 #include "server/core/models.h"
 #include "server/core/principal.h"
+#include "server/core/remote_data.h"
 #include "server/core/store.h"
 
 namespace lathe::server {
@@ -38,6 +39,11 @@ struct SubmissionParts {
   JobLifecycle* lifecycle = nullptr;
   // The hosts spec.webhooks may name.
   const UriPolicy* uri_policy = nullptr;
+  // Fetches https:// and s3:// models (null: refused), into `artifacts`,
+  // within the model store's limits.
+  RemoteData* remote = nullptr;
+  ArtifactStore* artifacts = nullptr;
+  ModelStoreOptions model_limits;
 };
 
 class Submission {
@@ -79,6 +85,10 @@ class Submission {
   absl::Status CheckModel(lathe::v1::JobSpec* spec);
   // What a checked spec.model names, now. Called with the model store's pin
   // lock held shared until the job is stored.
+  // An https:// or s3:// model directory, fetched into blobs and resolved
+  // to their manifest (#sha256= checks the model digest).
+  absl::StatusOr<lathe::v1::ResolvedModel> FetchRemoteModel(
+      const std::string& model);
   absl::StatusOr<lathe::v1::ResolvedModel> ResolveModel(
       const std::string& model, const std::string& team, bool admin);
   // NOT_FOUND, as for an unknown dataset, when `who` may not use `dataset`;

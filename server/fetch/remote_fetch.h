@@ -59,6 +59,9 @@ class RemoteFetcher : public RemoteData {
                                 const std::string& uri,
                                 ArtifactStore* artifacts,
                                 int64_t max_bytes) override;
+  absl::StatusOr<std::vector<ModelFileBlob>> FetchModel(
+      const std::string& field, const std::string& uri,
+      ArtifactStore* artifacts, int64_t max_bytes, int max_files) override;
 
  private:
   explicit RemoteFetcher(RemoteFetchOptions options, HttpUrl endpoint)

@@ -12,11 +12,14 @@
 #include <openssl/sha.h>
 #include <stdlib.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "nlohmann/json.hpp"
@@ -81,7 +84,8 @@ class S3Store {
   int port_ = 0;
 };
 
-// An HTTPS file server on 127.0.0.1 serving one path.
+// An HTTPS file server on 127.0.0.1 serving one path, and a directory's
+// files under /model/ once Serve() names it.
 class HttpsFile {
  public:
   HttpsFile(const CertSet& certs, std::string path, std::string body)
@@ -99,6 +103,9 @@ class HttpsFile {
     thread_.join();
   }
   int port() const { return port_; }
+  bool Serve(const std::string& dir) {
+    return server_.set_mount_point("/model", dir);
+  }
 
  private:
   httplib::SSLServer server_;
@@ -189,6 +196,63 @@ TEST_F(RemoteDataTest, TrainsOnDataFromS3AndHttps) {
   // 64 rows in batches of 16, one epoch: the fetched set, all of it.
   EXPECT_EQ(done["train_metrics"]["total_steps"], "4");
 
+  // Chained fine-tuning from a model directory in the store: the job's
+  // best checkpoint, downloaded and put under models/run1/ (its TensorBoard
+  // log included, which the server leaves out), and the same directory
+  // over HTTPS.
+  const std::string ckpt = dir_.path() + "/ckpt";
+  CommandResult download =
+      server->Cli({"download", id, "--dest", ckpt, "--checkpoint", "best"});
+  ASSERT_EQ(download.exit_code, 0) << download.err;
+  int uploaded = 0;
+  std::string model_dir;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(ckpt)) {
+    if (!e.is_regular_file()) continue;
+    std::string rel = e.path().string().substr(ckpt.size() + 1);
+    if (rel.find('/') != std::string::npos &&
+        rel.substr(rel.find('/') + 1) == "config.json") {
+      model_dir = ckpt + "/" + rel.substr(0, rel.find('/'));
+    }
+  }
+  if (model_dir.empty()) model_dir = ckpt;
+  ASSERT_TRUE(std::filesystem::exists(model_dir + "/config.json")) << ckpt;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(model_dir)) {
+    if (!e.is_regular_file()) continue;
+    const std::string rel = e.path().string().substr(model_dir.size() + 1);
+    ASSERT_TRUE(store_->Put("models/run1/" + rel,
+                            ReadFile(e.path().string()).value_or("")));
+    ++uploaded;
+  }
+  ASSERT_GE(uploaded, 3);
+  ASSERT_TRUE(https.Serve(model_dir));
+  std::set<std::string> digests;
+  for (const std::string& model :
+       {std::string("s3://training/models/run1/"),
+        absl::StrCat("https://127.0.0.1:", https.port(), "/model/")}) {
+    CommandResult next =
+        server->Cli({"submit", "--task", "text-classification", "--model",
+                     model, "--train-data", s3_uri, "--param", "epochs=1",
+                     "--param", "batch_size=16", "--output", "json"});
+    ASSERT_EQ(next.exit_code, 0) << model << ": " << next.err;
+    auto chained = nlohmann::json::parse(next.out);
+    digests.insert(chained["model_source"]["digest"].get<std::string>());
+    EXPECT_EQ(chained["model_source"]["kind"], "MODEL_SOURCE_KIND_MANIFEST");
+    EXPECT_EQ(chained["model_source"]["origin"], model);
+    bool has_config = false, has_log = false;
+    for (const auto& f : chained["model_source"]["files"]) {
+      has_config |= f["path"] == "config.json";
+      has_log |= absl::StartsWith(f["path"].get<std::string>(), "runs/");
+    }
+    EXPECT_TRUE(has_config);
+    EXPECT_FALSE(has_log);
+    CommandResult w = server->Cli(
+        {"wait", chained["id"].get<std::string>(), "--timeout", "300"});
+    EXPECT_EQ(w.exit_code, 0) << model << ": " << w.out << w.err;
+  }
+  // Both give the same model.
+  EXPECT_EQ(digests.size(), 1u);
+
   // The secret key is nowhere the users or the operators read.
   CommandResult events = server->Cli({"watch", id});
   ASSERT_EQ(events.exit_code, 0) << events.err;
@@ -225,6 +289,19 @@ TEST_F(RemoteDataTest, RefusalsNameTheFieldAndTheCause) {
   CommandResult meta = submit("https://169.254.169.254/latest/meta-data");
   EXPECT_NE(meta.exit_code, 0);
   EXPECT_THAT(meta.err, HasSubstr("169.254.169.254"));
+  // A model URI names a directory.
+  CommandResult file_model =
+      server->Cli({"submit", "--task", "text-classification", "--model",
+                   "s3://training/train.jsonl", "--train-data",
+                   "s3://training/train.jsonl"});
+  EXPECT_NE(file_model.exit_code, 0);
+  EXPECT_THAT(file_model.err, HasSubstr("spec.model"));
+  EXPECT_THAT(file_model.err, HasSubstr("ends in '/'"));
+  CommandResult empty_model = server->Cli(
+      {"submit", "--task", "text-classification", "--model",
+       "s3://training/no-model/", "--train-data", "s3://training/train.jsonl"});
+  EXPECT_NE(empty_model.exit_code, 0);
+  EXPECT_THAT(empty_model.err, HasSubstr("is not a model directory"));
   // Plain http is refused by name.
   CommandResult plain = submit("http://127.0.0.1/train.jsonl");
   EXPECT_NE(plain.exit_code, 0);
