@@ -31,7 +31,7 @@ const std::vector<IntField>& IntFields() {
   static const auto* fields = new std::vector<IntField>{
       {"epochs", &TrainParams::epochs, 1, 1000},
       {"batch_size", &TrainParams::batch_size, 1, 4096},
-      {"max_seq_length", &TrainParams::max_seq_length, 8, 512},
+      {"max_seq_length", &TrainParams::max_seq_length, 8, 131072},
       {"eval_steps", &TrainParams::eval_steps, 0, 1000000000},
       {"save_steps", &TrainParams::save_steps, 0, 1000000000},
       {"logging_steps", &TrainParams::logging_steps, 1, 1000000},
@@ -42,6 +42,7 @@ const std::vector<IntField>& IntFields() {
        1, 1024},
       {"bf16", &TrainParams::bf16, 0, 1},
       {"group_by_length", &TrainParams::group_by_length, 0, 1},
+      {"gradient_checkpointing", &TrainParams::gradient_checkpointing, 0, 1},
       {"lora_r", &TrainParams::lora_r, 1, 1024},
       {"use_rslora", &TrainParams::use_rslora, 0, 1},
       {"merge_lora", &TrainParams::merge_lora, 0, 1},
@@ -50,6 +51,7 @@ const std::vector<IntField>& IntFields() {
       {"doc_stride", &TrainParams::doc_stride, 0, 512},
       {"max_answer_length", &TrainParams::max_answer_length, 1, 512},
       {"completion_only_loss", &TrainParams::completion_only_loss, 0, 1},
+      {"packing", &TrainParams::packing, 0, 1},
       {"image_size", &TrainParams::image_size, 0, 1024},
       {"max_new_tokens", &TrainParams::max_new_tokens, 1, 4096},
       {"top_k", &TrainParams::top_k, 0, 1000000},
@@ -148,8 +150,9 @@ const std::vector<ApplyRule>& ApplyRules() {
       r->push_back({name, nullptr, {kQuestionAnswering}});
     }
     for (const char* name :
-         {"completion_only_loss", "max_new_tokens", "temperature", "top_k",
-          "top_p", "prompt_column", "completion_column", "messages_column"}) {
+         {"completion_only_loss", "packing", "max_new_tokens", "temperature",
+          "top_k", "top_p", "prompt_column", "completion_column",
+          "messages_column"}) {
       r->push_back({name, nullptr, {kCausalLm}});
     }
     r->push_back({"mlm_probability", nullptr, {kMaskedLm}});
@@ -170,7 +173,8 @@ const std::vector<ApplyRule>& ApplyRules() {
                   {kTextClassification, kTextRegression, kTokenClassification,
                    kCausalLm, kMaskedLm}});
     // Pictures have no tokens.
-    for (const char* name : {"max_seq_length", "group_by_length"}) {
+    for (const char* name :
+         {"max_seq_length", "group_by_length", "gradient_checkpointing"}) {
       r->push_back({name, nullptr, text_tasks});
     }
     return r;

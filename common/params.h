@@ -19,7 +19,7 @@ struct TrainParams {
   double learning_rate = 1e-4;    // (0, 1]
   double warmup_ratio = 0.1;      // [0, 1]
   double weight_decay = 0.01;     // [0, 1]
-  int64_t max_seq_length = 128;   // 8..512
+  int64_t max_seq_length = 128;   // 8..131072 (and the model's positions)
   int64_t eval_steps = 100;       // 0 = only at the end
   int64_t save_steps = 500;       // 0 = only at the end
   int64_t logging_steps = 10;     // 1..1000000
@@ -35,6 +35,8 @@ struct TrainParams {
   // 0/1: batches of rows of similar length (less padding); see trainer.cc.
   int64_t group_by_length = 0;
   int64_t bf16 = 0;  // 0/1: bf16 autocast where the device supports it
+  // 0/1: recompute each layer's activations in the backward pass.
+  int64_t gradient_checkpointing = 0;
   // Method: full | lora | linear-probe (frozen base, trained head).
   std::string method = "full";
   int64_t lora_r = 8;          // 1..1024
@@ -60,8 +62,9 @@ struct TrainParams {
   int64_t max_answer_length = 30;        // 1..512: QA answer span (tokens)
   double null_score_diff_threshold = 0;  // QA v2: predict "" above it
   int64_t completion_only_loss = 1;      // 0/1: causal-lm loss on completions
-  double mlm_probability = 0.15;         // (0, 1): masked-lm masking rate
-  int64_t image_size = 0;  // 0..1024: resize side; 0 = the model's
+  int64_t packing = 0;  // 0/1: causal-lm rows packed into full sequences
+  double mlm_probability = 0.15;  // (0, 1): masked-lm masking rate
+  int64_t image_size = 0;         // 0..1024: resize side; 0 = the model's
   // Generation for causal-lm predictions.
   int64_t max_new_tokens = 64;  // 1..4096
   double temperature = 0;       // [0, 100]; 0 = greedy
@@ -97,8 +100,8 @@ const std::vector<std::string>& TrainParamNames();
 //   merge_lora                                    method=lora
 //   doc_stride, max_answer_length, null_score_diff_threshold,
 //   question_column, context_column, answers_column   question-answering
-//   completion_only_loss, max_new_tokens, temperature, top_k, top_p,
-//   prompt_column, completion_column, messages_column causal-lm
+//   completion_only_loss, packing, max_new_tokens, temperature, top_k,
+//   top_p, prompt_column, completion_column, messages_column   causal-lm
 //   mlm_probability                               masked-lm
 //   tokens_column, tags_column                    token-classification
 //   image_size, image_column                      image-classification
@@ -107,7 +110,8 @@ const std::vector<std::string>& TrainParamNames();
 //                     image-classification
 //   text_column       every task but question-answering and
 //                     image-classification
-//   max_seq_length, group_by_length   every task but image-classification
+//   max_seq_length, group_by_length, gradient_checkpointing
+//                                   every task but image-classification
 absl::Status CheckParamsApply(const std::string& task,
                               const std::map<std::string, std::string>& params);
 

@@ -24,8 +24,14 @@ TEST(ParamsTest, ParsesValues) {
   auto p = ParseTrainParams({{"epochs", "5"},
                              {"learning_rate", "0.001"},
                              {"seed", "-7"},
-                             {"validation_split", "0.2"}});
+                             {"validation_split", "0.2"},
+                             {"max_seq_length", "8192"},
+                             {"gradient_checkpointing", "1"},
+                             {"packing", "1"}});
   ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->max_seq_length, 8192);
+  EXPECT_EQ(p->gradient_checkpointing, 1);
+  EXPECT_EQ(p->packing, 1);
   EXPECT_EQ(p->epochs, 5);
   EXPECT_DOUBLE_EQ(p->learning_rate, 0.001);
   EXPECT_EQ(p->seed, -7);
@@ -47,7 +53,9 @@ TEST(ParamsTest, OutOfRangeAndMalformedAreRejected) {
            {"batch_size", "abc"},
            {"learning_rate", "0"},
            {"learning_rate", "nan"},
-           {"max_seq_length", "513"},
+           {"max_seq_length", "131073"},
+           {"gradient_checkpointing", "2"},
+           {"packing", "-1"},
            {"validation_split", "0.6"},
            {"warmup_ratio", "-0.1"}}) {
     auto p = ParseTrainParams({{name, value}});
@@ -124,6 +132,11 @@ TEST(ParamsApplyTest, TaskParamsNeedTheirTask) {
                 "applies only to text-classification and text-regression");
   ExpectRefused("image-classification", {{"max_seq_length", "64"}},
                 "max_seq_length", "does not apply to image-classification");
+  ExpectRefused("image-classification", {{"gradient_checkpointing", "1"}},
+                "gradient_checkpointing",
+                "does not apply to image-classification");
+  ExpectRefused("text-classification", {{"packing", "1"}}, "packing",
+                "applies only to causal-lm");
   ExpectRefused("question-answering", {{"text_column", "t"}}, "text_column",
                 "does not apply to question-answering and "
                 "image-classification");

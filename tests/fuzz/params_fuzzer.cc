@@ -30,7 +30,7 @@ void CheckRanges(const lathe::TrainParams& p) {
   FUZZ_CHECK(p.learning_rate > 0 && p.learning_rate <= 1);
   FUZZ_CHECK(In(p.warmup_ratio, 0, 1));
   FUZZ_CHECK(In(p.weight_decay, 0, 1));
-  FUZZ_CHECK(In(p.max_seq_length, 8, 512));
+  FUZZ_CHECK(In(p.max_seq_length, 8, 131072));
   FUZZ_CHECK(In(p.logging_steps, 1, 1000000));
   FUZZ_CHECK(In(p.max_grad_norm, 0, 1e6));
   FUZZ_CHECK(In(p.validation_split, 0, 0.5));

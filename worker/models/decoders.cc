@@ -6,7 +6,11 @@
 // - Position ids are 0..T-1 for every row, as Hugging Face uses when no
 //   position_ids are passed. With left padding a row's first real token is
 //   therefore not at position 0; right padding (what Lathe's batches use)
-//   gives every row the positions it would have alone.
+//   gives every row the positions it would have alone. Packed sequences
+//   pass ModelInputs::position_ids and segment_ids: positions restart at
+//   each packed row and attention stays within it.
+// - With gradient checkpointing on, each block runs through
+//   RecomputeInBackward while gradients are recorded.
 // - Attention combines the causal mask (plus Mistral's sliding window) with
 //   the padding mask into one additive mask per forward. Masked scores get
 //   the dtype's lowest finite value, so a query whose keys are all masked
@@ -32,9 +36,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/models/attention.h"
 #include "worker/models/family_models.h"
 #include "worker/models/linear.h"
 #include "worker/models/model.h"
+#include "worker/models/recompute.h"
 
 namespace lathe {
 namespace families {
@@ -68,56 +74,6 @@ torch::Tensor Apply(Act act, const torch::Tensor& x) {
       return x * torch::sigmoid(1.702 * x);
   }
   return x;
-}
-
-// The most negative finite value of `dtype`, the additive mask value.
-double LowestOf(torch::ScalarType dtype) {
-  switch (dtype) {
-    case torch::kDouble:
-      return std::numeric_limits<double>::lowest();
-    case torch::kHalf:
-      return -65504.0;
-    case torch::kBFloat16:
-      return -3.3895313892515355e38;
-    default:
-      return std::numeric_limits<float>::lowest();
-  }
-}
-
-// [B or 1, 1, T, T] additive mask: 0 where query i may attend key j (j <= i,
-// i - j < window when window > 0, key not padding), lowest elsewhere.
-torch::Tensor AttentionMask(const torch::Tensor& attention_mask, int64_t t,
-                            int64_t window, torch::ScalarType dtype,
-                            torch::Device device) {
-  auto bool_opts = torch::TensorOptions().dtype(torch::kBool).device(device);
-  torch::Tensor allowed = torch::ones({t, t}, bool_opts).tril();
-  if (window > 0 && window < t) {
-    allowed = allowed.triu(-(window - 1));
-  }
-  allowed = allowed.view({1, 1, t, t});
-  if (attention_mask.defined()) {
-    allowed = allowed.logical_and(
-        attention_mask.to(torch::kBool).view({-1, 1, 1, t}));
-  }
-  return torch::zeros(allowed.sizes(),
-                      torch::TensorOptions().dtype(dtype).device(device))
-      .masked_fill(allowed.logical_not(), LowestOf(dtype));
-}
-
-// softmax(q k^T * scale + mask) v with the softmax in float32;
-// q [B, h, T, d], k and v [B, h, T, d].
-torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k,
-                     const torch::Tensor& v, const torch::Tensor& mask,
-                     double scale, double dropout, bool training) {
-  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));
-  if (scale != 1.0) scores = scores * scale;
-  scores = scores + mask;
-  torch::Tensor probs =
-      torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type());
-  if (dropout > 0 && training) {
-    probs = torch::dropout(probs, dropout, /*train=*/true);
-  }
-  return torch::matmul(probs, v);
 }
 
 void InitNormal(torch::Tensor w, double std) {
@@ -235,8 +191,9 @@ class Gpt2BlockImpl : public torch::nn::Module {
     auto heads = [&](const torch::Tensor& y) {
       return y.view({b, t, heads_, head_dim_}).transpose(1, 2);
     };
-    torch::Tensor a = Attend(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), mask,
-                             scale_, attn_dropout_, is_training());
+    torch::Tensor a =
+        Attend(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), mask, scale_,
+               attn_dropout_, is_training(), DefaultAttentionKernel());
     a = attn_proj_(a.transpose(1, 2).reshape({b, t, h}));
     torch::Tensor y = x + Dropout(a);
     torch::Tensor m = mlp_proj_(Apply(act_, c_fc_(ln_2_(y))));
@@ -288,22 +245,33 @@ class Gpt2ModelImpl : public torch::nn::Module {
     TORCH_CHECK(t <= max_positions_, "sequence length ", t,
                 " exceeds GPT-2's n_positions ", max_positions_);
     torch::Tensor positions =
-        torch::arange(t, torch::TensorOptions()
-                             .dtype(torch::kLong)
-                             .device(in.input_ids.device()));
-    torch::Tensor x = wte(in.input_ids) + wpe_(positions).unsqueeze(0);
+        in.position_ids.defined()
+            ? in.position_ids
+            : torch::arange(t, torch::TensorOptions()
+                                   .dtype(torch::kLong)
+                                   .device(in.input_ids.device()))
+                  .unsqueeze(0);
+    torch::Tensor x = wte(in.input_ids) + wpe_(positions);
     if (embd_dropout_ > 0 && is_training()) {
       x = torch::dropout(x, embd_dropout_, /*train=*/true);
     }
-    torch::Tensor mask =
-        AttentionMask(in.attention_mask, t, 0, x.scalar_type(), x.device());
+    torch::Tensor mask = DecoderMask(in.attention_mask, in.segment_ids, t, 0,
+                                     x.scalar_type(), x.device());
     for (const auto& block : *h_) {
-      x = block->as<Gpt2BlockImpl>()->forward(x, mask);
+      auto b = std::dynamic_pointer_cast<Gpt2BlockImpl>(block);
+      if (checkpointing && is_training() && RecordingGradients()) {
+        x = RecomputeInBackward(
+            [b, mask](const torch::Tensor& y) { return b->forward(y, mask); },
+            x);
+      } else {
+        x = b->forward(x, mask);
+      }
     }
     return ln_f_(x);
   }
 
   torch::nn::Embedding wte{nullptr};
+  bool checkpointing = false;
 
  private:
   int64_t max_positions_;
@@ -419,7 +387,7 @@ class LlamaLayerImpl : public torch::nn::Module {
     register_module("mlp", mlp);
   }
 
-  // cos, sin: [1, 1, T, head_dim]; mask additive [B or 1, 1, T, T].
+  // cos, sin: [1 or B, 1, T, head_dim]; mask additive [B or 1, 1, T, T].
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
                         const torch::Tensor& sin, const torch::Tensor& mask) {
     const int64_t b = x.size(0);
@@ -434,9 +402,10 @@ class LlamaLayerImpl : public torch::nn::Module {
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
     const int64_t rep = heads_ / kv_heads_;
-    torch::Tensor a = Attend(q, RepeatKv(k, rep), RepeatKv(v, rep), mask,
-                             1.0 / std::sqrt(static_cast<double>(head_dim_)),
-                             attn_dropout_, is_training());
+    torch::Tensor a =
+        Attend(q, RepeatKv(k, rep), RepeatKv(v, rep), mask,
+               1.0 / std::sqrt(static_cast<double>(head_dim_)), attn_dropout_,
+               is_training(), DefaultAttentionKernel());
     a = o_proj_(a.transpose(1, 2).reshape({b, t, heads_ * head_dim_}));
     torch::Tensor r = x + a;
     y = post_attention_layernorm_(r);
@@ -486,22 +455,37 @@ class LlamaModelImpl : public torch::nn::Module {
     torch::Tensor x = embed_tokens(in.input_ids);
     if (inv_freq_.device() != x.device()) inv_freq_ = inv_freq_.to(x.device());
     // cos/sin once per forward, in float32 like Hugging Face, then in the
-    // activations' dtype.
-    torch::Tensor positions = torch::arange(
-        t, torch::TensorOptions().dtype(torch::kFloat).device(x.device()));
-    torch::Tensor freqs = torch::outer(positions, inv_freq_);
-    torch::Tensor emb = torch::cat({freqs, freqs}, -1);
-    torch::Tensor cos = emb.cos().to(x.scalar_type()).view({1, 1, t, -1});
-    torch::Tensor sin = emb.sin().to(x.scalar_type()).view({1, 1, t, -1});
-    torch::Tensor mask = AttentionMask(in.attention_mask, t, sliding_window_,
-                                       x.scalar_type(), x.device());
+    // activations' dtype: [1, 1, T, d], or [B, 1, T, d] for packed rows.
+    torch::Tensor positions = in.position_ids.defined()
+                                  ? in.position_ids.to(torch::kFloat)
+                                  : torch::arange(t, torch::TensorOptions()
+                                                         .dtype(torch::kFloat)
+                                                         .device(x.device()))
+                                        .unsqueeze(0);
+    torch::Tensor freqs = positions.unsqueeze(-1) * inv_freq_;
+    torch::Tensor emb = torch::cat({freqs, freqs}, -1).unsqueeze(1);
+    torch::Tensor cos = emb.cos().to(x.scalar_type());
+    torch::Tensor sin = emb.sin().to(x.scalar_type());
+    torch::Tensor mask =
+        DecoderMask(in.attention_mask, in.segment_ids, t, sliding_window_,
+                    x.scalar_type(), x.device());
     for (const auto& layer : *layers_) {
-      x = layer->as<LlamaLayerImpl>()->forward(x, cos, sin, mask);
+      auto l = std::dynamic_pointer_cast<LlamaLayerImpl>(layer);
+      if (checkpointing && is_training() && RecordingGradients()) {
+        x = RecomputeInBackward(
+            [l, cos, sin, mask](const torch::Tensor& y) {
+              return l->forward(y, cos, sin, mask);
+            },
+            x);
+      } else {
+        x = l->forward(x, cos, sin, mask);
+      }
     }
     return norm_(x);
   }
 
   torch::nn::Embedding embed_tokens{nullptr};
+  bool checkpointing = false;
 
  private:
   int64_t sliding_window_;
@@ -538,6 +522,21 @@ class DecoderTaskImpl : public TaskModelImpl {
       default:
         return hidden;
     }
+  }
+
+  bool SetGradientCheckpointing(bool on) override {
+    SetBackboneCheckpointing(on);
+    return true;
+  }
+
+  bool has_lm_head() const override { return head() == HeadKind::kCausalLm; }
+  torch::Tensor ForwardHidden(const ModelInputs& in) override {
+    TORCH_CHECK(has_lm_head(), "ForwardHidden needs a causal-LM head");
+    return Backbone(in);
+  }
+  torch::Tensor ProjectHidden(const torch::Tensor& hidden) override {
+    TORCH_CHECK(has_lm_head(), "ProjectHidden needs a causal-LM head");
+    return lm_head_(hidden);
   }
 
   std::string architecture_class() const override {
@@ -589,6 +588,7 @@ class DecoderTaskImpl : public TaskModelImpl {
         embedding_name_(std::move(embedding_name)) {}
 
   virtual torch::Tensor Backbone(const ModelInputs& in) = 0;
+  virtual void SetBackboneCheckpointing(bool on) = 0;
 
   // Registers the head's modules; call after the backbone is registered.
   // `token_head_name`: "classifier" (GPT-2) or "score" (Llama family).
@@ -659,6 +659,9 @@ class Gpt2TaskImpl : public DecoderTaskImpl {
   torch::Tensor Backbone(const ModelInputs& in) override {
     return transformer_(in);
   }
+  void SetBackboneCheckpointing(bool on) override {
+    transformer_->checkpointing = on;
+  }
 
  private:
   Gpt2Model transformer_{nullptr};
@@ -693,6 +696,9 @@ class LlamaTaskImpl : public DecoderTaskImpl {
 
  protected:
   torch::Tensor Backbone(const ModelInputs& in) override { return model_(in); }
+  void SetBackboneCheckpointing(bool on) override {
+    model_->checkpointing = on;
+  }
 
  private:
   LlamaModel model_{nullptr};

@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "worker/models/linear.h"
+#include "worker/models/recompute.h"
 
 namespace lathe {
 namespace families {
@@ -216,6 +217,36 @@ class BertLikeModelImpl : public TaskModelImpl {
     }
   }
 
+  bool SetGradientCheckpointing(bool on) override {
+    checkpointing_ = on;
+    return true;
+  }
+
+  // One encoder layer; `additive` [B, 1, 1, T] or undefined.
+  torch::Tensor Layer(BertLayerParts& p, const torch::Tensor& x,
+                      const torch::Tensor& additive) {
+    const ModelConfig& c = config();
+    const int64_t b = x.size(0), t = x.size(1), h = x.size(2);
+    const int64_t heads = c.num_attention_heads, d = h / heads;
+    const double scale = std::sqrt(static_cast<double>(d));
+    auto split = [&](const torch::Tensor& y) {
+      return y.view({b, t, heads, d}).transpose(1, 2);
+    };
+    torch::Tensor q = split(p.query(x));
+    torch::Tensor k = split(p.key(x));
+    torch::Tensor v = split(p.value(x));
+    torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / scale;
+    if (additive.defined()) scores = scores + additive;
+    torch::Tensor probs =
+        Dropout(torch::softmax(scores, -1), c.attention_dropout);
+    torch::Tensor context =
+        torch::matmul(probs, v).transpose(1, 2).reshape({b, t, h});
+    torch::Tensor attn =
+        p.attn_norm(Dropout(p.attn_dense(context), c.hidden_dropout) + x);
+    torch::Tensor inter = Activation(c.hidden_act, p.intermediate(attn));
+    return p.output_norm(Dropout(p.output(inter), c.hidden_dropout) + attn);
+  }
+
   torch::Tensor forward(const ModelInputs& in) override {
     const ModelConfig& c = config();
     const torch::Tensor& ids = in.input_ids;
@@ -244,26 +275,17 @@ class BertLikeModelImpl : public TaskModelImpl {
                      .unsqueeze(2) *
                  LowestValue(x.scalar_type());
     }
-    const int64_t b = x.size(0), t = x.size(1), h = x.size(2);
-    const int64_t heads = c.num_attention_heads, d = h / heads;
-    const double scale = std::sqrt(static_cast<double>(d));
-    auto split = [&](const torch::Tensor& y) {
-      return y.view({b, t, heads, d}).transpose(1, 2);
-    };
     for (BertLayerParts& p : layers_) {
-      torch::Tensor q = split(p.query(x));
-      torch::Tensor k = split(p.key(x));
-      torch::Tensor v = split(p.value(x));
-      torch::Tensor scores = torch::matmul(q, k.transpose(-1, -2)) / scale;
-      if (additive.defined()) scores = scores + additive;
-      torch::Tensor probs =
-          Dropout(torch::softmax(scores, -1), c.attention_dropout);
-      torch::Tensor context =
-          torch::matmul(probs, v).transpose(1, 2).reshape({b, t, h});
-      torch::Tensor attn =
-          p.attn_norm(Dropout(p.attn_dense(context), c.hidden_dropout) + x);
-      torch::Tensor inter = Activation(c.hidden_act, p.intermediate(attn));
-      x = p.output_norm(Dropout(p.output(inter), c.hidden_dropout) + attn);
+      if (checkpointing_ && is_training() && RecordingGradients()) {
+        BertLayerParts* part = &p;
+        x = RecomputeInBackward(
+            [this, part, additive](const torch::Tensor& y) {
+              return Layer(*part, y, additive);
+            },
+            x);
+      } else {
+        x = Layer(p, x, additive);
+      }
     }
 
     switch (head()) {
@@ -327,6 +349,7 @@ class BertLikeModelImpl : public TaskModelImpl {
   torch::nn::Embedding word_{nullptr}, position_{nullptr}, token_type_{nullptr};
   torch::nn::LayerNorm emb_norm_{nullptr};
   std::vector<BertLayerParts> layers_;
+  bool checkpointing_ = false;
   Linear pooler_{nullptr};
   Linear cls_dense_{nullptr};
   Linear classifier_{nullptr};
@@ -435,6 +458,40 @@ class DistilBertModelImpl : public TaskModelImpl {
     }
   }
 
+  bool SetGradientCheckpointing(bool on) override {
+    checkpointing_ = on;
+    return true;
+  }
+
+  // One transformer block; `masked` [B, 1, 1, T] (true at padding keys) or
+  // undefined.
+  torch::Tensor Layer(DistilLayerParts& p, const torch::Tensor& x,
+                      const torch::Tensor& masked) {
+    const ModelConfig& c = config();
+    const int64_t b = x.size(0), t = x.size(1), h = x.size(2);
+    const int64_t heads = c.num_attention_heads, d = h / heads;
+    const double scale = std::sqrt(static_cast<double>(d));
+    auto split = [&](const torch::Tensor& y) {
+      return y.view({b, t, heads, d}).transpose(1, 2);
+    };
+    // DistilBERT scales the queries before the product and replaces
+    // (rather than adds to) the scores of padding keys.
+    torch::Tensor q = split(p.q(x)) / scale;
+    torch::Tensor k = split(p.k(x));
+    torch::Tensor v = split(p.v(x));
+    torch::Tensor scores = torch::matmul(q, k.transpose(2, 3));
+    if (masked.defined()) {
+      scores = scores.masked_fill(masked, LowestValue(scores.scalar_type()));
+    }
+    torch::Tensor weights =
+        Dropout(torch::softmax(scores, -1), c.attention_dropout);
+    torch::Tensor context =
+        torch::matmul(weights, v).transpose(1, 2).reshape({b, t, h});
+    torch::Tensor sa = p.sa_norm(p.out(context) + x);
+    torch::Tensor ffn = p.lin2(Activation(c.hidden_act, p.lin1(sa)));
+    return p.out_norm(Dropout(ffn, c.hidden_dropout) + sa);
+  }
+
   torch::Tensor forward(const ModelInputs& in) override {
     const ModelConfig& c = config();
     const torch::Tensor& ids = in.input_ids;
@@ -448,29 +505,17 @@ class DistilBertModelImpl : public TaskModelImpl {
     if (in.attention_mask.defined()) {
       masked = in.attention_mask.eq(0).unsqueeze(1).unsqueeze(2);
     }
-    const int64_t b = x.size(0), t = x.size(1), h = x.size(2);
-    const int64_t heads = c.num_attention_heads, d = h / heads;
-    const double scale = std::sqrt(static_cast<double>(d));
-    auto split = [&](const torch::Tensor& y) {
-      return y.view({b, t, heads, d}).transpose(1, 2);
-    };
     for (DistilLayerParts& p : layers_) {
-      // DistilBERT scales the queries before the product and replaces
-      // (rather than adds to) the scores of padding keys.
-      torch::Tensor q = split(p.q(x)) / scale;
-      torch::Tensor k = split(p.k(x));
-      torch::Tensor v = split(p.v(x));
-      torch::Tensor scores = torch::matmul(q, k.transpose(2, 3));
-      if (masked.defined()) {
-        scores = scores.masked_fill(masked, LowestValue(scores.scalar_type()));
+      if (checkpointing_ && is_training() && RecordingGradients()) {
+        DistilLayerParts* part = &p;
+        x = RecomputeInBackward(
+            [this, part, masked](const torch::Tensor& y) {
+              return Layer(*part, y, masked);
+            },
+            x);
+      } else {
+        x = Layer(p, x, masked);
       }
-      torch::Tensor weights =
-          Dropout(torch::softmax(scores, -1), c.attention_dropout);
-      torch::Tensor context =
-          torch::matmul(weights, v).transpose(1, 2).reshape({b, t, h});
-      torch::Tensor sa = p.sa_norm(p.out(context) + x);
-      torch::Tensor ffn = p.lin2(Activation(c.hidden_act, p.lin1(sa)));
-      x = p.out_norm(Dropout(ffn, c.hidden_dropout) + sa);
     }
 
     switch (head()) {
@@ -519,6 +564,7 @@ class DistilBertModelImpl : public TaskModelImpl {
   torch::nn::Embedding word_{nullptr}, position_{nullptr};
   torch::nn::LayerNorm emb_norm_{nullptr};
   std::vector<DistilLayerParts> layers_;
+  bool checkpointing_ = false;
   Linear pre_classifier_{nullptr};
   Linear classifier_{nullptr};
   Linear vocab_transform_{nullptr};

@@ -38,6 +38,11 @@ struct ModelInputs {
   torch::Tensor token_type_ids;
   // Image models: [B, C, H, W] float, normalised as the model expects.
   torch::Tensor pixel_values;
+  // Packed sequences (decoders only), both [B, T] int64: each token's
+  // position within its own row, and which packed row it belongs to
+  // (attention never crosses rows). Undefined: positions 0..T-1, one row.
+  torch::Tensor position_ids;
+  torch::Tensor segment_ids;
 };
 
 // A family's backbone plus one head. Implementations register their
@@ -48,6 +53,26 @@ class TaskModelImpl : public torch::nn::Module {
   // Sequence classification with decoders (GPT-2, Llama) uses each row's
   // last non-padding token, as Hugging Face does.
   virtual torch::Tensor forward(const ModelInputs& inputs) = 0;
+
+  // Activation checkpointing (gradient_checkpointing=1): while training
+  // with gradients, each transformer layer keeps only its input and
+  // recomputes its activations in the backward pass (recompute.h). Returns
+  // false, changing nothing, for a model without such layers.
+  virtual bool SetGradientCheckpointing(bool on) {
+    (void)on;
+    return false;
+  }
+
+  // Causal-LM heads split in two, so a loss can project the hidden states
+  // onto the vocabulary a chunk at a time: forward(in) is
+  // ProjectHidden(ForwardHidden(in)). Only when has_lm_head().
+  virtual bool has_lm_head() const { return false; }
+  virtual torch::Tensor ForwardHidden(const ModelInputs& inputs) {
+    return forward(inputs);
+  }
+  virtual torch::Tensor ProjectHidden(const torch::Tensor& hidden) {
+    return hidden;
+  }
 
   const ModelConfig& config() const { return config_; }
   // For the task to record what its head means (id2label, problem_type)

@@ -12,9 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/models/recompute.h"
 #include "worker/tasks/lm_data.h"
 #include "worker/tasks/lm_metrics.h"
 #include "worker/tasks/lm_tasks.h"
+#include "worker/tasks/packed_data.h"
 #include "worker/tasks/task_factories.h"
 
 namespace lathe {
@@ -32,6 +34,46 @@ torch::Tensor CausalLmLoss(const torch::Tensor& logits,
       shift_logits, shift_labels,
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(
           kIgnoreLabel));
+}
+
+torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
+                                  const torch::Tensor& hidden,
+                                  const torch::Tensor& labels,
+                                  int64_t max_logits) {
+  const int64_t h = hidden.size(-1);
+  torch::Tensor states =
+      hidden.slice(1, 0, hidden.size(1) - 1).reshape({-1, h});
+  torch::Tensor targets = labels.slice(1, 1).reshape({-1});
+  torch::Tensor keep = (targets != kIgnoreLabel).nonzero().squeeze(1);
+  const int64_t n = keep.numel();
+  if (n == 0) return hidden.sum() * 0;
+  states = states.index_select(0, keep);
+  targets = targets.index_select(0, keep);
+  namespace F = torch::nn::functional;
+  auto summed = F::CrossEntropyFuncOptions().reduction(torch::kSum);
+  const int64_t vocab = model.config().vocab_size;
+  const int64_t chunk =
+      std::max<int64_t>(1, max_logits / std::max<int64_t>(1, vocab));
+  if (n <= chunk) {
+    return F::cross_entropy(model.ProjectHidden(states).to(torch::kFloat),
+                            targets, summed) /
+           static_cast<double>(n);
+  }
+  TaskModelImpl* m = &model;
+  torch::Tensor total;
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t end = std::min(n, begin + chunk);
+    torch::Tensor t = targets.slice(0, begin, end);
+    auto part = [m, t, summed](const torch::Tensor& x) {
+      return F::cross_entropy(m->ProjectHidden(x).to(torch::kFloat), t, summed);
+    };
+    torch::Tensor s =
+        RecordingGradients()
+            ? RecomputeInBackward(part, states.slice(0, begin, end))
+            : part(states.slice(0, begin, end));
+    total = total.defined() ? total + s : s;
+  }
+  return total / static_cast<double>(n);
 }
 
 namespace {
@@ -187,6 +229,7 @@ class CausalLmTask : public Task {
                         data.validation_name.empty() ? data.train_name
                                                      : data.validation_name,
                         chat.get(), context, completion_only));
+    if (params.packing != 0) Pack(context);
     if (context.log) {
       context.log(absl::StrCat(
           "data: ", train_.size(), " training rows, ", val_.size(),
@@ -200,9 +243,17 @@ class CausalLmTask : public Task {
 
   void ConfigureModel(ModelConfig* /*config*/) const override {}
 
-  int64_t train_size() const override { return train_.size(); }
+  // With packing, a training feature is a pack of rows.
+  int64_t train_size() const override {
+    return packed() ? packs_.size() : train_.size();
+  }
+  int64_t train_rows() const override { return train_.size(); }
   std::vector<int64_t> train_lengths() const override {
     std::vector<int64_t> out;
+    if (packed()) {
+      for (const auto& pack : packs_) out.push_back(PackLength(pack));
+      return out;
+    }
     out.reserve(train_.size());
     for (const auto& f : train_) out.push_back(f.ids.size());
     return out;
@@ -215,12 +266,22 @@ class CausalLmTask : public Task {
   TaskBatch TrainBatch(const std::vector<size_t>& indices,
                        const torch::Device& device,
                        torch::Generator* /*generator*/) const override {
+    if (packed()) return CollatePacks(indices, device);
     return Collate(train_, indices, device);
   }
 
   torch::Tensor Loss(const torch::Tensor& output,
                      const TaskBatch& batch) const override {
     return CausalLmLoss(output, batch.targets.at("labels"));
+  }
+
+  // The same mean as Loss, projecting onto the vocabulary only at labelled
+  // positions and, past kMaxLogits logits, a chunk at a time.
+  torch::Tensor TrainLoss(TaskModelImpl& model,
+                          const TaskBatch& batch) const override {
+    if (!model.has_lm_head()) return Loss(model.forward(batch.inputs), batch);
+    return ChunkedCausalLmLoss(model, model.ForwardHidden(batch.inputs),
+                               batch.targets.at("labels"), kMaxLogits);
   }
 
   absl::StatusOr<nlohmann::json> Evaluate(
@@ -235,22 +296,33 @@ class CausalLmTask : public Task {
       indices.clear();
       for (size_t i = begin; i < end; ++i) indices.push_back(i);
       TaskBatch b = Collate(val_, indices, device);
-      torch::Tensor logits = model.forward(b.inputs);
-      const int64_t v = logits.size(-1);
-      torch::Tensor sl = logits.slice(1, 0, logits.size(1) - 1)
-                             .reshape({-1, v})
-                             .to(torch::kFloat);
+      // Hidden states at the labelled positions, projected onto the
+      // vocabulary kMaxLogits logits at a time.
+      torch::Tensor hidden = model.ForwardHidden(b.inputs);
+      const int64_t h = hidden.size(-1);
       torch::Tensor lab = b.targets.at("labels").slice(1, 1).reshape({-1});
-      torch::Tensor valid = lab != kIgnoreLabel;
-      const int64_t n = valid.sum().item<int64_t>();
+      torch::Tensor keep = (lab != kIgnoreLabel).nonzero().squeeze(1);
+      const int64_t n = keep.numel();
       if (n == 0) continue;
-      loss_sum += torch::nn::functional::cross_entropy(
-                      sl, lab,
-                      torch::nn::functional::CrossEntropyFuncOptions()
-                          .ignore_index(kIgnoreLabel)
-                          .reduction(torch::kSum))
-                      .item<double>();
-      correct += ((sl.argmax(-1) == lab) & valid).sum().item<int64_t>();
+      torch::Tensor states = hidden.slice(1, 0, hidden.size(1) - 1)
+                                 .reshape({-1, h})
+                                 .index_select(0, keep);
+      lab = lab.index_select(0, keep);
+      const int64_t chunk = std::max<int64_t>(
+          1, kMaxLogits / std::max<int64_t>(1, model.config().vocab_size));
+      for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        const int64_t c1 = std::min(n, c0 + chunk);
+        torch::Tensor logits =
+            model.ProjectHidden(states.slice(0, c0, c1)).to(torch::kFloat);
+        torch::Tensor t = lab.slice(0, c0, c1);
+        loss_sum +=
+            torch::nn::functional::cross_entropy(
+                logits, t,
+                torch::nn::functional::CrossEntropyFuncOptions().reduction(
+                    torch::kSum))
+                .item<double>();
+        correct += (logits.argmax(-1) == t).sum().item<int64_t>();
+      }
       count += n;
     }
     const double loss = count > 0 ? loss_sum / count : 0.0;
@@ -324,6 +396,82 @@ class CausalLmTask : public Task {
  private:
   using Examples = std::vector<LmExample>;
 
+  // Logits materialised at once in the loss (float32: 1 GiB).
+  static constexpr int64_t kMaxLogits = int64_t{1} << 28;
+
+  bool packed() const { return !packs_.empty(); }
+
+  int64_t PackLength(const std::vector<size_t>& pack) const {
+    int64_t n = 0;
+    for (size_t i : pack) n += static_cast<int64_t>(train_[i].ids.size());
+    return n;
+  }
+
+  void Pack(const TaskContext& context) {
+    std::vector<int64_t> lengths;
+    lengths.reserve(train_.size());
+    for (const auto& f : train_) lengths.push_back(f.ids.size());
+    packs_ = PackRows(lengths, context.max_length);
+    if (!context.log) return;
+    int64_t tokens = 0;
+    for (int64_t l : lengths) tokens += l;
+    const int64_t room =
+        static_cast<int64_t>(packs_.size()) * context.max_length;
+    context.log(absl::StrCat(
+        "packing: ", train_.size(), " training rows into ", packs_.size(),
+        " sequences of up to ", context.max_length, " tokens (",
+        room > 0 ? (100 * tokens) / room : 0,
+        "% filled); attention and positions stay within each row"));
+  }
+
+  // Packs `indices` of packs_ as rows of one batch: each pack's rows end to
+  // end, positions restarting at 0 for each row, segment ids 1, 2, ... per
+  // row (0 for padding), and no label on a row's first token (the previous
+  // token belongs to another row; alone, that token is never predicted
+  // either).
+  TaskBatch CollatePacks(const std::vector<size_t>& indices,
+                         const torch::Device& device) const {
+    const int64_t n = static_cast<int64_t>(indices.size());
+    int64_t longest = 1, real = 0, rows = 0;
+    for (size_t p : indices) {
+      longest = std::max(longest, PackLength(packs_[p]));
+      rows += static_cast<int64_t>(packs_[p].size());
+    }
+    std::vector<int64_t> ids(n * longest, pad_id_), mask(n * longest, 0),
+        labels(n * longest, kIgnoreLabel), positions(n * longest, 0),
+        segments(n * longest, 0);
+    for (int64_t r = 0; r < n; ++r) {
+      int64_t at = r * longest;
+      int64_t segment = 0;
+      for (size_t i : packs_[indices[r]]) {
+        const LmExample& e = train_[i];
+        ++segment;
+        for (size_t c = 0; c < e.ids.size(); ++c, ++at) {
+          ids[at] = e.ids[c];
+          labels[at] = c == 0 ? kIgnoreLabel : e.labels[c];
+          mask[at] = 1;
+          positions[at] = static_cast<int64_t>(c);
+          segments[at] = segment;
+        }
+        real += static_cast<int64_t>(e.ids.size());
+      }
+    }
+    auto make = [&](std::vector<int64_t>& v) {
+      return torch::from_blob(v.data(), {n, longest}, torch::kLong)
+          .clone()
+          .to(device);
+    };
+    TaskBatch b;
+    b.inputs.input_ids = make(ids);
+    b.inputs.attention_mask = make(mask);
+    b.inputs.position_ids = make(positions);
+    b.inputs.segment_ids = make(segments);
+    b.targets["labels"] = make(labels);
+    b.examples = rows;
+    b.tokens = real;
+    return b;
+  }
+
   absl::StatusOr<Examples> Featurize(const LmRows& rows,
                                      const std::string& name,
                                      const ChatFormatter* chat,
@@ -392,6 +540,7 @@ class CausalLmTask : public Task {
   int64_t pad_id_ = 0;
   LmFormat format_ = LmFormat::kText;
   Examples train_, val_;
+  std::vector<std::vector<size_t>> packs_;  // Empty unless packing.
 };
 
 }  // namespace

@@ -40,6 +40,18 @@ std::vector<int64_t> GenerateTokens(TaskModelImpl& model,
 torch::Tensor CausalLmLoss(const torch::Tensor& logits,
                            const torch::Tensor& labels);
 
+// The same mean as CausalLmLoss, from the hidden states that feed
+// `model`'s lm_head (model.has_lm_head(); hidden [B, T, H]): only the
+// labelled positions are projected onto the vocabulary, at most
+// `max_logits` logits at a time. While gradients are recorded each chunk
+// goes through RecomputeInBackward, so its logits are not kept for the
+// backward pass but recomputed there: peak memory holds one chunk's logits
+// instead of B x T x vocab.
+torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
+                                  const torch::Tensor& hidden,
+                                  const torch::Tensor& labels,
+                                  int64_t max_logits);
+
 struct MlmMasking {
   torch::Tensor input_ids;  // With masked positions replaced.
   torch::Tensor labels;     // Original ids at masked positions, else -100.

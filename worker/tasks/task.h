@@ -91,6 +91,13 @@ class Task {
   // Mean loss of `output` (the model's forward) over the batch.
   virtual torch::Tensor Loss(const torch::Tensor& output,
                              const TaskBatch& batch) const = 0;
+  // The training step's loss: Loss(model.forward(batch.inputs), batch),
+  // unless the task computes it from parts of the model (causal-lm projects
+  // onto a large vocabulary a chunk at a time).
+  virtual torch::Tensor TrainLoss(TaskModelImpl& model,
+                                  const TaskBatch& batch) const {
+    return Loss(model.forward(batch.inputs), batch);
+  }
 
   // Evaluates `model` (put in eval mode by the caller, no gradients) on the
   // validation features; returns every metric of the task plus "loss".

@@ -151,7 +151,7 @@ StepStats TrainStep(Task& task, TaskModel& model, TrainingOptimizer& optimizer,
     torch::Tensor loss;
     {
       Bf16Autocast autocast(params.bf16 != 0, device);
-      loss = task.Loss(model->forward(b.inputs), b);
+      loss = task.TrainLoss(*model, b);
     }
     const double weight = static_cast<double>(end - cursor) / step_rows;
     (loss * weight).backward();
@@ -279,6 +279,15 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                      "state in float32; evaluation in float32"));
   }
   RETURN_IF_ERROR(ApplyTrainingMethod(*model, params, log));
+  if (params.gradient_checkpointing != 0) {
+    if (!model->SetGradientCheckpointing(true)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "params[gradient_checkpointing]: ", model->architecture_class(),
+          " has no transformer layers to checkpoint"));
+    }
+    log("gradient checkpointing: each layer's activations are recomputed "
+        "in the backward pass");
+  }
   model->to(device);
   model->train();
   log(absl::StrCat("device: ", device.str(), ", threads: ", threads));

@@ -32,7 +32,9 @@ nlohmann::json ParamsToJson(const TrainParams& p) {
           {"lora_alpha", p.lora_alpha},
           {"lora_dropout", p.lora_dropout},
           {"use_rslora", p.use_rslora},
-          {"lora_target_modules", p.lora_target_modules}};
+          {"lora_target_modules", p.lora_target_modules},
+          {"packing", p.packing},
+          {"gradient_checkpointing", p.gradient_checkpointing}};
 }
 
 // Reads j[key] into *out when it has the right JSON type; `required` fields
@@ -89,7 +91,8 @@ std::map<std::string, nlohmann::json> TrajectoryParams(const TrainParams& p) {
           {"lora_alpha", p.lora_alpha},
           {"lora_dropout", p.lora_dropout},
           {"use_rslora", p.use_rslora},
-          {"lora_target_modules", p.lora_target_modules}};
+          {"lora_target_modules", p.lora_target_modules},
+          {"packing", p.packing}};
 }
 
 nlohmann::json TrainerState::ToJson() const {
@@ -208,6 +211,9 @@ absl::StatusOr<TrainerState> TrainerState::Parse(
   RETURN_IF_ERROR(Get(h, "use_rslora", &p.use_rslora, false, hw));
   RETURN_IF_ERROR(
       Get(h, "lora_target_modules", &p.lora_target_modules, false, hw));
+  RETURN_IF_ERROR(Get(h, "packing", &p.packing, false, hw));
+  RETURN_IF_ERROR(
+      Get(h, "gradient_checkpointing", &p.gradient_checkpointing, false, hw));
 
   // Consistency: a state the trainer could have written.
   auto bad = [&](const std::string& what) {
