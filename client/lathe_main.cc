@@ -139,6 +139,12 @@ std::unique_ptr<grpc::ClientContext> Ctx(int seconds = 30) {
   return c;
 }
 
+// "  1234 tokens/s" for text jobs; "" when the job reports no tokens.
+std::string TokensPerSecond(const lathe::v1::TrainMetrics& t) {
+  if (t.tokens_per_second() <= 0) return "";
+  return absl::StrFormat("  %.0f tokens/s", t.tokens_per_second());
+}
+
 std::string FormatDuration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e7) return "--:--";
   int64_t s = static_cast<int64_t>(std::llround(seconds));
@@ -196,9 +202,9 @@ void PrintJobText(const lathe::v1::Job& j) {
   const auto& t = j.train_metrics();
   if (t.total_steps() > 0) {
     std::cout << absl::StrFormat(
-        "progress:   step %d/%d  loss %.4f  lr %.3g  %.1f samples/s\n",
+        "progress:   step %d/%d  loss %.4f  lr %.3g  %.1f samples/s%s\n",
         t.step(), t.total_steps(), t.loss(), t.learning_rate(),
-        t.samples_per_second());
+        t.samples_per_second(), TokensPerSecond(t));
   }
   if (!j.eval_metrics().empty()) {
     const auto metrics = SortedMetrics(j.eval_metrics());
@@ -413,9 +419,9 @@ std::string ProgressLine(const lathe::v1::TrainMetrics& t) {
   int filled = static_cast<int>(frac * width);
   std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
   return absl::StrFormat(
-      "[%s] %3.0f%% step %d/%d  loss %.4f  %.1f samples/s  ETA %s", bar,
+      "[%s] %3.0f%% step %d/%d  loss %.4f  %.1f samples/s%s  ETA %s", bar,
       frac * 100, t.step(), t.total_steps(), t.loss(), t.samples_per_second(),
-      FormatDuration(t.eta_seconds()));
+      TokensPerSecond(t), FormatDuration(t.eta_seconds()));
 }
 
 int Watch(Client& c, const std::string& id, int64_t after_seq) {

@@ -9,7 +9,10 @@ correctness check, and sits idle while the timed runs go). Three parts:
   2. a Llama causal LM (llama-mini, seq 256) the same way;
   3. the data path on variable-length data (SpamAssassin at seq 256):
      padding to max_length vs to each batch's longest row vs
-     group_by_length, and the share of step time spent building batches.
+     group_by_length, and the share of step time spent building batches;
+  4. bf16 autocast against float32;
+  5. peak memory and tokens/s against sequence length (512 to 8192) with
+     and without gradient checkpointing and packing (bench/train/memory.py).
 
 Exit status: 1 when the correctness check fails, 0 otherwise (speed targets
 are reported, never enforced).
@@ -109,6 +112,8 @@ def main():
     ap.add_argument("--out", required=True, help="Markdown result file")
     ap.add_argument("--device", default="cpu", help="cpu or cuda:N, for both trainers")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast in both trainers")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only part 5, memory and speed against sequence length")
     a = ap.parse_args()
     global DEVICE, BF16
     DEVICE, BF16 = a.device, a.bf16
@@ -126,6 +131,22 @@ def main():
 
     def log(msg):
         print(f"[bench/train] {msg}", file=sys.stderr, flush=True)
+
+    if a.memory_only:
+        from memory import memory_section
+        out = []
+        ctx = {"a": a, "binary": binary, "assets": assets, "data": data, "work": work,
+               "threads": threads, "log": log, "commands": commands}
+        llama_init(ctx)
+        ok = memory_section(ctx, out.append, lathe_spec,
+                            os.path.join(a.build, "bin", "lathe"), PY, REF)
+        out += ["### Commands\n", "```", "bench/train/run.sh --memory-only"] + commands + ["```"]
+        text = "\n".join(out) + "\n"
+        print(text)
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            f.write(text)
+        return 0 if ok else 1
 
     # 1. Initial weights: a 1-step run whose only step has learning rate 0
     #    (warmup starts at 0), so checkpoint-1 holds the seed's initial weights.
@@ -286,6 +307,10 @@ def main():
     data_section(ctx, w)
     if not BF16 and not a.smoke:
         bf16_section(ctx, w)
+    if DEVICE == "cpu" and not BF16:
+        from memory import memory_section
+        ok = memory_section(ctx, w, lathe_spec, os.path.join(a.build, "bin", "lathe"),
+                            PY, REF) and ok
     w("### Commands\n")
     w("```")
     w(f"bench/train/run.sh{' --quick' if a.quick else ''}")
@@ -310,12 +335,11 @@ def llama_flops_per_sample():
     return 6 * w * L_SEQ + 12 * L_LAYERS * L_HIDDEN * L_SEQ * L_SEQ, w
 
 
-def llama_section(ctx, w):
+def llama_init(ctx):
+    """preset:llama-mini's initial weights as a model directory, as for BERT:
+    one step at learning rate 0."""
     a, log, work = ctx["a"], ctx["log"], ctx["work"]
     binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
-    steps, reps = (2, 1) if a.smoke else (3, 1) if a.quick else (8, 3)
-    lathe_cli = os.path.join(a.build, "bin", "lathe")
-    # Initial weights, as for BERT: one step at learning rate 0.
     log("llama: initial weights (lathe-train causal-lm, 1 step at lr 0)")
     spec = lathe_spec(f"{work}/llama-init.json", "preset:llama-mini", data, assets,
                       1, threads, LR, WARMUP, 1, task="causal-lm",
@@ -323,7 +347,18 @@ def llama_section(ctx, w):
     ev = lathe_events(binary, spec, f"{work}/llama-init")
     ckpt = [e for e in ev if e["type"] == "checkpoint"][-1]["dir"]
     init_dir = f"{work}/llama-init-model"
+    ctx["llama_init_dir"] = init_dir
     shutil.copytree(ckpt, init_dir, ignore=shutil.ignore_patterns("training_state*", "trainer_state*"))
+    return init_dir
+
+
+def llama_section(ctx, w):
+    a, log, work = ctx["a"], ctx["log"], ctx["work"]
+    binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
+    steps, reps = (2, 1) if a.smoke else (3, 1) if a.quick else (8, 3)
+    lathe_cli = os.path.join(a.build, "bin", "lathe")
+    # Initial weights, as for BERT: one step at learning rate 0.
+    init_dir = llama_init(ctx)
     # The reference's token ids: Lathe's tokenizer through `lathe tokenize`.
     ids_path = f"{work}/llama-ids.jsonl"
     t0 = time.perf_counter()

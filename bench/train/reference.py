@@ -35,9 +35,11 @@ Subcommands (each prints one JSON object on stdout):
   gemm   --n 2048 --reps 10 : median F32 matmul GFLOP/s with the same BLAS.
 """
 import argparse
+import bisect
 import json
 import math
 import os
+import resource
 import statistics
 import struct
 import sys
@@ -47,6 +49,7 @@ import unicodedata
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 MASK64 = (1 << 64) - 1
 
@@ -429,20 +432,30 @@ class LlamaForCausalLM(nn.Module):
         self.inv_freq = 1.0 / (c.get("rope_theta", 10000.0) **
                                (torch.arange(0, dim, 2).float() / dim))
 
-    def forward(self, ids, mask):
+    checkpointing = False  # recompute each layer in the backward pass
+
+    def forward(self, ids, mask, positions=None, segments=None):
+        """positions, segments [B, T]: packed rows (positions restart at
+        each row; attention only between equal segment ids)."""
         t = ids.shape[1]
         x = self.model.embed_tokens(ids)
-        freqs = torch.outer(torch.arange(t, device=ids.device).float(),
-                            self.inv_freq.to(ids.device))
-        emb = torch.cat((freqs, freqs), -1)
-        cos = emb.cos().to(x.dtype).view(1, 1, t, -1)
-        sin = emb.sin().to(x.dtype).view(1, 1, t, -1)
+        if positions is None:
+            positions = torch.arange(t, device=ids.device).view(1, t)
+        freqs = positions.float().unsqueeze(-1) * self.inv_freq.to(ids.device)
+        emb = torch.cat((freqs, freqs), -1).unsqueeze(1)
+        cos = emb.cos().to(x.dtype)
+        sin = emb.sin().to(x.dtype)
         allowed = torch.ones(t, t, dtype=torch.bool, device=ids.device).tril()
         allowed = allowed.view(1, 1, t, t) & mask.bool().view(-1, 1, 1, t)
+        if segments is not None:
+            allowed = allowed & (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
         additive = torch.zeros(allowed.shape, dtype=x.dtype, device=ids.device)
         additive = additive.masked_fill(~allowed, torch.finfo(x.dtype).min)
         for layer in self.model.layers:
-            x = layer(x, cos, sin, additive)
+            if self.checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, additive)
+            else:
+                x = layer(x, cos, sin, additive)
         return self.lm_head(self.model.norm(x))
 
 
@@ -489,6 +502,49 @@ def prepare_rows(a, cfg):
     return [((r + [eos])[:a.max_length], None) for r in ids], eos
 
 
+def pack_rows(lengths, capacity):
+    """Best fit by decreasing length, as Lathe's packing=1: each row goes to
+    the pack with the least room that fits it; packs ordered by first row."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    packs, room, opened = [], [], 0  # room: sorted (left, opened, pack)
+    for row in order:
+        n = lengths[row]
+        k = bisect.bisect_left(room, (n, -1, -1))
+        if k == len(room) or n > capacity:
+            packs.append([row])
+            if n < capacity:
+                bisect.insort(room, (capacity - n, opened, len(packs) - 1))
+                opened += 1
+            continue
+        left, _, pack = room.pop(k)
+        packs[pack].append(row)
+        if left - n > 0:
+            bisect.insort(room, (left - n, opened, pack))
+            opened += 1
+    return sorted((sorted(p) for p in packs), key=lambda p: p[0])
+
+
+def collate_packs(batch, pad, device):
+    """Each pack's rows end to end: positions restart per row, segment ids
+    1, 2, ... per row (0 for padding), no label on a row's first token."""
+    width = max(sum(len(r) for r in rows) for rows, _ in batch)
+    shape = (len(batch), width)
+    ids = torch.full(shape, pad, dtype=torch.long)
+    mask, pos, seg = (torch.zeros(shape, dtype=torch.long) for _ in range(3))
+    y = torch.full(shape, -100, dtype=torch.long)
+    for b, (rows, _) in enumerate(batch):
+        at = 0
+        for s, row in enumerate(rows, 1):
+            n = len(row)
+            ids[b, at:at + n] = torch.tensor(row, dtype=torch.long)
+            y[b, at + 1:at + n] = ids[b, at + 1:at + n]
+            mask[b, at:at + n] = 1
+            pos[b, at:at + n] = torch.arange(n)
+            seg[b, at:at + n] = s
+            at += n
+    return [t.to(device) for t in (ids, mask, y, pos, seg)]
+
+
 def collate(a, batch, pad, device):
     width = a.max_length if a.padding == "max_length" else max(len(r) for r, _ in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -519,6 +575,11 @@ def cmd_train(a):
     # Tokenized up front (Lathe also tokenizes before its first step), so
     # step time covers collation + forward/backward/update.
     features, pad = prepare_rows(a, cfg)
+    if a.packing:
+        packs = pack_rows([len(r) for r, _ in features], a.max_length)
+        features = [([features[i][0] for i in p], None) for p in packs]
+    if a.checkpointing:
+        model.checkpointing = True
     lengths = [len(r) for r, _ in features]
     n = len(features)
     steps_per_epoch = (n + a.batch_size - 1) // a.batch_size
@@ -554,7 +615,12 @@ def cmd_train(a):
             start_ev = torch.cuda.Event(enable_timing=True)
             start_ev.record()
         t0 = time.perf_counter()
-        ids, mask, y = collate(a, batch, pad, device)
+        extra = {}
+        if a.packing:
+            ids, mask, y, pos, seg = collate_packs(batch, pad, device)
+            extra = {"positions": pos, "segments": seg}
+        else:
+            ids, mask, y = collate(a, batch, pad, device)
         lr = lr_at(step0, a.lr, warmup, total)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -564,7 +630,7 @@ def cmd_train(a):
             if a.task == "text-classification":
                 loss = F.cross_entropy(model(ids, torch.zeros_like(ids), mask), y)
             else:
-                loss = causal_lm_loss(model(ids, mask), y)
+                loss = causal_lm_loss(model(ids, mask, **extra), y)
         loss.backward()
         if a.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, a.max_grad_norm)
@@ -579,7 +645,8 @@ def cmd_train(a):
             real_tokens += int(mask.sum())
             padded_tokens += mask.numel()
         for row, _ in batch:
-            token_ids.update(row)
+            for r in (row if a.packing else [row]):
+                token_ids.update(r)
     if cuda:
         torch.cuda.synchronize()
         times = [s.elapsed_time(e) / 1000.0 for s, e in events]
@@ -594,9 +661,13 @@ def cmd_train(a):
         "padding_efficiency": real_tokens / padded_tokens if padded_tokens else None,
         "step_seconds": times,
         "timer": "cuda events" if cuda else "perf_counter",
-        "batch_shape": [len(batches[0]), max(len(r) for r, _ in batches[0])],
-        "padded_tokens_first_batch": sum(max(len(r) for r, _ in batches[0]) - len(r)
+        "batch_shape": list(collate_packs(batches[0], pad, "cpu")[0].shape)
+                       if a.packing else
+                       [len(batches[0]), max(len(r) for r, _ in batches[0])],
+        "padded_tokens_first_batch": None if a.packing else
+                                     sum(max(len(r) for r, _ in batches[0]) - len(r)
                                          for r, _ in batches[0]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "token_ids": sorted(token_ids) if a.report_ids else None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -645,6 +716,10 @@ def main():
                    help="causal-lm: JSONL of {\"ids\": [...]} per data row")
     t.add_argument("--padding", default="longest", choices=["longest", "max_length"])
     t.add_argument("--group-by-length", action="store_true")
+    t.add_argument("--checkpointing", action="store_true",
+                   help="causal-lm: recompute each layer in the backward pass")
+    t.add_argument("--packing", action="store_true",
+                   help="causal-lm: pack rows into --max-length sequences as Lathe does")
     t.add_argument("--device", default="cpu")
     t.add_argument("--bf16", action="store_true")
     t.add_argument("--steps", type=int, required=True)

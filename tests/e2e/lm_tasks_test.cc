@@ -227,6 +227,7 @@ TEST_F(LmTasksTest, LlamaTrainsOnPackedLongSequencesWithCheckpointing) {
   testing::CommandResult watch = server_->Cli({"watch", id});
   EXPECT_EQ(watch.exit_code, 0) << watch.out << watch.err;
   EXPECT_THAT(watch.out, HasSubstr("gradient checkpointing"));
+  EXPECT_THAT(watch.out, HasSubstr("tokens/s"));
   // "packing: 90 training rows into M sequences of up to 1024 tokens".
   const size_t at = watch.out.find("packing: 90 training rows into ");
   ASSERT_NE(at, std::string::npos) << watch.out;
@@ -238,6 +239,8 @@ TEST_F(LmTasksTest, LlamaTrainsOnPackedLongSequencesWithCheckpointing) {
   ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
   EXPECT_EQ(job["train_metrics"]["total_steps"], "8") << job.dump(2);
   EXPECT_GT(job["train_metrics"]["samples_per_second"].get<double>(), 0.0);
+  EXPECT_GT(job["train_metrics"].value("tokens_per_second", 0.0), 0.0)
+      << job.dump(2);
   // Eight steps of 1024 tokens take the untrained model's perplexity (near
   // the 32000-token vocabulary) far down: a run gave 9400.
   ExpectLmMetrics(job, "token_accuracy", 32000, 0.5);

@@ -81,6 +81,7 @@ Event EventFromLine(const json& j) {
     t->set_loss(j.value("loss", 0.0));
     t->set_learning_rate(j.value("learning_rate", 0.0));
     t->set_samples_per_second(j.value("samples_per_second", 0.0));
+    t->set_tokens_per_second(j.value("tokens_per_second", 0.0));
     t->set_epoch(j.value("epoch", 0.0));
     t->set_eta_seconds(j.value("eta_seconds", 0.0));
     e.set_step(t->step());

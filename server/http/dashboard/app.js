@@ -406,6 +406,7 @@
         ['progress', progressText(job)],
         ['loss', tm.loss !== undefined ? formatNumber(tm.loss) : ''],
         ['samples/s', tm.samples_per_second ? formatNumber(tm.samples_per_second) : ''],
+        ['tokens/s', tm.tokens_per_second ? formatNumber(tm.tokens_per_second) : ''],
         ['ETA', job.state === 'RUNNING' && num(tm.eta_seconds) ? formatDuration(num(tm.eta_seconds)) : ''],
         ['created', formatTime(num(job.create_time_ms))],
         ['started', formatTime(num(job.start_time_ms))],

@@ -20,6 +20,7 @@
 #include "worker/tasks/lm_data.h"
 #include "worker/tasks/lm_tasks.h"
 #include "worker/tasks/packed_data.h"
+#include "worker/train/autocast.h"
 
 namespace lathe {
 namespace {
@@ -134,6 +135,47 @@ TEST(GradientCheckpointingTest, SameGradientsAsThePlainBackwardPass) {
     EXPECT_FALSE(torch::allclose(plain.at(some), other.at(some), 1e-5, 1e-7))
         << some;
   }
+}
+
+// Under bf16 autocast the recomputation must run in bfloat16 too (a float32
+// recompute gives visibly different gradients); weights and gradients stay
+// float32 either way.
+TEST(GradientCheckpointingTest, RecomputesUnderTheSameAutocast) {
+  TaskModel m = Make("llama", HeadKind::kCausalLm);
+  m->train();
+  const ModelInputs in = TwoRows();
+  auto bf16_grads = [&] {
+    m->zero_grad();
+    torch::manual_seed(11);
+    torch::Tensor loss;
+    {
+      Bf16Autocast autocast(true, torch::kCPU);
+      loss = m->forward(in).to(torch::kFloat).pow(2).mean();
+    }
+    loss.backward();
+    return Grads(*m);
+  };
+  const auto plain = bf16_grads();
+  m->SetGradientCheckpointing(true);
+  const auto recomputed = bf16_grads();
+  m->SetGradientCheckpointing(false);
+  const auto f32 = StepGrads(*m, in);
+  // Largest difference relative to the largest gradient entry.
+  auto rel = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return ((a - b).abs().max() / a.abs().max().clamp_min(1e-30))
+        .item<double>();
+  };
+  double worst_bf16_vs_f32 = 0;
+  for (const auto& [name, g] : plain) {
+    EXPECT_EQ(g.scalar_type(), torch::kFloat) << name;
+    EXPECT_LT(rel(g, recomputed.at(name)), 1e-5) << name;
+    worst_bf16_vs_f32 = std::max(worst_bf16_vs_f32, rel(g, f32.at(name)));
+  }
+  for (const auto& p : m->parameters()) {
+    EXPECT_EQ(p.scalar_type(), torch::kFloat);
+  }
+  // bfloat16 matters: the float32 pass gives visibly other gradients.
+  EXPECT_GT(worst_bf16_vs_f32, 1e-3);
 }
 
 TEST(GradientCheckpointingTest, LayersBelowAFrozenEmbeddingStillTrain) {
@@ -322,6 +364,9 @@ TEST(PackRowsTest, EveryRowOnceWithinCapacity) {
     EXPECT_LT(packs[p - 1].front(), packs[p].front());
   }
   EXPECT_EQ(PackRows(lengths, 10), packs);
+  // The plan bench/train/reference.py's pack_rows gives for the same rows.
+  EXPECT_EQ(packs, (std::vector<std::vector<size_t>>{
+                       {0}, {1, 6}, {2, 5}, {3, 4}, {7, 9}, {8}}));
 }
 
 TEST(PackRowsTest, ExactFitsAndOversizedRows) {
