@@ -8,6 +8,10 @@ Each run is one process; its peak resident memory is the kernel's ru_maxrss
 for that child (os.wait4), and each runs under an address-space limit so a
 length that does not fit fails instead of taking the machine down: such a
 run is reported as out of memory at that limit.
+
+LATHE_BENCH_MEMORY_LENGTHS=512,1024 picks the lengths (default 512 to 8192;
+on two CPU cores the 8192 rows take about five minutes a run), and
+LATHE_BENCH_MEMORY_LIMIT_GB the limit (default 20).
 """
 import json
 import os
@@ -67,6 +71,8 @@ def memory_section(ctx, w, lathe_spec, lathe_cli, py, ref):
     binary, assets, data, threads = ctx["binary"], ctx["assets"], ctx["data"], ctx["threads"]
     init_dir = ctx["llama_init_dir"]
     lengths = [256] if a.smoke else LENGTHS
+    if os.environ.get("LATHE_BENCH_MEMORY_LENGTHS"):
+        lengths = [int(x) for x in os.environ["LATHE_BENCH_MEMORY_LENGTHS"].split(",")]
     variants = VARIANTS[-1:] if a.smoke else VARIANTS
     steps = 2 if a.smoke else 3
     limit = int(os.environ.get("LATHE_BENCH_MEMORY_LIMIT_GB", "20")) << 30

@@ -247,7 +247,8 @@ class BertLikeModelImpl : public TaskModelImpl {
     return p.output_norm(Dropout(p.output(inter), c.hidden_dropout) + attn);
   }
 
-  torch::Tensor forward(const ModelInputs& in) override {
+  // The encoder's last hidden states [B, T, H], before any head.
+  torch::Tensor ForwardHidden(const ModelInputs& in) override {
     const ModelConfig& c = config();
     const torch::Tensor& ids = in.input_ids;
     torch::Tensor positions;
@@ -288,6 +289,26 @@ class BertLikeModelImpl : public TaskModelImpl {
       }
     }
 
+    return x;
+  }
+
+  bool has_lm_head() const override { return head() == HeadKind::kMaskedLm; }
+
+  // The masked-LM head on hidden states [..., H].
+  torch::Tensor ProjectHidden(const torch::Tensor& x) override {
+    TORCH_CHECK(has_lm_head(), "ProjectHidden needs a masked-LM head");
+    const ModelConfig& c = config();
+    // RoBERTa's LM head always uses the erf GELU; BERT's the config's.
+    torch::Tensor y = mlm_dense_(x);
+    y = roberta_ ? torch::gelu(y) : Activation(c.hidden_act, y);
+    // Under bf16 autocast the dense output is bfloat16; LayerNorm's
+    // weights are float32 and CPU autocast does not cast for it.
+    return F::linear(mlm_norm_(y.to(torch::kFloat)), word_->weight, mlm_bias_);
+  }
+
+  torch::Tensor forward(const ModelInputs& in) override {
+    const ModelConfig& c = config();
+    torch::Tensor x = ForwardHidden(in);
     switch (head()) {
       case HeadKind::kSequenceClassification:
         if (roberta_) {
@@ -301,15 +322,8 @@ class BertLikeModelImpl : public TaskModelImpl {
         return classifier_(Dropout(x, c.classifier_dropout));
       case HeadKind::kQuestionAnswering:
         return classifier_(x);
-      case HeadKind::kMaskedLm: {
-        // RoBERTa's LM head always uses the erf GELU; BERT's the config's.
-        torch::Tensor y = mlm_dense_(x);
-        y = roberta_ ? torch::gelu(y) : Activation(c.hidden_act, y);
-        // Under bf16 autocast the dense output is bfloat16; LayerNorm's
-        // weights are float32 and CPU autocast does not cast for it.
-        return F::linear(mlm_norm_(y.to(torch::kFloat)), word_->weight,
-                         mlm_bias_);
-      }
+      case HeadKind::kMaskedLm:
+        return ProjectHidden(x);
       default:
         return x;
     }
@@ -492,7 +506,8 @@ class DistilBertModelImpl : public TaskModelImpl {
     return p.out_norm(Dropout(ffn, c.hidden_dropout) + sa);
   }
 
-  torch::Tensor forward(const ModelInputs& in) override {
+  // The encoder's last hidden states [B, T, H], before any head.
+  torch::Tensor ForwardHidden(const ModelInputs& in) override {
     const ModelConfig& c = config();
     const torch::Tensor& ids = in.input_ids;
     torch::Tensor positions =
@@ -518,6 +533,23 @@ class DistilBertModelImpl : public TaskModelImpl {
       }
     }
 
+    return x;
+  }
+
+  bool has_lm_head() const override { return head() == HeadKind::kMaskedLm; }
+
+  // The masked-LM head on hidden states [..., H].
+  torch::Tensor ProjectHidden(const torch::Tensor& x) override {
+    TORCH_CHECK(has_lm_head(), "ProjectHidden needs a masked-LM head");
+    torch::Tensor y = Activation(config().hidden_act, vocab_transform_(x));
+    // float32 for LayerNorm under bf16 autocast (see BERT's head).
+    return F::linear(vocab_norm_(y.to(torch::kFloat)), word_->weight,
+                     vocab_bias_);
+  }
+
+  torch::Tensor forward(const ModelInputs& in) override {
+    const ModelConfig& c = config();
+    torch::Tensor x = ForwardHidden(in);
     switch (head()) {
       case HeadKind::kSequenceClassification: {
         torch::Tensor y = torch::relu(pre_classifier_(x.select(1, 0)));
@@ -527,12 +559,8 @@ class DistilBertModelImpl : public TaskModelImpl {
         return classifier_(Dropout(x, c.hidden_dropout));
       case HeadKind::kQuestionAnswering:
         return classifier_(Dropout(x, qa_dropout_));
-      case HeadKind::kMaskedLm: {
-        torch::Tensor y = Activation(c.hidden_act, vocab_transform_(x));
-        // float32 for LayerNorm under bf16 autocast (see BERT's head).
-        return F::linear(vocab_norm_(y.to(torch::kFloat)), word_->weight,
-                         vocab_bias_);
-      }
+      case HeadKind::kMaskedLm:
+        return ProjectHidden(x);
       default:
         return x;
     }

@@ -36,24 +36,14 @@ torch::Tensor CausalLmLoss(const torch::Tensor& logits,
           kIgnoreLabel));
 }
 
-torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
-                                  const torch::Tensor& hidden,
-                                  const torch::Tensor& labels,
-                                  int64_t max_logits) {
-  const int64_t h = hidden.size(-1);
-  torch::Tensor states =
-      hidden.slice(1, 0, hidden.size(1) - 1).reshape({-1, h});
-  torch::Tensor targets = labels.slice(1, 1).reshape({-1});
-  torch::Tensor keep = (targets != kIgnoreLabel).nonzero().squeeze(1);
-  const int64_t n = keep.numel();
-  if (n == 0) return hidden.sum() * 0;
-  states = states.index_select(0, keep);
-  targets = targets.index_select(0, keep);
+torch::Tensor ProjectedLmLoss(TaskModelImpl& model, const torch::Tensor& states,
+                              const torch::Tensor& targets,
+                              int64_t max_logits) {
   namespace F = torch::nn::functional;
   auto summed = F::CrossEntropyFuncOptions().reduction(torch::kSum);
-  const int64_t vocab = model.config().vocab_size;
-  const int64_t chunk =
-      std::max<int64_t>(1, max_logits / std::max<int64_t>(1, vocab));
+  const int64_t n = states.size(0);
+  const int64_t vocab = std::max<int64_t>(1, model.config().vocab_size);
+  const int64_t chunk = std::max<int64_t>(1, max_logits / vocab);
   if (n <= chunk) {
     return F::cross_entropy(model.ProjectHidden(states).to(torch::kFloat),
                             targets, summed) /
@@ -67,13 +57,26 @@ torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
     auto part = [m, t, summed](const torch::Tensor& x) {
       return F::cross_entropy(m->ProjectHidden(x).to(torch::kFloat), t, summed);
     };
+    torch::Tensor x = states.slice(0, begin, end);
     torch::Tensor s =
-        RecordingGradients()
-            ? RecomputeInBackward(part, states.slice(0, begin, end))
-            : part(states.slice(0, begin, end));
+        RecordingGradients() ? RecomputeInBackward(part, x) : part(x);
     total = total.defined() ? total + s : s;
   }
   return total / static_cast<double>(n);
+}
+
+torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
+                                  const torch::Tensor& hidden,
+                                  const torch::Tensor& labels,
+                                  int64_t max_logits) {
+  const int64_t h = hidden.size(-1);
+  torch::Tensor states =
+      hidden.slice(1, 0, hidden.size(1) - 1).reshape({-1, h});
+  torch::Tensor targets = labels.slice(1, 1).reshape({-1});
+  torch::Tensor keep = (targets != kIgnoreLabel).nonzero().squeeze(1);
+  if (keep.numel() == 0) return hidden.sum() * 0;
+  return ProjectedLmLoss(model, states.index_select(0, keep),
+                         targets.index_select(0, keep), max_logits);
 }
 
 namespace {
@@ -276,12 +279,12 @@ class CausalLmTask : public Task {
   }
 
   // The same mean as Loss, projecting onto the vocabulary only at labelled
-  // positions and, past kMaxLogits logits, a chunk at a time.
+  // positions and, past kMaxLmLogits logits, a chunk at a time.
   torch::Tensor TrainLoss(TaskModelImpl& model,
                           const TaskBatch& batch) const override {
     if (!model.has_lm_head()) return Loss(model.forward(batch.inputs), batch);
     return ChunkedCausalLmLoss(model, model.ForwardHidden(batch.inputs),
-                               batch.targets.at("labels"), kMaxLogits);
+                               batch.targets.at("labels"), kMaxLmLogits);
   }
 
   absl::StatusOr<nlohmann::json> Evaluate(
@@ -297,7 +300,7 @@ class CausalLmTask : public Task {
       for (size_t i = begin; i < end; ++i) indices.push_back(i);
       TaskBatch b = Collate(val_, indices, device);
       // Hidden states at the labelled positions, projected onto the
-      // vocabulary kMaxLogits logits at a time.
+      // vocabulary kMaxLmLogits logits at a time.
       torch::Tensor hidden = model.ForwardHidden(b.inputs);
       const int64_t h = hidden.size(-1);
       torch::Tensor lab = b.targets.at("labels").slice(1, 1).reshape({-1});
@@ -309,7 +312,7 @@ class CausalLmTask : public Task {
                                  .index_select(0, keep);
       lab = lab.index_select(0, keep);
       const int64_t chunk = std::max<int64_t>(
-          1, kMaxLogits / std::max<int64_t>(1, model.config().vocab_size));
+          1, kMaxLmLogits / std::max<int64_t>(1, model.config().vocab_size));
       for (int64_t c0 = 0; c0 < n; c0 += chunk) {
         const int64_t c1 = std::min(n, c0 + chunk);
         torch::Tensor logits =
@@ -395,9 +398,6 @@ class CausalLmTask : public Task {
 
  private:
   using Examples = std::vector<LmExample>;
-
-  // Logits materialised at once in the loss (float32: 1 GiB).
-  static constexpr int64_t kMaxLogits = int64_t{1} << 28;
 
   bool packed() const { return !packs_.empty(); }
 

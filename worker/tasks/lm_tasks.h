@@ -40,6 +40,18 @@ std::vector<int64_t> GenerateTokens(TaskModelImpl& model,
 torch::Tensor CausalLmLoss(const torch::Tensor& logits,
                            const torch::Tensor& labels);
 
+// The most logits the LM losses hold at once (float32: 1 GiB).
+constexpr int64_t kMaxLmLogits = int64_t{1} << 28;
+
+// Mean cross-entropy of `model`'s LM head (has_lm_head()) applied to the
+// rows of `states` [N, H] (N >= 1) against `targets` [N], every row
+// labelled. At most `max_logits` logits exist at once: beyond that the rows
+// go through in chunks, and while gradients are recorded each chunk runs
+// through RecomputeInBackward, so its logits are recomputed in the backward
+// pass rather than kept.
+torch::Tensor ProjectedLmLoss(TaskModelImpl& model, const torch::Tensor& states,
+                              const torch::Tensor& targets, int64_t max_logits);
+
 // The same mean as CausalLmLoss, from the hidden states that feed
 // `model`'s lm_head (model.has_lm_head(); hidden [B, T, H]): only the
 // labelled positions are projected onto the vocabulary, at most

@@ -161,6 +161,19 @@ class MaskedLmTask : public Task {
     return MlmLoss(output, labels, false);
   }
 
+  // The same mean, with the LM head applied only at the masked positions.
+  torch::Tensor TrainLoss(TaskModelImpl& model,
+                          const TaskBatch& batch) const override {
+    if (!model.has_lm_head()) return Loss(model.forward(batch.inputs), batch);
+    torch::Tensor hidden = model.ForwardHidden(batch.inputs);
+    torch::Tensor labels = batch.targets.at("labels").reshape({-1});
+    torch::Tensor keep = (labels != kIgnoreLabel).nonzero().squeeze(1);
+    if (keep.numel() == 0) return hidden.sum() * 0;
+    return ProjectedLmLoss(
+        model, hidden.reshape({-1, hidden.size(-1)}).index_select(0, keep),
+        labels.index_select(0, keep), kMaxLmLogits);
+  }
+
   absl::StatusOr<nlohmann::json> Evaluate(
       TaskModelImpl& model, int64_t batch_size,
       const torch::Device& device) const override {
@@ -179,9 +192,22 @@ class MaskedLmTask : public Task {
       torch::Tensor valid = labels != kIgnoreLabel;
       const int64_t n = valid.sum().item<int64_t>();
       if (n == 0) continue;
-      torch::Tensor logits = model.forward(b.inputs);
-      loss_sum += MlmLoss(logits, labels, true).item<double>();
-      correct += ((logits.argmax(-1) == labels) & valid).sum().item<int64_t>();
+      // The LM head only at the masked positions.
+      torch::Tensor hidden = model.ForwardHidden(b.inputs);
+      torch::Tensor keep = valid.reshape({-1}).nonzero().squeeze(1);
+      torch::Tensor states =
+          hidden.reshape({-1, hidden.size(-1)}).index_select(0, keep);
+      torch::Tensor targets = labels.reshape({-1}).index_select(0, keep);
+      const int64_t chunk = std::max<int64_t>(
+          1, kMaxLmLogits / std::max<int64_t>(1, model.config().vocab_size));
+      for (int64_t c0 = 0; c0 < n; c0 += chunk) {
+        const int64_t c1 = std::min(n, c0 + chunk);
+        torch::Tensor logits =
+            model.ProjectHidden(states.slice(0, c0, c1)).to(torch::kFloat);
+        torch::Tensor t = targets.slice(0, c0, c1);
+        loss_sum += MlmLoss(logits, t, true).item<double>();
+        correct += (logits.argmax(-1) == t).sum().item<int64_t>();
+      }
       count += n;
     }
     const double loss = count > 0 ? loss_sum / count : 0.0;

@@ -343,6 +343,46 @@ TEST(ChunkedLossTest, EqualsThePlainLossInValueAndGradients) {
   EXPECT_TRUE(zero.requires_grad());
 }
 
+// Masked-lm's training loss applies the LM head at the masked positions
+// only: the same value and gradients as the head over every position.
+TEST(ChunkedLossTest, MaskedLmHeadOnlyAtMaskedPositions) {
+  for (const std::string type : {"bert", "distilbert"}) {
+    SCOPED_TRACE(type);
+    TaskModel m = Make(type, HeadKind::kMaskedLm);
+    ASSERT_TRUE(m->has_lm_head());
+    m->eval();
+    ModelInputs in = TwoRows();
+    torch::Tensor labels = torch::full_like(in.input_ids, kIgnoreLabel);
+    for (int64_t j : {1, 4, 7}) labels[0][j] = in.input_ids[0][j];
+    for (int64_t j : {2, 8}) labels[1][j] = in.input_ids[1][j];
+    m->zero_grad();
+    torch::Tensor logits = m->forward(in);
+    torch::Tensor plain = torch::nn::functional::cross_entropy(
+        logits.reshape({-1, kVocab}), labels.reshape({-1}),
+        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(
+            kIgnoreLabel));
+    plain.backward();
+    const auto plain_grads = Grads(*m);
+    for (const int64_t budget : {kVocab * 2, int64_t{1} << 20}) {
+      SCOPED_TRACE(budget);
+      m->zero_grad();
+      torch::Tensor hidden = m->ForwardHidden(in);
+      torch::Tensor flat = labels.reshape({-1});
+      torch::Tensor keep = (flat != kIgnoreLabel).nonzero().squeeze(1);
+      torch::Tensor loss = ProjectedLmLoss(
+          *m, hidden.reshape({-1, hidden.size(-1)}).index_select(0, keep),
+          flat.index_select(0, keep), budget);
+      EXPECT_NEAR(loss.item<double>(), plain.item<double>(), 1e-6);
+      loss.backward();
+      const auto grads = Grads(*m);
+      ASSERT_EQ(grads.size(), plain_grads.size());
+      for (const auto& [name, g] : plain_grads) {
+        EXPECT_TRUE(torch::allclose(g, grads.at(name), 1e-5, 1e-7)) << name;
+      }
+    }
+  }
+}
+
 TEST(PackRowsTest, EveryRowOnceWithinCapacity) {
   const std::vector<int64_t> lengths = {5, 9, 2, 7, 3, 8, 1, 4, 10, 6};
   const auto packs = PackRows(lengths, 10);
