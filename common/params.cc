@@ -73,6 +73,7 @@ const std::vector<DoubleField>& DoubleFields() {
       {"mlm_probability", &TrainParams::mlm_probability, 0.0, 0.999, true},
       {"temperature", &TrainParams::temperature, 0.0, 100.0, false},
       {"top_p", &TrainParams::top_p, 0.0, 1.0, true},
+      {"dpo_beta", &TrainParams::dpo_beta, 0.0, 100.0, true},
   };
   return *fields;
 }
@@ -89,7 +90,9 @@ const std::vector<StringField>& StringFields() {
       {"lr_scheduler_type",
        &TrainParams::lr_scheduler_type,
        {"linear", "cosine", "constant"}},
-      {"method", &TrainParams::method, {"full", "lora", "linear-probe"}},
+      {"method",
+       &TrainParams::method,
+       {"full", "lora", "linear-probe", "dpo", "dpo-lora"}},
       {"lora_target_modules", &TrainParams::lora_target_modules, {}},
       {"metric_for_best_model", &TrainParams::metric_for_best_model, {}},
       {"text_column", &TrainParams::text_column, {}},
@@ -104,6 +107,8 @@ const std::vector<StringField>& StringFields() {
       {"tokens_column", &TrainParams::tokens_column, {}},
       {"tags_column", &TrainParams::tags_column, {}},
       {"image_column", &TrainParams::image_column, {}},
+      {"chosen_column", &TrainParams::chosen_column, {}},
+      {"rejected_column", &TrainParams::rejected_column, {}},
   };
   return *fields;
 }
@@ -125,13 +130,22 @@ const std::vector<std::string>& Tasks() {
   return *tasks;
 }
 
-// A hyperparameter that only some jobs use. Exactly one of `method` and
+// A hyperparameter that only some jobs use. Exactly one of `methods` and
 // `tasks` is set.
 struct ApplyRule {
   const char* name;
-  const char* method;              // The only method it applies with.
-  std::vector<std::string> tasks;  // The only tasks it applies to.
+  std::vector<std::string> methods;  // The only methods it applies with.
+  std::vector<std::string> tasks;    // The only tasks it applies to.
 };
+
+// Causal-lm parameters that preference tuning has no use for: it always
+// scores the reply only, one pair per row, from its own columns.
+const std::vector<std::string>& NotWithPreference() {
+  static const auto* names = new std::vector<std::string>{
+      "packing", "completion_only_loss", "completion_column", "messages_column",
+      "text_column"};
+  return *names;
+}
 
 const std::vector<ApplyRule>& ApplyRules() {
   static const auto* rules = [] {
@@ -142,40 +156,43 @@ const std::vector<ApplyRule>& ApplyRules() {
     for (const char* name :
          {"lora_r", "lora_alpha", "lora_dropout", "use_rslora",
           "lora_target_modules", "merge_lora"}) {
-      r->push_back({name, "lora", {}});
+      r->push_back({name, {"lora", "dpo-lora"}, {}});
+    }
+    for (const char* name : {"dpo_beta", "chosen_column", "rejected_column"}) {
+      r->push_back({name, {"dpo", "dpo-lora"}, {}});
     }
     for (const char* name :
          {"doc_stride", "max_answer_length", "null_score_diff_threshold",
           "question_column", "context_column", "answers_column"}) {
-      r->push_back({name, nullptr, {kQuestionAnswering}});
+      r->push_back({name, {}, {kQuestionAnswering}});
     }
     for (const char* name :
          {"completion_only_loss", "packing", "max_new_tokens", "temperature",
           "top_k", "top_p", "prompt_column", "completion_column",
           "messages_column"}) {
-      r->push_back({name, nullptr, {kCausalLm}});
+      r->push_back({name, {}, {kCausalLm}});
     }
-    r->push_back({"mlm_probability", nullptr, {kMaskedLm}});
+    r->push_back({"mlm_probability", {}, {kMaskedLm}});
     for (const char* name : {"tokens_column", "tags_column"}) {
-      r->push_back({name, nullptr, {kTokenClassification}});
+      r->push_back({name, {}, {kTokenClassification}});
     }
     for (const char* name : {"image_size", "image_column"}) {
-      r->push_back({name, nullptr, {kImageClassification}});
+      r->push_back({name, {}, {kImageClassification}});
     }
     r->push_back(
-        {"text_pair_column", nullptr, {kTextClassification, kTextRegression}});
+        {"text_pair_column", {}, {kTextClassification, kTextRegression}});
     r->push_back(
         {"label_column",
-         nullptr,
+         {},
          {kTextClassification, kTextRegression, kImageClassification}});
     r->push_back({"text_column",
-                  nullptr,
+                  {},
                   {kTextClassification, kTextRegression, kTokenClassification,
                    kCausalLm, kMaskedLm}});
     // Pictures have no tokens.
     for (const char* name :
          {"max_seq_length", "group_by_length", "gradient_checkpointing"}) {
-      r->push_back({name, nullptr, text_tasks});
+      r->push_back({name, {}, text_tasks});
     }
     return r;
   }();
@@ -266,23 +283,47 @@ const std::vector<std::string>& TrainParamNames() {
   return *names;
 }
 
+bool MethodUsesLora(const std::string& method) {
+  return method == "lora" || method == "dpo-lora";
+}
+
+bool IsPreferenceMethod(const std::string& method) {
+  return method == "dpo" || method == "dpo-lora";
+}
+
 absl::Status CheckParamsApply(
     const std::string& task, const std::map<std::string, std::string>& params) {
   const auto m = params.find("method");
   const std::string method = m == params.end() ? "full" : m->second;
   const bool known_task =
       std::find(Tasks().begin(), Tasks().end(), task) != Tasks().end();
+  if (IsPreferenceMethod(method) && known_task && task != kCausalLm) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("params[method]: ", method, " applies only to ", kCausalLm,
+                     " (this job: ", task, ")"));
+  }
   for (const auto& entry : params) {
     const std::string& name = entry.first;
+    const std::string where = absl::StrCat("params[", name, "]");
+    if (IsPreferenceMethod(method) &&
+        std::find(NotWithPreference().begin(), NotWithPreference().end(),
+                  name) != NotWithPreference().end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": does not apply with method=", method,
+          " (preference rows score the reply only, from the prompt, chosen "
+          "and rejected columns)"));
+    }
     for (const ApplyRule& rule : ApplyRules()) {
       if (name != rule.name) continue;
-      const std::string where = absl::StrCat("params[", name, "]");
-      if (rule.method != nullptr && method != rule.method) {
+      const bool by_method = !rule.methods.empty();
+      if (by_method && std::find(rule.methods.begin(), rule.methods.end(),
+                                 method) == rule.methods.end()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(where, ": applies only with method=", rule.method,
+            absl::StrCat(where, ": applies only with method=",
+                         absl::StrJoin(rule.methods, " or method="),
                          " (this job: method=", method, ")"));
       }
-      if (rule.method != nullptr || !known_task ||
+      if (by_method || !known_task ||
           std::find(rule.tasks.begin(), rule.tasks.end(), task) !=
               rule.tasks.end()) {
         continue;

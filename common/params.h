@@ -37,8 +37,10 @@ struct TrainParams {
   int64_t bf16 = 0;  // 0/1: bf16 autocast where the device supports it
   // 0/1: recompute each layer's activations in the backward pass.
   int64_t gradient_checkpointing = 0;
-  // Method: full | lora | linear-probe (frozen base, trained head).
+  // Method: full | lora | linear-probe (frozen base, trained head) |
+  // dpo | dpo-lora (preference tuning of causal-lm, every weight or LoRA).
   std::string method = "full";
+  double dpo_beta = 0.1;       // (0, 100]: DPO's KL strength
   int64_t lora_r = 8;          // 1..1024
   double lora_alpha = 16;      // (0, 1e6]
   double lora_dropout = 0.05;  // [0, 1)
@@ -56,6 +58,7 @@ struct TrainParams {
   std::string prompt_column, completion_column, messages_column;
   std::string question_column, context_column, answers_column;
   std::string tokens_column, tags_column, image_column;
+  std::string chosen_column, rejected_column;  // DPO
 
   // Task-specific.
   int64_t doc_stride = 128;              // 0..512: QA window overlap (tokens)
@@ -71,6 +74,11 @@ struct TrainParams {
   int64_t top_k = 0;            // 0..1000000; 0 = off
   double top_p = 1;             // (0, 1]
 };
+
+// Whether `method` trains LoRA adapters (lora, dpo-lora) or optimises the
+// DPO preference loss (dpo, dpo-lora).
+bool MethodUsesLora(const std::string& method);
+bool IsPreferenceMethod(const std::string& method);
 
 // Parses `params` (name -> decimal text) over the defaults. An unknown name
 // or a value out of range is INVALID_ARGUMENT naming `params[NAME]`.
@@ -97,7 +105,11 @@ const std::vector<std::string>& TrainParamNames();
 //   text-classification)
 // The rules, by name (docs/params.md says the same):
 //   lora_r, lora_alpha, lora_dropout, use_rslora, lora_target_modules,
-//   merge_lora                                    method=lora
+//   merge_lora                                    method=lora or dpo-lora
+//   dpo_beta, chosen_column, rejected_column      method=dpo or dpo-lora
+//   packing, completion_only_loss, completion_column, messages_column,
+//   text_column                          not with method=dpo or dpo-lora
+//   method=dpo or dpo-lora                        causal-lm only
 //   doc_stride, max_answer_length, null_score_diff_threshold,
 //   question_column, context_column, answers_column   question-answering
 //   completion_only_loss, packing, max_new_tokens, temperature, top_k,

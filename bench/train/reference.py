@@ -33,6 +33,11 @@ Subcommands (each prints one JSON object on stdout):
          losses, steady-state samples/s (step wall time, first step excluded)
          and, with --save-final FILE, the final weights (raw safetensors).
   gemm   --n 2048 --reps 10 : median F32 matmul GFLOP/s with the same BLAS.
+  dpo    --policy DIR --reference DIR --batch FILE --beta B : the DPO loss
+         and rewards of one batch of pairs (FILE: safetensors input_ids,
+         attention_mask and labels [2B, T] as float32, the B chosen rows then
+         the B rejected ones, -100 where a token is not scored) with two
+         Llama models, from the log-softmax of each model's logits.
 """
 import argparse
 import bisect
@@ -674,6 +679,44 @@ def cmd_train(a):
     }))
 
 
+def cmd_dpo(a):
+    """Direct Preference Optimization on one batch, from its definition:
+    the summed log-probability of each reply's scored tokens under the policy
+    and the reference, reward = beta * (policy - reference), and
+    loss = mean(-log sigmoid(reward_chosen - reward_rejected))."""
+    torch.set_num_threads(a.threads)
+    batch = read_safetensors(a.batch)
+    ids = batch["input_ids"].long()
+    mask = batch["attention_mask"].long()
+    labels = batch["labels"].long()
+
+    def logps(model_dir):
+        with open(os.path.join(model_dir, "config.json")) as f:
+            cfg = json.load(f)
+        model = LlamaForCausalLM(cfg)
+        load_weights(model, model_dir)
+        model.eval()
+        with torch.no_grad():
+            logits = model(ids, mask).float()
+        lp = torch.log_softmax(logits[:, :-1], -1)
+        target = labels[:, 1:]
+        scored = target != -100
+        picked = lp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (picked * scored).sum(-1).double()
+
+    pol, ref = logps(a.policy), logps(a.reference)
+    b = ids.shape[0] // 2
+    chosen = a.beta * (pol[:b] - ref[:b])
+    rejected = a.beta * (pol[b:] - ref[b:])
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    print(json.dumps({"loss": loss.item(),
+                      "chosen_rewards": chosen.tolist(),
+                      "rejected_rewards": rejected.tolist(),
+                      "policy_logps": pol.tolist(),
+                      "reference_logps": ref.tolist(),
+                      "torch": torch.__version__}))
+
+
 def cmd_gemm(a):
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -742,8 +785,14 @@ def main():
     g.add_argument("--threads", type=int, default=os.cpu_count())
     g.add_argument("--device", default="cpu")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    d = sub.add_parser("dpo")
+    d.add_argument("--policy", required=True)
+    d.add_argument("--reference", required=True)
+    d.add_argument("--batch", required=True)
+    d.add_argument("--beta", type=float, default=0.1)
+    d.add_argument("--threads", type=int, default=os.cpu_count())
     a = p.parse_args()
-    {"train": cmd_train, "gemm": cmd_gemm}[a.cmd](a)
+    {"train": cmd_train, "gemm": cmd_gemm, "dpo": cmd_dpo}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -106,10 +106,11 @@ TEST(ParamsApplyTest, LoraParamsNeedMethodLora) {
   for (const char* name : {"lora_r", "lora_alpha", "lora_dropout", "use_rslora",
                            "lora_target_modules", "merge_lora"}) {
     ExpectRefused("text-classification", {{name, "1"}}, name,
-                  "applies only with method=lora (this job: method=full)");
+                  "applies only with method=lora or method=dpo-lora (this "
+                  "job: method=full)");
     ExpectRefused("causal-lm", {{"method", "linear-probe"}, {name, "1"}}, name,
-                  "applies only with method=lora (this job: "
-                  "method=linear-probe)");
+                  "applies only with method=lora or method=dpo-lora (this "
+                  "job: method=linear-probe)");
     EXPECT_TRUE(
         CheckParamsApply("causal-lm", {{"method", "lora"}, {name, "1"}}).ok())
         << name;

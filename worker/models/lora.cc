@@ -642,7 +642,8 @@ absl::Status SaveMergedModel(TaskModelImpl& model, const std::string& dir) {
 
 absl::Status ApplyMethod(TaskModelImpl& model, const TrainParams& params,
                          const LogFn& log) {
-  if (params.method == "full") {
+  // DPO trains like full fine-tuning or LoRA; only its loss differs.
+  if (params.method == "full" || params.method == "dpo") {
     const size_t n = LoraModuleNames(model).size();
     if (n > 0) {
       RETURN_IF_ERROR(MergeLora(model));
@@ -654,20 +655,20 @@ absl::Status ApplyMethod(TaskModelImpl& model, const TrainParams& params,
     return absl::OkStatus();
   }
   if (params.method == "linear-probe") return ApplyLinearProbe(model, log);
-  if (params.method == "lora") {
+  if (MethodUsesLora(params.method)) {
     ASSIGN_OR_RETURN(LoraOptions options, LoraOptionsFromParams(params));
     return ApplyLora(model, options, log);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("params[method]: \"", params.method,
-                   "\" is not one of full, lora, linear-probe"));
+                   "\" is not one of full, lora, linear-probe, dpo, dpo-lora"));
 }
 
 absl::Status SaveMethodOutputs(TaskModelImpl& model, const TrainParams& params,
                                const std::string& dir,
                                const std::string& base_model,
                                bool write_merged) {
-  if (params.method != "lora") return absl::OkStatus();
+  if (!MethodUsesLora(params.method)) return absl::OkStatus();
   ASSIGN_OR_RETURN(LoraOptions options, LoraOptionsFromParams(params));
   options.base_model_name_or_path = base_model;
   RETURN_IF_ERROR(SavePeftAdapter(model, options, dir));

@@ -79,6 +79,65 @@ torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
                          targets.index_select(0, keep), max_logits);
 }
 
+torch::Tensor SequenceLogProbs(const torch::Tensor& logits,
+                               const torch::Tensor& labels) {
+  const int64_t n = logits.size(0), t = logits.size(1), v = logits.size(-1);
+  torch::Tensor shift = logits.slice(1, 0, t - 1).reshape({-1, v});
+  torch::Tensor targets = labels.slice(1, 1).reshape({-1});
+  torch::Tensor labelled = targets != kIgnoreLabel;
+  torch::Tensor token = -torch::nn::functional::cross_entropy(
+      shift.to(torch::kFloat), targets.masked_fill(~labelled, 0),
+      torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  return (token * labelled.to(torch::kFloat)).view({n, t - 1}).sum(1);
+}
+
+torch::Tensor ProjectedSequenceLogProbs(TaskModelImpl& model,
+                                        const torch::Tensor& hidden,
+                                        const torch::Tensor& labels,
+                                        int64_t max_logits) {
+  namespace F = torch::nn::functional;
+  const int64_t n = hidden.size(0), t = hidden.size(1), h = hidden.size(-1);
+  torch::Tensor states = hidden.slice(1, 0, t - 1).reshape({-1, h});
+  torch::Tensor targets = labels.slice(1, 1).reshape({-1});
+  torch::Tensor keep = (targets != kIgnoreLabel).nonzero().squeeze(1);
+  torch::Tensor sums = torch::zeros({n}, hidden.options().dtype(torch::kFloat));
+  if (keep.numel() == 0) return sums + hidden.sum().to(torch::kFloat) * 0;
+  states = states.index_select(0, keep);
+  targets = targets.index_select(0, keep);
+  const int64_t count = keep.numel();
+  const int64_t vocab = std::max<int64_t>(1, model.config().vocab_size);
+  const int64_t chunk = std::max<int64_t>(1, max_logits / vocab);
+  auto none = F::CrossEntropyFuncOptions().reduction(torch::kNone);
+  TaskModelImpl* m = &model;
+  std::vector<torch::Tensor> parts;
+  for (int64_t begin = 0; begin < count; begin += chunk) {
+    const int64_t end = std::min(count, begin + chunk);
+    torch::Tensor y = targets.slice(0, begin, end);
+    auto part = [m, y, none](const torch::Tensor& x) {
+      return -F::cross_entropy(m->ProjectHidden(x).to(torch::kFloat), y, none);
+    };
+    torch::Tensor x = states.slice(0, begin, end);
+    parts.push_back(count > chunk && RecordingGradients()
+                        ? RecomputeInBackward(part, x)
+                        : part(x));
+  }
+  torch::Tensor rows = torch::floor_divide(keep, t - 1);
+  return sums.index_add(0, rows, torch::cat(parts));
+}
+
+DpoTerms DpoLoss(const torch::Tensor& policy_chosen,
+                 const torch::Tensor& policy_rejected,
+                 const torch::Tensor& reference_chosen,
+                 const torch::Tensor& reference_rejected, double beta) {
+  torch::Tensor chosen = (policy_chosen - reference_chosen) * beta;
+  torch::Tensor rejected = (policy_rejected - reference_rejected) * beta;
+  DpoTerms out;
+  out.loss = -torch::nn::functional::logsigmoid(chosen - rejected).mean();
+  out.chosen_rewards = chosen.detach();
+  out.rejected_rewards = rejected.detach();
+  return out;
+}
+
 namespace {
 
 // Uniform double in [0, 1) from 53 bits, the same on every platform.

@@ -1,5 +1,5 @@
 // Pieces of the causal-lm and masked-lm tasks that tests reach directly:
-// generation and masked-lm masking. LibTorch.
+// generation, the LM losses, DPO's terms and masked-lm masking. LibTorch.
 #ifndef LATHE_WORKER_TASKS_LM_TASKS_H_
 #define LATHE_WORKER_TASKS_LM_TASKS_H_
 
@@ -63,6 +63,39 @@ torch::Tensor ChunkedCausalLmLoss(TaskModelImpl& model,
                                   const torch::Tensor& hidden,
                                   const torch::Tensor& labels,
                                   int64_t max_logits);
+
+// Each row's summed log-probability of its labelled tokens under causal-lm
+// logits [N, T, V] (labels [N, T], the same shift as CausalLmLoss, -100
+// ignored): [N] float32; a row without labels sums to 0.
+torch::Tensor SequenceLogProbs(const torch::Tensor& logits,
+                               const torch::Tensor& labels);
+
+// The same sums from the hidden states that feed `model`'s lm_head
+// (model.has_lm_head(); hidden [N, T, H]), projecting only labelled
+// positions, at most `max_logits` logits at a time; while gradients are
+// recorded each chunk goes through RecomputeInBackward (as
+// ChunkedCausalLmLoss).
+torch::Tensor ProjectedSequenceLogProbs(TaskModelImpl& model,
+                                        const torch::Tensor& hidden,
+                                        const torch::Tensor& labels,
+                                        int64_t max_logits);
+
+// Direct Preference Optimization (Rafailov et al., 2023) on B pairs: the
+// summed log-probabilities [B] of the chosen and rejected replies under the
+// policy being trained and under the reference (the starting model).
+//   chosen_rewards   = beta * (policy_chosen - reference_chosen)
+//   rejected_rewards = beta * (policy_rejected - reference_rejected)
+//   loss = mean(-log sigmoid(chosen_rewards - rejected_rewards))
+// The rewards are detached from the graph.
+struct DpoTerms {
+  torch::Tensor loss;              // Scalar, float32.
+  torch::Tensor chosen_rewards;    // [B]
+  torch::Tensor rejected_rewards;  // [B]
+};
+DpoTerms DpoLoss(const torch::Tensor& policy_chosen,
+                 const torch::Tensor& policy_rejected,
+                 const torch::Tensor& reference_chosen,
+                 const torch::Tensor& reference_rejected, double beta);
 
 struct MlmMasking {
   torch::Tensor input_ids;  // With masked positions replaced.

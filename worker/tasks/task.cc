@@ -52,6 +52,17 @@ absl::StatusOr<std::unique_ptr<Task>> CreateTask(const std::string& name) {
                    absl::StrJoin(TaskNames(), ", "), ")"));
 }
 
+absl::StatusOr<std::unique_ptr<Task>> CreateTrainingTask(
+    const std::string& name, const TrainParams& params) {
+  if (!IsPreferenceMethod(params.method)) return CreateTask(name);
+  if (name != "causal-lm") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("params[method]: ", params.method,
+                     " applies only to causal-lm (this job: ", name, ")"));
+  }
+  return tasks::NewDpoTask();
+}
+
 ModelInputs PadTokenBatch(const std::vector<const TokenizedText*>& rows,
                           int64_t pad_id, const torch::Device& device,
                           int64_t* tokens) {

@@ -99,6 +99,25 @@ class Task {
     return Loss(model.forward(batch.inputs), batch);
   }
 
+  // Called once as training starts, with the model on the training device
+  // in eval mode, no gradients, the method applied. A fresh run
+  // (`resume_from` empty) passes the model it starts from: DPO scores its
+  // pairs with it here (the reference model). A resumed run passes the
+  // checkpoint's model and `resume_from`, whose files from
+  // WriteTrainingFiles the task reads back instead. Other tasks need
+  // nothing.
+  virtual absl::Status BeforeTraining(TaskModelImpl& /*model*/,
+                                      const torch::Device& /*device*/,
+                                      const std::string& /*resume_from*/) {
+    return absl::OkStatus();
+  }
+  // Writes into a checkpoint directory `dir` (before it takes its final
+  // name) what a run resumed from it needs from the task, beyond the model
+  // and the trainer's state.
+  virtual absl::Status WriteTrainingFiles(const std::string& /*dir*/) const {
+    return absl::OkStatus();
+  }
+
   // Evaluates `model` (put in eval mode by the caller, no gradients) on the
   // validation features; returns every metric of the task plus "loss".
   virtual absl::StatusOr<nlohmann::json> Evaluate(
@@ -126,6 +145,12 @@ class Task {
 
 // The task named `name`; INVALID_ARGUMENT naming the known tasks otherwise.
 absl::StatusOr<std::unique_ptr<Task>> CreateTask(const std::string& name);
+
+// The task a training run with `params` drives: CreateTask(name), except
+// that a preference method (dpo, dpo-lora) on causal-lm gives the DPO task
+// (INVALID_ARGUMENT naming params[method] on any other task).
+absl::StatusOr<std::unique_ptr<Task>> CreateTrainingTask(
+    const std::string& name, const TrainParams& params);
 
 // Every task name, for messages and the server's validation.
 const std::vector<std::string>& TaskNames();

@@ -15,6 +15,7 @@ std::unique_ptr<Task> NewTextRegressionTask();       // text_regression.cc
 std::unique_ptr<Task> NewTokenClassificationTask();  // token_classification.cc
 std::unique_ptr<Task> NewQuestionAnsweringTask();    // question_answering.cc
 std::unique_ptr<Task> NewCausalLmTask();             // causal_lm.cc
+std::unique_ptr<Task> NewDpoTask();                  // dpo.cc
 std::unique_ptr<Task> NewMaskedLmTask();             // masked_lm.cc
 std::unique_ptr<Task> NewImageClassificationTask();  // image_classification.cc
 

@@ -149,11 +149,13 @@ absl::Status WriteTrainingCheckpoint(
     TaskModel& model, const Tokenizer* tokenizer, const TrainParams& params,
     const std::string& base_model, torch::optim::AdamW& optimizer,
     const torch::Device& device, const TrainerState& state,
-    const std::string& dir) {
+    const std::string& dir,
+    const std::function<absl::Status(const std::string&)>& task_files) {
   return WriteCheckpoint(
       *model, tokenizer, state.max_length, dir, [&](const std::string& tmp) {
         RETURN_IF_ERROR(
             SaveTrainingMethodOutputs(*model, params, base_model, tmp));
+        if (task_files) RETURN_IF_ERROR(task_files(tmp));
         return WriteTrainingState(model, optimizer, device, state, tmp);
       });
 }

@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -24,12 +25,14 @@ namespace lathe {
 // naming `base_model`), and the training state: Adam moments by parameter
 // name and generator states in training_state.safetensors, the scalars of
 // `state` (with the Adam step counts read from `optimizer`) in
-// trainer_state.json. Reads generator states without drawing from them.
+// trainer_state.json, and what `task_files` (may be empty) writes into the
+// directory. Reads generator states without drawing from them.
 absl::Status WriteTrainingCheckpoint(
     TaskModel& model, const Tokenizer* tokenizer, const TrainParams& params,
     const std::string& base_model, torch::optim::AdamW& optimizer,
     const torch::Device& device, const TrainerState& state,
-    const std::string& dir);
+    const std::string& dir,
+    const std::function<absl::Status(const std::string&)>& task_files);
 
 }  // namespace lathe
 

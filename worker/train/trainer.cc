@@ -182,7 +182,8 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     emit({{"type", "log"}, {"message", message}});
   };
   ASSIGN_OR_RETURN(const TrainParams params, ParseTrainParams(spec.params));
-  ASSIGN_OR_RETURN(std::unique_ptr<Task> task, CreateTask(spec.task));
+  ASSIGN_OR_RETURN(std::unique_ptr<Task> task,
+                   CreateTrainingTask(spec.task, params));
   const bool resuming = !spec.resume_from.empty();
   TrainerState resume;
   if (resuming) {
@@ -289,6 +290,11 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         "in the backward pass");
   }
   model->to(device);
+  {
+    model->eval();
+    torch::NoGradGuard no_grad;
+    RETURN_IF_ERROR(task->BeforeTraining(*model, device, spec.resume_from));
+  }
   model->train();
   log(absl::StrCat("device: ", device.str(), ", threads: ", threads));
 
@@ -373,9 +379,10 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     state.loss_since_report = progress.loss_since_report();
     state.steps_since_report = progress.steps_since_report();
     const std::string dir = absl::StrCat(out_dir, "/checkpoint-", step);
-    RETURN_IF_ERROR(WriteTrainingCheckpoint(model, tokenizer, params,
-                                            spec.model, *optimizer.adamw,
-                                            device, state, dir));
+    RETURN_IF_ERROR(WriteTrainingCheckpoint(
+        model, tokenizer, params, spec.model, *optimizer.adamw, device, state,
+        dir,
+        [&](const std::string& tmp) { return task->WriteTrainingFiles(tmp); }));
     RETURN_IF_ERROR(scalars_status);
     RETURN_IF_ERROR(scalars.CopyInto(dir));
     nlohmann::json event = {

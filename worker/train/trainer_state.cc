@@ -34,6 +34,7 @@ nlohmann::json ParamsToJson(const TrainParams& p) {
           {"use_rslora", p.use_rslora},
           {"lora_target_modules", p.lora_target_modules},
           {"packing", p.packing},
+          {"dpo_beta", p.dpo_beta},
           {"gradient_checkpointing", p.gradient_checkpointing}};
 }
 
@@ -92,7 +93,8 @@ std::map<std::string, nlohmann::json> TrajectoryParams(const TrainParams& p) {
           {"lora_dropout", p.lora_dropout},
           {"use_rslora", p.use_rslora},
           {"lora_target_modules", p.lora_target_modules},
-          {"packing", p.packing}};
+          {"packing", p.packing},
+          {"dpo_beta", p.dpo_beta}};
 }
 
 nlohmann::json TrainerState::ToJson() const {
@@ -212,6 +214,7 @@ absl::StatusOr<TrainerState> TrainerState::Parse(
   RETURN_IF_ERROR(
       Get(h, "lora_target_modules", &p.lora_target_modules, false, hw));
   RETURN_IF_ERROR(Get(h, "packing", &p.packing, false, hw));
+  RETURN_IF_ERROR(Get(h, "dpo_beta", &p.dpo_beta, false, hw));
   RETURN_IF_ERROR(
       Get(h, "gradient_checkpointing", &p.gradient_checkpointing, false, hw));
 
@@ -240,7 +243,7 @@ absl::StatusOr<TrainerState> TrainerState::Parse(
     return bad(absl::StrCat("epoch ", s.epoch, " and position ", s.position,
                             " do not match global_step ", s.global_step));
   }
-  if (s.labels.empty()) return bad("labels is empty");
+  // Labels may be empty: the language-modelling tasks have none.
   if (s.adam_step < 0 || s.steps_since_report < 0) {
     return bad("negative step counts");
   }
