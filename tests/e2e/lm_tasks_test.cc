@@ -53,6 +53,25 @@ void WriteCapitals(const std::string& path, int rows, bool chat) {
   }
 }
 
+// Preference rows on the same questions: the right capital chosen, another
+// country's rejected (`offset` varies which). Odd rows are in chat form (the
+// prompt as a user message), even rows plain text.
+void WritePreferences(const std::string& path, int rows, int offset) {
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    const auto& c = kCountries[i % 8];
+    const char* wrong = kCountries[(i % 8 + 1 + (i / 24 + offset) % 7) % 8][1];
+    const std::string q = std::string("What is the capital of ") + c[0] + "?";
+    json prompt = q;
+    if (i % 2 == 1) prompt = json::array({{{"role", "user"}, {"content", q}}});
+    out << json{{"prompt", prompt},
+                {"chosen", std::string(" ") + c[1]},
+                {"rejected", std::string(" ") + wrong}}
+               .dump()
+        << "\n";
+  }
+}
+
 class LmTasksTest : public testing::SharedServerTest {
  protected:
   std::string Submit(const std::string& task, const std::string& model,
@@ -244,6 +263,60 @@ TEST_F(LmTasksTest, LlamaTrainsOnPackedLongSequencesWithCheckpointing) {
   // Eight steps of 1024 tokens take the untrained model's perplexity (near
   // the 32000-token vocabulary) far down: a run gave 9400.
   ExpectLmMetrics(job, "token_accuracy", 32000, 0.5);
+}
+
+// Preference tuning through the server: DPO on capital-city pairs teaches
+// llama-tiny (from random weights) to give the right city a higher reward
+// than the wrong one on held-out pairs.
+TEST_F(LmTasksTest, DpoLearnsWhichReplyIsPreferred) {
+  WritePreferences(Path("prefs_train.jsonl"), 192, 0);
+  WritePreferences(Path("prefs_val.jsonl"), 24, 3);
+  const std::string id = Submit(
+      "causal-lm", "preset:llama-tiny", "prefs_train.jsonl", "prefs_val.jsonl",
+      {"method=dpo", "dpo_beta=0.1", "learning_rate=1e-3", "max_steps=120",
+       "batch_size=8", "max_seq_length=48", "logging_steps=10"});
+  ASSERT_FALSE(id.empty());
+  testing::CommandResult watch = server_->Cli({"watch", id});
+  EXPECT_EQ(watch.exit_code, 0) << watch.out << watch.err;
+  EXPECT_THAT(watch.out,
+              HasSubstr("dpo: the starting model scored 192 training and 24 "
+                        "validation pairs"));
+  json job = WaitAndGet(id);
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  const json& m = job["eval_metrics"];
+  for (const char* k : {"loss", "reward_accuracy", "reward_margin",
+                        "chosen_reward", "rejected_reward"}) {
+    ASSERT_TRUE(m.contains(k)) << k << " missing: " << job.dump(2);
+  }
+  // The untrained policy is its own reference: loss log 2 = 0.693, every
+  // reward 0, accuracy 0. A run gave loss 0.27, accuracy 1 and margin 1.8.
+  EXPECT_LT(m["loss"].get<double>(), 0.5) << job.dump(2);
+  EXPECT_GE(m["reward_accuracy"].get<double>(), 0.9) << job.dump(2);
+  EXPECT_GT(m["reward_margin"].get<double>(), 0.5) << job.dump(2);
+
+  // Parameters DPO has no use for are refused at submit, naming them.
+  testing::CommandResult packed =
+      server_->Cli(testing::SubmitCommand({"causal-lm",
+                                           "preset:llama-tiny",
+                                           Path("prefs_train.jsonl"),
+                                           "",
+                                           {"method=dpo", "packing=1"}}));
+  EXPECT_NE(packed.exit_code, 0);
+  EXPECT_THAT(packed.err,
+              HasSubstr("params[packing]: does not apply with method=dpo"));
+  // A row without its rejected reply fails the job, naming file and line.
+  std::ofstream(Path("prefs_bad.jsonl"))
+      << json{{"prompt", "a"}, {"chosen", "b"}, {"rejected", "c"}}.dump()
+      << "\n"
+      << json{{"prompt", "a"}, {"chosen", "b"}}.dump() << "\n";
+  const std::string bad = Submit("causal-lm", "preset:llama-tiny",
+                                 "prefs_bad.jsonl", "", {"method=dpo"});
+  ASSERT_FALSE(bad.empty());
+  json failed = WaitAndGet(bad);
+  EXPECT_EQ(failed["state"], "FAILED") << failed.dump(2);
+  EXPECT_THAT(failed.value("error", ""),
+              HasSubstr("prefs_bad.jsonl:2: missing field \"rejected\""))
+      << failed.dump(2);
 }
 
 TEST_F(LmTasksTest, WrongModelFamiliesFailClearly) {
