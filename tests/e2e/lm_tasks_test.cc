@@ -294,6 +294,24 @@ TEST_F(LmTasksTest, DpoLearnsWhichReplyIsPreferred) {
   EXPECT_GE(m["reward_accuracy"].get<double>(), 0.9) << job.dump(2);
   EXPECT_GT(m["reward_margin"].get<double>(), 0.5) << job.dump(2);
 
+  // dpo-lora: the same loss on LoRA adapters over the frozen base; the
+  // checkpoint holds the adapter beside the model. A run gave loss 0.671,
+  // reward accuracy 0.75 and margin 0.046 after 60 steps.
+  const std::string lora = Submit(
+      "causal-lm", "preset:llama-tiny", "prefs_train.jsonl", "prefs_val.jsonl",
+      {"method=dpo-lora", "lora_r=16", "learning_rate=1e-2", "max_steps=60",
+       "batch_size=8", "max_seq_length=48"});
+  ASSERT_FALSE(lora.empty());
+  json lora_job = WaitAndGet(lora);
+  ASSERT_EQ(lora_job["state"], "SUCCEEDED") << lora_job.dump(2);
+  EXPECT_LT(lora_job["eval_metrics"]["loss"].get<double>(), 0.685)
+      << lora_job.dump(2);
+  EXPECT_GT(lora_job["eval_metrics"]["reward_margin"].get<double>(), 0.0)
+      << lora_job.dump(2);
+  const std::string dest =
+      testing::DownloadJob(*server_, lora, Path("dpo-lora-model"));
+  EXPECT_TRUE(PathExists(dest + "/adapter_model.safetensors")) << dest;
+
   // Parameters DPO has no use for are refused at submit, naming them.
   testing::CommandResult packed =
       server_->Cli(testing::SubmitCommand({"causal-lm",

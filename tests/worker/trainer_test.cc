@@ -163,6 +163,27 @@ TEST(TrainerTest, Bf16AutocastTrains) {
   const auto evals = run.OfType("eval");
   ASSERT_FALSE(evals.empty());
   EXPECT_TRUE(std::isfinite(evals.back()["metrics"]["loss"].get<double>()));
+  // What stays in float32 under bf16 autocast: the weights (the master copy
+  // the optimizer updates) and both Adam moments, as the checkpoint holds
+  // them.
+  const auto checkpoints = run.OfType("checkpoint");
+  ASSERT_FALSE(checkpoints.empty());
+  const std::string ckpt = checkpoints.back()["dir"].get<std::string>();
+  auto weights = SafetensorsFile::Open(ckpt + "/model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  ASSERT_FALSE((*weights)->tensors().empty());
+  for (const auto& [name, t] : (*weights)->tensors()) {
+    EXPECT_EQ(t.dtype, "F32") << name;
+  }
+  auto state = SafetensorsFile::Open(ckpt + "/training_state.safetensors");
+  ASSERT_TRUE(state.ok()) << state.status();
+  int moments = 0;
+  for (const auto& [name, t] : (*state)->tensors()) {
+    if (name.rfind("exp_avg", 0) != 0) continue;
+    ++moments;
+    EXPECT_EQ(t.dtype, "F32") << name;
+  }
+  EXPECT_GT(moments, 0);
 }
 
 TEST(TrainerTest, InvalidInputsAreInvalidArgument) {
