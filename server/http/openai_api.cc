@@ -126,6 +126,23 @@ json Hyperparameters(const lathe::v1::JobSpec& spec) {
           {"learning_rate_multiplier", multiplier}};
 }
 
+// The job's method as OpenAI names it: "dpo" for Lathe's preference methods
+// (with their beta), else "supervised".
+json Method(const lathe::v1::JobSpec& spec, const json& hp) {
+  auto method = spec.params().find("method");
+  if (method == spec.params().end() ||
+      (method->second != "dpo" && method->second != "dpo-lora")) {
+    return {{"type", "supervised"}, {"supervised", {{"hyperparameters", hp}}}};
+  }
+  json dpo_hp = hp;
+  dpo_hp["beta"] = "auto";
+  if (auto it = spec.params().find("dpo_beta"); it != spec.params().end()) {
+    double beta;
+    if (absl::SimpleAtod(it->second, &beta)) dpo_hp["beta"] = beta;
+  }
+  return {{"type", "dpo"}, {"dpo", {{"hyperparameters", dpo_hp}}}};
+}
+
 json JobObject(const lathe::v1::Job& job) {
   const auto& spec = job.spec();
   json metadata = json::object();
@@ -170,8 +187,7 @@ json JobObject(const lathe::v1::Job& job) {
       {"estimated_finish", estimated},
       {"integrations", json::array()},
       {"metadata", metadata.empty() ? json(nullptr) : metadata},
-      {"method",
-       {{"type", "supervised"}, {"supervised", {{"hyperparameters", hp}}}}},
+      {"method", Method(spec, hp)},
       {"user_provided_suffix",
        suffix == spec.labels().end() ? json(nullptr) : json(suffix->second)},
   };
@@ -261,16 +277,35 @@ grpc::Status ToSubmit(const json& body, lathe::v1::SubmitJobRequest* req) {
       return Invalid("method.type", "must be a string");
     }
     const std::string type = method.value("type", "supervised");
-    if (type != "supervised") {
+    if (type != "supervised" && type != "dpo") {
       return Invalid("method.type",
                      absl::StrCat("\"", type,
                                   "\" is not supported: Lathe runs supervised "
-                                  "fine-tuning here"));
+                                  "and dpo fine-tuning here"));
     }
-    if (method.contains("supervised") && method["supervised"].is_object() &&
-        method["supervised"].contains("hyperparameters")) {
-      hp = method["supervised"]["hyperparameters"];
-      prefix = "method.supervised.hyperparameters";
+    if (method.contains(type) && method[type].is_object() &&
+        method[type].contains("hyperparameters")) {
+      hp = method[type]["hyperparameters"];
+      prefix = absl::StrCat("method.", type, ".hyperparameters");
+    }
+    if (type == "dpo") {
+      // OpenAI's preference rows: {"input": {"messages": [...]},
+      // "preferred_output": [...], "non_preferred_output": [...]}.
+      auto& params = *spec->mutable_params();
+      params["method"] = "dpo";
+      params["prompt_column"] = "input";
+      params["chosen_column"] = "preferred_output";
+      params["rejected_column"] = "non_preferred_output";
+      if (hp.is_object() && hp.contains("beta") && !hp["beta"].is_null() &&
+          hp["beta"] != "auto") {
+        const json& beta = hp["beta"];
+        if (!beta.is_number() || beta.get<double>() <= 0 ||
+            beta.get<double>() > 100) {
+          return Invalid(prefix + ".beta",
+                         "must be \"auto\" or a number in (0, 100]");
+        }
+        params["dpo_beta"] = absl::StrFormat("%.9g", beta.get<double>());
+      }
     }
   }
   if (!hp.is_object()) return Invalid(prefix, "must be an object");
@@ -359,7 +394,8 @@ json EventObject(const std::string& job_id, const lathe::v1::Event& e) {
       std::string parts;
       for (const auto& [k, v] : e.eval()) {
         data[k == "loss" ? "valid_loss" : k] = v;
-        if (k == "loss" || k == "token_accuracy" || k == "accuracy") {
+        if (k == "loss" || k == "token_accuracy" || k == "accuracy" ||
+            k == "reward_accuracy") {
           absl::StrAppend(&parts, " ", k, "=", absl::StrFormat("%.4f", v));
         }
       }

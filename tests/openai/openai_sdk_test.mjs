@@ -121,6 +121,22 @@ function chatRows(count, offset = 0) {
   return lines.join('\n') + '\n';
 }
 
+// Preference rows in OpenAI's DPO layout: the right sum preferred, a wrong
+// one not.
+function preferenceRows(count) {
+  const lines = [];
+  for (let i = 0; i < count; i++) {
+    const a = i % 10;
+    const b = (i * 3 + 1) % 10;
+    lines.push(JSON.stringify({
+      input: { messages: [{ role: 'user', content: `What is ${a} plus ${b}?` }], tools: [] },
+      preferred_output: [{ role: 'assistant', content: `${a + b}` }],
+      non_preferred_output: [{ role: 'assistant', content: `${a + b + 1}` }],
+    }));
+  }
+  return lines.join('\n') + '\n';
+}
+
 // ---- the server --------------------------------------------------------------
 
 // ---- the steps -----------------------------------------------------------------
@@ -158,8 +174,8 @@ function checkJob(job, what) {
   check(Array.isArray(job.result_files), `${what}: result_files is not a list: ${show(job.result_files)}`);
   check(Array.isArray(job.integrations), `${what}: integrations is not a list: ${show(job.integrations)}`);
   check(job.hyperparameters && typeof job.hyperparameters === 'object', `${what}: no hyperparameters`);
-  check(job.method && job.method.type === 'supervised' && job.method.supervised &&
-    job.method.supervised.hyperparameters, `${what}: method is not supervised with hyperparameters: ${show(job.method)}`);
+  check(job.method && ['supervised', 'dpo'].includes(job.method.type) && job.method[job.method.type] &&
+    job.method[job.method.type].hyperparameters, `${what}: method is not supervised or dpo with hyperparameters: ${show(job.method)}`);
   check(Number.isInteger(job.seed), `${what}: seed ${show(job.seed)}`);
   return job;
 }
@@ -394,6 +410,29 @@ async function runSteps(OpenAI, sdk, args, server, tmp) {
   const after = [];
   for await (const f of client.files.list()) after.push(f.id);
   check(!after.includes(valid.file.id) && after.includes(train.file.id), 'files.list after the delete: ' + show(after));
+
+  log('fineTuning.jobs.create with method dpo on preference rows in OpenAI\'s layout, followed to the end');
+  const prefs = await upload(client, tmp, 'prefs.jsonl', preferenceRows(24));
+  const dpo = checkJob(await client.fineTuning.jobs.create({
+    model: MODEL, training_file: prefs.file.id,
+    method: { type: 'dpo', dpo: { hyperparameters: { beta: 0.2, n_epochs: 1, batch_size: 4 } } },
+  }), 'jobs.create with method dpo');
+  check(dpo.method.type === 'dpo' && dpo.method.dpo.hyperparameters.beta === 0.2 &&
+    dpo.method.dpo.hyperparameters.n_epochs === 1 && dpo.hyperparameters.batch_size === 4,
+    'jobs.create with method dpo: method ' + show(dpo.method));
+  const dpoDone = await waitFor(`${dpo.id} to succeed`, JOB_TIMEOUT_MS / 2, async () => {
+    const j = await client.fineTuning.jobs.retrieve(dpo.id);
+    check(!['failed', 'cancelled'].includes(j.status), `${dpo.id} is ${j.status}: ${show(j.error)}`);
+    return j.status === 'succeeded' ? j : null;
+  }, POLL_MS);
+  check(dpoDone.method.type === 'dpo', 'the finished dpo job reports method ' + show(dpoDone.method));
+  const dpoEvents = [];
+  for await (const ev of client.fineTuning.jobs.listEvents(dpo.id, { limit: 50 })) dpoEvents.push(ev);
+  check(dpoEvents.some((ev) => ev.type === 'metrics' && ev.data && Number.isFinite(ev.data.reward_accuracy)),
+    'no evaluation event of the dpo job carries reward_accuracy: ' + show(dpoEvents.filter((e) => e.type === 'metrics')));
+  await expectError("jobs.create with method type 'reinforcement'", client.fineTuning.jobs.create({
+    model: MODEL, training_file: prefs.file.id, method: { type: 'reinforcement' },
+  }), sdk.BadRequestError, 400);
 
   return { events: events.length, metrics: metrics.length, checkpoints: checkpoints.length, pages: pages.length };
 }

@@ -19,11 +19,25 @@ absl::Status RowError(const std::string& name, int64_t line,
       absl::StrCat(name, ":", line, ": ", message));
 }
 
-// `value` (a string or an array of messages) as messages; a string becomes
-// one message from `role`.
+// `value` (a string, an array of messages, or an object holding them under
+// "messages") as messages; a string becomes one message from `role`.
 absl::StatusOr<nlohmann::json> AsMessages(const nlohmann::json& value,
                                           const std::string& column,
                                           const char* role) {
+  if (value.is_object()) {
+    if (!value.contains("messages")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", column, "\" is an object without \"messages\""));
+    }
+    if (value.contains("tools") && !value["tools"].is_null() &&
+        !value["tools"].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", column,
+                       "\".tools: tool definitions are not supported (Lathe "
+                       "renders the messages only)"));
+    }
+    return AsMessages(value["messages"], column + ".messages", role);
+  }
   if (value.is_string()) {
     return nlohmann::json::array({{{"role", role}, {"content", value}}});
   }
@@ -59,8 +73,9 @@ absl::StatusOr<PreferenceRow> ParseRow(const nlohmann::json& obj,
   const nlohmann::json& chosen = obj[c.chosen];
   const nlohmann::json& rejected = obj[c.rejected];
   PreferenceRow row;
-  const bool chat = chosen.is_array() || rejected.is_array() ||
-                    (has_prompt && obj[c.prompt].is_array());
+  const bool chat =
+      chosen.is_array() || rejected.is_array() ||
+      (has_prompt && (obj[c.prompt].is_array() || obj[c.prompt].is_object()));
   if (!chat) {
     if (!has_prompt) {
       return absl::InvalidArgumentError(absl::StrCat(

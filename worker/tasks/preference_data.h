@@ -9,8 +9,13 @@
 //         {"prompt": [{"role": "user", "content": "..."}],
 //          "chosen": [{"role": "assistant", "content": "..."}],
 //          "rejected": [{"role": "assistant", "content": "..."}]}
-//         A string prompt in a chat row is one user message and a string
-//         reply one assistant message. Without "prompt", "chosen" and
+//         A prompt may also be an object holding the messages under
+//         "messages" (OpenAI's {"input": {"messages": [...]},
+//         "preferred_output": [...], "non_preferred_output": [...]} rows,
+//         with prompt_column=input, chosen_column=preferred_output and
+//         rejected_column=non_preferred_output); non-empty "tools" there are
+//         refused. A string prompt in a chat row is one user message and a
+//         string reply one assistant message. Without "prompt", "chosen" and
 //         "rejected" are whole conversations that share every message but
 //         the last.
 // A chat conversation (prompt messages, then the reply's) must end with an

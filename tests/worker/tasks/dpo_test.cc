@@ -184,6 +184,36 @@ TEST_F(PreferenceFiles, ReadsTextAndChatRows) {
   EXPECT_EQ(implicit.rejected.messages[1]["content"], "Seven");
 }
 
+TEST_F(PreferenceFiles, ReadsOpenAiPreferenceRows) {
+  const json row = {
+      {"input",
+       {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+        {"tools", json::array()}}},
+      {"preferred_output", {{{"role", "assistant"}, {"content", "Hello!"}}}},
+      {"non_preferred_output", {{{"role", "assistant"}, {"content", "No."}}}}};
+  json with_tools = row;
+  with_tools["input"]["tools"] = {{{"type", "function"}}};
+  const std::string path =
+      Write("openai.jsonl", row.dump() + "\n" + with_tools.dump() + "\n");
+  PreferenceColumns columns;
+  columns.prompt = "input";
+  columns.chosen = "preferred_output";
+  columns.rejected = "non_preferred_output";
+  std::ofstream(path, std::ios::trunc) << row.dump() << "\n";
+  auto rows = ReadPreferenceRows(path, "openai.jsonl", columns);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].format, LmFormat::kChat);
+  ASSERT_EQ((*rows)[0].chosen.messages.size(), 2u);
+  EXPECT_EQ((*rows)[0].chosen.messages[0]["content"], "Hi");
+  EXPECT_EQ((*rows)[0].rejected.messages[1]["content"], "No.");
+  std::ofstream(path, std::ios::app) << with_tools.dump() << "\n";
+  auto tools = ReadPreferenceRows(path, "openai.jsonl", columns);
+  EXPECT_THAT(tools.status().message(),
+              HasSubstr("openai.jsonl:2: \"input\".tools: tool definitions "
+                        "are not supported"));
+}
+
 TEST_F(PreferenceFiles, ErrorsNameTheFileLineAndField) {
   struct Case {
     json row;
