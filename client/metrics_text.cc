@@ -38,7 +38,10 @@ const std::vector<TaskMetrics>& TaskTable() {
       {"text-regression", {"mse"}, {"mae", "pearson", "spearman"}},
       {"token-classification", {"f1"}, {"precision", "recall", "accuracy"}},
       {"question-answering", {"f1"}, {"exact_match", "best_f1", "best_exact"}},
-      {"causal-lm", {"loss"}, {"perplexity", "token_accuracy"}},
+      // Preference tuning (method=dpo) reports rewards instead.
+      {"causal-lm",
+       {"loss"},
+       {"perplexity", "token_accuracy", "reward_accuracy", "reward_margin"}},
       {"masked-lm", {"loss"}, {"perplexity", "accuracy"}},
       {"image-classification", {"accuracy"}, {"top5_accuracy", "f1"}},
   };

@@ -52,6 +52,13 @@ TEST(MetricsTextTest, HeadlineStartsWithTheTasksMetric) {
   EXPECT_THAT(
       HeadlineMetricNames("causal-lm", "", {{"perplexity", 3}, {"loss", 1.1}}),
       ElementsAre("loss", "perplexity"));
+  // A DPO job (causal-lm) shows its rewards.
+  EXPECT_THAT(HeadlineMetricNames("causal-lm", "",
+                                  {{"loss", 0.3},
+                                   {"reward_accuracy", 0.9},
+                                   {"reward_margin", 1.2},
+                                   {"chosen_reward", 0.4}}),
+              ElementsAre("loss", "reward_accuracy", "reward_margin"));
   // Multi-label text classification ranks by f1_micro.
   EXPECT_THAT(HeadlineMetricNames(
                   "text-classification", "",
