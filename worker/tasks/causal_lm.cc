@@ -125,6 +125,38 @@ torch::Tensor ProjectedSequenceLogProbs(TaskModelImpl& model,
   return sums.index_add(0, rows, torch::cat(parts));
 }
 
+TaskBatch CollateLmExamples(const std::vector<const LmExample*>& rows,
+                            int64_t pad_id, const torch::Device& device) {
+  const int64_t n = static_cast<int64_t>(rows.size());
+  int64_t longest = 1, real = 0;
+  for (const LmExample* e : rows) {
+    longest = std::max<int64_t>(longest, e->ids.size());
+    real += static_cast<int64_t>(e->ids.size());
+  }
+  std::vector<int64_t> ids(n * longest, pad_id), mask(n * longest, 0),
+      labels(n * longest, kIgnoreLabel);
+  for (int64_t r = 0; r < n; ++r) {
+    const LmExample& e = *rows[r];
+    for (size_t c = 0; c < e.ids.size(); ++c) {
+      ids[r * longest + c] = e.ids[c];
+      labels[r * longest + c] = e.labels[c];
+      mask[r * longest + c] = 1;
+    }
+  }
+  auto make = [&](std::vector<int64_t>& v) {
+    return torch::from_blob(v.data(), {n, longest}, torch::kLong)
+        .clone()
+        .to(device);
+  };
+  TaskBatch b;
+  b.inputs.input_ids = make(ids);
+  b.inputs.attention_mask = make(mask);
+  b.targets["labels"] = make(labels);
+  b.examples = n;
+  b.tokens = real;
+  return b;
+}
+
 DpoTerms DpoLoss(const torch::Tensor& policy_chosen,
                  const torch::Tensor& policy_rejected,
                  const torch::Tensor& reference_chosen,
@@ -565,34 +597,10 @@ class CausalLmTask : public Task {
 
   TaskBatch Collate(const Examples& f, const std::vector<size_t>& indices,
                     const torch::Device& device) const {
-    const int64_t n = static_cast<int64_t>(indices.size());
-    int64_t longest = 1, real = 0;
-    for (size_t i : indices) {
-      longest = std::max<int64_t>(longest, f[i].ids.size());
-      real += static_cast<int64_t>(f[i].ids.size());
-    }
-    std::vector<int64_t> ids(n * longest, pad_id_), mask(n * longest, 0),
-        labels(n * longest, kIgnoreLabel);
-    for (int64_t r = 0; r < n; ++r) {
-      const LmExample& e = f[indices[r]];
-      for (size_t c = 0; c < e.ids.size(); ++c) {
-        ids[r * longest + c] = e.ids[c];
-        labels[r * longest + c] = e.labels[c];
-        mask[r * longest + c] = 1;
-      }
-    }
-    auto make = [&](std::vector<int64_t>& v) {
-      return torch::from_blob(v.data(), {n, longest}, torch::kLong)
-          .clone()
-          .to(device);
-    };
-    TaskBatch b;
-    b.inputs.input_ids = make(ids);
-    b.inputs.attention_mask = make(mask);
-    b.targets["labels"] = make(labels);
-    b.examples = n;
-    b.tokens = real;
-    return b;
+    std::vector<const LmExample*> rows;
+    rows.reserve(indices.size());
+    for (size_t i : indices) rows.push_back(&f[i]);
+    return CollateLmExamples(rows, pad_id_, device);
   }
 
   const Tokenizer* tokenizer_ = nullptr;

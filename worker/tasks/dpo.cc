@@ -368,35 +368,10 @@ class DpoTask : public Task {
         ref.push_back(reference[2 * i + side]);
       }
     }
-    int64_t longest = 1, real = 0;
-    for (const LmExample* e : rows) {
-      longest = std::max<int64_t>(longest, e->ids.size());
-      real += static_cast<int64_t>(e->ids.size());
-    }
-    const int64_t m = 2 * n;
-    std::vector<int64_t> ids(m * longest, pad_id_), mask(m * longest, 0),
-        labels(m * longest, kIgnoreLabel);
-    for (int64_t r = 0; r < m; ++r) {
-      const LmExample& e = *rows[r];
-      for (size_t c = 0; c < e.ids.size(); ++c) {
-        ids[r * longest + c] = e.ids[c];
-        labels[r * longest + c] = e.labels[c];
-        mask[r * longest + c] = 1;
-      }
-    }
-    auto make = [&](std::vector<int64_t>& v) {
-      return torch::from_blob(v.data(), {m, longest}, torch::kLong)
-          .clone()
-          .to(device);
-    };
-    TaskBatch b;
-    b.inputs.input_ids = make(ids);
-    b.inputs.attention_mask = make(mask);
-    b.targets["labels"] = make(labels);
+    TaskBatch b = CollateLmExamples(rows, pad_id_, device);
     b.targets["reference_logps"] =
-        torch::from_blob(ref.data(), {m}, torch::kFloat).clone().to(device);
-    b.examples = n;
-    b.tokens = real;
+        torch::from_blob(ref.data(), {2 * n}, torch::kFloat).clone().to(device);
+    b.examples = n;  // Pairs.
     return b;
   }
 

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "worker/models/model.h"
+#include "worker/tasks/lm_data.h"
+#include "worker/tasks/task.h"
 
 namespace lathe {
 
@@ -33,6 +35,12 @@ std::vector<int64_t> GenerateTokens(TaskModelImpl& model,
                                     const std::vector<int64_t>& prompt,
                                     const GenerationOptions& options,
                                     const torch::Device& device);
+
+// `rows` (at least one) as one batch on `device`, padded to the longest
+// row: input ids (`pad_id` on padding), attention mask, targets "labels"
+// (-100 on padding); examples = the number of rows, tokens = their ids.
+TaskBatch CollateLmExamples(const std::vector<const LmExample*>& rows,
+                            int64_t pad_id, const torch::Device& device);
 
 // Mean token cross-entropy of causal-lm logits [B, T, V] against labels
 // [B, T] (Hugging Face's shift: logits[:, :-1] predict labels[:, 1:]),
