@@ -43,6 +43,7 @@ const std::vector<IntField>& IntFields() {
       {"bf16", &TrainParams::bf16, 0, 1},
       {"group_by_length", &TrainParams::group_by_length, 0, 1},
       {"gradient_checkpointing", &TrainParams::gradient_checkpointing, 0, 1},
+      {"zero_stage", &TrainParams::zero_stage, 0, 1},
       {"lora_r", &TrainParams::lora_r, 1, 1024},
       {"use_rslora", &TrainParams::use_rslora, 0, 1},
       {"merge_lora", &TrainParams::merge_lora, 0, 1},

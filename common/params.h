@@ -37,6 +37,9 @@ struct TrainParams {
   int64_t bf16 = 0;  // 0/1: bf16 autocast where the device supports it
   // 0/1: recompute each layer's activations in the backward pass.
   int64_t gradient_checkpointing = 0;
+  // 1: each data-parallel rank keeps and updates the AdamW moments of the
+  // parameters it owns only (optimizer-state sharding, ZeRO stage 1).
+  int64_t zero_stage = 0;
   // Method: full | lora | linear-probe (frozen base, trained head) |
   // dpo | dpo-lora (preference tuning of causal-lm, every weight or LoRA).
   std::string method = "full";

@@ -57,6 +57,9 @@ constexpr char kUsage[] =
     "file://\n"
     "                              datasets from (repeatable)\n"
     "  --worker-device DEV         device of the local workers (default cpu)\n"
+    "  --worker-device-count N     devices of each local worker from\n"
+    "                              --worker-device on (default 1; on cpu, N\n"
+    "                              training processes for multi-device jobs)\n"
     "  --heartbeat-timeout-ms MS   drop a silent worker after MS (default "
     "15000)\n"
     "  --max-upload-mb MB          largest dataset or checkpoint file (4096)\n"
@@ -114,6 +117,7 @@ struct Flags {
   int local_workers = 0;
   std::vector<std::string> allow_roots;
   std::string worker_device = "cpu";
+  int64_t worker_device_count = 1;
   int64_t heartbeat_timeout_ms = 15000;
   int64_t max_upload_mb = 4096;
   int64_t max_model_mb = 20480;
@@ -261,6 +265,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       f.allow_roots.push_back(CanonicalPath(v));
     } else if (a == "--worker-device") {
       f.worker_device = v;
+    } else if (a == "--worker-device-count") {
+      RETURN_IF_ERROR(int_flag(&f.worker_device_count, 1, 64));
     } else if (a == "--heartbeat-timeout-ms") {
       RETURN_IF_ERROR(int_flag(&f.heartbeat_timeout_ms, 2000, 3600000));
     } else if (a == "--max-running-per-owner") {
@@ -450,8 +456,9 @@ class ServerProcess {
         argvs.push_back({ExecutableDir() + "/lathe-worker", "--server", dial,
                          "--name", absl::StrCat("local-", i), "--work-dir",
                          absl::StrCat(flags_.data_dir, "/workers/", i),
-                         "--device", flags_.worker_device, "--token-file",
-                         token_file});
+                         "--device", flags_.worker_device, "--device-count",
+                         absl::StrCat(flags_.worker_device_count),
+                         "--token-file", token_file});
         for (auto& arg : LocalWorkerTlsArgs(flags_))
           argvs.back().push_back(arg);
         logs.push_back(

@@ -13,6 +13,8 @@ correctness check, and sits idle while the timed runs go). Three parts:
   4. bf16 autocast against float32;
   5. peak memory and tokens/s against sequence length (512 to 8192) with
      and without gradient checkpointing and packing (bench/train/memory.py).
+  6. the memory optimizer-state sharding (zero_stage=1) saves on two
+     data-parallel ranks (bench/train/sharding.py).
 
 Exit status: 1 when the correctness check fails, 0 otherwise (speed targets
 are reported, never enforced).
@@ -114,6 +116,8 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast in both trainers")
     ap.add_argument("--memory-only", action="store_true",
                     help="only part 5, memory and speed against sequence length")
+    ap.add_argument("--sharding-only", action="store_true",
+                    help="only part 6, optimizer-state sharding on two ranks")
     a = ap.parse_args()
     global DEVICE, BF16
     DEVICE, BF16 = a.device, a.bf16
@@ -132,15 +136,20 @@ def main():
     def log(msg):
         print(f"[bench/train] {msg}", file=sys.stderr, flush=True)
 
-    if a.memory_only:
-        from memory import memory_section
+    if a.memory_only or a.sharding_only:
         out = []
         ctx = {"a": a, "binary": binary, "assets": assets, "data": data, "work": work,
                "threads": threads, "log": log, "commands": commands}
         llama_init(ctx)
-        ok = memory_section(ctx, out.append, lathe_spec,
-                            os.path.join(a.build, "bin", "lathe"), PY, REF)
-        out += ["### Commands\n", "```", "bench/train/run.sh --memory-only"] + commands + ["```"]
+        if a.memory_only:
+            from memory import memory_section
+            ok = memory_section(ctx, out.append, lathe_spec,
+                                os.path.join(a.build, "bin", "lathe"), PY, REF)
+        else:
+            from sharding import sharding_section
+            ok = sharding_section(ctx, out.append, lathe_spec)
+        flag = "--memory-only" if a.memory_only else "--sharding-only"
+        out += ["### Commands\n", "```", f"bench/train/run.sh {flag}"] + commands + ["```"]
         text = "\n".join(out) + "\n"
         print(text)
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
@@ -311,6 +320,9 @@ def main():
         from memory import memory_section
         ok = memory_section(ctx, w, lathe_spec, os.path.join(a.build, "bin", "lathe"),
                             PY, REF) and ok
+    if DEVICE == "cpu" and not BF16:
+        from sharding import sharding_section
+        ok = sharding_section(ctx, w, lathe_spec) and ok
     w("### Commands\n")
     w("```")
     w(f"bench/train/run.sh{' --quick' if a.quick else ''}")

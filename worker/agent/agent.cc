@@ -1,7 +1,10 @@
 #include "worker/agent/agent.h"
 
+#include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,9 +13,11 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/files.h"
@@ -153,6 +158,39 @@ absl::Status StreamToFile(grpc::ClientReader<Response>* reader,
   return s;
 }
 
+// A free TCP port on the loopback, for a gang's store: bound, read and
+// released; rank 0 binds it again moments later.
+absl::StatusOr<int> FreeLoopbackPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket() failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  const bool ok =
+      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  if (!ok) return absl::InternalError("no free loopback port");
+  return static_cast<int>(ntohs(addr.sin_port));
+}
+
+lathe::v1::FailureKind FailureKindOf(const ChildExit& exit) {
+  if (!exit.signaled && exit.code == 2) {
+    return lathe::v1::FAILURE_KIND_INVALID_INPUT;
+  }
+  if (!exit.signaled && exit.code == 3) {
+    return lathe::v1::FAILURE_KIND_OUT_OF_MEMORY;
+  }
+  return lathe::v1::FAILURE_KIND_CRASH;
+}
+
+std::string DescribeExit(const ChildExit& exit) {
+  return exit.signaled ? absl::StrCat("killed by signal ", exit.code)
+                       : absl::StrCat("exited with code ", exit.code);
+}
+
 }  // namespace
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
@@ -197,13 +235,27 @@ std::string Agent::WorkerId() {
   return worker_id_;
 }
 
+std::vector<std::string> Agent::Devices() const {
+  std::vector<std::string> devices;
+  int first = 0;
+  const bool cuda = absl::StartsWith(options_.device, "cuda:");
+  if (cuda) first = std::atoi(options_.device.c_str() + 5);
+  for (int i = 0; i < std::max(1, options_.device_count); ++i) {
+    devices.push_back(cuda ? absl::StrCat("cuda:", first + i)
+                           : options_.device);
+  }
+  return devices;
+}
+
 absl::Status Agent::Register() {
   lathe::v1::RegisterWorkerRequest req;
   req.set_name(options_.name);
-  req.add_devices(options_.device);
-  auto* device = req.add_device_info();
-  device->set_name(options_.device);
-  device->set_memory_mb(options_.device_memory_mb);
+  for (const std::string& name : Devices()) {
+    req.add_devices(name);
+    auto* device = req.add_device_info();
+    device->set_name(name);
+    device->set_memory_mb(options_.device_memory_mb);
+  }
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   req.set_hostname(host);
@@ -215,7 +267,8 @@ absl::Status Agent::Register() {
   heartbeat_interval_ =
       absl::Milliseconds(std::max<int64_t>(100, resp.heartbeat_interval_ms()));
   Log(absl::StrCat("registered with ", options_.server, " as ", worker_id_,
-                   " (", options_.name, ", ", options_.device, ")"));
+                   " (", options_.name, ", ", absl::StrJoin(Devices(), ", "),
+                   ")"));
   return absl::OkStatus();
 }
 
@@ -717,13 +770,60 @@ void Agent::RunJob(const Assignment& a) {
   if (!resume_dir.empty()) spec["resume_from"] = resume_dir;
   if (a.spec().kind() == lathe::v1::JOB_KIND_PREDICT) spec["mode"] = "predict";
   for (const auto& [k, v] : a.spec().params()) spec["params"][k] = v;
-  if (s.ok()) s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
+  // A job for several devices: one training process per device, rank 0 on
+  // the first (it reports, evaluates and checkpoints), a c10d store on a
+  // loopback port whose keys carry the job and attempt.
+  const std::vector<std::string> devices = Devices();
+  const int world = std::max(1, a.spec().resources().device_count());
+  if (s.ok() && world > static_cast<int>(devices.size())) {
+    s = absl::FailedPreconditionError(absl::StrCat("the job asks for ", world,
+                                                   " devices; this worker has ",
+                                                   devices.size()));
+  }
+  std::vector<std::string> rank_specs = {dir + "/spec.json"};
+  if (s.ok() && world > 1) {
+    auto port = FreeLoopbackPort();
+    if (port.ok()) {
+      for (int r = 0; r < world && s.ok(); ++r) {
+        json rank_spec = spec;
+        rank_spec["device"] = devices[static_cast<size_t>(r)];
+        rank_spec["distributed"] = {
+            {"world_size", world},
+            {"rank", r},
+            {"store_host", "127.0.0.1"},
+            {"store_port", *port},
+            {"store_prefix", absl::StrCat(a.job_id(), "/", a.attempt())},
+            {"local_ranks", world}};
+        if (r > 0) {
+          rank_specs.push_back(absl::StrCat(dir, "/spec-rank", r, ".json"));
+        }
+        s = WriteFileAtomic(rank_specs.back(), rank_spec.dump(2));
+      }
+    } else {
+      s = port.status();
+    }
+  } else if (s.ok()) {
+    s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
+  }
   if (!s.ok()) {
     // The server or the disk failed us, not the job: let it be retried.
     done(lathe::v1::FAILED,
          absl::StrCat("cannot prepare the job: ", s.message()),
          lathe::v1::FAILURE_KIND_CRASH);
     return;
+  }
+  if (world > 1) {
+    std::vector<std::string> placed;
+    for (int r = 0; r < world; ++r) {
+      placed.push_back(
+          absl::StrCat("rank ", r, " on ", devices[static_cast<size_t>(r)]));
+    }
+    Event e;
+    e.set_type(lathe::v1::EVENT_TYPE_LOG);
+    e.set_message(absl::StrCat("data parallel: world size ", world,
+                               " on worker ", options_.name, " (", WorkerId(),
+                               "): ", absl::StrJoin(placed, ", ")));
+    Report(a, {e});
   }
 
   auto child =
@@ -735,6 +835,70 @@ void Agent::RunJob(const Assignment& a) {
          lathe::v1::FAILURE_KIND_CRASH);
     return;
   }
+  // Ranks 1.. of a data-parallel job: they report nothing but their exit.
+  struct Peer {
+    int rank = 0;
+    std::unique_ptr<ChildProcess> process;
+    std::string error;  // Its "error" event, if any.
+    bool exited = false;
+    ChildExit exit;
+  };
+  std::vector<Peer> peers;
+  for (int r = 1; r < world; ++r) {
+    auto peer = ChildProcess::Start(
+        {options_.train_binary, "--spec", rank_specs[static_cast<size_t>(r)],
+         "--out", absl::StrCat(dir, "/output-rank", r)},
+        absl::StrCat(dir, "/train-rank", r, ".log"));
+    if (!peer.ok()) {
+      (*child)->Terminate(options_.kill_grace);
+      for (Peer& p : peers) p.process->Terminate(options_.kill_grace);
+      done(lathe::v1::FAILED, std::string(peer.status().message()),
+           lathe::v1::FAILURE_KIND_CRASH);
+      return;
+    }
+    peers.push_back(Peer{r, *std::move(peer), "", false, ChildExit{}});
+  }
+  // The first rank to fail takes the whole gang down with it.
+  std::string gang_error;
+  lathe::v1::FailureKind gang_failure = lathe::v1::FAILURE_KIND_CRASH;
+  auto terminate_all = [&] {
+    (*child)->Terminate(options_.kill_grace);
+    for (Peer& p : peers) {
+      if (!p.exited) {
+        p.process->Terminate(options_.kill_grace);
+        p.exited = true;
+        p.exit = p.process->Wait();
+      }
+    }
+  };
+  // Reads what the peers said; true when one of them has failed.
+  auto poll_peers = [&](absl::Duration wait) {
+    bool failed = false;
+    for (Peer& p : peers) {
+      if (p.exited) continue;
+      while (auto line = p.process->ReadLine(wait)) {
+        json j = json::parse(*line, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.value("type", "") == "error") {
+          p.error = j.value("message", "");
+        }
+      }
+      if (!p.process->eof()) continue;
+      p.exited = true;
+      p.exit = p.process->Wait();
+      if (p.exit.signaled || p.exit.code != 0) {
+        failed = true;
+        if (gang_error.empty()) {
+          gang_error = absl::StrCat(
+              "rank ", p.rank, " (", devices[static_cast<size_t>(p.rank)], ") ",
+              DescribeExit(p.exit),
+              p.error.empty() ? "" : absl::StrCat(": ", p.error),
+              "; the whole gang stops");
+          gang_failure = FailureKindOf(p.exit);
+        }
+      }
+    }
+    return failed;
+  };
   std::string error;
   std::string upload_error;
   bool ours = true;
@@ -749,12 +913,12 @@ void Agent::RunJob(const Assignment& a) {
   bool child_ready = false;
   while (true) {
     if (!stopped && (cancel_ || !ours)) {
-      (*child)->Terminate(options_.kill_grace);
+      terminate_all();
       stopped = true;
     }
     if (!stopped && !draining && (pause_ || stop_) && !child_ready) {
       // Nothing to save yet: stop at once.
-      (*child)->Terminate(options_.kill_grace);
+      terminate_all();
       stopped = true;
     }
     if (!stopped && !draining && (pause_ || stop_)) {
@@ -764,13 +928,18 @@ void Agent::RunJob(const Assignment& a) {
     }
     if (!stopped && draining && absl::Now() > drain_deadline) {
       Log("no checkpoint arrived in time; stopping the child anyway");
-      (*child)->Terminate(options_.kill_grace);
+      terminate_all();
       stopped = true;
     }
     if (!stopped && !draining && checkpoint_ && !checkpoint_signalled &&
         child_ready) {
       (*child)->Signal(SIGUSR1);
       checkpoint_signalled = true;
+    }
+    if (!peers.empty() && gang_error.empty() &&
+        poll_peers(absl::Milliseconds(1))) {
+      Log(absl::StrCat("job ", a.job_id(), ": ", gang_error));
+      terminate_all();
     }
     auto line = (*child)->ReadLine(absl::Milliseconds(200));
     if (!line.has_value()) {
@@ -817,7 +986,7 @@ void Agent::RunJob(const Assignment& a) {
         checkpoint_signalled = false;
         checkpoint_ = false;
         if (draining && !stopped) {
-          (*child)->Terminate(options_.kill_grace);
+          terminate_all();
           stopped = true;
         }
       }
@@ -826,10 +995,51 @@ void Agent::RunJob(const Assignment& a) {
     ours = Report(a, {EventFromLine(j)});
   }
   ChildExit exit = (*child)->Wait();
+  if (!peers.empty()) {
+    // Rank 0 is done. After a success the others finish their last
+    // collective at once; after anything else they would wait on rank 0
+    // until their timeout, so they are stopped.
+    const bool rank0_ok = !exit.signaled && exit.code == 0;
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (rank0_ok && absl::Now() < deadline) {
+      poll_peers(absl::Milliseconds(100));
+      bool all = true;
+      for (const Peer& p : peers) all = all && p.exited;
+      if (all) break;
+    }
+    if (!rank0_ok) poll_peers(absl::Milliseconds(1));
+    terminate_all();
+    if (gang_error.empty() && !rank0_ok && !stopped) {
+      // Rank 0's own failure, unless a peer's death caused it.
+      for (const Peer& p : peers) {
+        if (p.exit.signaled && p.exit.code != SIGTERM) {
+          gang_error = absl::StrCat(
+              "rank ", p.rank, " (", devices[static_cast<size_t>(p.rank)], ") ",
+              DescribeExit(p.exit), "; the whole gang stops");
+          break;
+        }
+      }
+    } else if (gang_error.empty() && rank0_ok) {
+      for (const Peer& p : peers) {
+        if (p.exit.signaled || p.exit.code != 0) {
+          gang_error = absl::StrCat(
+              "rank ", p.rank, " (", devices[static_cast<size_t>(p.rank)], ") ",
+              DescribeExit(p.exit),
+              p.error.empty() ? "" : absl::StrCat(": ", p.error));
+          gang_failure = FailureKindOf(p.exit);
+          break;
+        }
+      }
+    }
+  }
   if (!ours) {
     Log(absl::StrCat("stopped job ", a.job_id(), ": attempt is stale"));
     absl::MutexLock lock(&mu_);
     current_job_.clear();
+    return;
+  }
+  if (!gang_error.empty() && !stopped) {
+    done(lathe::v1::FAILED, gang_error, gang_failure);
     return;
   }
   const bool succeeded = !exit.signaled && exit.code == 0;
@@ -854,11 +1064,7 @@ void Agent::RunJob(const Assignment& a) {
     }
     return;
   }
-  lathe::v1::FailureKind kind = lathe::v1::FAILURE_KIND_CRASH;
-  if (!exit.signaled && exit.code == 2)
-    kind = lathe::v1::FAILURE_KIND_INVALID_INPUT;
-  if (!exit.signaled && exit.code == 3)
-    kind = lathe::v1::FAILURE_KIND_OUT_OF_MEMORY;
+  const lathe::v1::FailureKind kind = FailureKindOf(exit);
   if (error.empty()) {
     error = exit.signaled
                 ? absl::StrCat("training process killed by signal ", exit.code)

@@ -25,6 +25,11 @@ struct AgentOptions {
   std::string server = "127.0.0.1:50051";
   std::string name;            // default: the host name
   std::string device = "cpu";  // "cpu" or "cuda:N"
+  // Devices this worker trains on: `device` and the next device_count - 1
+  // (cuda:N, cuda:N+1, ...; on the CPU, that many training processes
+  // sharing the cores). A job asking for several devices runs one process
+  // per device, data-parallel.
+  int device_count = 1;
   std::string work_dir = "lathe-worker-data";
   std::string train_binary;  // default: lathe-train beside this binary
   std::string assets_dir;    // default: the child's own default
@@ -82,6 +87,8 @@ class Agent {
   absl::StatusOr<std::string> FetchResumeCheckpoint(
       const lathe::v1::Assignment& a, const std::string& dir);
   std::string WorkerId();
+  // `device` and the devices after it, device_count in all.
+  std::vector<std::string> Devices() const;
 
   const AgentOptions options_;
   std::unique_ptr<lathe::v1::WorkerService::Stub> stub_;

@@ -25,6 +25,9 @@ constexpr char kUsage[] =
     "                       127.0.0.1:50051)\n"
     "  --name NAME          worker name (default: the host name)\n"
     "  --device DEV         cpu (default) or cuda:N\n"
+    "  --device-count N     train on N devices from --device on (cuda:N,\n"
+    "                       cuda:N+1, ...; on cpu, N processes); a job that\n"
+    "                       asks for several runs data-parallel (default 1)\n"
     "  --work-dir DIR       dataset cache and job folders\n"
     "                       (default ./lathe-worker-data)\n"
     "  --assets-dir DIR     tokenizer assets for presets (default: beside the\n"
@@ -90,6 +93,8 @@ int main(int argc, char** argv) {
       opts.name = v;
     else if (a == "--device")
       opts.device = v;
+    else if (a == "--device-count")
+      opts.device_count = std::atoi(v.c_str());
     else if (a == "--work-dir")
       opts.work_dir = v;
     else if (a == "--assets-dir")
@@ -116,6 +121,10 @@ int main(int argc, char** argv) {
   }
   if (opts.device != "cpu" && opts.device.rfind("cuda:", 0) != 0) {
     std::fprintf(stderr, "lathe-worker: --device must be cpu or cuda:N\n");
+    return 2;
+  }
+  if (opts.device_count < 1 || opts.device_count > 64) {
+    std::fprintf(stderr, "lathe-worker: --device-count must be in [1, 64]\n");
     return 2;
   }
   if (auto token = lathe::ReadToken(token_file); !token.ok()) {

@@ -360,8 +360,13 @@ class CausalLmTask : public Task {
   TaskBatch TrainBatch(const std::vector<size_t>& indices,
                        const torch::Device& device,
                        torch::Generator* /*generator*/) const override {
-    if (packed()) return CollatePacks(indices, device);
-    return Collate(train_, indices, device);
+    TaskBatch b = packed() ? CollatePacks(indices, device)
+                           : Collate(train_, indices, device);
+    // CausalLmLoss averages over the labelled next tokens.
+    b.loss_units = (b.targets.at("labels").slice(1, 1) != kIgnoreLabel)
+                       .sum()
+                       .item<int64_t>();
+    return b;
   }
 
   torch::Tensor Loss(const torch::Tensor& output,

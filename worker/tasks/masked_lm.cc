@@ -149,7 +149,10 @@ class MaskedLmTask : public Task {
   TaskBatch TrainBatch(const std::vector<size_t>& indices,
                        const torch::Device& device,
                        torch::Generator* generator) const override {
-    return Collate(train_, indices, device, generator);
+    TaskBatch b = Collate(train_, indices, device, generator);
+    b.loss_units =
+        (b.targets.at("labels") != kIgnoreLabel).sum().item<int64_t>();
+    return b;
   }
 
   torch::Tensor Loss(const torch::Tensor& output,

@@ -48,6 +48,11 @@ struct TaskBatch {
   std::map<std::string, torch::Tensor> targets;
   int64_t examples = 0;  // Rows in the batch (for samples/s).
   int64_t tokens = 0;    // Non-padding input tokens (for tokens/s).
+  // What the training loss is a mean over when that is not the rows: the
+  // labelled tokens of a token-level task (0: the rows). Data-parallel
+  // ranks weight their losses by it, so that N ranks compute the gradient
+  // of one device's batch.
+  int64_t loss_units = 0;
 };
 
 class Task {

@@ -138,7 +138,9 @@ class TokenClassificationTask : public Task {
   TaskBatch TrainBatch(const std::vector<size_t>& indices,
                        const torch::Device& device,
                        torch::Generator* /*generator*/) const override {
-    return Collate(train_, indices, device);
+    TaskBatch b = Collate(train_, indices, device);
+    b.loss_units = b.targets.at("labels").ne(kIgnore).sum().item<int64_t>();
+    return b;
   }
 
   torch::Tensor Loss(const torch::Tensor& output,

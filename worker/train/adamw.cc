@@ -74,6 +74,11 @@ void SetAdamState(torch::optim::AdamW& optimizer, const torch::Tensor& param,
   optimizer.state()[StateKey<Key>(param)] = std::move(state);
 }
 
+void EraseAdamState(torch::optim::AdamW& optimizer,
+                    const torch::Tensor& param) {
+  optimizer.state().erase(StateKey<Key>(param));
+}
+
 void AdamWStep(torch::optim::AdamW& optimizer) {
   torch::NoGradGuard no_grad;
   bool all_fusable = true;

@@ -24,6 +24,9 @@ torch::optim::AdamWParamState* FindAdamState(torch::optim::AdamW& optimizer,
 void SetAdamState(torch::optim::AdamW& optimizer, const torch::Tensor& param,
                   std::unique_ptr<torch::optim::AdamWParamState> state);
 
+// Forgets the AdamW state of `param` (another rank keeps it).
+void EraseAdamState(torch::optim::AdamW& optimizer, const torch::Tensor& param);
+
 // One optimizer step: for each parameter with a gradient, decoupled weight
 // decay, then the moment updates, bias corrections and the update, exactly
 // the formula of torch::optim::AdamW::step (results agree to float32

@@ -20,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/params.h"
 #include "common/status.h"
@@ -31,6 +32,7 @@
 #include "worker/train/batch_order.h"
 #include "worker/train/checkpoint_writer.h"
 #include "worker/train/device.h"
+#include "worker/train/distributed.h"
 #include "worker/train/evaluate.h"
 #include "worker/train/method.h"
 #include "worker/train/model_source.h"
@@ -114,13 +116,28 @@ struct DataPosition {
 
 // One optimizer step over up to gradient_accumulation_steps micro-batches
 // from `position`, never past the end of the epoch. Each micro-batch's loss
-// is weighted by its share of the step's rows. Fills every field of the
-// result but `seconds`.
+// is weighted by its share of the step's rows. With `dp`, each rank trains
+// on its slice of every micro-batch, weighted also by its share of what the
+// micro-batch's loss averages over (rows or labelled tokens, summed over
+// the ranks), the gradients are summed over the ranks, and with `owners`
+// (zero_stage=1) each rank steps the parameters it owns and broadcasts
+// them. Fills every field of the result but `seconds`; samples, tokens and
+// the loss are the whole gang's.
 StepStats TrainStep(Task& task, TaskModel& model, TrainingOptimizer& optimizer,
                     const TrainParams& params, const torch::Device& device,
-                    int64_t step, int64_t rows_per_step,
-                    DataPosition& position) {
+                    int64_t step, int64_t rows_per_step, DataPosition& position,
+                    DataParallel* dp, const std::vector<int>* owners) {
   StepStats stats;
+  const int rank = dp != nullptr ? dp->rank() : 0;
+  const int world = dp != nullptr ? dp->world_size() : 1;
+  if (dp != nullptr) {
+    // Dropout draws from (seed, step, rank): ranks differ, and a resumed
+    // run draws what the interrupted one would have, with no generator
+    // state to gather from every rank.
+    torch::manual_seed(Mix64(Mix64(static_cast<uint64_t>(params.seed)) ^
+                             static_cast<uint64_t>(step) * 2654435761ull ^
+                             (static_cast<uint64_t>(rank) + 1) << 40));
+  }
   // Undefined rather than zeroed gradients: every step, the first after a
   // resume included, then computes them the same way.
   for (torch::Tensor& p : optimizer.trainable) {
@@ -134,17 +151,36 @@ StepStats TrainStep(Task& task, TaskModel& model, TrainingOptimizer& optimizer,
   while (cursor < step_end) {
     const size_t end =
         std::min(step_end, cursor + static_cast<size_t>(params.batch_size));
-    std::vector<size_t> indices(order.begin() + cursor, order.begin() + end);
-    // Per-step randomness (masking) from (seed, step, micro-batch): the
-    // same after a resume, without generator state to carry.
-    torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
-        Mix64(Mix64(static_cast<uint64_t>(params.seed)) ^
-              static_cast<uint64_t>(step) * 1315423911ull ^ cursor));
-    const auto data_start = Clock::now();
-    TaskBatch b = task.TrainBatch(indices, device, &gen);
-    DropUnusedInputs(*model, &b.inputs);
-    stats.data_seconds +=
-        std::chrono::duration<double>(Clock::now() - data_start).count();
+    const auto [begin, stop] = SplitRows(cursor, end, rank, world);
+    // This micro-batch's share of the step.
+    const double share = static_cast<double>(end - cursor) / step_rows;
+    cursor = end;
+    TaskBatch b;
+    if (begin < stop) {
+      std::vector<size_t> indices(order.begin() + begin, order.begin() + stop);
+      // Per-step randomness (masking) from (seed, step, first row): the
+      // same after a resume, without generator state to carry.
+      torch::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
+          Mix64(Mix64(static_cast<uint64_t>(params.seed)) ^
+                static_cast<uint64_t>(step) * 1315423911ull ^ begin));
+      const auto data_start = Clock::now();
+      b = task.TrainBatch(indices, device, &gen);
+      DropUnusedInputs(*model, &b.inputs);
+      stats.data_seconds +=
+          std::chrono::duration<double>(Clock::now() - data_start).count();
+    }
+    // The rank's part of the micro-batch's loss: its share of what the loss
+    // averages over (rows, or labelled tokens), summed over the ranks.
+    double part = 1.0;
+    if (dp != nullptr) {
+      const double units = begin == stop ? 0.0
+                           : b.loss_units > 0
+                               ? static_cast<double>(b.loss_units)
+                               : static_cast<double>(stop - begin);
+      const double total = dp->SumScalars({units})[0];
+      part = total > 0 ? units / total : 0.0;
+    }
+    if (begin == stop) continue;  // More ranks than rows left.
     if (b.inputs.input_ids.defined()) {
       stats.padded += b.inputs.input_ids.numel();
     }
@@ -153,18 +189,36 @@ StepStats TrainStep(Task& task, TaskModel& model, TrainingOptimizer& optimizer,
       Bf16Autocast autocast(params.bf16 != 0, device);
       loss = task.TrainLoss(*model, b);
     }
-    const double weight = static_cast<double>(end - cursor) / step_rows;
+    const double weight = part * share;
     (loss * weight).backward();
     stats.loss += loss.item<double>() * weight;
     stats.samples += b.examples;
     stats.tokens += b.tokens;
-    cursor = end;
+  }
+  if (dp != nullptr) {
+    dp->AllReduceGradients(optimizer.trainable);
+    const std::vector<double> sums = dp->SumScalars(
+        {stats.loss, static_cast<double>(stats.samples),
+         static_cast<double>(stats.tokens), static_cast<double>(stats.padded)});
+    stats.loss = sums[0];
+    stats.samples = static_cast<int64_t>(sums[1]);
+    stats.tokens = static_cast<int64_t>(sums[2]);
+    stats.padded = static_cast<int64_t>(sums[3]);
   }
   if (params.max_grad_norm > 0) {
     torch::nn::utils::clip_grad_norm_(optimizer.trainable,
                                       params.max_grad_norm);
   }
+  if (owners != nullptr) {
+    // Another rank steps these and sends them after the step.
+    for (size_t i = 0; i < optimizer.trainable.size(); ++i) {
+      if ((*owners)[i] != rank) {
+        optimizer.trainable[i].mutable_grad() = torch::Tensor();
+      }
+    }
+  }
   AdamWStep(*optimizer.adamw);
+  if (owners != nullptr) dp->BroadcastOwned(optimizer.trainable, *owners);
   return stats;
 }
 
@@ -174,7 +228,11 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   // which each checkpoint carries a copy of (tensorboard.h).
   ASSIGN_OR_RETURN(EventLog scalars, EventLog::Open(out_dir, spec.resume_from));
   absl::Status scalars_status;
+  // In a data-parallel gang rank 0 speaks for all; the others report
+  // nothing (their failures reach the agent through their exit codes).
+  const bool lead = spec.distributed.rank == 0;
   const EventFn emit = [&](const nlohmann::json& event) {
+    if (!lead) return;
     if (scalars_status.ok()) scalars_status = scalars.AddEvent(event);
     report(event);
   };
@@ -194,10 +252,16 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   // Model source and tokenizer, then the data (which the task reads with
   // the tokenizer), then the model with the task's head.
   torch::manual_seed(static_cast<uint64_t>(params.seed));
+  // Data-parallel CPU ranks on one machine share its cores.
+  const int64_t local_ranks = spec.distributed.local_ranks > 0
+                                  ? spec.distributed.local_ranks
+                                  : spec.distributed.world_size;
   const int64_t threads =
       params.num_threads > 0
           ? params.num_threads
-          : std::max<int64_t>(1, std::thread::hardware_concurrency());
+          : std::max<int64_t>(
+                1, static_cast<int64_t>(std::thread::hardware_concurrency()) /
+                       (spec.device == "cpu" ? local_ranks : 1));
   torch::set_num_threads(static_cast<int>(threads));
   ASSIGN_OR_RETURN(ModelSource source, ResolveModel(spec, params));
   const int64_t max_length = MaxLength(source.config, params);
@@ -290,6 +354,29 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         "in the backward pass");
   }
   model->to(device);
+  std::unique_ptr<DataParallel> dp;
+  if (spec.distributed.world_size > 1) {
+    ASSIGN_OR_RETURN(dp, DataParallel::Connect(spec.distributed, device));
+    // Every rank starts from rank 0's weights, whatever each initialised.
+    std::vector<torch::Tensor> state;
+    for (const auto& p : model->parameters()) state.push_back(p);
+    for (const auto& b : model->buffers()) state.push_back(b);
+    dp->Broadcast(state, 0);
+    log(absl::StrCat("data parallel: ", dp->world_size(), " processes (",
+                     dp->backend(), "), global batch ", params.batch_size,
+                     " rows split by rank",
+                     params.zero_stage != 0
+                         ? ", AdamW moments sharded across ranks (zero_stage=1)"
+                         : ""));
+    if (params.batch_size < dp->world_size()) {
+      log(absl::StrCat("warning: batch_size ", params.batch_size,
+                       " is below the ", dp->world_size(),
+                       " processes; some ranks idle every micro-batch"));
+    }
+  } else if (params.zero_stage != 0) {
+    log("zero_stage=1 shards optimizer state across data-parallel "
+        "processes; with one process it changes nothing");
+  }
   {
     model->eval();
     torch::NoGradGuard no_grad;
@@ -312,6 +399,29 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   }
 
   TrainingOptimizer optimizer = BuildOptimizer(*model, params);
+  // zero_stage=1: which rank keeps each parameter's moments.
+  std::vector<int> owners;
+  if (dp != nullptr && params.zero_stage != 0) {
+    owners = ShardOwners(optimizer.trainable, dp->world_size());
+  }
+  const std::vector<int>* shard = owners.empty() ? nullptr : &owners;
+  if (shard != nullptr) {
+    // AdamW keeps two float32 moments per trainable element.
+    std::vector<int64_t> elements(static_cast<size_t>(dp->world_size()), 0);
+    for (size_t i = 0; i < owners.size(); ++i) {
+      elements[static_cast<size_t>(owners[i])] +=
+          optimizer.trainable[i].numel();
+    }
+    std::vector<std::string> per_rank;
+    for (int64_t n : elements) {
+      per_rank.push_back(
+          absl::StrCat(absl::SixDigits(n * 8.0 / 1048576), " MiB"));
+    }
+    log(absl::StrCat("AdamW moments per rank: ", absl::StrJoin(per_rank, ", "),
+                     " (unsharded: ",
+                     absl::SixDigits(optimizer.trainable_count * 8.0 / 1048576),
+                     " MiB on every rank)"));
+  }
   log(absl::StrCat("training: ", total_steps, " steps (",
                    schedule.steps_per_epoch, " per epoch",
                    params.gradient_accumulation_steps > 1
@@ -340,6 +450,19 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   if (resuming) {
     RETURN_IF_ERROR(RestoreTrainingState(spec.resume_from, resume, model,
                                          *optimizer.adamw, device, log));
+    if (shard != nullptr) {
+      DropForeignMoments(*optimizer.adamw, optimizer.trainable, owners,
+                         dp->rank());
+    }
+    const int64_t world = dp != nullptr ? dp->world_size() : 1;
+    if (resume.world_size != world) {
+      log(absl::StrCat(
+          "resuming on ", world, " process", world == 1 ? "" : "es",
+          " a run trained on ", resume.world_size,
+          ": the same global batches, but the gradient sums and dropout "
+          "draws differ, so the result is close to, not bitwise, the "
+          "uninterrupted run's"));
+    }
     step = resume.global_step;
     position.epoch = resume.epoch;
     position.order = epoch_order(position.epoch);
@@ -358,19 +481,40 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   snapshot.max_length = max_length;
   snapshot.labels = labels;
   snapshot.device = device.str();
+  snapshot.world_size = dp != nullptr ? dp->world_size() : 1;
+  // Early stopping as rank 0 decided it (every rank follows).
+  bool gang_stop = false;
+  auto stopped_early = [&] {
+    return dp != nullptr ? gang_stop : evaluator.stop_early();
+  };
   snapshot.params = params;
   // Evaluates when due, then writes a checkpoint (Hugging Face files plus the
   // training state) when due or requested. Draws nothing from any generator.
   auto after_step = [&](bool requested) -> absl::Status {
-    const bool last = step == total_steps || evaluator.stop_early();
-    ASSIGN_OR_RETURN(
-        const nlohmann::json metrics,
-        evaluator.MaybeEvaluate(model, device, step, last, emit, log));
-    const bool final_step = last || evaluator.stop_early();
+    const bool last = step == total_steps || stopped_early();
+    nlohmann::json metrics = nlohmann::json::object();
+    if (lead) {
+      ASSIGN_OR_RETURN(metrics, evaluator.MaybeEvaluate(model, device, step,
+                                                        last, emit, log));
+    }
+    if (dp != nullptr) {
+      // Only rank 0 evaluates and receives "checkpoint now".
+      const std::vector<int64_t> flags =
+          dp->Flags({requested ? 1 : 0, evaluator.stop_early() ? 1 : 0});
+      requested = flags[0] != 0;
+      gang_stop = flags[1] != 0;
+    }
+    const bool final_step = last || stopped_early();
     if (!(final_step || requested ||
           (params.save_steps > 0 && step % params.save_steps == 0))) {
       return absl::OkStatus();
     }
+    if (shard != nullptr) {
+      // The checkpoint holds every parameter's moments: rank 0 gathers
+      // them from their owners, writes, and lets go of them again.
+      GatherMoments(*dp, *optimizer.adamw, optimizer.trainable, owners);
+    }
+    if (!lead) return absl::OkStatus();
     TrainerState state = snapshot;
     state.global_step = step;
     const bool epoch_done = position.cursor >= position.order.size();
@@ -383,6 +527,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         model, tokenizer, params, spec.model, *optimizer.adamw, device, state,
         dir,
         [&](const std::string& tmp) { return task->WriteTrainingFiles(tmp); }));
+    if (shard != nullptr) {
+      DropForeignMoments(*optimizer.adamw, optimizer.trainable, owners, 0);
+    }
     RETURN_IF_ERROR(scalars_status);
     RETURN_IF_ERROR(scalars.CopyInto(dir));
     nlohmann::json event = {
@@ -402,7 +549,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     RETURN_IF_ERROR(after_step(g_checkpoint_requested.exchange(false)));
   }
 
-  while (step < total_steps && !evaluator.stop_early()) {
+  while (step < total_steps && !stopped_early()) {
     const auto t0 = Clock::now();
     if (position.cursor >= position.order.size()) {
       ++position.epoch;
@@ -413,8 +560,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
         LearningRate(params.lr_scheduler_type, step, params.learning_rate,
                      schedule.warmup_steps, total_steps);
     SetLearningRate(*optimizer.adamw, lr);
-    StepStats stats = TrainStep(*task, model, optimizer, params, device, step,
-                                schedule.rows_per_step, position);
+    StepStats stats =
+        TrainStep(*task, model, optimizer, params, device, step,
+                  schedule.rows_per_step, position, dp.get(), shard);
     ++step;
     stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!std::isfinite(stats.loss)) {
@@ -462,6 +610,10 @@ absl::StatusOr<TrainSpec> TrainSpec::FromJson(const std::string& text) {
   if (s.device.empty()) s.device = "cpu";
   ASSIGN_OR_RETURN(s.assets_dir, StringField(j, "assets_dir", false));
   ASSIGN_OR_RETURN(s.resume_from, StringField(j, "resume_from", false));
+  if (j.contains("distributed")) {
+    ASSIGN_OR_RETURN(s.distributed,
+                     DistributedSpec::FromJson(j["distributed"]));
+  }
   ASSIGN_OR_RETURN(s.mode, StringField(j, "mode", false));
   if (s.mode.empty()) s.mode = "train";
   if (s.mode != "train" && s.mode != "predict") {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
 #include "worker/models/model_config.h"
+#include "worker/train/distributed_spec.h"
 
 namespace lathe {
 
@@ -50,6 +51,11 @@ struct TrainSpec {
   // and write OUT/checkpoint-0/predictions.jsonl (one JSON object per row),
   // emitted as the final checkpoint.
   std::string mode = "train";
+  // Data-parallel training: this process's rank, the gang's size and rank
+  // 0's store. world_size 1 (the default): one process alone. Each rank
+  // runs with the same spec but this object and `device`; rank 0 reports,
+  // evaluates and writes the checkpoints (distributed.h).
+  DistributedSpec distributed;
 
   // Test hooks, never read from JSON: when set, the model is a random-init
   // model with this architecture (id2label is replaced by the data's labels)

@@ -112,6 +112,7 @@ nlohmann::json TrainerState::ToJson() const {
                       {"max_length", max_length},
                       {"labels", labels},
                       {"device", device},
+                      {"world_size", world_size},
                       {"seed", params.seed},
                       {"adam_step", adam_step},
                       {"hyperparameters", ParamsToJson(params)},
@@ -162,6 +163,11 @@ absl::StatusOr<TrainerState> TrainerState::Parse(
   RETURN_IF_ERROR(Get(j, "max_length", &s.max_length, true, where));
   RETURN_IF_ERROR(Get(j, "labels", &s.labels, true, where));
   RETURN_IF_ERROR(Get(j, "device", &s.device, false, where));
+  RETURN_IF_ERROR(Get(j, "world_size", &s.world_size, false, where));
+  if (s.world_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": world_size must be at least 1"));
+  }
   RETURN_IF_ERROR(Get(j, "adam_step", &s.adam_step, true, where));
   RETURN_IF_ERROR(
       Get(j, "loss_since_report", &s.loss_since_report, false, where));

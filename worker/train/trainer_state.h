@@ -36,6 +36,9 @@ struct TrainerState {
   int64_t max_length = 0;         // Tokens per row after truncation.
   std::vector<std::string> labels;
   std::string device;  // Informational: where it was trained.
+  // Data-parallel processes that trained it (1 when absent). The state is
+  // whole (every parameter's moments) whatever the count.
+  int64_t world_size = 1;
   // Adam step count shared by every parameter, plus exceptions by HF name
   // (written only for parameters whose count differs).
   int64_t adam_step = 0;
