@@ -55,12 +55,19 @@ TEST(SplitRowsTest, ContiguousSlicesAsEvenAsPossible) {
 }
 
 TEST(ShardOwnersTest, WholeTensorsToTheLeastLoadedRank) {
-  const std::vector<torch::Tensor> t = {torch::zeros({100}), torch::zeros({60}),
-                                        torch::zeros({50}), torch::zeros({10}),
-                                        torch::zeros({5})};
-  // 100 -> 0; 60 -> 1; 50 -> 1 (60 < 100); 10 -> 0 (100 < 110); 5 -> 0.
-  EXPECT_EQ(ShardOwners(t, 2), (std::vector<int>{0, 1, 1, 0, 0}));
+  // Largest first: 100 -> 0; 60 -> 1; 50 -> 1 (60 < 100); 10 -> 0
+  // (100 < 110); 5 -> 0 (110 = 110, the lower rank).
+  const std::vector<torch::Tensor> t = {torch::zeros({10}), torch::zeros({60}),
+                                        torch::zeros({5}), torch::zeros({100}),
+                                        torch::zeros({50})};
+  EXPECT_EQ(ShardOwners(t, 2), (std::vector<int>{0, 1, 0, 0, 1}));
   EXPECT_EQ(ShardOwners(t, 1), (std::vector<int>{0, 0, 0, 0, 0}));
+  // An embedding and an output projection of the same size go to different
+  // ranks wherever they are in the model.
+  const std::vector<torch::Tensor> lm = {torch::zeros({800}),
+                                         torch::zeros({30}), torch::zeros({30}),
+                                         torch::zeros({800})};
+  EXPECT_EQ(ShardOwners(lm, 2), (std::vector<int>{0, 0, 1, 1}));
 }
 
 TEST(DistributedSpecTest, ReadsAndRefuses) {

@@ -76,14 +76,20 @@ std::pair<size_t, size_t> SplitRows(size_t begin, size_t end, int rank,
 
 std::vector<int> ShardOwners(const std::vector<torch::Tensor>& tensors,
                              int world) {
+  // Largest first, each to the least loaded rank: a model's few large
+  // tensors (embeddings, output projection) land on different ranks.
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return tensors[a].numel() > tensors[b].numel();
+  });
   std::vector<int64_t> load(static_cast<size_t>(world), 0);
-  std::vector<int> owners;
-  owners.reserve(tensors.size());
-  for (const auto& t : tensors) {
+  std::vector<int> owners(tensors.size(), 0);
+  for (size_t i : order) {
     const int owner = static_cast<int>(
         std::min_element(load.begin(), load.end()) - load.begin());
-    load[static_cast<size_t>(owner)] += t.numel();
-    owners.push_back(owner);
+    load[static_cast<size_t>(owner)] += tensors[i].numel();
+    owners[i] = owner;
   }
   return owners;
 }

@@ -42,8 +42,9 @@ std::pair<size_t, size_t> SplitRows(size_t begin, size_t end, int rank,
                                     int world);
 
 // The rank that owns each tensor under optimizer-state sharding: whole
-// tensors, each given in order to the rank with the fewest elements so far
-// (ties to the lower rank), so every rank computes the same answer.
+// tensors, largest first (ties in order), each to the rank with the fewest
+// elements so far (ties to the lower rank), so every rank computes the same
+// answer.
 std::vector<int> ShardOwners(const std::vector<torch::Tensor>& tensors,
                              int world);
 

@@ -20,6 +20,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/params.h"
@@ -414,13 +415,12 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
     }
     std::vector<std::string> per_rank;
     for (int64_t n : elements) {
-      per_rank.push_back(
-          absl::StrCat(absl::SixDigits(n * 8.0 / 1048576), " MiB"));
+      per_rank.push_back(absl::StrFormat("%.1f MiB", n * 8.0 / 1048576));
     }
-    log(absl::StrCat("AdamW moments per rank: ", absl::StrJoin(per_rank, ", "),
-                     " (unsharded: ",
-                     absl::SixDigits(optimizer.trainable_count * 8.0 / 1048576),
-                     " MiB on every rank)"));
+    log(absl::StrCat(
+        "AdamW moments per rank: ", absl::StrJoin(per_rank, ", "),
+        absl::StrFormat(" (unsharded: %.1f MiB on every rank)",
+                        optimizer.trainable_count * 8.0 / 1048576)));
   }
   log(absl::StrCat("training: ", total_steps, " steps (",
                    schedule.steps_per_epoch, " per epoch",
