@@ -243,7 +243,8 @@ async function runSteps(pw, args, server, cleanup) {
   log(`loss chart: ${first} points, then ${second} (state ${stateAtSecond})`);
 
   log('waiting for SUCCEEDED');
-  await waitForState(page, ['SUCCEEDED'], 150_000);
+  // Generous: the suite runs fuzzing and sanitizers beside this test.
+  await waitForState(page, ['SUCCEEDED'], 400_000);
   const metrics = page.getByTestId('eval-metrics');
   await waitFor('final eval metrics with accuracy', 15_000, async () =>
     (await metrics.locator('th', { hasText: /^accuracy$/ }).count()) > 0);

@@ -188,5 +188,51 @@ TEST_F(DataParallelTest, KillingOneRankStopsTheGangAndTheJobResumes) {
   testing::ExpectNoProcessesLeft(dir.path());
 }
 
+std::string FinalWeightsSha(const ServerProcess& server,
+                            const std::string& id) {
+  json list = json::parse(
+      server.Cli({"checkpoints", id, "--output", "json"}).out, nullptr, false);
+  if (list.is_discarded() || list["checkpoints"].empty()) return "";
+  for (const auto& f : list["checkpoints"].back()["files"]) {
+    if (f["name"] == "model.safetensors") return f["sha256"];
+  }
+  return "";
+}
+
+TEST_F(DataParallelTest, APausedTwoRankJobResumesExactly) {
+  TempDir dir;
+  ServerProcess server(
+      dir.path(), 1,
+      {"--allow-root", dir_->path(), "--worker-device-count", "2"});
+  ASSERT_TRUE(testing::Started(server));
+  std::vector<std::string> params = kParams;
+  params.push_back("epochs=8");  // 88 steps.
+  const std::string whole = Submit(server, 2, params);
+  testing::WaitAndGet(server, whole, 600, testing::JobEnd::kSucceeded);
+  const std::string reference = FinalWeightsSha(server, whole);
+  ASSERT_EQ(reference.size(), 64u);
+
+  const std::string id = Submit(server, 2, params);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        json job = testing::GetJob(server, id);
+        return job["state"] == "RUNNING" && job.contains("train_metrics") &&
+               std::stoi(job["train_metrics"].value("step", "0")) >= 20;
+      },
+      std::chrono::seconds(300), std::chrono::milliseconds(20)));
+  ASSERT_EQ(server.Cli({"pause", id}).exit_code, 0);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return testing::GetJob(server, id)["state"] == "PAUSED"; },
+      std::chrono::seconds(120)));
+  EXPECT_TRUE(testing::ProcessesMatching("jobs/" + id).empty())
+      << "a paused job holds no training process, on any rank";
+  ASSERT_EQ(server.Cli({"resume", id}).exit_code, 0);
+  json job = testing::WaitAndGet(server, id, 600, testing::JobEnd::kSucceeded);
+  EXPECT_GE(job["attempt"].get<int>(), 2);
+  // Both ranks continue from the checkpoint rank 0 wrote at the pause, and
+  // end bitwise where the uninterrupted two-rank job ended.
+  EXPECT_EQ(FinalWeightsSha(server, id), reference);
+}
+
 }  // namespace
 }  // namespace lathe

@@ -774,7 +774,10 @@ void Agent::RunJob(const Assignment& a) {
   // the first (it reports, evaluates and checkpoints), a c10d store on a
   // loopback port whose keys carry the job and attempt.
   const std::vector<std::string> devices = Devices();
-  const int world = std::max(1, a.spec().resources().device_count());
+  // Prediction runs in one process whatever the job asked for.
+  const int world = a.spec().kind() == lathe::v1::JOB_KIND_PREDICT
+                        ? 1
+                        : std::max(1, a.spec().resources().device_count());
   if (s.ok() && world > static_cast<int>(devices.size())) {
     s = absl::FailedPreconditionError(absl::StrCat("the job asks for ", world,
                                                    " devices; this worker has ",
