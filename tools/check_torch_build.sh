@@ -25,7 +25,9 @@ cmake -S "$ROOT" -B "$WORK/build" -DLATHE_TRAIN_ONLY=ON -DCMAKE_BUILD_TYPE=Relea
   -DCMAKE_PREFIX_PATH="$prefix" >"$WORK/configure.log" 2>&1 || { tail -40 "$WORK/configure.log"; exit 1; }
 cmake --build "$WORK/build" -j "$(nproc)" >"$WORK/build.log" 2>&1 || { grep -E "error" -A3 "$WORK/build.log" | head -60; exit 1; }
 echo "== build ok"
-"$WORK/build/bin/worker_test" --gtest_brief=1 2>&1 | tail -15
+# Tests that train presets (in separate lathe-train processes) read the
+# tokenizers of the main build's assets.
+LATHE_ASSETS_DIR="$ROOT/build/assets" "$WORK/build/bin/worker_test" --gtest_brief=1 2>&1 | tail -15
 "$WORK/build/bin/common_test" --gtest_brief=1 2>&1 | tail -5
 
 # A tiny, separable job on DEVICE.
