@@ -89,6 +89,18 @@ class DataParallelTest : public ::testing::Test {
     return out;
   }
 
+  // Waits until the job runs at `step` or later.
+  static bool WaitForStep(const ServerProcess& server, const std::string& id,
+                          int step) {
+    return testing::WaitUntil(
+        [&] {
+          json job = testing::GetJob(server, id);
+          return job["state"] == "RUNNING" && job.contains("train_metrics") &&
+                 std::stoi(job["train_metrics"].value("step", "0")) >= step;
+        },
+        std::chrono::seconds(300), std::chrono::milliseconds(20));
+  }
+
   static TempDir* dir_;
 };
 TempDir* DataParallelTest::dir_ = nullptr;
@@ -164,13 +176,7 @@ TEST_F(DataParallelTest, KillingOneRankStopsTheGangAndTheJobResumes) {
   std::vector<std::string> params = kParams;
   params.push_back("epochs=12");  // 132 steps: time to act while it runs.
   const std::string id = Submit(server, 2, params);
-  ASSERT_TRUE(testing::WaitUntil(
-      [&] {
-        json job = testing::GetJob(server, id);
-        return job["state"] == "RUNNING" && job.contains("train_metrics") &&
-               std::stoi(job["train_metrics"].value("step", "0")) >= 25;
-      },
-      std::chrono::seconds(300), std::chrono::milliseconds(20)));
+  ASSERT_TRUE(WaitForStep(server, id, 25));
   // Rank 1's training process: its spec file names it.
   const std::vector<pid_t> rank1 =
       testing::ProcessesMatching(id + "/attempt-1/spec-rank1.json");
@@ -213,13 +219,7 @@ TEST_F(DataParallelTest, APausedTwoRankJobResumesExactly) {
   ASSERT_EQ(reference.size(), 64u);
 
   const std::string id = Submit(server, 2, params);
-  ASSERT_TRUE(testing::WaitUntil(
-      [&] {
-        json job = testing::GetJob(server, id);
-        return job["state"] == "RUNNING" && job.contains("train_metrics") &&
-               std::stoi(job["train_metrics"].value("step", "0")) >= 20;
-      },
-      std::chrono::seconds(300), std::chrono::milliseconds(20)));
+  ASSERT_TRUE(WaitForStep(server, id, 20));
   ASSERT_EQ(server.Cli({"pause", id}).exit_code, 0);
   ASSERT_TRUE(testing::WaitUntil(
       [&] { return testing::GetJob(server, id)["state"] == "PAUSED"; },

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
@@ -191,8 +192,10 @@ class DistributedTrainingTest : public ::testing::Test {
 
   // Runs `world` lathe-train processes with `spec` and returns each rank's
   // exit code; rank 0 writes to `out`, its events to `out`.events.
-  static std::vector<int> RunRanks(json spec, int world,
-                                   const std::string& out) {
+  // `adjust`, when given, edits rank r's spec last (a test's fault).
+  static std::vector<int> RunRanks(
+      json spec, int world, const std::string& out,
+      const std::function<void(json&, int)>& adjust = {}) {
     std::filesystem::remove_all(out);
     std::filesystem::create_directories(out);
     const int port = FreePort();
@@ -206,6 +209,7 @@ class DistributedTrainingTest : public ::testing::Test {
                             {"store_prefix", "test"},
                             {"timeout_seconds", 120}};
       }
+      if (adjust) adjust(s, r);
       const std::string spec_path = absl::StrCat(out, "/spec-", r, ".json");
       EXPECT_TRUE(WriteFileAtomic(spec_path, s.dump()).ok());
       const std::string out_dir = r == 0 ? out : absl::StrCat(out, "-rank", r);
@@ -394,38 +398,12 @@ TEST_F(DistributedTrainingTest, ARankThatDiesStopsTheOthers) {
   // Rank 1 gets a training file that does not exist: it fails before the
   // rendezvous, and rank 0 gives up when the store's timeout passes instead
   // of training alone.
-  json spec = Spec();
   const std::string out = *dir_ + "/broken";
-  std::filesystem::remove_all(out);
-  std::filesystem::create_directories(out);
-  const int port = FreePort();
-  std::vector<pid_t> pids;
-  for (int r = 0; r < 2; ++r) {
-    json s = spec;
-    if (r == 1) s["train_data"] = *dir_ + "/missing.jsonl";
-    s["distributed"] = {{"world_size", 2},
-                        {"rank", r},
-                        {"store_port", port},
-                        {"timeout_seconds", 5}};
-    const std::string path = absl::StrCat(out, "/spec-", r, ".json");
-    ASSERT_TRUE(WriteFileAtomic(path, s.dump()).ok());
-    const std::string events = absl::StrCat(out, "/events-", r, ".jsonl");
-    const std::string out_dir = absl::StrCat(out, "/rank", r);
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      std::freopen(events.c_str(), "w", stdout);
-      ::execl(LATHE_TRAIN_BINARY, LATHE_TRAIN_BINARY, "--spec", path.c_str(),
-              "--out", out_dir.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    pids.push_back(pid);
-  }
-  std::vector<int> codes;
-  for (pid_t pid : pids) {
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    codes.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-  }
+  const std::vector<int> codes =
+      RunRanks(Spec(), 2, out, [&](json& s, int rank) {
+        s["distributed"]["timeout_seconds"] = 5;
+        if (rank == 1) s["train_data"] = *dir_ + "/missing.jsonl";
+      });
   EXPECT_EQ(codes[1], 2) << "invalid input";
   EXPECT_NE(codes[0], 0) << "rank 0 must not train alone";
   const auto events = Events(out, 0);
