@@ -67,6 +67,8 @@ constexpr char kUsage[] =
     "                              all files together (20480)\n"
     "  --max-model-files N         most files in one pushed model (10000)\n"
     "  --max-running-per-owner N   running jobs one owner may have (0: any)\n"
+    "  --gang-reservation-s S      how long a job for several workers may\n"
+    "                              hold the idle workers it gathers (60)\n"
     "  --audit-retention-days D    keep the audit log D days (default 90)\n"
     "  --submit-rate N             submits per second per token, members and\n"
     "                              viewers (default 20; 0: no limit)\n"
@@ -119,6 +121,7 @@ struct Flags {
   std::string worker_device = "cpu";
   int64_t worker_device_count = 1;
   int64_t heartbeat_timeout_ms = 15000;
+  int64_t gang_reservation_s = 60;
   int64_t max_upload_mb = 4096;
   int64_t max_model_mb = 20480;
   int64_t max_model_files = 10000;
@@ -269,6 +272,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       RETURN_IF_ERROR(int_flag(&f.worker_device_count, 1, 64));
     } else if (a == "--heartbeat-timeout-ms") {
       RETURN_IF_ERROR(int_flag(&f.heartbeat_timeout_ms, 2000, 3600000));
+    } else if (a == "--gang-reservation-s") {
+      RETURN_IF_ERROR(int_flag(&f.gang_reservation_s, 1, 86400));
     } else if (a == "--max-running-per-owner") {
       RETURN_IF_ERROR(int_flag(&f.max_running_per_owner, 0, 1 << 20));
     } else if (a == "--submit-rate") {
@@ -331,6 +336,7 @@ class ServerProcess {
     JobManagerOptions opts;
     opts.allowed_roots = flags_.allow_roots;
     opts.heartbeat_timeout = absl::Milliseconds(flags_.heartbeat_timeout_ms);
+    opts.gang_reservation = absl::Seconds(flags_.gang_reservation_s);
     opts.max_upload_bytes = flags_.max_upload_mb << 20;
     opts.max_running_per_owner = static_cast<int>(flags_.max_running_per_owner);
     opts.keep_checkpoints = static_cast<int>(flags_.keep_checkpoints);

@@ -43,6 +43,7 @@ const std::map<std::string_view, AccessRule>& Rules() {
       {"lathe.v1.WorkerService.ReportEvents", {kWorker, true, false}},
       {"lathe.v1.WorkerService.UploadCheckpointFile", {kWorker, true, false}},
       {"lathe.v1.WorkerService.FinishAttempt", {kWorker, true, true}},
+      {"lathe.v1.WorkerService.JoinGang", {kWorker, true, false}},
       {"lathe.v1.WorkerService.FetchDataset", {kWorker, false, false}},
       {"lathe.v1.WorkerService.FetchModelFile", {kWorker, false, false}},
       {"lathe.v1.WorkerService.FetchCheckpointFile", {kWorker, false, false}},

@@ -237,6 +237,9 @@ class WorkerServiceImpl final
   grpc::Status FinishAttempt(grpc::ServerContext* ctx,
                              const lathe::v1::FinishAttemptRequest* req,
                              lathe::v1::FinishAttemptResponse* resp) override;
+  grpc::Status JoinGang(grpc::ServerContext* ctx,
+                        const lathe::v1::JoinGangRequest* req,
+                        lathe::v1::JoinGangResponse* resp) override;
   grpc::ServerWriteReactor<grpc::ByteBuffer>* FetchDataset(
       grpc::CallbackServerContext* ctx,
       const grpc::ByteBuffer* request) override;

@@ -176,9 +176,40 @@ grpc::Status WorkerServiceImpl::FinishAttempt(
     RETURN_IF_ERROR(core.jobs->CheckAttempt(req->job_id(), req->attempt()));
     RETURN_IF_ERROR(
         core.jobs->CheckJobHolder(req->job_id(), rpc.principal().user));
+    if (!req->worker_id().empty()) {
+      RETURN_IF_ERROR(
+          core.jobs->CheckWorkerOwner(req->worker_id(), rpc.principal().user));
+    }
     return core.jobs->FinishAttempt(req->job_id(), req->attempt(),
                                     req->outcome(), req->error(),
-                                    req->failure());
+                                    req->failure(), req->worker_id());
+  });
+}
+
+grpc::Status WorkerServiceImpl::JoinGang(
+    grpc::ServerContext* ctx, const lathe::v1::JoinGangRequest* req,
+    lathe::v1::JoinGangResponse* resp) {
+  RpcScope rpc(gate_, ctx, kWorkers, "JoinGang");
+  rpc.set_resource(req->job_id());
+  return rpc.Run([&](const Core& core) -> absl::Status {
+    if (req->wait_ms() < 0 || req->wait_ms() > 30000) {
+      return absl::InvalidArgumentError("wait_ms: must be in [0, 30000]");
+    }
+    if (req->store_address().size() > 300) {
+      return absl::InvalidArgumentError("store_address: too long");
+    }
+    RETURN_IF_ERROR(
+        core.jobs->CheckWorkerOwner(req->worker_id(), rpc.principal().user));
+    auto until_deadline = absl::FromChrono(ctx->deadline()) - absl::Now() -
+                          absl::Milliseconds(200);
+    auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
+    if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
+    ASSIGN_OR_RETURN(auto address,
+                     core.jobs->JoinGang(req->worker_id(), req->job_id(),
+                                         req->attempt(), req->store_address(),
+                                         wait));
+    resp->set_store_address(address);
+    return absl::OkStatus();
   });
 }
 

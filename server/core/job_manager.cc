@@ -30,6 +30,7 @@ JobManager::JobManager(JobManagerOptions options, AllowedRoots roots,
       lifecycle_(LifecycleOptions{options_.retry_backoff_base,
                                   options_.retry_backoff_max,
                                   options_.heartbeat_timeout,
+                                  options_.gang_reservation,
                                   options_.event_tail, options_.on_commit},
                  LifecycleParts{store, metrics, &scheduler_, &workers_,
                                 &checkpoints_, models_.get()},
@@ -275,7 +276,14 @@ absl::Status JobManager::CheckJobHolder(const std::string& job_id,
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " is not held by a worker"));
   }
-  return workers_.CheckOwner(job.worker_id(), user);
+  absl::Status primary = workers_.CheckOwner(job.worker_id(), user);
+  if (primary.ok()) return primary;
+  for (const auto& member : job.gang()) {
+    if (workers_.CheckOwner(member.worker_id(), user).ok()) {
+      return absl::OkStatus();
+    }
+  }
+  return primary;
 }
 
 absl::Status JobManager::CheckFetch(const std::string& user,
@@ -324,8 +332,17 @@ absl::Status JobManager::CheckAttempt(const std::string& job_id, int attempt) {
 absl::Status JobManager::FinishAttempt(const std::string& job_id, int attempt,
                                        lathe::v1::JobState outcome,
                                        const std::string& error,
-                                       lathe::v1::FailureKind failure) {
-  return lifecycle_.FinishAttempt(job_id, attempt, outcome, error, failure);
+                                       lathe::v1::FailureKind failure,
+                                       const std::string& member) {
+  return lifecycle_.FinishAttempt(job_id, attempt, outcome, error, failure,
+                                  member);
+}
+
+absl::StatusOr<std::string> JobManager::JoinGang(
+    const std::string& worker_id, const std::string& job_id, int attempt,
+    const std::string& store_address, absl::Duration max_wait) {
+  return lifecycle_.JoinGang(worker_id, job_id, attempt, store_address,
+                             max_wait);
 }
 
 void JobManager::ExpireWorkers() { lifecycle_.ExpireWorkers(); }

@@ -67,6 +67,9 @@ struct JobManagerOptions {
   // A crashed attempt is retried after base * 2^(attempt-1), at most max.
   absl::Duration retry_backoff_base = absl::Seconds(1);
   absl::Duration retry_backoff_max = absl::Seconds(60);
+  // How long a gang job may hold the workers it gathers (see
+  // lifecycle_gang.cc).
+  absl::Duration gang_reservation = absl::Seconds(60);
   // Limits of the model store (pushed models).
   ModelStoreOptions models;
   EventTailOptions event_tail;
@@ -168,7 +171,8 @@ class JobManager {
   // OK when `user` registered worker `worker_id` (WorkerRegistry::CheckOwner).
   absl::Status CheckWorkerOwner(const std::string& worker_id,
                                 const std::string& user);
-  // OK when job `job_id` is held by a worker `user` registered;
+  // OK when job `job_id` is held by a worker `user` registered (any member
+  // of a gang);
   // PERMISSION_DENIED otherwise (FAILED_PRECONDITION for a job no worker
   // holds, as for a stale attempt).
   absl::Status CheckJobHolder(const std::string& job_id,
@@ -196,7 +200,13 @@ class JobManager {
   absl::Status FinishAttempt(
       const std::string& job_id, int attempt, lathe::v1::JobState outcome,
       const std::string& error,
-      lathe::v1::FailureKind failure = lathe::v1::FAILURE_KIND_CRASH);
+      lathe::v1::FailureKind failure = lathe::v1::FAILURE_KIND_CRASH,
+      const std::string& member = "");
+  // A gang member joins its attempt's rendezvous (JobLifecycle::JoinGang).
+  absl::StatusOr<std::string> JoinGang(const std::string& worker_id,
+                                       const std::string& job_id, int attempt,
+                                       const std::string& store_address,
+                                       absl::Duration max_wait);
 
   // Drops workers whose heartbeat is older than the timeout and requeues
   // their jobs. The server calls it periodically.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "common/redact.h"
 #include "common/status.h"
@@ -41,7 +42,9 @@ absl::Status JobLifecycle::Init() {
       // Jobs that were running keep running: their workers reconnect, and a
       // worker that does not come back within the heartbeat timeout loses
       // its job to the queue as usual.
-      parts_.workers->AddPlaceholder(job.worker_id(), job.id());
+      for (const std::string& w : Holders(job)) {
+        parts_.workers->AddPlaceholder(w, job.id());
+      }
       holding.push_back(std::move(job));
     }
   }
@@ -273,18 +276,32 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::StartNext(
     const uint64_t seen = changes_.load();
     ASSIGN_OR_RETURN(WorkerInfo worker, parts_.workers->Touch(worker_id));
     const int64_t now = clock_();
-    int64_t next_ready_ms = 0;
-    auto picked = parts_.scheduler->Pick(worker.devices, now, &next_ready_ms);
-    if (!picked.has_value() && absl::Now() >= deadline) {
-      return std::optional<Assignment>();
+    std::set<std::string> backfill;
+    {
+      absl::MutexLock lock(&mu_);
+      // A gang may have started with this worker between its polls.
+      if (auto handed = TakeHandedLocked(worker_id)) return handed;
+      backfill = ExpireReservationsLocked(now);
     }
+    int64_t next_ready_ms = 0;
+    auto picked = parts_.scheduler->Pick(
+        worker.devices, now, &next_ready_ms,
+        [&](const lathe::v1::Resources& res) {
+          return GangFits(worker.devices, res);
+        },
+        backfill);
     absl::MutexLock lock(&mu_);
+    if (auto handed = TakeHandedLocked(worker_id)) return handed;
     if (picked.has_value()) {
       // Another worker may have started it since the pick; Start sees that
-      // in the store and the loop picks again.
+      // in the store and the loop picks again. A worker gathered into a
+      // gang that is not complete yet waits below.
       ASSIGN_OR_RETURN(auto started, Start(*picked, worker, now));
       if (started.has_value()) return started;
-      continue;
+      if (ReservationEndLocked(worker_id) == 0) continue;
+    } else {
+      // Its gang's job is gone or passed over: the worker is free again.
+      LeaveGangLocked(worker_id);
     }
     if (shutdown_ || absl::Now() >= deadline) {
       return std::optional<Assignment>();
@@ -294,6 +311,9 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::StartNext(
     if (next_ready_ms > 0) {
       wake =
           std::min(wake, absl::Now() + absl::Milliseconds(next_ready_ms - now));
+    }
+    if (const int64_t end = ReservationEndLocked(worker_id); end > 0) {
+      wake = std::min(wake, absl::Now() + absl::Milliseconds(end - now));
     }
     changed_.WaitWithDeadline(&mu_, wake);
   }
@@ -305,11 +325,32 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::Start(
   ASSIGN_OR_RETURN(Job job, store_->GetJob(job_id, &seq));
   if (job.state() != lathe::v1::QUEUED) {
     parts_.scheduler->Update(job, seq);
+    LeaveGangLocked(worker.id);
     return std::optional<Assignment>();
   }
+  if (!WorkerRegistry::Fits(worker.devices, job.spec().resources())) {
+    return Gather(&job, seq, worker, now);
+  }
+  // A job that fits one worker after all (a bigger one registered) no
+  // longer needs the gang it was gathering.
+  LeaveGangLocked(worker.id);
+  job.clear_gang();
+  ASSIGN_OR_RETURN(Assignment a,
+                   BeginAttempt(&job, seq,
+                                absl::StrCat("worker ", worker.name, " (",
+                                             worker.id, ")"),
+                                worker.id, now));
+  parts_.workers->AddJob(worker.id, job.id());
+  return std::optional<Assignment>(std::move(a));
+}
+
+absl::StatusOr<Assignment> JobLifecycle::BeginAttempt(
+    Job* job_ptr, int64_t seq, const std::string& placed_on,
+    const std::string& primary, int64_t now) {
+  Job& job = *job_ptr;
   ASSIGN_OR_RETURN(auto checkpoints, store_->Checkpoints(job.id()));
   job.set_attempt(job.attempt() + 1);
-  job.set_worker_id(worker.id);
+  job.set_worker_id(primary);
   job.set_not_before_ms(0);
   job.set_checkpoint_requested(false);
   if (job.start_time_ms() == 0) {
@@ -319,8 +360,7 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::Start(
   }
   std::vector<Event> events;
   std::string message =
-      absl::StrCat("attempt ", job.attempt(), " started on worker ",
-                   worker.name, " (", worker.id, ")");
+      absl::StrCat("attempt ", job.attempt(), " started on ", placed_on);
   if (!checkpoints.empty()) {
     absl::StrAppend(&message, ", continuing from the checkpoint at step ",
                     checkpoints.back().step());
@@ -328,8 +368,7 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::Start(
   Transition(&job, lathe::v1::RUNNING, message, &events);
   RETURN_IF_ERROR(Save(&job, seq, &events));
   RETURN_IF_ERROR(
-      store_->RecordAttemptStart(job.id(), job.attempt(), worker.id, now));
-  parts_.workers->AddJob(worker.id, job.id());
+      store_->RecordAttemptStart(job.id(), job.attempt(), primary, now));
   Assignment a;
   a.set_job_id(job.id());
   a.set_attempt(job.attempt());
@@ -342,7 +381,7 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::Start(
     *a.mutable_resume_checkpoint() = checkpoints.back();
   }
   if (job.has_model_source()) *a.mutable_model() = job.model_source();
-  return std::optional<Assignment>(std::move(a));
+  return a;
 }
 
 absl::StatusOr<WorkerCommands> JobLifecycle::Heartbeat(
@@ -352,7 +391,7 @@ absl::StatusOr<WorkerCommands> JobLifecycle::Heartbeat(
   for (const std::string& job_id : worker.jobs) {
     auto job = store_->GetJob(job_id);
     if (!job.ok() || !HoldsWorker(job->state()) ||
-        job->worker_id() != worker_id ||
+        !absl::c_linear_search(Holders(*job), worker_id) ||
         job->state() == lathe::v1::CANCELLING) {
       out.cancel.push_back(job_id);
     } else if (job->state() == lathe::v1::PAUSING) {
@@ -434,7 +473,8 @@ absl::StatusOr<JobCommands> JobLifecycle::Report(const std::string& job_id,
 absl::Status JobLifecycle::FinishAttempt(const std::string& job_id, int attempt,
                                          JobState outcome,
                                          const std::string& error,
-                                         lathe::v1::FailureKind failure) {
+                                         lathe::v1::FailureKind failure,
+                                         const std::string& member) {
   if (outcome != lathe::v1::SUCCEEDED && outcome != lathe::v1::FAILED &&
       outcome != lathe::v1::CANCELLED && outcome != lathe::v1::QUEUED &&
       outcome != lathe::v1::PAUSED) {
@@ -444,6 +484,20 @@ absl::Status JobLifecycle::FinishAttempt(const std::string& job_id, int attempt,
   absl::MutexLock lock(&mu_);
   int64_t seq = 0;
   ASSIGN_OR_RETURN(Job job, LoadRunning(job_id, attempt, &seq));
+  if (!member.empty() && member != job.worker_id()) {
+    if (!absl::c_linear_search(Holders(job), member)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "worker ", member, " is not in the gang of job ", job_id));
+    }
+    if (outcome != lathe::v1::FAILED && outcome != lathe::v1::QUEUED) {
+      return Invalid("outcome",
+                     "a gang member other than rank 0's may only report "
+                     "FAILED or QUEUED");
+    }
+    // After a pause or cancel the other ranks stop as rank 0 does; rank 0's
+    // worker ends the attempt.
+    if (job.state() != lathe::v1::RUNNING) return absl::OkStatus();
+  }
   // A stop that the server asked for wins over how the worker stopped.
   if (outcome == lathe::v1::QUEUED || outcome == lathe::v1::PAUSED) {
     if (job.state() == lathe::v1::CANCELLING) outcome = lathe::v1::CANCELLED;
@@ -486,7 +540,7 @@ absl::Status JobLifecycle::FinishAttempt(const std::string& job_id, int attempt,
   RETURN_IF_ERROR(Save(&job, seq, &events));
   RETURN_IF_ERROR(store_->RecordAttemptEnd(job_id, attempt, attempt_outcome,
                                            error, clock_()));
-  parts_.workers->RemoveJob(job.worker_id(), job_id);
+  ReleaseLocked(job);
   return absl::OkStatus();
 }
 
@@ -496,10 +550,14 @@ void JobLifecycle::ExpireWorkers() {
   const auto gone = parts_.workers->Expire(
       absl::ToInt64Milliseconds(options_.heartbeat_timeout));
   for (const WorkerInfo& worker : gone) {
+    LeaveGangLocked(worker.id);
+    handed_.erase(worker.id);
     for (const std::string& job_id : worker.jobs) {
       int64_t seq = 0;
       auto job = store_->GetJob(job_id, &seq);
-      if (!job.ok() || job->worker_id() != worker.id) continue;
+      if (!job.ok() || !absl::c_linear_search(Holders(*job), worker.id)) {
+        continue;
+      }
       std::vector<Event> events;
       const std::string why =
           absl::StrCat("worker ", worker.name, " stopped sending heartbeats");
@@ -526,6 +584,7 @@ void JobLifecycle::ExpireWorkers() {
       store_->RecordAttemptEnd(job_id, job->attempt(), "LOST", why, now)
           .IgnoreError();
       Save(&*job, seq, &events).IgnoreError();
+      ReleaseLocked(*job);
     }
   }
 }

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,11 @@ struct LifecycleOptions {
   absl::Duration retry_backoff_max = absl::Seconds(60);
   // Workers not heard from for this long are dropped (ExpireWorkers).
   absl::Duration heartbeat_timeout = absl::Seconds(15);
+  // A job that needs a gang of workers holds the idle workers it gathers
+  // for at most this long; if the gang is not complete by then they go
+  // back to other work for as long again (backfill) before it gathers
+  // anew. See lifecycle_gang.cc.
+  absl::Duration gang_reservation = absl::Seconds(60);
   EventTailOptions event_tail;
   // Called after each commit with the job as committed and its new events
   // (seqs assigned), under the commit lock: it must not block or call back
@@ -137,11 +143,24 @@ class JobLifecycle {
   absl::Status CheckAttempt(const std::string& job_id, int attempt)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Ends an attempt. A FAILED attempt of kind CRASH (or unspecified) with
-  // attempts left goes back to the queue after a backoff.
+  // attempts left goes back to the queue after a backoff. `member` names
+  // the gang member that ends it when that is not rank 0's worker: such a
+  // member may only fail the attempt or give it back, and only while the
+  // job is RUNNING (after a pause or cancel its ranks' end is expected).
   absl::Status FinishAttempt(const std::string& job_id, int attempt,
                              lathe::v1::JobState outcome,
                              const std::string& error,
-                             lathe::v1::FailureKind failure)
+                             lathe::v1::FailureKind failure,
+                             const std::string& member = "")
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A gang member joins its attempt's rendezvous; rank 0's member gives the
+  // store address. Returns that address once every member has joined, or
+  // empty after `max_wait`. FAILED_PRECONDITION for a stale attempt or a
+  // worker outside the gang.
+  absl::StatusOr<std::string> JoinGang(const std::string& worker_id,
+                                       const std::string& job_id, int attempt,
+                                       const std::string& store_address,
+                                       absl::Duration max_wait)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Drops workers whose heartbeat is older than the timeout; their jobs go
   // back to the queue (or fail with no attempts left).
@@ -170,6 +189,40 @@ class JobLifecycle {
   absl::StatusOr<std::optional<lathe::v1::Assignment>> Start(
       const std::string& job_id, const WorkerInfo& worker, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The assignment every attempt's members get, less the gang fields.
+  absl::StatusOr<lathe::v1::Assignment> BeginAttempt(
+      lathe::v1::Job* job, int64_t seq, const std::string& placed_on,
+      const std::string& primary, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Gangs (lifecycle_gang.cc).
+  // Whether `devices` may join a gang for a job asking for `resources`: it
+  // has a suitable device, no worker alone has enough and all together do.
+  bool GangFits(const std::vector<lathe::v1::Device>& devices,
+                const lathe::v1::Resources& resources) const;
+  // Adds `worker` to the gang gathering for `job`; starts the attempt when
+  // the gang is complete and returns this worker's part of it.
+  absl::StatusOr<std::optional<lathe::v1::Assignment>> Gather(
+      lathe::v1::Job* job, int64_t seq, const WorkerInfo& worker, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes `worker` out of the gang it is gathered for, if any.
+  void LeaveGangLocked(const std::string& worker_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends reservations older than options_.gang_reservation; returns the
+  // jobs in their backfill window (passed over by every worker).
+  std::set<std::string> ExpireReservationsLocked(int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The attempt a gang started for `worker_id` while it waited, if any.
+  std::optional<lathe::v1::Assignment> TakeHandedLocked(
+      const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // When the gang `worker_id` waits in stops holding it (0: none).
+  int64_t ReservationEndLocked(const std::string& worker_id) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every worker the job's attempt holds: rank 0's and the other members.
+  static std::vector<std::string> Holders(const lathe::v1::Job& job);
+  // Lets go of the job's workers and forgets its rendezvous.
+  void ReleaseLocked(const lathe::v1::Job& job)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const LifecycleOptions options_;
   const LifecycleParts parts_;
@@ -186,6 +239,33 @@ class JobLifecycle {
   std::atomic<uint64_t> changes_{0};
   std::map<int, int64_t> counts_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
+
+  // A gang being gathered for a queued job: its workers in the order they
+  // came (the first gets rank 0) with the devices each offers.
+  struct Gathered {
+    std::string id;
+    std::string name;
+    int offered = 0;
+  };
+  struct Gathering {
+    std::vector<Gathered> members;
+    int64_t since_ms = 0;
+  };
+  std::map<std::string, Gathering> gathering_ ABSL_GUARDED_BY(mu_);
+  // Worker id -> the job whose gang it waits in.
+  std::map<std::string, std::string> waiting_in_ ABSL_GUARDED_BY(mu_);
+  // Worker id -> the attempt a gang started for it while it was between
+  // polls.
+  std::map<std::string, lathe::v1::Assignment> handed_ ABSL_GUARDED_BY(mu_);
+  // Job id -> until when its gang lets the workers do other work.
+  std::map<std::string, int64_t> backfill_until_ ABSL_GUARDED_BY(mu_);
+  // Job id -> its running attempt's rendezvous.
+  struct Rendezvous {
+    int attempt = 0;
+    std::set<std::string> joined;
+    std::string address;
+  };
+  std::map<std::string, Rendezvous> rendezvous_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace lathe::server

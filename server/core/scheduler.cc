@@ -100,7 +100,8 @@ void Scheduler::RemoveQueuedLocked(const std::string& id) {
 
 std::optional<std::string> Scheduler::Pick(
     const std::vector<lathe::v1::Device>& devices, int64_t now_ms,
-    int64_t* next_ready_ms) {
+    int64_t* next_ready_ms, const GangFits& gang_fits,
+    const std::set<std::string>& skip) {
   absl::MutexLock lock(&mu_);
   while (!waiting_.empty() && waiting_.begin()->first <= now_ms) {
     const std::string id = waiting_.begin()->second;
@@ -120,7 +121,10 @@ std::optional<std::string> Scheduler::Pick(
         res.set_device_kind(placement.kind);
         res.set_device_count(placement.count);
         res.set_min_device_memory_mb(placement.min_memory_mb);
-        fit = fits.emplace(placement, WorkerRegistry::Fits(devices, res)).first;
+        const bool fits_here =
+            WorkerRegistry::Fits(devices, res) ||
+            (gang_fits != nullptr && gang_fits(res));
+        fit = fits.emplace(placement, fits_here).first;
       }
       if (!fit->second) continue;
       for (const auto& [owner, jobs] : owners) {
@@ -130,7 +134,10 @@ std::optional<std::string> Scheduler::Pick(
             owner_running >= options_.max_running_per_owner) {
           continue;
         }
-        const auto& [seq, id] = *jobs.begin();
+        auto job = jobs.begin();
+        while (job != jobs.end() && skip.count(job->second) > 0) ++job;
+        if (job == jobs.end()) continue;
+        const auto& [seq, id] = *job;
         if (best == nullptr || owner_running < best_running ||
             (owner_running == best_running && seq < best_seq)) {
           best = &id;

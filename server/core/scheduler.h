@@ -8,7 +8,8 @@
 // Policy, in order: the highest priority; then the owner with the fewest
 // running jobs (fair share); then the oldest job. Owners at their running
 // limit and jobs in retry backoff wait; a job goes only to a worker with
-// the devices it asks for.
+// the devices it asks for, or to a gang of workers that together have them
+// when no single worker does (the lifecycle gathers the gang).
 //
 // Thread safety: every method may be called concurrently; `mu_` guards the
 // index and is taken after the lifecycle's commit lock. The index changes
@@ -54,11 +55,18 @@ class Scheduler {
   // is the job's creation sequence.
   void Update(const lathe::v1::Job& job, int64_t seq) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Whether a job with these needs may go to a gang of workers of which
+  // the picking worker is one (the lifecycle answers from the registry).
+  using GangFits = std::function<bool(const lathe::v1::Resources&)>;
+
   // The id of the job a worker with `devices` should take at `now_ms`, if
-  // any. Sets `next_ready_ms` to when the first job in backoff becomes
-  // ready (0: none is waiting).
+  // any: one its devices can hold, or one that `gang_fits` says a gang
+  // including it can. Jobs in `skip` are passed over. Sets `next_ready_ms`
+  // to when the first job in backoff becomes ready (0: none is waiting).
   std::optional<std::string> Pick(const std::vector<lathe::v1::Device>& devices,
-                                  int64_t now_ms, int64_t* next_ready_ms)
+                                  int64_t now_ms, int64_t* next_ready_ms,
+                                  const GangFits& gang_fits = nullptr,
+                                  const std::set<std::string>& skip = {})
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // The job's place in the queue, 1 = next, in the order a free worker

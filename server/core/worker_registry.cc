@@ -135,6 +135,23 @@ void WorkerRegistry::PublishLocked() {
 
 bool WorkerRegistry::Fits(const std::vector<lathe::v1::Device>& devices,
                           const lathe::v1::Resources& res) {
+  return Matching(devices, res) >= std::max(1, res.device_count());
+}
+
+WorkerRegistry::Capacity WorkerRegistry::CapacityFor(
+    const lathe::v1::Resources& res) const {
+  absl::MutexLock lock(&mu_);
+  Capacity c;
+  for (const auto& [id, e] : workers_) {
+    const int n = Matching(e.info.devices, res);
+    c.most_on_one = std::max(c.most_on_one, n);
+    c.total += n;
+  }
+  return c;
+}
+
+int WorkerRegistry::Matching(const std::vector<lathe::v1::Device>& devices,
+                             const lathe::v1::Resources& res) {
   const std::string kind =
       res.device_kind().empty() ? "cpu" : res.device_kind();
   int matching = 0;
@@ -148,7 +165,7 @@ bool WorkerRegistry::Fits(const std::vector<lathe::v1::Device>& devices,
     }
     ++matching;
   }
-  return matching >= std::max(1, res.device_count());
+  return matching;
 }
 
 }  // namespace lathe::server

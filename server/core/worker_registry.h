@@ -81,6 +81,18 @@ class WorkerRegistry {
   // devices of its kind, each with the memory it asks for.
   static bool Fits(const std::vector<lathe::v1::Device>& devices,
                    const lathe::v1::Resources& resources);
+  // How many of `devices` suit a job asking for `resources` (kind and
+  // memory; the count asked for aside).
+  static int Matching(const std::vector<lathe::v1::Device>& devices,
+                      const lathe::v1::Resources& resources);
+  // Over every registered worker: the most suitable devices one worker
+  // has, and the suitable devices of all workers together.
+  struct Capacity {
+    int most_on_one = 0;
+    int total = 0;
+  };
+  Capacity CapacityFor(const lathe::v1::Resources& resources) const
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   struct Entry {

@@ -70,6 +70,7 @@ inline const std::map<std::string, std::set<Role>>& Matrix() {
       {"WorkerService.ReportEvents", workers},
       {"WorkerService.UploadCheckpointFile", workers},
       {"WorkerService.FinishAttempt", workers},
+      {"WorkerService.JoinGang", workers},
       {"WorkerService.FetchDataset", workers},
       {"WorkerService.FetchModelFile", workers},
       {"WorkerService.FetchCheckpointFile", workers},

@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "common/tar.h"
 #include "nlohmann/json.hpp"
+#include "worker/agent/agent_util.h"
 #include "worker/agent/child.h"
 
 namespace lathe::worker {
@@ -35,22 +36,6 @@ using lathe::v1::Event;
 using nlohmann::json;
 
 constexpr size_t kChunk = 1 << 20;
-
-absl::Status FromGrpc(const grpc::Status& s) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      s.error_message());
-}
-
-void Log(const std::string& msg) {
-  std::fprintf(stderr, "lathe-worker: %s\n", msg.c_str());
-}
-
-std::unique_ptr<grpc::ClientContext> Ctx(absl::Duration timeout) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
-  return ctx;
-}
 
 // Copies the numbers of a metrics object into `out`; nested arrays and
 // objects (a confusion matrix) become dotted names ("confusion_matrix.0.1").
@@ -156,39 +141,6 @@ absl::Status StreamToFile(grpc::ClientReader<Response>* reader,
   }
   if (!s.ok()) ::unlink(tmp.c_str());
   return s;
-}
-
-// A free TCP port on the loopback, for a gang's store: bound, read and
-// released; rank 0 binds it again moments later.
-absl::StatusOr<int> FreeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return absl::InternalError("socket() failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  const bool ok =
-      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  if (!ok) return absl::InternalError("no free loopback port");
-  return static_cast<int>(ntohs(addr.sin_port));
-}
-
-lathe::v1::FailureKind FailureKindOf(const ChildExit& exit) {
-  if (!exit.signaled && exit.code == 2) {
-    return lathe::v1::FAILURE_KIND_INVALID_INPUT;
-  }
-  if (!exit.signaled && exit.code == 3) {
-    return lathe::v1::FAILURE_KIND_OUT_OF_MEMORY;
-  }
-  return lathe::v1::FAILURE_KIND_CRASH;
-}
-
-std::string DescribeExit(const ChildExit& exit) {
-  return exit.signaled ? absl::StrCat("killed by signal ", exit.code)
-                       : absl::StrCat("exited with code ", exit.code);
 }
 
 }  // namespace
@@ -643,6 +595,8 @@ void Agent::Finish(const Assignment& a, lathe::v1::JobState outcome,
   req.set_outcome(outcome);
   req.set_error(error);
   req.set_failure(failure);
+  // A gang member other than rank 0's names itself.
+  if (a.gang_member() > 0) req.set_worker_id(WorkerId());
   for (int tries = 0; tries < 5; ++tries) {
     lathe::v1::FinishAttemptResponse resp;
     auto ctx = Ctx(absl::Seconds(10));
@@ -687,27 +641,8 @@ absl::StatusOr<std::string> Agent::FetchResumeCheckpoint(
   return dest;
 }
 
-void Agent::RunJob(const Assignment& a) {
-  cancel_ = false;
-  pause_ = false;
-  checkpoint_ = false;
-  {
-    absl::MutexLock lock(&mu_);
-    current_job_ = a.job_id();
-  }
-  Log(absl::StrCat("running job ", a.job_id(), " attempt ", a.attempt()));
-  const std::string dir = absl::StrCat(options_.work_dir, "/jobs/", a.job_id(),
-                                       "/attempt-", a.attempt());
-  auto done = [&](lathe::v1::JobState outcome, const std::string& error,
-                  lathe::v1::FailureKind failure) {
-    Finish(a, outcome, error, failure);
-    Log(absl::StrCat("job ", a.job_id(), " attempt ", a.attempt(), " ended ",
-                     lathe::v1::JobState_Name(outcome),
-                     error.empty() ? "" : ": " + error));
-    absl::MutexLock lock(&mu_);
-    current_job_.clear();
-  };
-
+absl::Status Agent::PrepareSpec(const Assignment& a, const std::string& dir,
+                                json* spec_out) {
   absl::Status s = MakeDirs(dir + "/output");
   std::string train_path, val_path, resume_dir;
   if (s.ok()) {
@@ -753,10 +688,10 @@ void Agent::RunJob(const Assignment& a) {
       e.set_message(absl::StrCat("the checkpoint at step ",
                                  a.resume_checkpoint().step(),
                                  " holds no training state; starting over"));
-      Report(a, {e});
+      if (a.gang_member() == 0) Report(a, {e});
     }
   }
-  json spec = {{"job_id", a.job_id()},
+  *spec_out = {{"job_id", a.job_id()},
                {"task", a.spec().task()},
                {"model", model_path},
                {"train_data", train_path},
@@ -767,46 +702,97 @@ void Agent::RunJob(const Assignment& a) {
                // The worker's own device: placement matched the job to it.
                {"device", options_.device},
                {"assets_dir", options_.assets_dir}};
+  json& spec = *spec_out;
   if (!resume_dir.empty()) spec["resume_from"] = resume_dir;
   if (a.spec().kind() == lathe::v1::JOB_KIND_PREDICT) spec["mode"] = "predict";
   for (const auto& [k, v] : a.spec().params()) spec["params"][k] = v;
+  return s;
+}
+
+void Agent::RunJob(const Assignment& a) {
+  cancel_ = false;
+  pause_ = false;
+  checkpoint_ = false;
+  {
+    absl::MutexLock lock(&mu_);
+    current_job_ = a.job_id();
+  }
+  Log(absl::StrCat("running job ", a.job_id(), " attempt ", a.attempt()));
+  if (a.gang_member() > 0) {
+    RunGangMember(a);
+    absl::MutexLock lock(&mu_);
+    current_job_.clear();
+    return;
+  }
+  const std::string dir = absl::StrCat(options_.work_dir, "/jobs/", a.job_id(),
+                                       "/attempt-", a.attempt());
+  auto done = [&](lathe::v1::JobState outcome, const std::string& error,
+                  lathe::v1::FailureKind failure) {
+    Finish(a, outcome, error, failure);
+    Log(absl::StrCat("job ", a.job_id(), " attempt ", a.attempt(), " ended ",
+                     lathe::v1::JobState_Name(outcome),
+                     error.empty() ? "" : ": " + error));
+    absl::MutexLock lock(&mu_);
+    current_job_.clear();
+  };
+
+  json spec;
+  absl::Status s = PrepareSpec(a, dir, &spec);
   // A job for several devices: one training process per device, rank 0 on
   // the first (it reports, evaluates and checkpoints), a c10d store on a
-  // loopback port whose keys carry the job and attempt.
+  // free port whose keys carry the job and attempt. In a gang this worker
+  // runs ranks 0 to local - 1 and the other members the rest.
   const std::vector<std::string> devices = Devices();
   // Prediction runs in one process whatever the job asked for.
-  const int world = a.spec().kind() == lathe::v1::JOB_KIND_PREDICT
-                        ? 1
+  const int world = a.spec().kind() == lathe::v1::JOB_KIND_PREDICT ? 1
+                    : a.gang_size() > 0
+                        ? GangWorldSize(a)
                         : std::max(1, a.spec().resources().device_count());
-  if (s.ok() && world > static_cast<int>(devices.size())) {
-    s = absl::FailedPreconditionError(absl::StrCat("the job asks for ", world,
+  const int local = a.gang_size() > 0 ? a.gang(0).device_count() : world;
+  if (s.ok() && local > static_cast<int>(devices.size())) {
+    s = absl::FailedPreconditionError(absl::StrCat("the job asks for ", local,
                                                    " devices; this worker has ",
                                                    devices.size()));
   }
   std::vector<std::string> rank_specs = {dir + "/spec.json"};
   if (s.ok() && world > 1) {
     auto port = FreeLoopbackPort();
-    if (port.ok()) {
-      for (int r = 0; r < world && s.ok(); ++r) {
+    const std::string host =
+        a.gang_size() > 0 ? options_.gang_address : std::string("127.0.0.1");
+    if (port.ok() && a.gang_size() > 0) {
+      // Every member must be there before any rank dials the store.
+      auto joined = JoinGang(a, absl::StrCat(host, ":", *port));
+      if (!joined.ok()) s = joined.status();
+    }
+    if (!port.ok()) s = port.status();
+    if (s.ok()) {
+      for (int r = 0; r < local && s.ok(); ++r) {
         json rank_spec = spec;
         rank_spec["device"] = devices[static_cast<size_t>(r)];
         rank_spec["distributed"] = {
             {"world_size", world},
             {"rank", r},
-            {"store_host", "127.0.0.1"},
+            {"store_host", host},
             {"store_port", *port},
             {"store_prefix", absl::StrCat(a.job_id(), "/", a.attempt())},
-            {"local_ranks", world}};
+            {"local_ranks", local}};
         if (r > 0) {
           rank_specs.push_back(absl::StrCat(dir, "/spec-rank", r, ".json"));
         }
         s = WriteFileAtomic(rank_specs.back(), rank_spec.dump(2));
       }
-    } else {
-      s = port.status();
     }
   } else if (s.ok()) {
     s = WriteFileAtomic(dir + "/spec.json", spec.dump(2));
+  }
+  if (absl::IsCancelled(s)) {
+    // Stopped while its gang assembled.
+    done(cancel_  ? lathe::v1::CANCELLED
+         : pause_ ? lathe::v1::PAUSED
+                  : lathe::v1::QUEUED,
+         cancel_ || pause_ ? "" : "worker is shutting down",
+         lathe::v1::FAILURE_KIND_UNSPECIFIED);
+    return;
   }
   if (!s.ok()) {
     // The server or the disk failed us, not the job: let it be retried.
@@ -817,15 +803,17 @@ void Agent::RunJob(const Assignment& a) {
   }
   if (world > 1) {
     std::vector<std::string> placed;
-    for (int r = 0; r < world; ++r) {
+    for (int r = 0; r < local; ++r) {
       placed.push_back(
           absl::StrCat("rank ", r, " on ", devices[static_cast<size_t>(r)]));
     }
     Event e;
     e.set_type(lathe::v1::EVENT_TYPE_LOG);
-    e.set_message(absl::StrCat("data parallel: world size ", world,
-                               " on worker ", options_.name, " (", WorkerId(),
-                               "): ", absl::StrJoin(placed, ", ")));
+    e.set_message(absl::StrCat(
+        "data parallel: world size ", world, " on ",
+        a.gang_size() > 0 ? absl::StrCat(a.gang_size(), " workers; ") : "",
+        "worker ", options_.name, " (", WorkerId(),
+        "): ", absl::StrJoin(placed, ", ")));
     Report(a, {e});
   }
 
@@ -847,7 +835,7 @@ void Agent::RunJob(const Assignment& a) {
     ChildExit exit;
   };
   std::vector<Peer> peers;
-  for (int r = 1; r < world; ++r) {
+  for (int r = 1; r < local; ++r) {
     auto peer = ChildProcess::Start(
         {options_.train_binary, "--spec", rank_specs[static_cast<size_t>(r)],
          "--out", absl::StrCat(dir, "/output-rank", r)},

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "common/channel.h"
 #include "lathe/v1/lathe.grpc.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace lathe::worker {
 
@@ -48,6 +49,12 @@ struct AgentOptions {
   // The worker-role token sent on every call (from --token-file, else
   // $LATHE_TOKEN).
   std::string token;
+  // The address other workers reach this one at, for the rendezvous store
+  // of a gang whose rank 0 runs here (their ranks dial it).
+  std::string gang_address = "127.0.0.1";
+  // How long a gang member waits for the others to join before it fails
+  // the attempt.
+  absl::Duration gang_join_timeout = absl::Seconds(300);
 };
 
 class Agent {
@@ -67,6 +74,18 @@ class Agent {
   void ApplyCommands(const lathe::v1::HeartbeatResponse& resp,
                      const std::string& job);
   void RunJob(const lathe::v1::Assignment& a);
+  // Fetches what the job needs into `dir` and fills the child's spec.
+  absl::Status PrepareSpec(const lathe::v1::Assignment& a,
+                           const std::string& dir, nlohmann::json* spec);
+
+  // Gangs (gang.cc). The ranks this worker runs for a gang member other
+  // than rank 0's: they report nothing; the first to fail ends the attempt.
+  void RunGangMember(const lathe::v1::Assignment& a);
+  // Joins the attempt's rendezvous until every member has (rank 0's member
+  // gives `store_address`); returns rank 0's store address.
+  absl::StatusOr<std::string> JoinGang(const lathe::v1::Assignment& a,
+                                       const std::string& store_address);
+  static int GangWorldSize(const lathe::v1::Assignment& a);
   absl::StatusOr<std::string> FetchDataset(const lathe::v1::Dataset& ds);
   // FetchDataset, then a folder dataset (an archive named *.tar) unpacked
   // into a folder next to it: the path the child reads.

@@ -35,6 +35,9 @@ constexpr char kUsage[] =
     "  --train-binary PATH  the training child (default: lathe-train beside\n"
     "                       this binary)\n"
     "  --device-memory-mb MB  device memory to advertise (default: detected)\n"
+    "  --gang-address HOST  where other workers reach this one when a job\n"
+    "                       spread over several workers has its rank 0\n"
+    "                       here (default 127.0.0.1: one machine only)\n"
     "  --token-file FILE    the worker-role token (default $LATHE_TOKEN)\n"
     "  --tls-ca FILE        dial the server over TLS and verify it against\n"
     "                       this PEM bundle\n"
@@ -105,6 +108,8 @@ int main(int argc, char** argv) {
       opts.train_binary = v;
     else if (a == "--token-file")
       token_file = v;
+    else if (a == "--gang-address")
+      opts.gang_address = v;
     else if (a == "--tls-ca")
       opts.tls.ca = v;
     else if (a == "--tls-cert")
@@ -118,6 +123,13 @@ int main(int argc, char** argv) {
                    kUsage);
       return 2;
     }
+  }
+  if (opts.gang_address.empty() || opts.gang_address.size() > 253 ||
+      opts.gang_address.find_first_of(": /") != std::string::npos) {
+    std::fprintf(stderr,
+                 "lathe-worker: --gang-address must be a host name or IPv4 "
+                 "address\n");
+    return 2;
   }
   if (opts.device != "cpu" && opts.device.rfind("cuda:", 0) != 0) {
     std::fprintf(stderr, "lathe-worker: --device must be cpu or cuda:N\n");
