@@ -186,9 +186,9 @@ grpc::Status WorkerServiceImpl::FinishAttempt(
   });
 }
 
-grpc::Status WorkerServiceImpl::JoinGang(
-    grpc::ServerContext* ctx, const lathe::v1::JoinGangRequest* req,
-    lathe::v1::JoinGangResponse* resp) {
+grpc::Status WorkerServiceImpl::JoinGang(grpc::ServerContext* ctx,
+                                         const lathe::v1::JoinGangRequest* req,
+                                         lathe::v1::JoinGangResponse* resp) {
   RpcScope rpc(gate_, ctx, kWorkers, "JoinGang");
   rpc.set_resource(req->job_id());
   return rpc.Run([&](const Core& core) -> absl::Status {
@@ -204,10 +204,10 @@ grpc::Status WorkerServiceImpl::JoinGang(
                           absl::Milliseconds(200);
     auto wait = std::min(absl::Milliseconds(req->wait_ms()), until_deadline);
     if (wait < absl::ZeroDuration()) wait = absl::ZeroDuration();
-    ASSIGN_OR_RETURN(auto address,
-                     core.jobs->JoinGang(req->worker_id(), req->job_id(),
-                                         req->attempt(), req->store_address(),
-                                         wait));
+    ASSIGN_OR_RETURN(
+        auto address,
+        core.jobs->JoinGang(req->worker_id(), req->job_id(), req->attempt(),
+                            req->store_address(), wait));
     resp->set_store_address(address);
     return absl::OkStatus();
   });

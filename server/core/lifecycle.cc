@@ -335,11 +335,11 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::Start(
   // longer needs the gang it was gathering.
   LeaveGangLocked(worker.id);
   job.clear_gang();
-  ASSIGN_OR_RETURN(Assignment a,
-                   BeginAttempt(&job, seq,
-                                absl::StrCat("worker ", worker.name, " (",
-                                             worker.id, ")"),
-                                worker.id, now));
+  ASSIGN_OR_RETURN(
+      Assignment a,
+      BeginAttempt(&job, seq,
+                   absl::StrCat("worker ", worker.name, " (", worker.id, ")"),
+                   worker.id, now));
   parts_.workers->AddJob(worker.id, job.id());
   return std::optional<Assignment>(std::move(a));
 }

@@ -96,13 +96,12 @@ absl::StatusOr<std::optional<Assignment>> JobLifecycle::Gather(
                           : absl::StrCat("ranks ", next_rank, "-", last)));
     next_rank = last + 1;
   }
-  ASSIGN_OR_RETURN(
-      Assignment base,
-      BeginAttempt(job, seq,
-                   absl::StrCat("a gang of ", job->gang_size(),
-                                " workers, world size ", want, ": ",
-                                absl::StrJoin(placed, ", ")),
-                   job->gang(0).worker_id(), now));
+  ASSIGN_OR_RETURN(Assignment base,
+                   BeginAttempt(job, seq,
+                                absl::StrCat("a gang of ", job->gang_size(),
+                                             " workers, world size ", want,
+                                             ": ", absl::StrJoin(placed, ", ")),
+                                job->gang(0).worker_id(), now));
   rendezvous_[job->id()] = Rendezvous{job->attempt(), {}, ""};
   std::optional<Assignment> own;
   for (int i = 0; i < job->gang_size(); ++i) {
@@ -128,11 +127,10 @@ void JobLifecycle::LeaveGangLocked(const std::string& worker_id) {
   auto g = gathering_.find(in->second);
   if (g != gathering_.end()) {
     auto& members = g->second.members;
-    members.erase(std::remove_if(members.begin(), members.end(),
-                                 [&](const Gathered& m) {
-                                   return m.id == worker_id;
-                                 }),
-                  members.end());
+    members.erase(
+        std::remove_if(members.begin(), members.end(),
+                       [&](const Gathered& m) { return m.id == worker_id; }),
+        members.end());
     if (members.empty()) gathering_.erase(g);
   }
   waiting_in_.erase(in);

@@ -121,9 +121,8 @@ std::optional<std::string> Scheduler::Pick(
         res.set_device_kind(placement.kind);
         res.set_device_count(placement.count);
         res.set_min_device_memory_mb(placement.min_memory_mb);
-        const bool fits_here =
-            WorkerRegistry::Fits(devices, res) ||
-            (gang_fits != nullptr && gang_fits(res));
+        const bool fits_here = WorkerRegistry::Fits(devices, res) ||
+                               (gang_fits != nullptr && gang_fits(res));
         fit = fits.emplace(placement, fits_here).first;
       }
       if (!fit->second) continue;

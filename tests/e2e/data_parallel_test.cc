@@ -3,7 +3,8 @@
 // real training processes talking c10d Gloo over the loopback. A job asking
 // for two devices trains as two ranks and ends where the same job on one
 // device ends (up to the order of the gradient sums); killing one rank stops
-// the gang, and the job resumes from its checkpoint.
+// the gang, and the job resumes from its checkpoint. The same across two
+// local workers with one device each: a gang of two workers.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -189,6 +190,81 @@ TEST_F(DataParallelTest, KillingOneRankStopsTheGangAndTheJobResumes) {
   EXPECT_THAT(
       events.out,
       HasSubstr("rank 1 (cpu) killed by signal 9; the whole gang stops"));
+  EXPECT_THAT(events.out, HasSubstr("continuing from the checkpoint"));
+  EXPECT_EQ(server.Stop(), 0);
+  testing::ExpectNoProcessesLeft(dir.path());
+}
+
+// Two local workers with one device each: a job for two devices needs both,
+// placed together as a gang, and ends where the one-device job ends.
+TEST_F(DataParallelTest, AGangOfTwoWorkersMatchesOneDevice) {
+  TempDir dir;
+  ServerProcess server(dir.path(), 2, {"--allow-root", dir_->path()});
+  ASSERT_TRUE(testing::Started(server));
+  const std::string gang = Submit(server, 2);
+  json job_gang =
+      testing::WaitAndGet(server, gang, 600, testing::JobEnd::kSucceeded);
+  ASSERT_EQ(job_gang["state"], "SUCCEEDED");
+  const std::string one = Submit(server, 1);
+  json job_one =
+      testing::WaitAndGet(server, one, 600, testing::JobEnd::kSucceeded);
+  ASSERT_EQ(job_one["state"], "SUCCEEDED");
+  const std::string a = testing::DownloadJob(server, one, dir.path() + "/one");
+  const std::string b = testing::DownloadJob(server, gang, dir.path() + "/two");
+  std::vector<std::string> names_a, names_b;
+  const std::vector<float> wa = Floats(a + "/model.safetensors", &names_a);
+  const std::vector<float> wb = Floats(b + "/model.safetensors", &names_b);
+  EXPECT_EQ(names_a, names_b);
+  ASSERT_EQ(wa.size(), wb.size());
+  ASSERT_FALSE(wa.empty());
+  double worst = 0, total = 0;
+  for (size_t i = 0; i < wa.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(wa[i]) - wb[i]);
+    worst = std::max(worst, d);
+    total += d;
+  }
+  const double mean = total / static_cast<double>(wa.size());
+  std::printf(
+      "gang of 2 workers vs 1 device: max weight difference %.3g, "
+      "mean %.3g\n",
+      worst, mean);
+  EXPECT_LT(worst, 5e-4) << "the gang drifted from one process";
+  EXPECT_LT(mean, 1e-7) << "the gang drifted from one process";
+  // The events name the gang and each rank's worker.
+  testing::CommandResult events = server.Cli({"watch", gang});
+  EXPECT_THAT(events.out, HasSubstr("started on a gang of 2 workers, world "
+                                    "size 2: local-"));
+  EXPECT_THAT(events.out, HasSubstr(") rank 1"));
+  EXPECT_THAT(events.out,
+              HasSubstr("data parallel: world size 2 on 2 workers"));
+  EXPECT_EQ(server.Stop(), 0);
+  testing::ExpectNoProcessesLeft(dir.path());
+}
+
+TEST_F(DataParallelTest, KillingARankOfAGangStopsItAndTheJobResumes) {
+  TempDir dir;
+  ServerProcess server(dir.path(), 2, {"--allow-root", dir_->path()});
+  ASSERT_TRUE(testing::Started(server));
+  std::vector<std::string> params = kParams;
+  params.push_back("epochs=12");  // 132 steps: time to act while it runs.
+  const std::string id = Submit(server, 2, params);
+  ASSERT_TRUE(WaitForStep(server, id, 25));
+  // Rank 1 runs on the other worker; its spec file names it.
+  const std::vector<pid_t> rank1 =
+      testing::ProcessesMatching(id + "/attempt-1/spec-rank1.json");
+  ASSERT_EQ(rank1.size(), 1u);
+  ::kill(rank1[0], SIGKILL);
+  json job = testing::WaitAndGet(server, id, 600, testing::JobEnd::kSucceeded);
+  EXPECT_EQ(job["state"], "SUCCEEDED");
+  EXPECT_GE(job["attempt"].get<int>(), 2);
+  testing::CommandResult events = server.Cli({"watch", id});
+  // Whichever member noticed first ended attempt 1 for the whole gang.
+  EXPECT_THAT(events.out, HasSubstr("attempt 1 of 3 failed"));
+  const size_t at = events.out.find("attempt 1 of 3 failed");
+  if (at != std::string::npos) {
+    std::printf("%s\n", events.out.substr(at, 200).c_str());
+  }
+  EXPECT_THAT(events.out, HasSubstr("attempt 2 started on a gang of 2"));
   EXPECT_THAT(events.out, HasSubstr("continuing from the checkpoint"));
   EXPECT_EQ(server.Stop(), 0);
   testing::ExpectNoProcessesLeft(dir.path());

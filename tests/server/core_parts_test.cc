@@ -7,7 +7,9 @@
 
 #include <fstream>
 #include <memory>
+#include <set>
 
+#include "absl/strings/match.h"
 #include "server/core/allowed_roots.h"
 #include "server/core/checkpoints.h"
 #include "server/core/datasets.h"
@@ -285,6 +287,251 @@ TEST_F(CorePartsTest, EventHubAnswersFromItsTailAndTheStore) {
   lifecycle_->Shutdown();
   EXPECT_EQ(hub->Poll(job.id(), 2, 10, listener).status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// ---- Gangs: jobs placed on several workers at once ----
+
+class GangTest : public CorePartsTest {
+ protected:
+  // Workers with one CPU device each.
+  void AddWorkers(std::initializer_list<std::string> ids) {
+    for (const std::string& id : ids) {
+      lathe::v1::Device d;
+      d.set_name("cpu");
+      workers_->Add(id, "name-" + id, {d});
+    }
+  }
+  Job Submit(int devices, const std::string& owner = "alice") {
+    auto spec = Spec();
+    spec.mutable_resources()->set_device_count(devices);
+    spec.set_owner(owner);
+    auto job = submission_->Submit(spec, "");
+    EXPECT_TRUE(job.ok()) << job.status();
+    return *job;
+  }
+  std::optional<lathe::v1::Assignment> Poll(const std::string& worker) {
+    auto a = lifecycle_->StartNext(worker, absl::ZeroDuration());
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *a : std::nullopt;
+  }
+  std::set<std::string> JobsHeldBy(const std::string& worker) {
+    for (const auto& [info, seen] : workers_->Snapshot()) {
+      if (info.id == worker) return info.jobs;
+    }
+    return {};
+  }
+  lathe::v1::JobState State(const Job& job) {
+    return store_->GetJob(job.id())->state();
+  }
+};
+
+TEST_F(GangTest, AGangIsPlacedAllOrNothing) {
+  AddWorkers({"w1", "w2"});
+  const Job job = Submit(2);
+  // The first worker is held for the gang, and nothing starts yet.
+  EXPECT_EQ(Poll("w1"), std::nullopt);
+  EXPECT_EQ(State(job), lathe::v1::QUEUED);
+  EXPECT_TRUE(JobsHeldBy("w1").empty());
+  EXPECT_EQ(scheduler_.running("alice"), 0);
+  // The second completes it: one attempt on both, ranks in arrival order.
+  auto second = Poll("w2");
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->gang_member(), 1);
+  ASSERT_EQ(second->gang_size(), 2);
+  EXPECT_EQ(second->gang(0).worker_id(), "w1");
+  EXPECT_EQ(second->gang(0).first_rank(), 0);
+  EXPECT_EQ(second->gang(1).worker_id(), "w2");
+  EXPECT_EQ(second->gang(1).first_rank(), 1);
+  EXPECT_EQ(second->gang(1).device_count(), 1);
+  auto stored = *store_->GetJob(job.id());
+  EXPECT_EQ(stored.state(), lathe::v1::RUNNING);
+  EXPECT_EQ(stored.worker_id(), "w1");
+  EXPECT_EQ(stored.gang_size(), 2);
+  EXPECT_EQ(scheduler_.running("alice"), 1);  // a gang is one running job
+  EXPECT_EQ(JobsHeldBy("w1"), std::set<std::string>{job.id()});
+  EXPECT_EQ(JobsHeldBy("w2"), std::set<std::string>{job.id()});
+  // The first worker gets its part at its next poll.
+  auto first = Poll("w1");
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->gang_member(), 0);
+  EXPECT_EQ(first->attempt(), second->attempt());
+  auto events = store_->EventsAfter(job.id(), 0, 100);
+  ASSERT_TRUE(events.ok());
+  bool placed = false;
+  for (const auto& e : *events) {
+    placed |= absl::StrContains(e.message(), "a gang of 2 workers") &&
+              absl::StrContains(e.message(), "name-w2 (w2) rank 1");
+  }
+  EXPECT_TRUE(placed);
+}
+
+TEST_F(GangTest, MembersMeetAtTheRendezvousAndAFailedRankEndsTheAttempt) {
+  AddWorkers({"w1", "w2", "w3"});
+  const Job job = Submit(2);
+  ASSERT_EQ(Poll("w1"), std::nullopt);
+  ASSERT_TRUE(Poll("w2").has_value());
+  ASSERT_TRUE(Poll("w1").has_value());
+  // Rank 0's member must say where its store is; until it has joined, the
+  // others learn nothing.
+  EXPECT_EQ(*lifecycle_->JoinGang("w2", job.id(), 1, "", absl::ZeroDuration()),
+            "");
+  EXPECT_EQ(lifecycle_->JoinGang("w1", job.id(), 1, "", absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*lifecycle_->JoinGang("w1", job.id(), 1, "10.0.0.7:29500",
+                                  absl::ZeroDuration()),
+            "10.0.0.7:29500");
+  EXPECT_EQ(*lifecycle_->JoinGang("w2", job.id(), 1, "", absl::ZeroDuration()),
+            "10.0.0.7:29500");
+  // Outsiders and stale attempts are refused.
+  EXPECT_EQ(lifecycle_->JoinGang("w3", job.id(), 1, "", absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(lifecycle_->JoinGang("w2", job.id(), 2, "", absl::ZeroDuration())
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A member other than rank 0's cannot end the attempt as a success, nor
+  // can an outsider end it at all.
+  EXPECT_EQ(lifecycle_
+                ->FinishAttempt(job.id(), 1, lathe::v1::SUCCEEDED, "",
+                                lathe::v1::FAILURE_KIND_UNSPECIFIED, "w2")
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(lifecycle_
+                ->FinishAttempt(job.id(), 1, lathe::v1::FAILED, "x",
+                                lathe::v1::FAILURE_KIND_CRASH, "w3")
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A failed rank on w2 ends the attempt for the whole gang, which goes
+  // back to the queue after a backoff.
+  ASSERT_TRUE(lifecycle_
+                  ->FinishAttempt(job.id(), 1, lathe::v1::FAILED,
+                                  "rank 1 (cpu) on worker name-w2 killed by "
+                                  "signal 9; the whole gang stops",
+                                  lathe::v1::FAILURE_KIND_CRASH, "w2")
+                  .ok());
+  EXPECT_EQ(State(job), lathe::v1::QUEUED);
+  EXPECT_TRUE(JobsHeldBy("w1").empty());
+  EXPECT_TRUE(JobsHeldBy("w2").empty());
+  EXPECT_EQ(scheduler_.running("alice"), 0);
+  // Rank 0's worker learns the attempt is over.
+  EXPECT_EQ(lifecycle_->Report(job.id(), 1, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // The retry forms a gang from whoever is free: here w3 and w2.
+  clock_.Advance(absl::ToInt64Milliseconds(lifecycle_->Backoff(1)));
+  ASSERT_EQ(Poll("w3"), std::nullopt);
+  auto retry = Poll("w2");
+  ASSERT_TRUE(retry.has_value());
+  EXPECT_EQ(retry->attempt(), 2);
+  EXPECT_EQ(retry->gang(0).worker_id(), "w3");
+}
+
+TEST_F(GangTest, PauseOfAGangIsNotAFailureOfItsOtherMembers) {
+  AddWorkers({"w1", "w2"});
+  const Job job = Submit(2);
+  ASSERT_EQ(Poll("w1"), std::nullopt);
+  ASSERT_TRUE(Poll("w2").has_value());
+  ASSERT_TRUE(Poll("w1").has_value());
+  ASSERT_EQ(lifecycle_->Pause(job.id())->state(), lathe::v1::PAUSING);
+  // Both members hear it.
+  EXPECT_EQ(lifecycle_->Heartbeat("w1")->pause.size(), 1u);
+  EXPECT_EQ(lifecycle_->Heartbeat("w2")->pause.size(), 1u);
+  // w2's ranks end when rank 0 stops: that changes nothing...
+  ASSERT_TRUE(lifecycle_
+                  ->FinishAttempt(job.id(), 1, lathe::v1::FAILED, "peer gone",
+                                  lathe::v1::FAILURE_KIND_CRASH, "w2")
+                  .ok());
+  EXPECT_EQ(State(job), lathe::v1::PAUSING);
+  // ...and rank 0's worker ends the attempt.
+  ASSERT_TRUE(lifecycle_
+                  ->FinishAttempt(job.id(), 1, lathe::v1::PAUSED, "",
+                                  lathe::v1::FAILURE_KIND_UNSPECIFIED)
+                  .ok());
+  EXPECT_EQ(State(job), lathe::v1::PAUSED);
+  EXPECT_TRUE(JobsHeldBy("w2").empty());
+}
+
+TEST_F(GangTest, AReservationEndsAndTheWorkersBackfill) {
+  AddWorkers({"w1", "w2"});
+  const Job busy = Submit(1, "carol");
+  auto on_w2 = Poll("w2");
+  ASSERT_TRUE(on_w2.has_value());
+  ASSERT_EQ(on_w2->job_id(), busy.id());
+  const Job gang = Submit(2);
+  const Job small = Submit(1, "dave");
+  // w1 waits for the gang rather than take the later job...
+  EXPECT_EQ(Poll("w1"), std::nullopt);
+  EXPECT_EQ(State(small), lathe::v1::QUEUED);
+  // ...but not for ever: after the reservation it takes other work, and
+  // the gang job keeps its place.
+  clock_.Advance(
+      absl::ToInt64Milliseconds(LifecycleOptions{}.gang_reservation));
+  auto backfilled = Poll("w1");
+  ASSERT_TRUE(backfilled.has_value());
+  EXPECT_EQ(backfilled->job_id(), small.id());
+  EXPECT_EQ(scheduler_.Position(gang.id()), 1);
+  // Both workers free again after the backfill window: the gang forms.
+  ASSERT_TRUE(lifecycle_
+                  ->FinishAttempt(busy.id(), 1, lathe::v1::SUCCEEDED, "",
+                                  lathe::v1::FAILURE_KIND_UNSPECIFIED)
+                  .ok());
+  ASSERT_TRUE(lifecycle_
+                  ->FinishAttempt(small.id(), 1, lathe::v1::SUCCEEDED, "",
+                                  lathe::v1::FAILURE_KIND_UNSPECIFIED)
+                  .ok());
+  clock_.Advance(
+      absl::ToInt64Milliseconds(LifecycleOptions{}.gang_reservation));
+  EXPECT_EQ(Poll("w2"), std::nullopt);
+  auto formed = Poll("w1");
+  ASSERT_TRUE(formed.has_value());
+  EXPECT_EQ(formed->job_id(), gang.id());
+  EXPECT_EQ(formed->gang(0).worker_id(), "w2");
+}
+
+TEST_F(GangTest, AGangTooBigForAllTheWorkersHoldsNone) {
+  AddWorkers({"w1", "w2"});
+  const Job huge = Submit(3);
+  const Job small = Submit(1, "bob");
+  // No two workers together have 3 devices: nobody is held for it.
+  auto a = Poll("w1");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->job_id(), small.id());
+  EXPECT_EQ(State(huge), lathe::v1::QUEUED);
+  EXPECT_EQ(Poll("w2"), std::nullopt);
+}
+
+TEST_F(GangTest, GangsKeepFairShare) {
+  AddWorkers({"w1", "w2", "w3"});
+  const Job running = Submit(1, "alice");
+  ASSERT_EQ(Poll("w3")->job_id(), running.id());
+  const Job alices = Submit(2, "alice");
+  const Job bobs = Submit(2, "bob");
+  // Bob has nothing running, so his gang goes first although it is newer.
+  ASSERT_EQ(Poll("w1"), std::nullopt);
+  auto formed = Poll("w2");
+  ASSERT_TRUE(formed.has_value());
+  EXPECT_EQ(formed->job_id(), bobs.id());
+  EXPECT_EQ(State(alices), lathe::v1::QUEUED);
+}
+
+TEST_F(GangTest, AGangMemberThatGoesSilentRequeuesTheJob) {
+  AddWorkers({"w1", "w2"});
+  const Job job = Submit(2);
+  ASSERT_EQ(Poll("w1"), std::nullopt);
+  ASSERT_TRUE(Poll("w2").has_value());
+  ASSERT_TRUE(Poll("w1").has_value());
+  // w1 keeps beating; w2 goes quiet past the timeout.
+  clock_.Advance(10000);
+  ASSERT_TRUE(lifecycle_->Heartbeat("w1").ok());
+  clock_.Advance(10000);
+  lifecycle_->ExpireWorkers();
+  EXPECT_EQ(State(job), lathe::v1::QUEUED);
+  EXPECT_TRUE(JobsHeldBy("w1").empty());
+  EXPECT_EQ(lifecycle_->Report(job.id(), 1, {}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

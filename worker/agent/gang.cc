@@ -110,8 +110,8 @@ void Agent::RunGangMember(const Assignment& a) {
     return;
   }
   if (!s.ok()) {
-    fail(absl::StrCat("worker ", options_.name, " could not join the gang: ",
-                      s.message()),
+    fail(absl::StrCat("worker ", options_.name,
+                      " could not join the gang: ", s.message()),
          lathe::v1::FAILURE_KIND_CRASH);
     return;
   }
@@ -146,13 +146,12 @@ void Agent::RunGangMember(const Assignment& a) {
         {"local_ranks", me.device_count()}};
     const std::string path = absl::StrCat(dir, "/spec-rank", rank, ".json");
     absl::Status written = WriteFileAtomic(path, rank_spec.dump(2));
-    auto child =
-        written.ok()
-            ? ChildProcess::Start({options_.train_binary, "--spec", path,
-                                   "--out", absl::StrCat(dir, "/output-rank",
-                                                         rank)},
-                                  absl::StrCat(dir, "/train-rank", rank, ".log"))
-            : absl::StatusOr<std::unique_ptr<ChildProcess>>(written);
+    auto child = written.ok()
+                     ? ChildProcess::Start(
+                           {options_.train_binary, "--spec", path, "--out",
+                            absl::StrCat(dir, "/output-rank", rank)},
+                           absl::StrCat(dir, "/train-rank", rank, ".log"))
+                     : absl::StatusOr<std::unique_ptr<ChildProcess>>(written);
     if (!child.ok()) {
       terminate_all();
       fail(absl::StrCat("cannot start rank ", rank, " on worker ",
@@ -164,8 +163,9 @@ void Agent::RunGangMember(const Assignment& a) {
                          *std::move(child), "", false, ChildExit{}});
   }
   Log(absl::StrCat("job ", a.job_id(), " attempt ", a.attempt(), ": ranks ",
-                   me.first_rank(), "-", me.first_rank() + me.device_count() - 1,
-                   " of ", GangWorldSize(a), " started, store at ", store));
+                   me.first_rank(), "-",
+                   me.first_rank() + me.device_count() - 1, " of ",
+                   GangWorldSize(a), " started, store at ", store));
 
   std::string gang_error;
   lathe::v1::FailureKind kind = lathe::v1::FAILURE_KIND_CRASH;
@@ -192,11 +192,11 @@ void Agent::RunGangMember(const Assignment& a) {
       r.exit = r.process->Wait();
       if ((r.exit.signaled || r.exit.code != 0) && gang_error.empty() &&
           !told_to_stop) {
-        gang_error = absl::StrCat(
-            "rank ", r.rank, " (", r.device, ") on worker ", options_.name,
-            " ", DescribeExit(r.exit),
-            r.error.empty() ? "" : absl::StrCat(": ", r.error),
-            "; the whole gang stops");
+        gang_error =
+            absl::StrCat("rank ", r.rank, " (", r.device, ") on worker ",
+                         options_.name, " ", DescribeExit(r.exit),
+                         r.error.empty() ? "" : absl::StrCat(": ", r.error),
+                         "; the whole gang stops");
         kind = FailureKindOf(r.exit);
       }
     }

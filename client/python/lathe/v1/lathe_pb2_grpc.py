@@ -834,6 +834,11 @@ class WorkerServiceStub(object):
                 request_serializer=lathe_dot_v1_dot_lathe__pb2.FinishAttemptRequest.SerializeToString,
                 response_deserializer=lathe_dot_v1_dot_lathe__pb2.FinishAttemptResponse.FromString,
                 )
+        self.JoinGang = channel.unary_unary(
+                '/lathe.v1.WorkerService/JoinGang',
+                request_serializer=lathe_dot_v1_dot_lathe__pb2.JoinGangRequest.SerializeToString,
+                response_deserializer=lathe_dot_v1_dot_lathe__pb2.JoinGangResponse.FromString,
+                )
         self.FetchDataset = channel.unary_stream(
                 '/lathe.v1.WorkerService/FetchDataset',
                 request_serializer=lathe_dot_v1_dot_lathe__pb2.FetchDatasetRequest.SerializeToString,
@@ -908,6 +913,15 @@ class WorkerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinGang(self, request, context):
+        """A gang member announces itself for the attempt (FAILED_PRECONDITION
+        when the attempt is stale or the worker is not a member) and learns the
+        rendezvous address once every member has joined.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchDataset(self, request, context):
         """The datasets, model files and checkpoint files of the jobs the
         worker's credential holds, and nothing else (NOT_FOUND).
@@ -971,6 +985,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.FinishAttempt,
                     request_deserializer=lathe_dot_v1_dot_lathe__pb2.FinishAttemptRequest.FromString,
                     response_serializer=lathe_dot_v1_dot_lathe__pb2.FinishAttemptResponse.SerializeToString,
+            ),
+            'JoinGang': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinGang,
+                    request_deserializer=lathe_dot_v1_dot_lathe__pb2.JoinGangRequest.FromString,
+                    response_serializer=lathe_dot_v1_dot_lathe__pb2.JoinGangResponse.SerializeToString,
             ),
             'FetchDataset': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchDataset,
@@ -1113,6 +1132,23 @@ class WorkerService(object):
         return grpc.experimental.unary_unary(request, target, '/lathe.v1.WorkerService/FinishAttempt',
             lathe_dot_v1_dot_lathe__pb2.FinishAttemptRequest.SerializeToString,
             lathe_dot_v1_dot_lathe__pb2.FinishAttemptResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def JoinGang(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/lathe.v1.WorkerService/JoinGang',
+            lathe_dot_v1_dot_lathe__pb2.JoinGangRequest.SerializeToString,
+            lathe_dot_v1_dot_lathe__pb2.JoinGangResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
