@@ -310,5 +310,37 @@ TEST_F(DataParallelTest, APausedTwoRankJobResumesExactly) {
   EXPECT_EQ(FinalWeightsSha(server, id), reference);
 }
 
+TEST_F(DataParallelTest, APausedGangResumesExactly) {
+  TempDir dir;
+  ServerProcess server(dir.path(), 2, {"--allow-root", dir_->path()});
+  ASSERT_TRUE(testing::Started(server));
+  std::vector<std::string> params = kParams;
+  params.push_back("epochs=8");  // 88 steps.
+  const std::string whole = Submit(server, 2, params);
+  testing::WaitAndGet(server, whole, 600, testing::JobEnd::kSucceeded);
+  const std::string reference = FinalWeightsSha(server, whole);
+  ASSERT_EQ(reference.size(), 64u);
+
+  const std::string id = Submit(server, 2, params);
+  ASSERT_TRUE(WaitForStep(server, id, 20));
+  ASSERT_EQ(server.Cli({"pause", id}).exit_code, 0);
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return testing::GetJob(server, id)["state"] == "PAUSED"; },
+      std::chrono::seconds(120)));
+  // The other member's ranks ended with rank 0's, and that was no failure.
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] { return testing::ProcessesMatching("jobs/" + id).empty(); },
+      std::chrono::seconds(60)))
+      << "a paused gang holds no training process on any worker";
+  EXPECT_EQ(testing::GetJob(server, id)["state"], "PAUSED");
+  ASSERT_EQ(server.Cli({"resume", id}).exit_code, 0);
+  json job = testing::WaitAndGet(server, id, 600, testing::JobEnd::kSucceeded);
+  EXPECT_GE(job["attempt"].get<int>(), 2);
+  EXPECT_THAT(server.Cli({"watch", id}).out,
+              ::testing::Not(HasSubstr("failed")));
+  EXPECT_EQ(FinalWeightsSha(server, id), reference);
+  EXPECT_EQ(server.Stop(), 0);
+}
+
 }  // namespace
 }  // namespace lathe
