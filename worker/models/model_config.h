@@ -73,6 +73,11 @@ struct ModelConfig {
   int64_t num_channels = 3;
   bool qkv_bias = true;
   std::vector<int64_t> hidden_sizes;
+  // lathe-cnn's head input ("pooling" in config.json): "mean" averages the
+  // last block's feature map over its positions (configs written before the
+  // key existed); "flatten" keeps the spatial layout, one classifier weight
+  // per channel and position.
+  std::string cnn_pooling = "mean";
 
   // Class names by index (id2label); size() is num_labels.
   std::vector<std::string> id2label;
@@ -110,6 +115,10 @@ struct Preset {
   std::string tokenizer_dir;  // Under the assets dir: "bert-base-uncased"
   std::string description;
   ModelConfig config;
+  // The learning rate a job from this preset trains with when it sets none
+  // (0: the fine-tuning default of docs/params.md). A random start learns
+  // at rates that would wreck a pre-trained model.
+  double default_learning_rate = 0;
 };
 
 // Every preset, for `lathe models list`: preset:bert-tiny (2 layers, hidden

@@ -234,9 +234,17 @@ class CnnModelImpl : public VisionModelBase {
       convs_.push_back(conv);
       in = out;
     }
+    // The last feature map's side: each block halves it (rounding down)
+    // while it is at least 2.
+    side_ = c.image_size;
+    for (size_t i = 0; i < c.hidden_sizes.size(); ++i) {
+      if (side_ >= 2) side_ /= 2;
+    }
+    flatten_ = c.cnn_pooling == "flatten";
     if (head != HeadKind::kNone) {
-      classifier_ = MakeLinear(*this, "classifier", in, c.num_labels(),
-                               c.initializer_range);
+      classifier_ =
+          MakeLinear(*this, "classifier", flatten_ ? in * side_ * side_ : in,
+                     c.num_labels(), c.initializer_range);
     }
   }
 
@@ -247,7 +255,16 @@ class CnnModelImpl : public VisionModelBase {
       x = Activation(config().hidden_act, conv(x));
       if (x.size(2) >= 2 && x.size(3) >= 2) x = torch::max_pool2d(x, {2, 2});
     }
-    x = x.mean({2, 3});
+    if (flatten_) {
+      TORCH_CHECK(x.size(2) == side_ && x.size(3) == side_,
+                  "lathe-cnn with pooling \"flatten\" takes ",
+                  config().image_size, "x", config().image_size,
+                  " images; got ", in.pixel_values.size(2), "x",
+                  in.pixel_values.size(3));
+      x = x.flatten(1);
+    } else {
+      x = x.mean({2, 3});
+    }
     if (head() == HeadKind::kNone) return x;
     return classifier_(Dropout(x, config().classifier_dropout));
   }
@@ -265,6 +282,8 @@ class CnnModelImpl : public VisionModelBase {
  private:
   std::vector<torch::nn::Conv2d> convs_;
   torch::nn::Linear classifier_{nullptr};
+  int64_t side_ = 1;
+  bool flatten_ = false;
 };
 
 }  // namespace

@@ -170,21 +170,28 @@ absl::Status WritePresetModel(const std::string& preset,
     }
     TrainSpec spec;
     spec.assets_dir = assets_dir;
-    ASSIGN_OR_RETURN(std::unique_ptr<Tokenizer> tokenizer,
-                     Tokenizer::FromDirectory(ResolveAssetsDir(spec) + "/" +
-                                              p.tokenizer_dir));
+    // Image presets have no tokenizer, and no head until a task adds one.
+    std::unique_ptr<Tokenizer> tokenizer;
+    if (!p.tokenizer_dir.empty()) {
+      ASSIGN_OR_RETURN(tokenizer,
+                       Tokenizer::FromDirectory(ResolveAssetsDir(spec) + "/" +
+                                                p.tokenizer_dir));
+    }
     const bool decoder = p.config.architecture == Architecture::kGpt2 ||
                          p.config.architecture == Architecture::kLlama;
+    const bool image = p.config.architecture == Architecture::kVit ||
+                       p.config.architecture == Architecture::kCnn;
     torch::manual_seed(static_cast<uint64_t>(seed));
     ASSIGN_OR_RETURN(TaskModel model,
-                     CreateModel(p.config, decoder ? HeadKind::kCausalLm
-                                                   : HeadKind::kMaskedLm));
+                     CreateModel(p.config, image     ? HeadKind::kNone
+                                           : decoder ? HeadKind::kCausalLm
+                                                     : HeadKind::kMaskedLm));
     const std::string tmp = dir + ".tmp";
     std::error_code ec;
     std::filesystem::remove_all(tmp, ec);
     RETURN_IF_ERROR(MakeDirs(tmp));
     RETURN_IF_ERROR(SaveModel(*model, tmp));
-    RETURN_IF_ERROR(tokenizer->CopyFilesTo(tmp));
+    if (tokenizer != nullptr) RETURN_IF_ERROR(tokenizer->CopyFilesTo(tmp));
     if (!PathExists(tmp + "/tokenizer_config.json") &&
         PathExists(tmp + "/vocab.txt")) {
       RETURN_IF_ERROR(

@@ -240,7 +240,20 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   auto log = [&](const std::string& message) {
     emit({{"type", "log"}, {"message", message}});
   };
-  ASSIGN_OR_RETURN(const TrainParams params, ParseTrainParams(spec.params));
+  ASSIGN_OR_RETURN(TrainParams params, ParseTrainParams(spec.params));
+  // A preset starts from random weights: unless the job sets a learning
+  // rate, it trains at the preset's own.
+  std::string learning_rate_note;
+  if (spec.params.count("learning_rate") == 0 &&
+      absl::StartsWith(spec.model, "preset:")) {
+    auto preset = FindPreset(spec.model);
+    if (preset.ok() && preset->default_learning_rate > 0) {
+      params.learning_rate = preset->default_learning_rate;
+      learning_rate_note = absl::StrCat(
+          "learning_rate ", params.learning_rate, ": ", spec.model,
+          "'s default for its random start (set learning_rate to change it)");
+    }
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Task> task,
                    CreateTrainingTask(spec.task, params));
   const bool resuming = !spec.resume_from.empty();
@@ -327,6 +340,7 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
   }
   task->ConfigureModel(model->mutable_config());
   model->mutable_config()->original["finetuning_task"] = task->name();
+  if (!learning_rate_note.empty()) log(learning_rate_note);
   log(absl::StrCat("model: ", source.description, " (",
                    model->architecture_class(), ")"));
   const Tokenizer* tokenizer = source.tokenizer.get();

@@ -309,6 +309,8 @@ TEST(VisionTest, CnnMatchesReference) {
   ASSERT_TRUE(p.ok());
   ModelConfig config = p->config;
   config.id2label = {"a", "b"};
+  // The average-pooled head (configs without "pooling").
+  config.cnn_pooling = "mean";
   torch::manual_seed(5);
   auto model = CreateModel(config, HeadKind::kSequenceClassification);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -336,6 +338,56 @@ TEST(VisionTest, CnnMatchesReference) {
   // Tiny inputs skip pooling instead of failing.
   in.pixel_values = torch::randn({1, 3, 3, 3});
   EXPECT_EQ((*model)->forward(in).sizes(), (std::vector<int64_t>{1, 2}));
+}
+
+TEST(VisionTest, CnnSmallFlattensItsLastFeatureMap) {
+  auto p = FindPreset("preset:cnn-small");
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->config.cnn_pooling, "flatten");
+  EXPECT_GT(p->default_learning_rate, 0.0);
+  ModelConfig config = p->config;
+  config.id2label = {"a", "b", "c"};
+  torch::manual_seed(6);
+  auto model = CreateModel(config, HeadKind::kSequenceClassification);
+  ASSERT_TRUE(model.ok()) << model.status();
+  (*model)->eval();
+  std::map<std::string, torch::Tensor> w;
+  for (const auto& item : (*model)->named_parameters()) {
+    w[item.key()] = item.value();
+  }
+  // 32x32 pools to 16, 8, 4: 64 channels x 16 positions per class.
+  EXPECT_EQ(w.at("classifier.weight").sizes(),
+            (std::vector<int64_t>{3, 64 * 4 * 4}));
+  torch::NoGradGuard no_grad;
+  const torch::Tensor px = torch::randn({2, 3, 32, 32});
+  torch::Tensor x = px;
+  for (int i = 0; i < 3; ++i) {
+    const std::string c = "cnn.encoder." + std::to_string(i) + ".conv.";
+    x = torch::max_pool2d(torch::relu(torch::conv2d(x, w.at(c + "weight"),
+                                                    w.at(c + "bias"), 1, 1)),
+                          {2, 2});
+  }
+  // PyTorch's flatten order: channel, then row, then column.
+  const torch::Tensor expected = torch::nn::functional::linear(
+      x.reshape({2, -1}), w.at("classifier.weight"), w.at("classifier.bias"));
+  ModelInputs in;
+  in.pixel_values = px;
+  ExpectClose((*model)->forward(in), expected);
+  // Another image size does not fit the classifier: a clear error.
+  in.pixel_values = torch::randn({1, 3, 16, 16});
+  EXPECT_THROW((*model)->forward(in), c10::Error);
+  // The choice survives config.json, and older configs read as "mean".
+  const json j = config.ToJson("LatheCnnForImageClassification");
+  EXPECT_EQ(j["pooling"], "flatten");
+  auto back = ModelConfig::FromJson(j);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->cnn_pooling, "flatten");
+  json old = j;
+  old.erase("pooling");
+  EXPECT_EQ(ModelConfig::FromJson(old)->cnn_pooling, "mean");
+  old["pooling"] = "max";
+  EXPECT_TRUE(absl::StrContains(ModelConfig::FromJson(old).status().message(),
+                                "pooling"));
 }
 
 TEST(VisionTest, ContractsAndErrors) {
