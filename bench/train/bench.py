@@ -14,7 +14,9 @@ correctness check, and sits idle while the timed runs go). Three parts:
   5. peak memory and tokens/s against sequence length (512 to 8192) with
      and without gradient checkpointing and packing (bench/train/memory.py).
   6. the memory optimizer-state sharding (zero_stage=1) saves on two
-     data-parallel ranks (bench/train/sharding.py).
+     data-parallel ranks (bench/train/sharding.py);
+  7. the image presets (cnn-small, vit-tiny) on real digits, with a
+     correctness check each (bench/train/images.py).
 
 Exit status: 1 when the correctness check fails, 0 otherwise (speed targets
 are reported, never enforced).
@@ -118,6 +120,8 @@ def main():
                     help="only part 5, memory and speed against sequence length")
     ap.add_argument("--sharding-only", action="store_true",
                     help="only part 6, optimizer-state sharding on two ranks")
+    ap.add_argument("--images-only", action="store_true",
+                    help="only part 7, the image presets")
     a = ap.parse_args()
     global DEVICE, BF16
     DEVICE, BF16 = a.device, a.bf16
@@ -135,6 +139,20 @@ def main():
 
     def log(msg):
         print(f"[bench/train] {msg}", file=sys.stderr, flush=True)
+
+    if a.images_only:
+        from images import image_section
+        out = []
+        ctx = {"a": a, "binary": binary, "assets": assets, "work": work,
+               "threads": threads, "log": log, "commands": commands}
+        ok = image_section(ctx, out.append, lathe_spec, lathe_events, reference, PY, REF)
+        out += ["### Commands\n", "```", "bench/train/run.sh --images-only"] + commands + ["```"]
+        text = "\n".join(out) + "\n"
+        print(text)
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            f.write(text)
+        return 0 if ok else 1
 
     if a.memory_only or a.sharding_only:
         out = []
@@ -323,6 +341,8 @@ def main():
     if DEVICE == "cpu" and not BF16:
         from sharding import sharding_section
         ok = sharding_section(ctx, w, lathe_spec) and ok
+    from images import image_section
+    ok = image_section(ctx, w, lathe_spec, lathe_events, reference, PY, REF) and ok
     w("### Commands\n")
     w("```")
     w(f"bench/train/run.sh{' --quick' if a.quick else ''}")

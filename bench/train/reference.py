@@ -25,6 +25,16 @@ model's tokenizer (that tokenizer is checked against an independent
 implementation by Lathe's tokenizers_oracle test), so this script does not
 re-implement SentencePiece BPE.
 
+Image classification (--task image-classification, --data a folder of class
+folders of PNGs) decodes the pictures with the small PNG reader below (zlib
+and the five scanline filters; 8-bit gray, RGB or RGBA), replicates gray to
+RGB and normalises with mean and std 0.5; the labels are the folder names in
+order (numerically when all are integers), the rows sorted by path. Models:
+lathe-cnn (conv 3x3 + ReLU + 2x2 max pool per block, then a linear
+classifier on the flattened or averaged map, as config.json says) and an
+HF-style ViT (patch convolution, CLS token, pre-LayerNorm blocks, classifier
+on the CLS token).
+
 --padding max_length pads every batch to max_length instead of its longest
 row; --group-by-length orders rows as Lathe's params[group_by_length] does.
 
@@ -464,6 +474,156 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(self.model.norm(x))
 
 
+# --------------------------------------------------------------------------
+# Images.
+def read_png(path):
+    """An 8-bit, non-interlaced PNG as a [H][W][C] nested list (C = 1, 3, 4)."""
+    import zlib
+    with open(path, "rb") as f:
+        blob = f.read()
+    if blob[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path}: not a PNG")
+    pos, idat, header = 8, [], None
+    while pos < len(blob):
+        (n,) = struct.unpack(">I", blob[pos:pos + 4])
+        kind, body = blob[pos + 4:pos + 8], blob[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    w, h, depth, color, _, _, interlace = header
+    channels = {0: 1, 2: 3, 6: 4}.get(color)
+    if depth != 8 or channels is None or interlace:
+        raise ValueError(f"{path}: only 8-bit gray, RGB or RGBA PNGs here")
+    raw = zlib.decompress(b"".join(idat))
+    stride, prev, rows = w * channels, bytearray(w * channels), []
+    for y in range(h):
+        kind = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = prev[i]
+            ul = prev[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                p = left + up - ul
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - ul)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else ul
+                line[i] = (line[i] + pred) & 255
+        rows.append([list(line[x * channels:(x + 1) * channels]) for x in range(w)])
+        prev = line
+    return rows
+
+
+def image_rows(folder):
+    """(pixels [3, H, W] normalised, label index) per picture, by path."""
+    files = sorted(f"{label}/{name}" for label in os.listdir(folder)
+                   if os.path.isdir(os.path.join(folder, label))
+                   for name in os.listdir(os.path.join(folder, label))
+                   if name.lower().endswith(".png"))
+    labels = sorted({f.split("/")[0] for f in files})
+    if all(l.lstrip("-").isdigit() for l in labels):
+        labels.sort(key=int)
+    index = {l: i for i, l in enumerate(labels)}
+    out = []
+    for f in files:
+        px = torch.tensor(read_png(os.path.join(folder, f)), dtype=torch.float32)
+        if px.shape[2] == 1:
+            px = px.expand(-1, -1, 3)
+        px = (px[:, :, :3].permute(2, 0, 1) / 255.0 - 0.5) / 0.5
+        out.append((px.contiguous(), index[f.split("/")[0]]))
+    return out, labels
+
+
+class CnnClassifier(nn.Module):
+    def __init__(self, cfg, labels):
+        super().__init__()
+        self.cnn = Box()
+        self.cnn.encoder = Box()
+        c_in, side = cfg.get("num_channels", 3), cfg.get("image_size", 32)
+        for i, c_out in enumerate(cfg["hidden_sizes"]):
+            block = Box()
+            block.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+            setattr(self.cnn.encoder, str(i), block)
+            c_in = c_out
+            side = side // 2 if side >= 2 else side
+        self.blocks = len(cfg["hidden_sizes"])
+        self.flatten = cfg.get("pooling", "mean") == "flatten"
+        self.classifier = nn.Linear(c_in * side * side if self.flatten else c_in, labels)
+
+    def forward(self, x):
+        for i in range(self.blocks):
+            x = F.relu(getattr(self.cnn.encoder, str(i)).conv(x))
+            if x.shape[2] >= 2 and x.shape[3] >= 2:
+                x = F.max_pool2d(x, 2)
+        x = x.flatten(1) if self.flatten else x.mean((2, 3))
+        return self.classifier(x)
+
+
+class VitClassifier(nn.Module):
+    def __init__(self, cfg, labels):
+        super().__init__()
+        h, patch = cfg["hidden_size"], cfg["patch_size"]
+        n = (cfg["image_size"] // patch) ** 2
+        eps = cfg.get("layer_norm_eps", 1e-12)
+        self.heads, self.act = cfg["num_attention_heads"], cfg.get("hidden_act", "gelu")
+        self.vit = Box()
+        e = self.vit.embeddings = Box()
+        e.cls_token = nn.Parameter(torch.zeros(1, 1, h))
+        e.position_embeddings = nn.Parameter(torch.zeros(1, n + 1, h))
+        e.patch_embeddings = Box()
+        e.patch_embeddings.projection = nn.Conv2d(cfg.get("num_channels", 3), h,
+                                                  patch, stride=patch)
+        self.vit.encoder = Box()
+        self.vit.encoder.layer = nn.ModuleList()
+        for _ in range(cfg["num_hidden_layers"]):
+            L = Box()
+            L.layernorm_before = nn.LayerNorm(h, eps=eps)
+            L.attention = Box()
+            L.attention.attention = Box()
+            bias = cfg.get("qkv_bias", True)
+            for name in ("query", "key", "value"):
+                setattr(L.attention.attention, name, nn.Linear(h, h, bias=bias))
+            L.attention.output = Box()
+            L.attention.output.dense = nn.Linear(h, h)
+            L.layernorm_after = nn.LayerNorm(h, eps=eps)
+            L.intermediate = Box()
+            L.intermediate.dense = nn.Linear(h, cfg["intermediate_size"])
+            L.output = Box()
+            L.output.dense = nn.Linear(cfg["intermediate_size"], h)
+            self.vit.encoder.layer.append(L)
+        self.vit.layernorm = nn.LayerNorm(h, eps=eps)
+        self.classifier = nn.Linear(h, labels)
+
+    def forward(self, px):
+        e = self.vit.embeddings
+        x = e.patch_embeddings.projection(px).flatten(2).transpose(1, 2)
+        b = x.shape[0]
+        x = torch.cat([e.cls_token.expand(b, -1, -1), x], 1) + e.position_embeddings
+        t, h = x.shape[1], x.shape[2]
+        d = h // self.heads
+        split = lambda y: y.view(b, t, self.heads, d).transpose(1, 2)
+        for L in self.vit.encoder.layer:
+            a = L.attention.attention
+            z = L.layernorm_before(x)
+            q, k, v = split(a.query(z)), split(a.key(z)), split(a.value(z))
+            probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), -1)
+            ctx = (probs @ v).transpose(1, 2).reshape(b, t, h)
+            x = L.attention.output.dense(ctx) + x
+            y = L.intermediate.dense(L.layernorm_after(x))
+            y = F.gelu(y) if self.act == "gelu" else F.relu(y)
+            x = L.output.dense(y) + x
+        return self.classifier(self.vit.layernorm(x)[:, 0])
+
+
 def load_weights(model, model_dir):
     weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
     names = dict(model.named_parameters())
@@ -570,8 +730,14 @@ def cmd_train(a):
     device = torch.device(a.device)
     with open(os.path.join(a.model, "config.json")) as f:
         cfg = json.load(f)
+    images = a.task == "image-classification"
     if a.task == "text-classification":
         model, cfg = load_model(a.model, a.dropout)
+    elif images:
+        labels = len(cfg["id2label"])
+        model = (CnnClassifier(cfg, labels) if cfg["model_type"] == "lathe-cnn"
+                 else VitClassifier(cfg, labels))
+        load_weights(model, a.model)
     else:
         model = LlamaForCausalLM(cfg)
         load_weights(model, a.model)
@@ -579,13 +745,19 @@ def cmd_train(a):
     model.train()
     # Tokenized up front (Lathe also tokenizes before its first step), so
     # step time covers collation + forward/backward/update.
-    features, pad = prepare_rows(a, cfg)
+    if images:
+        features, names = image_rows(a.data)
+        pad = None
+        if names != [cfg["id2label"][str(i)] for i in range(len(names))]:
+            raise SystemExit(f"{a.data}: labels {names} differ from the model's")
+    else:
+        features, pad = prepare_rows(a, cfg)
     if a.packing:
         packs = pack_rows([len(r) for r, _ in features], a.max_length)
         features = [([features[i][0] for i in p], None) for p in packs]
     if a.checkpointing:
         model.checkpointing = True
-    lengths = [len(r) for r, _ in features]
+    lengths = [1 if images else len(r) for r, _ in features]
     n = len(features)
     steps_per_epoch = (n + a.batch_size - 1) // a.batch_size
     total = min(a.steps, a.epochs * steps_per_epoch)
@@ -621,7 +793,11 @@ def cmd_train(a):
             start_ev.record()
         t0 = time.perf_counter()
         extra = {}
-        if a.packing:
+        if images:
+            ids = torch.stack([px for px, _ in batch]).to(device)
+            y = torch.tensor([lab for _, lab in batch], dtype=torch.long).to(device)
+            mask = None
+        elif a.packing:
             ids, mask, y, pos, seg = collate_packs(batch, pad, device)
             extra = {"positions": pos, "segments": seg}
         else:
@@ -632,7 +808,9 @@ def cmd_train(a):
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                             enabled=a.bf16):
-            if a.task == "text-classification":
+            if images:
+                loss = F.cross_entropy(model(ids), y)
+            elif a.task == "text-classification":
                 loss = F.cross_entropy(model(ids, torch.zeros_like(ids), mask), y)
             else:
                 loss = causal_lm_loss(model(ids, mask, **extra), y)
@@ -646,10 +824,10 @@ def cmd_train(a):
             end_ev = torch.cuda.Event(enable_timing=True)
             end_ev.record()
             events.append((start_ev, end_ev))
-        if step0 > 0:
+        if step0 > 0 and not images:
             real_tokens += int(mask.sum())
             padded_tokens += mask.numel()
-        for row, _ in batch:
+        for row, _ in (batch if not images else []):
             for r in (row if a.packing else [row]):
                 token_ids.update(r)
     if cuda:
@@ -666,10 +844,12 @@ def cmd_train(a):
         "padding_efficiency": real_tokens / padded_tokens if padded_tokens else None,
         "step_seconds": times,
         "timer": "cuda events" if cuda else "perf_counter",
-        "batch_shape": list(collate_packs(batches[0], pad, "cpu")[0].shape)
+        "batch_shape": [len(batches[0])] + list(batches[0][0][0].shape)
+                       if images else
+                       list(collate_packs(batches[0], pad, "cpu")[0].shape)
                        if a.packing else
                        [len(batches[0]), max(len(r) for r, _ in batches[0])],
-        "padded_tokens_first_batch": None if a.packing else
+        "padded_tokens_first_batch": None if a.packing or images else
                                      sum(max(len(r) for r, _ in batches[0]) - len(r)
                                          for r, _ in batches[0]),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -752,7 +932,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("--task", default="text-classification",
-                   choices=["text-classification", "causal-lm"])
+                   choices=["text-classification", "causal-lm",
+                            "image-classification"])
     t.add_argument("--model", required=True)
     t.add_argument("--data", required=True)
     t.add_argument("--ids", default="",

@@ -4,7 +4,7 @@
 # plus the machine's F32 GEMM rate. See bench/train/bench.py.
 #
 #   bench/train/run.sh [--quick | --smoke] [--device cuda:N] [--bf16]
-#                      [--memory-only | --sharding-only]
+#                      [--memory-only | --sharding-only | --images-only]
 #
 # --smoke (CI, through ctest): the correctness checks and a few steps of
 # each part; nothing is timed against a target.
@@ -28,9 +28,10 @@ while [ $# -gt 0 ]; do
     --bf16) QUICK+=(--bf16) ;;
     --memory-only) QUICK+=(--memory-only) ;;
     --sharding-only) QUICK+=(--sharding-only) ;;
+    --images-only) QUICK+=(--images-only) ;;
     --device) [ $# -ge 2 ] || { echo "run.sh: --device needs a value" >&2; exit 2; }
               QUICK+=(--device "$2"); shift ;;
-    *) echo "usage: bench/train/run.sh [--quick | --smoke] [--device cuda:N] [--bf16] [--memory-only | --sharding-only]" >&2; exit 2 ;;
+    *) echo "usage: bench/train/run.sh [--quick | --smoke] [--device cuda:N] [--bf16] [--memory-only | --sharding-only | --images-only]" >&2; exit 2 ;;
   esac
   shift
 done
