@@ -616,6 +616,9 @@ absl::StatusOr<std::string> EncoderClassName(const ModelConfig& config,
       return prefix + "ForQuestionAnswering";
     case HeadKind::kMaskedLm:
       return prefix + "ForMaskedLM";
+    case HeadKind::kCtc:
+      return absl::InvalidArgumentError(absl::StrCat(
+          config.model_type, " models have no CTC head; use wav2vec2"));
     case HeadKind::kCausalLm:
       break;
   }

@@ -24,6 +24,9 @@ void WriteDecoderConfig(const ModelConfig& config, nlohmann::json* j);
 // ViT and lathe-cnn (image_config.cc), in the same way.
 absl::Status ParseImageConfig(const nlohmann::json& j, ModelConfig* config);
 void WriteImageConfig(const ModelConfig& config, nlohmann::json* j);
+// Wav2Vec2 (speech_config.cc), in the same way.
+absl::Status ParseSpeechConfig(const nlohmann::json& j, ModelConfig* config);
+void WriteSpeechConfig(const ModelConfig& config, nlohmann::json* j);
 
 }  // namespace families
 }  // namespace lathe

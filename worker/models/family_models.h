@@ -19,6 +19,9 @@ absl::StatusOr<TaskModel> CreateDecoderModel(const ModelConfig& config,
 // ViT and lathe-cnn (vision.cc): the base model and the image classifier.
 absl::StatusOr<TaskModel> CreateVisionModel(const ModelConfig& config,
                                             HeadKind head);
+// Wav2Vec2 (speech.cc): the base model, CTC and the audio classifier.
+absl::StatusOr<TaskModel> CreateSpeechModel(const ModelConfig& config,
+                                            HeadKind head);
 
 }  // namespace families
 }  // namespace lathe

@@ -203,6 +203,7 @@ absl::StatusOr<std::vector<std::string>> DefaultLoraTargets(
     case Architecture::kGpt2:
       return std::vector<std::string>{"c_attn"};
     case Architecture::kLlama:
+    case Architecture::kWav2Vec2:
       return std::vector<std::string>{"q_proj", "v_proj"};
     default:
       break;

@@ -169,6 +169,9 @@ absl::Status LoadWeights(TaskModelImpl& model, const SafetensorsModel& weights,
   for (const auto& [name, entry] : weights.tensors()) {
     std::string m = resolve(name);
     if (m.empty() && ModernName(name) != name) m = resolve(ModernName(name));
+    if (m.empty() && model.CanonicalName(name) != name) {
+      m = resolve(model.CanonicalName(name));
+    }
     if (m.empty()) {
       const std::string stripped = strip(ModernName(name));
       if (model.IgnoredOnLoad(stripped)) continue;
@@ -284,6 +287,9 @@ absl::StatusOr<TaskModel> CreateModel(const ModelConfig& config,
   if (config.architecture == Architecture::kVit ||
       config.architecture == Architecture::kCnn) {
     return families::CreateVisionModel(config, head);
+  }
+  if (config.architecture == Architecture::kWav2Vec2) {
+    return families::CreateSpeechModel(config, head);
   }
   return families::CreateDecoderModel(config, head);
 }

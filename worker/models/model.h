@@ -26,6 +26,7 @@ enum class HeadKind {
   kQuestionAnswering,       // [B, T, 2] (start, end)
   kCausalLm,                // [B, T, vocab] (GPT-2, Llama family)
   kMaskedLm,                // [B, T, vocab] (BERT, RoBERTa, DistilBERT)
+  kCtc,                     // [B, frames, vocab] (Wav2Vec2ForCTC)
 };
 
 // Inputs for one batch, all [B, T] int64 on the model's device (text), or
@@ -38,6 +39,10 @@ struct ModelInputs {
   torch::Tensor token_type_ids;
   // Image models: [B, C, H, W] float, normalised as the model expects.
   torch::Tensor pixel_values;
+  // Speech models: [B, samples] float at the model's sampling rate,
+  // normalised as its feature extractor says; attention_mask is then
+  // [B, samples], 1 for real samples.
+  torch::Tensor input_values;
   // Packed sequences (decoders only), both [B, T] int64: each token's
   // position within its own row, and which packed row it belongs to
   // (attention never crosses rows). Undefined: positions 0..T-1, one row.
@@ -98,6 +103,11 @@ class TaskModelImpl : public torch::nn::Module {
   // versions saved, such as GPT-2's attn.bias mask or BERT's
   // embeddings.position_ids), given the name with the prefix stripped.
   virtual bool IgnoredOnLoad(const std::string& name) const { return false; }
+  // The name this model knows a checkpoint tensor by, when the family has
+  // had two spellings (Wav2Vec2's weight-normalised position convolution).
+  virtual std::string CanonicalName(const std::string& name) const {
+    return name;
+  }
 
  protected:
   TaskModelImpl(ModelConfig config, HeadKind head)

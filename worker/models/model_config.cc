@@ -22,7 +22,7 @@ constexpr int64_t kMaxLabels = 1000000;
 
 const char kSupportedTypes[] =
     "bert, roberta, xlm-roberta, camembert, distilbert, gpt2, llama, "
-    "mistral, qwen2, vit, lathe-cnn";
+    "mistral, qwen2, vit, lathe-cnn, wav2vec2";
 
 absl::StatusOr<Architecture> ArchitectureOf(const std::string& model_type) {
   if (model_type == "bert") return Architecture::kBert;
@@ -38,6 +38,7 @@ absl::StatusOr<Architecture> ArchitectureOf(const std::string& model_type) {
   }
   if (model_type == "vit") return Architecture::kVit;
   if (model_type == "lathe-cnn") return Architecture::kCnn;
+  if (model_type == "wav2vec2") return Architecture::kWav2Vec2;
   return absl::InvalidArgumentError(
       absl::StrCat("config.json: model_type \"", model_type,
                    "\" is not supported (supported: ", kSupportedTypes, ")"));
@@ -128,6 +129,8 @@ std::string ArchitectureName(Architecture a) {
       return "vit";
     case Architecture::kCnn:
       return "lathe-cnn";
+    case Architecture::kWav2Vec2:
+      return "wav2vec2";
   }
   return "unknown";
 }
@@ -214,6 +217,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const nlohmann::json& j) {
     RETURN_IF_ERROR(families::ParseEncoderConfig(j, &c));
   } else if (IsImage(c.architecture)) {
     RETURN_IF_ERROR(families::ParseImageConfig(j, &c));
+  } else if (c.architecture == Architecture::kWav2Vec2) {
+    RETURN_IF_ERROR(families::ParseSpeechConfig(j, &c));
   } else {
     RETURN_IF_ERROR(families::ParseDecoderConfig(j, &c));
   }
@@ -271,6 +276,8 @@ nlohmann::json ModelConfig::ToJson(
     families::WriteEncoderConfig(*this, &j);
   } else if (IsImage(architecture)) {
     families::WriteImageConfig(*this, &j);
+  } else if (architecture == Architecture::kWav2Vec2) {
+    families::WriteSpeechConfig(*this, &j);
   } else {
     families::WriteDecoderConfig(*this, &j);
   }

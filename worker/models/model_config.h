@@ -22,6 +22,44 @@ enum class Architecture {
   kLlama,       // "llama", "mistral", "qwen2" (RMSNorm, rotary, SwiGLU, GQA)
   kVit,         // "vit" (image classification, ViTForImageClassification)
   kCnn,         // "lathe-cnn" (Lathe's small convolutional network)
+  kWav2Vec2,    // "wav2vec2" (speech: CTC and audio classification)
+};
+
+// Wav2Vec2's own config.json keys, under their Hugging Face names
+// (Wav2Vec2Config's defaults).
+struct SpeechConfig {
+  // The convolutional feature encoder: channels, kernel and stride per
+  // layer; "group" normalises the first layer's output per channel
+  // (GroupNorm), "layer" every layer's (LayerNorm over channels).
+  std::vector<int64_t> conv_dim = {512, 512, 512, 512, 512, 512, 512};
+  std::vector<int64_t> conv_kernel = {10, 3, 3, 3, 3, 2, 2};
+  std::vector<int64_t> conv_stride = {5, 2, 2, 2, 2, 2, 2};
+  bool conv_bias = false;
+  std::string feat_extract_norm = "group";
+  std::string feat_extract_activation = "gelu";
+  double feat_proj_dropout = 0.0;
+  // The convolutional relative position embedding (weight-normalised).
+  int64_t num_conv_pos_embeddings = 128;
+  int64_t num_conv_pos_embedding_groups = 16;
+  // Pre-LayerNorm blocks with a final LayerNorm (large models) or
+  // post-LayerNorm blocks after an input LayerNorm (base models).
+  bool do_stable_layer_norm = false;
+  double activation_dropout = 0.1;
+  double final_dropout = 0.1;
+  double layerdrop = 0.1;
+  // SpecAugment while training.
+  bool apply_spec_augment = true;
+  double mask_time_prob = 0.05;
+  int64_t mask_time_length = 10;
+  int64_t mask_time_min_masks = 2;
+  double mask_feature_prob = 0.0;
+  int64_t mask_feature_length = 10;
+  int64_t mask_feature_min_masks = 0;
+  // CTC loss: "sum" or "mean", and whether infinite losses become 0.
+  std::string ctc_loss_reduction = "sum";
+  bool ctc_zero_infinity = false;
+  // Wav2Vec2ForSequenceClassification's projector width.
+  int64_t classifier_proj_size = 256;
 };
 
 // model_type for config.json ("bert", ...).
@@ -78,6 +116,9 @@ struct ModelConfig {
   // key existed); "flatten" keeps the spatial layout, one classifier weight
   // per channel and position.
   std::string cnn_pooling = "mean";
+
+  // Wav2Vec2 (speech): its own keys; vocab_size is the CTC alphabet.
+  SpeechConfig speech;
 
   // Class names by index (id2label); size() is num_labels.
   std::vector<std::string> id2label;

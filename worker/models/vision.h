@@ -20,14 +20,16 @@
 // config.json keys: image_size (the input side the data is resized to,
 // default 32), num_channels (3), hidden_sizes (output channels per block,
 // default [16, 32, 64]), hidden_act ("relu"), initializer_range (0.02),
-// classifier_dropout (0). Layout (classifier: "cnn." prefix on the backbone;
-// kNone: no prefix):
+// classifier_dropout (0), pooling ("mean", or "flatten"). Layout
+// (classifier: "cnn." prefix on the backbone; kNone: no prefix):
 //   cnn.encoder.N.conv (Conv2d, 3x3, padding 1, with bias), then the
 //     activation and a 2x2 max pool (skipped once a side is below 2);
-//   global average pooling over H and W;
-//   classifier (Linear, hidden_sizes.back() -> num_labels).
-// Any H, W >= 1 works. Forward returns logits [B, num_labels], or the pooled
-// features [B, hidden_sizes.back()] for kNone. The architecture class names
+//   "mean": average pooling over H and W; "flatten": the last map as it is,
+//     channel by row by column (then H and W must be image_size);
+//   classifier (Linear, hidden_sizes.back() (x side x side when
+//     flattened) -> num_labels).
+// With "mean" any H, W >= 1 works. Forward returns logits
+// [B, num_labels], or the pooled or flattened features for kNone. The architecture class names
 // are "LatheCnnForImageClassification" and "LatheCnnModel".
 //
 // Dropout is active only in train() mode. Wrong input shapes throw
