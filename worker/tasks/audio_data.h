@@ -40,6 +40,44 @@ absl::StatusOr<std::vector<float>> Resample(const std::vector<float>& samples,
 // (x - mean) / sqrt(variance + 1e-7).
 void NormalizeAudio(std::vector<float>* samples);
 
+// One clip of an audio dataset: its path within the dataset, its label
+// (audio-classification) or transcript (speech-recognition), and its
+// samples, read and normalised.
+struct AudioExample {
+  std::string audio;
+  std::string label;
+  std::string text;
+  std::vector<float> samples;
+};
+
+struct AudioReadOptions {
+  AudioOptions audio;
+  // The column of a metadata.jsonl row naming the clip, and its label or
+  // transcript column (one of the two is read).
+  std::string audio_column = "audio";
+  std::string label_column;
+  std::string text_column;
+  // Prediction input: rows and files without a label are accepted.
+  bool labels_optional = false;
+};
+
+// Writes `dir`/preprocessor_config.json for Wav2Vec2FeatureExtractor: one
+// feature (raw samples) at `sampling_rate`, zero-mean unit-variance
+// normalisation, zero padding with an attention mask.
+absl::Status WriteAudioFeatureExtractorConfig(const std::string& dir,
+                                              int sampling_rate);
+
+// An audio dataset folder: a metadata.jsonl at its root whose rows name
+// their clips by paths within the folder ({"audio": "clips/a.wav",
+// "label": "yes"} or {"audio": ..., "text": ...}), or else (labels only)
+// a folder per class of .wav/.flac/.ogg files, by path order. A clip path
+// that leaves the folder, a missing or unreadable clip, a row without its
+// label or text, or a clip longer than the limit is INVALID_ARGUMENT
+// starting with "NAME:LINE: " or "NAME/PATH: ".
+absl::StatusOr<std::vector<AudioExample>> ReadAudioExamples(
+    const std::string& dir, const std::string& display_name,
+    const AudioReadOptions& options);
+
 }  // namespace lathe
 
 #endif  // LATHE_WORKER_TASKS_AUDIO_DATA_H_

@@ -4,6 +4,7 @@
 #include <sndfile.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -112,6 +113,91 @@ TEST(AudioTest, NormalizeGivesZeroMeanUnitVariance) {
   EXPECT_NEAR(var, 1, 1e-5);
   // (1 - 4.5) / sqrt(5.25 + 1e-7)
   EXPECT_NEAR(x[0], -3.5 / std::sqrt(5.25 + 1e-7), 1e-6);
+}
+
+TEST(AudioTest, DatasetsAreClassFoldersOrMetadataRows) {
+  TempDir dir;
+  const std::string root = dir.path() + "/words";
+  std::filesystem::create_directories(root + "/yes");
+  std::filesystem::create_directories(root + "/no");
+  WriteSine(root + "/yes/b.wav", SF_FORMAT_WAV | SF_FORMAT_PCM_16, 8000, 1, 0.2,
+            300);
+  WriteSine(root + "/yes/a.flac", SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 16000, 1,
+            0.1, 300);
+  WriteSine(root + "/no/c.wav", SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, 0.3,
+            500);
+  std::ofstream(root + "/no/readme.txt") << "not a clip";
+  AudioReadOptions options;
+  options.label_column = "label";
+  auto rows = ReadAudioExamples(root, "words", options);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 3u);
+  // By path; labels from the folders; every clip at 16 kHz, normalised.
+  EXPECT_EQ((*rows)[0].audio, "no/c.wav");
+  EXPECT_EQ((*rows)[0].label, "no");
+  EXPECT_EQ((*rows)[1].audio, "yes/a.flac");
+  EXPECT_EQ((*rows)[2].label, "yes");
+  EXPECT_NEAR(static_cast<double>((*rows)[2].samples.size()), 3200, 16);
+  double sum = 0;
+  for (float x : (*rows)[0].samples) sum += x;
+  EXPECT_NEAR(sum / (*rows)[0].samples.size(), 0, 1e-4);
+  // The same files read again give the same samples.
+  auto again = ReadAudioExamples(root, "words", options);
+  ASSERT_TRUE(again.ok());
+  for (size_t i = 0; i < rows->size(); ++i) {
+    EXPECT_EQ((*again)[i].samples, (*rows)[i].samples) << i;
+  }
+
+  // metadata.jsonl rows name their clips inside the folder.
+  std::ofstream(root + "/metadata.jsonl")
+      << "{\"audio\": \"yes/b.wav\", \"text\": \"yes please\"}\n\n"
+      << "{\"audio\": \"no/c.wav\", \"text\": \"no\"}\n";
+  AudioReadOptions speech;
+  speech.text_column = "text";
+  auto phrases = ReadAudioExamples(root, "words", speech);
+  ASSERT_TRUE(phrases.ok()) << phrases.status();
+  ASSERT_EQ(phrases->size(), 2u);
+  EXPECT_EQ((*phrases)[0].text, "yes please");
+  EXPECT_EQ((*phrases)[1].audio, "no/c.wav");
+
+  // A path out of the folder, a missing clip, a missing transcript.
+  std::ofstream(root + "/metadata.jsonl")
+      << "{\"audio\": \"yes/b.wav\", \"text\": \"fine\"}\n"
+      << "{\"audio\": \"../../etc/passwd\", \"text\": \"x\"}\n";
+  auto escape = ReadAudioExamples(root, "words", speech);
+  ASSERT_FALSE(escape.ok());
+  EXPECT_TRUE(
+      absl::StartsWith(escape.status().message(), "words/metadata.jsonl:2: "))
+      << escape.status();
+  std::ofstream(root + "/metadata.jsonl")
+      << "{\"audio\": \"yes/none.wav\", \"text\": \"x\"}\n";
+  EXPECT_TRUE(absl::StrContains(
+      ReadAudioExamples(root, "words", speech).status().message(),
+      "words/yes/none.wav: no such audio file"));
+  std::ofstream(root + "/metadata.jsonl") << "{\"audio\": \"yes/b.wav\"}\n";
+  EXPECT_TRUE(absl::StrContains(
+      ReadAudioExamples(root, "words", speech).status().message(),
+      "words/metadata.jsonl:1: \"text\" is missing"));
+  // Prediction input may lack transcripts and labels.
+  speech.labels_optional = true;
+  EXPECT_TRUE(ReadAudioExamples(root, "words", speech).ok());
+}
+
+TEST(AudioTest, ALooseClipNeedsAClassFolder) {
+  TempDir dir;
+  WriteSine(dir.path() + "/loose.wav", SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000,
+            1, 0.1, 300);
+  AudioReadOptions options;
+  options.label_column = "label";
+  auto rows = ReadAudioExamples(dir.path(), "set", options);
+  ASSERT_FALSE(rows.ok());
+  EXPECT_TRUE(absl::StartsWith(rows.status().message(), "set/loose.wav: "))
+      << rows.status();
+  options.labels_optional = true;
+  auto loose = ReadAudioExamples(dir.path(), "set", options);
+  ASSERT_TRUE(loose.ok()) << loose.status();
+  EXPECT_EQ((*loose)[0].label, "");
+  EXPECT_FALSE(ReadAudioExamples(dir.path() + "/none", "none", options).ok());
 }
 
 TEST(SpeechMetricsTest, EditDistanceCountsEachKindOfError) {
