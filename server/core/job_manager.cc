@@ -276,14 +276,14 @@ absl::Status JobManager::CheckJobHolder(const std::string& job_id,
     return absl::FailedPreconditionError(
         absl::StrCat("job ", job_id, " is not held by a worker"));
   }
-  absl::Status primary = workers_.CheckOwner(job.worker_id(), user);
-  if (primary.ok()) return primary;
+  if (job.gang_size() == 0) return workers_.CheckOwner(job.worker_id(), user);
+  // A gang: any member's credential, without claiming a stand-in after a
+  // restart for whoever asks first (each member's heartbeats claim its own).
   for (const auto& member : job.gang()) {
-    if (workers_.CheckOwner(member.worker_id(), user).ok()) {
-      return absl::OkStatus();
-    }
+    if (workers_.OwnedBy(member.worker_id(), user)) return absl::OkStatus();
   }
-  return primary;
+  return absl::PermissionDeniedError(absl::StrCat(
+      "job ", job_id, " is held by workers of another credential"));
 }
 
 absl::Status JobManager::CheckFetch(const std::string& user,

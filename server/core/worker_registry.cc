@@ -101,6 +101,14 @@ void WorkerRegistry::RemoveJob(const std::string& id,
   if (it != workers_.end()) it->second.info.jobs.erase(job_id);
 }
 
+bool WorkerRegistry::OwnedBy(const std::string& id,
+                             const std::string& user) const {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(id);
+  return it != workers_.end() && !it->second.info.owner.empty() &&
+         it->second.info.owner == user;
+}
+
 std::vector<WorkerInfo> WorkerRegistry::Expire(int64_t timeout_ms) {
   absl::MutexLock lock(&mu_);
   const int64_t now = clock_();

@@ -53,6 +53,10 @@ class WorkerRegistry {
   // another credential registered it.
   absl::Status CheckOwner(const std::string& id, const std::string& user)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // True when worker `id` is registered to `user`; unlike CheckOwner it
+  // never claims a stand-in.
+  bool OwnedBy(const std::string& id, const std::string& user) const
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The jobs held by the workers `user` registered.
   std::set<std::string> JobsOf(const std::string& user) const
       ABSL_LOCKS_EXCLUDED(mu_);

@@ -64,6 +64,21 @@ TEST(WorkerRegistryTest, APlaceholderHoldsItsJobsAndCanTakeNoWork) {
   EXPECT_FALSE(WorkerRegistry::Fits(w->devices, cpu));
 }
 
+TEST(WorkerRegistryTest, OwnedByNeverClaimsAStandIn) {
+  Metrics metrics;
+  FakeClock clock;
+  WorkerRegistry registry(&metrics, clock.AsClock());
+  registry.AddPlaceholder("w1", "job-a");
+  // A gang member's credential asking about another member's stand-in
+  // learns nothing and claims nothing...
+  EXPECT_FALSE(registry.OwnedBy("w1", "other"));
+  // ...so the stand-in's own worker still claims it.
+  EXPECT_TRUE(registry.CheckOwner("w1", "owner").ok());
+  EXPECT_TRUE(registry.OwnedBy("w1", "owner"));
+  EXPECT_FALSE(registry.OwnedBy("w1", "other"));
+  EXPECT_FALSE(registry.OwnedBy("unknown", "owner"));
+}
+
 TEST(WorkerRegistryTest, FitsCountsDevicesOfTheKindWithEnoughMemory) {
   lathe::v1::Resources two_gpus;
   two_gpus.set_device_kind("cuda");
