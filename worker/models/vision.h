@@ -29,8 +29,9 @@
 //   classifier (Linear, hidden_sizes.back() (x side x side when
 //     flattened) -> num_labels).
 // With "mean" any H, W >= 1 works. Forward returns logits
-// [B, num_labels], or the pooled or flattened features for kNone. The architecture class names
-// are "LatheCnnForImageClassification" and "LatheCnnModel".
+// [B, num_labels], or the pooled or flattened features for kNone. The
+// architecture class names are "LatheCnnForImageClassification" and
+// "LatheCnnModel".
 //
 // Dropout is active only in train() mode. Wrong input shapes throw
 // c10::Error (TORCH_CHECK), as torch modules do.
