@@ -112,7 +112,8 @@ TLS: --tls-ca FILE (else $LATHE_TLS_CA) verifies the server against FILE;
 a client certificate (mTLS).
 --output json prints protobuf's JSON mapping with the proto field names.
 Tasks (--task): text-classification, text-regression, token-classification,
-question-answering, causal-lm, masked-lm, image-classification.
+question-answering, causal-lm, masked-lm, image-classification,
+audio-classification.
 Hyperparameters (--param): see docs/params.md (or submit an unknown name: the
 error lists them all).
 )";

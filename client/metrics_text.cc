@@ -44,6 +44,7 @@ const std::vector<TaskMetrics>& TaskTable() {
        {"perplexity", "token_accuracy", "reward_accuracy", "reward_margin"}},
       {"masked-lm", {"loss"}, {"perplexity", "accuracy"}},
       {"image-classification", {"accuracy"}, {"top5_accuracy", "f1"}},
+      {"audio-classification", {"accuracy"}, {"f1"}},
   };
   return *table;
 }

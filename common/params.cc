@@ -122,12 +122,13 @@ constexpr char kQuestionAnswering[] = "question-answering";
 constexpr char kCausalLm[] = "causal-lm";
 constexpr char kMaskedLm[] = "masked-lm";
 constexpr char kImageClassification[] = "image-classification";
+constexpr char kAudioClassification[] = "audio-classification";
 
 const std::vector<std::string>& Tasks() {
   static const auto* tasks = new std::vector<std::string>{
-      kTextClassification, kTextRegression, kTokenClassification,
-      kQuestionAnswering,  kCausalLm,       kMaskedLm,
-      kImageClassification};
+      kTextClassification,  kTextRegression,     kTokenClassification,
+      kQuestionAnswering,   kCausalLm,           kMaskedLm,
+      kImageClassification, kAudioClassification};
   return *tasks;
 }
 
@@ -182,15 +183,15 @@ const std::vector<ApplyRule>& ApplyRules() {
     }
     r->push_back(
         {"text_pair_column", {}, {kTextClassification, kTextRegression}});
-    r->push_back(
-        {"label_column",
-         {},
-         {kTextClassification, kTextRegression, kImageClassification}});
+    r->push_back({"label_column",
+                  {},
+                  {kTextClassification, kTextRegression, kImageClassification,
+                   kAudioClassification}});
     r->push_back({"text_column",
                   {},
                   {kTextClassification, kTextRegression, kTokenClassification,
                    kCausalLm, kMaskedLm}});
-    // Pictures have no tokens.
+    // Pictures and clips have no tokens.
     for (const char* name :
          {"max_seq_length", "group_by_length", "gradient_checkpointing"}) {
       r->push_back({name, {}, text_tasks});

@@ -122,11 +122,11 @@ const std::vector<std::string>& TrainParamNames();
 //   image_size, image_column                      image-classification
 //   text_pair_column                text-classification, text-regression
 //   label_column      text-classification, text-regression,
-//                     image-classification
+//                     image-classification, audio-classification
 //   text_column       every task but question-answering and
 //                     image-classification
 //   max_seq_length, group_by_length, gradient_checkpointing
-//                                   every task but image-classification
+//                                   every text task
 absl::Status CheckParamsApply(const std::string& task,
                               const std::map<std::string, std::string>& params);
 

@@ -43,7 +43,9 @@ const std::vector<lathe::v1::ModelPreset>& ModelPresets() {
              {"preset:vit-tiny",
               "ViT, 32x32 images, 8x8 patches, 2 layers, hidden 64"},
              {"preset:cnn-small",
-              "Lathe CNN, 32x32 images, 3 conv blocks, no tokenizer"}}) {
+              "Lathe CNN, 32x32 images, 3 conv blocks, no tokenizer"},
+             {"preset:wav2vec2-tiny",
+              "Wav2Vec2, 16 kHz audio, 2 layers, hidden 64, no tokenizer"}}) {
       lathe::v1::ModelPreset p;
       p.set_name(name);
       p.set_description(description);

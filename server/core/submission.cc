@@ -28,7 +28,7 @@ constexpr char kJobPrefix[] = "job:";
 const char* const kTasks[] = {
     "text-classification", "text-regression", "token-classification",
     "question-answering",  "causal-lm",       "masked-lm",
-    "image-classification"};
+    "image-classification", "audio-classification"};
 constexpr size_t kMaxText = 4096;
 // Most submits committed in one transaction.
 constexpr size_t kMaxBatch = 256;

@@ -385,10 +385,10 @@ TEST_F(ModelsTest, ModelReferenceErrorsHaveTheirOwnCodes) {
   std::vector<std::string> names;
   for (const auto& p : ModelPresets()) names.push_back(p.name());
   EXPECT_EQ(names,
-            (std::vector<std::string>{"preset:bert-tiny", "preset:bert-mini",
-                                      "preset:gpt2-tiny", "preset:llama-tiny",
-                                      "preset:llama-mini", "preset:vit-tiny",
-                                      "preset:cnn-small"}));
+            (std::vector<std::string>{
+                "preset:bert-tiny", "preset:bert-mini", "preset:gpt2-tiny",
+                "preset:llama-tiny", "preset:llama-mini", "preset:vit-tiny",
+                "preset:cnn-small", "preset:wav2vec2-tiny"}));
 }
 
 TEST_F(ModelsTest, ALocalDirectoryIsPinnedAsAPath) {

@@ -419,6 +419,42 @@ const std::vector<Preset>& Presets() {
                         "channels) and a linear classifier on the flattened "
                         "4x4 map (random init)",
                         n, kRandomStartLearningRate});
+
+    ModelConfig w;
+    w.architecture = Architecture::kWav2Vec2;
+    w.model_type = "wav2vec2";
+    w.vocab_size = 32;
+    w.hidden_size = 64;
+    w.num_hidden_layers = 2;
+    w.num_attention_heads = 2;
+    w.num_key_value_heads = 2;
+    w.intermediate_size = 128;
+    w.hidden_act = "gelu";
+    w.hidden_dropout = 0.0;
+    w.attention_dropout = 0.0;
+    w.classifier_dropout = 0.0;
+    w.layer_norm_eps = 1e-5;
+    w.pad_token_id = 0;
+    w.bos_token_id = 1;
+    w.eos_token_id = 2;
+    // 320 samples (20 ms at 16 kHz) per frame, as the published models.
+    w.speech.conv_dim = {32, 32, 32, 32};
+    w.speech.conv_kernel = {10, 8, 4, 4};
+    w.speech.conv_stride = {5, 4, 4, 4};
+    w.speech.num_conv_pos_embeddings = 16;
+    w.speech.num_conv_pos_embedding_groups = 4;
+    w.speech.activation_dropout = 0.0;
+    w.speech.final_dropout = 0.0;
+    w.speech.layerdrop = 0.0;
+    w.speech.mask_time_length = 4;
+    w.speech.ctc_loss_reduction = "mean";
+    w.speech.ctc_zero_infinity = true;
+    w.speech.classifier_proj_size = 64;
+    presets->push_back(
+        {"preset:wav2vec2-tiny", "",
+         "Wav2Vec2, 16 kHz audio, 4 conv layers (20 ms frames), 2 layers, "
+         "hidden 64, 2 heads (random init)",
+         w, kRandomStartLearningRate});
     return presets;
   }();
   return *kPresets;

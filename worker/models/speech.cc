@@ -102,6 +102,17 @@ torch::Tensor SpanMask(int64_t rows, int64_t width, double prob, int64_t span,
   return mask;
 }
 
+// The gradient arriving at an activation's output made dense. LibTorch
+// 1.13's CPU GELU backward, given a gradient laid out as [B, T, C] (what the
+// transpose to frames hands back) over a [B, C, T] input, returns garbage
+// that differs from run to run (SpeechTest.GradientsAreRepeatable).
+torch::Tensor DenseGradient(const torch::Tensor& x) {
+  if (x.requires_grad()) {
+    x.register_hook([](torch::Tensor g) { return g.contiguous(); });
+  }
+  return x;
+}
+
 struct ConvLayer {
   torch::nn::Conv1d conv{nullptr};
   torch::nn::GroupNorm group_norm{nullptr};
@@ -229,7 +240,7 @@ class Wav2Vec2Impl : public TaskModelImpl {
       if (!L.layer_norm.is_empty()) {
         x = L.layer_norm(x.transpose(1, 2)).transpose(1, 2);
       }
-      x = Activation(s.feat_extract_activation, x);
+      x = DenseGradient(Activation(s.feat_extract_activation, x));
     }
     x = x.transpose(1, 2);  // [B, frames, channels]
     const int64_t b = x.size(0), t = x.size(1);
@@ -348,8 +359,8 @@ class Wav2Vec2Impl : public TaskModelImpl {
                                       .padding(kernel / 2)
                                       .groups(s.num_conv_pos_embedding_groups));
     if (kernel % 2 == 0) pos = pos.slice(2, 0, pos.size(2) - 1);
-    hidden =
-        hidden + Activation(s.feat_extract_activation, pos).transpose(1, 2);
+    hidden = hidden + DenseGradient(Activation(s.feat_extract_activation, pos))
+                          .transpose(1, 2);
     if (!s.do_stable_layer_norm) hidden = encoder_norm_(hidden);
     hidden = Dropout(hidden, c.hidden_dropout, training);
     for (EncoderLayer& L : layers_) {

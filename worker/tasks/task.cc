@@ -28,6 +28,7 @@ const std::vector<TaskEntry>& Entries() {
       {"causal-lm", tasks::NewCausalLmTask},
       {"masked-lm", tasks::NewMaskedLmTask},
       {"image-classification", tasks::NewImageClassificationTask},
+      {"audio-classification", tasks::NewAudioClassificationTask},
   };
   return *entries;
 }

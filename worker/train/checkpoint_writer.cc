@@ -14,6 +14,7 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "worker/models/model_config.h"
+#include "worker/tasks/audio_data.h"
 #include "worker/tasks/image_data.h"
 #include "worker/train/adamw.h"
 #include "worker/train/method.h"
@@ -65,6 +66,9 @@ absl::Status WriteCheckpoint(
   if (model.config().architecture == Architecture::kVit ||
       model.config().architecture == Architecture::kCnn) {
     RETURN_IF_ERROR(WriteImageProcessorConfig(tmp, model.config().image_size));
+  }
+  if (model.config().architecture == Architecture::kWav2Vec2) {
+    RETURN_IF_ERROR(WriteAudioFeatureExtractorConfig(tmp, 16000));
   }
   if (write_state) RETURN_IF_ERROR(write_state(tmp));
   if (!PathExists(tmp + "/tokenizer_config.json") &&
@@ -179,8 +183,10 @@ absl::Status WritePresetModel(const std::string& preset,
     }
     const bool decoder = p.config.architecture == Architecture::kGpt2 ||
                          p.config.architecture == Architecture::kLlama;
+    // Image and speech presets get their head from the task.
     const bool image = p.config.architecture == Architecture::kVit ||
-                       p.config.architecture == Architecture::kCnn;
+                       p.config.architecture == Architecture::kCnn ||
+                       p.config.architecture == Architecture::kWav2Vec2;
     torch::manual_seed(static_cast<uint64_t>(seed));
     ASSIGN_OR_RETURN(TaskModel model,
                      CreateModel(p.config, image     ? HeadKind::kNone

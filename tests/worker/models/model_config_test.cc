@@ -281,8 +281,9 @@ TEST(ModelConfigTest, BertPresetsHaveTheirDocumentedSizesAndValidate) {
   EXPECT_EQ(llama_mini->config.hidden_size, 256);
   EXPECT_EQ(llama_mini->config.num_key_value_heads, 4);
   EXPECT_EQ(llama_mini->config.intermediate_size, 688);
-  // The five text presets and preset:vit-tiny, preset:cnn-small.
-  EXPECT_EQ(Presets().size(), 7u);
+  // The five text presets, preset:vit-tiny, preset:cnn-small and
+  // preset:wav2vec2-tiny.
+  EXPECT_EQ(Presets().size(), 8u);
   for (const Preset& p : Presets()) {
     EXPECT_TRUE(p.config.Validate().ok()) << p.name;
   }
