@@ -113,7 +113,7 @@ a client certificate (mTLS).
 --output json prints protobuf's JSON mapping with the proto field names.
 Tasks (--task): text-classification, text-regression, token-classification,
 question-answering, causal-lm, masked-lm, image-classification,
-audio-classification.
+audio-classification, speech-recognition.
 Hyperparameters (--param): see docs/params.md (or submit an unknown name: the
 error lists them all).
 )";

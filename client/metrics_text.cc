@@ -45,6 +45,7 @@ const std::vector<TaskMetrics>& TaskTable() {
       {"masked-lm", {"loss"}, {"perplexity", "accuracy"}},
       {"image-classification", {"accuracy"}, {"top5_accuracy", "f1"}},
       {"audio-classification", {"accuracy"}, {"f1"}},
+      {"speech-recognition", {"wer"}, {"cer"}},
   };
   return *table;
 }

@@ -123,12 +123,18 @@ constexpr char kCausalLm[] = "causal-lm";
 constexpr char kMaskedLm[] = "masked-lm";
 constexpr char kImageClassification[] = "image-classification";
 constexpr char kAudioClassification[] = "audio-classification";
+constexpr char kSpeechRecognition[] = "speech-recognition";
 
 const std::vector<std::string>& Tasks() {
-  static const auto* tasks = new std::vector<std::string>{
-      kTextClassification,  kTextRegression,     kTokenClassification,
-      kQuestionAnswering,   kCausalLm,           kMaskedLm,
-      kImageClassification, kAudioClassification};
+  static const auto* tasks = new std::vector<std::string>{kTextClassification,
+                                                          kTextRegression,
+                                                          kTokenClassification,
+                                                          kQuestionAnswering,
+                                                          kCausalLm,
+                                                          kMaskedLm,
+                                                          kImageClassification,
+                                                          kAudioClassification,
+                                                          kSpeechRecognition};
   return *tasks;
 }
 
@@ -190,7 +196,7 @@ const std::vector<ApplyRule>& ApplyRules() {
     r->push_back({"text_column",
                   {},
                   {kTextClassification, kTextRegression, kTokenClassification,
-                   kCausalLm, kMaskedLm}});
+                   kCausalLm, kMaskedLm, kSpeechRecognition}});
     // Pictures and clips have no tokens.
     for (const char* name :
          {"max_seq_length", "group_by_length", "gradient_checkpointing"}) {

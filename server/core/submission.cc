@@ -25,10 +25,15 @@ constexpr char kFilePrefix[] = "file://";
 constexpr char kPresetPrefix[] = "preset:";
 constexpr char kJobPrefix[] = "job:";
 // The task types the training child implements (worker/tasks/task.cc).
-const char* const kTasks[] = {
-    "text-classification", "text-regression", "token-classification",
-    "question-answering",  "causal-lm",       "masked-lm",
-    "image-classification", "audio-classification"};
+const char* const kTasks[] = {"text-classification",
+                              "text-regression",
+                              "token-classification",
+                              "question-answering",
+                              "causal-lm",
+                              "masked-lm",
+                              "image-classification",
+                              "audio-classification",
+                              "speech-recognition"};
 constexpr size_t kMaxText = 4096;
 // Most submits committed in one transaction.
 constexpr size_t kMaxBatch = 256;

@@ -1,5 +1,6 @@
 #include "worker/models/model_config.h"
 
+#include <filesystem>
 #include <set>
 #include <utility>
 
@@ -248,6 +249,12 @@ absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
   if (!config.ok()) {
     return absl::Status(config.status().code(),
                         absl::StrCat(path, ": ", config.status().message()));
+  }
+  // A speech recogniser's alphabet sits beside its config.
+  const std::string vocab =
+      (std::filesystem::path(path).parent_path() / "vocab.json").string();
+  if (config->architecture == Architecture::kWav2Vec2 && PathExists(vocab)) {
+    ASSIGN_OR_RETURN(config->speech.vocab, ReadCtcVocab(vocab));
   }
   return config;
 }

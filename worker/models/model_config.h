@@ -60,7 +60,21 @@ struct SpeechConfig {
   bool ctc_zero_infinity = false;
   // Wav2Vec2ForSequenceClassification's projector width.
   int64_t classifier_proj_size = 256;
+  // The CTC alphabet, token by id (Wav2Vec2CTCTokenizer's vocab.json beside
+  // config.json; not a config.json key): "<pad>" is the blank, "|" the
+  // word delimiter. Empty for a model without one.
+  std::vector<std::string> vocab;
 };
+
+// Reads a Wav2Vec2CTCTokenizer vocab.json ({"token": id, ...}) as tokens by
+// id; INVALID_ARGUMENT naming the file for malformed JSON, ids that are not
+// 0..n-1 each once, a size over 4096 tokens or 1 MiB.
+absl::StatusOr<std::vector<std::string>> ReadCtcVocab(const std::string& path);
+
+// Writes vocab.json, tokenizer_config.json (Wav2Vec2CTCTokenizer) and
+// special_tokens_map.json for `vocab` into `dir`.
+absl::Status WriteCtcTokenizerFiles(const std::string& dir,
+                                    const std::vector<std::string>& vocab);
 
 // model_type for config.json ("bert", ...).
 std::string ArchitectureName(Architecture a);

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
 #include "common/status.h"
 #include "worker/models/config_reader.h"
 #include "worker/models/families.h"
@@ -201,4 +202,63 @@ void WriteSpeechConfig(const ModelConfig& c, nlohmann::json* j) {
 }
 
 }  // namespace families
+
+namespace {
+constexpr int64_t kMaxVocabBytes = 1 << 20;
+constexpr size_t kMaxVocabTokens = 4096;
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> ReadCtcVocab(const std::string& path) {
+  ASSIGN_OR_RETURN(int64_t size, FileSize(path));
+  if (size > kMaxVocabBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", size, " bytes is too large for a vocabulary"));
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": invalid JSON: ", e.what()));
+  }
+  if (!j.is_object() || j.empty() || j.size() > kMaxVocabTokens) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": not an object of 1 to ", kMaxVocabTokens, " tokens"));
+  }
+  std::vector<std::string> vocab(j.size());
+  std::vector<bool> seen(j.size(), false);
+  for (const auto& [token, id] : j.items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+        id.get<int64_t>() >= static_cast<int64_t>(j.size()) ||
+        seen[id.get<size_t>()]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": \"", token, "\" needs an id of its own between 0 and ",
+          j.size() - 1));
+    }
+    seen[id.get<size_t>()] = true;
+    vocab[id.get<size_t>()] = token;
+  }
+  return vocab;
+}
+
+absl::Status WriteCtcTokenizerFiles(const std::string& dir,
+                                    const std::vector<std::string>& vocab) {
+  nlohmann::json v = nlohmann::json::object();
+  for (size_t i = 0; i < vocab.size(); ++i) v[vocab[i]] = i;
+  const nlohmann::json special = {{"bos_token", "<s>"},
+                                  {"eos_token", "</s>"},
+                                  {"unk_token", "<unk>"},
+                                  {"pad_token", "<pad>"}};
+  nlohmann::json config = special;
+  config["tokenizer_class"] = "Wav2Vec2CTCTokenizer";
+  config["word_delimiter_token"] = "|";
+  config["do_lower_case"] = false;
+  RETURN_IF_ERROR(WriteFileAtomic(dir + "/vocab.json", v.dump(2) + "\n"));
+  RETURN_IF_ERROR(
+      WriteFileAtomic(dir + "/tokenizer_config.json", config.dump(2) + "\n"));
+  return WriteFileAtomic(dir + "/special_tokens_map.json",
+                         special.dump(2) + "\n");
+}
+
 }  // namespace lathe

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
+#include "worker/tasks/audio_batch.h"
 #include "worker/tasks/audio_data.h"
 #include "worker/tasks/classification_metrics.h"
 #include "worker/tasks/task_factories.h"
@@ -20,16 +21,11 @@ namespace lathe {
 namespace tasks {
 namespace {
 
-// The sampling rate every Lathe speech model takes (its feature
-// extractor's, written to preprocessor_config.json).
-constexpr int kSamplingRate = 16000;
-constexpr double kMaxSeconds = 30;
-
 AudioReadOptions ReadOptionsFor(const TrainParams* params,
                                 bool labels_optional) {
   AudioReadOptions o;
-  o.audio.sampling_rate = kSamplingRate;
-  o.audio.max_seconds = kMaxSeconds;
+  o.audio.sampling_rate = kSpeechSamplingRate;
+  o.audio.max_seconds = kMaxClipSeconds;
   o.label_column = params != nullptr && !params->label_column.empty()
                        ? params->label_column
                        : "label";
@@ -56,29 +52,6 @@ std::vector<std::string> Labels(const std::vector<AudioExample>& rows) {
               });
   }
   return labels;
-}
-
-// Clips padded with zeros to the longest, with their attention mask.
-ModelInputs AudioBatch(const std::vector<const std::vector<float>*>& clips,
-                       const torch::Device& device) {
-  size_t longest = 1;
-  for (const auto* c : clips) longest = std::max(longest, c->size());
-  const int64_t b = static_cast<int64_t>(clips.size());
-  torch::Tensor values =
-      torch::zeros({b, static_cast<int64_t>(longest)}, torch::kFloat32);
-  torch::Tensor mask =
-      torch::zeros({b, static_cast<int64_t>(longest)}, torch::kLong);
-  for (int64_t i = 0; i < b; ++i) {
-    const std::vector<float>& c = *clips[static_cast<size_t>(i)];
-    const int64_t n = static_cast<int64_t>(c.size());
-    values[i].narrow(0, 0, n).copy_(
-        torch::from_blob(const_cast<float*>(c.data()), {n}, torch::kFloat32));
-    mask[i].narrow(0, 0, n).fill_(1);
-  }
-  ModelInputs in;
-  in.input_values = values.to(device);
-  in.attention_mask = mask.to(device);
-  return in;
 }
 
 class AudioClassificationTask : public Task {
@@ -125,11 +98,11 @@ class AudioClassificationTask : public Task {
     if (context.log) {
       double seconds = 0;
       for (const AudioExample& ex : train) seconds += ex.samples.size();
-      context.log(absl::StrCat("data: ", train.size(), " training clips (",
-                               static_cast<int64_t>(seconds / kSamplingRate),
-                               " s), ", val.size(), " validation clips at ",
-                               kSamplingRate, " Hz, labels [",
-                               absl::StrJoin(labels_, ", "), "]"));
+      context.log(absl::StrCat(
+          "data: ", train.size(), " training clips (",
+          static_cast<int64_t>(seconds / kSpeechSamplingRate), " s), ",
+          val.size(), " validation clips at ", kSpeechSamplingRate,
+          " Hz, labels [", absl::StrJoin(labels_, ", "), "]"));
     }
     train_ = Featurize(std::move(train));
     val_ = Featurize(std::move(val));
@@ -143,7 +116,7 @@ class AudioClassificationTask : public Task {
   int64_t train_size() const override { return train_.clips.size(); }
   int64_t validation_size() const override { return val_.clips.size(); }
   nlohmann::json Signature() const override {
-    return {{"labels", labels_}, {"sampling_rate", kSamplingRate}};
+    return {{"labels", labels_}, {"sampling_rate", kSpeechSamplingRate}};
   }
 
   TaskBatch TrainBatch(const std::vector<size_t>& indices,

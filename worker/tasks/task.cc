@@ -29,6 +29,7 @@ const std::vector<TaskEntry>& Entries() {
       {"masked-lm", tasks::NewMaskedLmTask},
       {"image-classification", tasks::NewImageClassificationTask},
       {"audio-classification", tasks::NewAudioClassificationTask},
+      {"speech-recognition", tasks::NewSpeechRecognitionTask},
   };
   return *entries;
 }

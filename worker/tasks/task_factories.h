@@ -19,6 +19,7 @@ std::unique_ptr<Task> NewDpoTask();                  // dpo.cc
 std::unique_ptr<Task> NewMaskedLmTask();             // masked_lm.cc
 std::unique_ptr<Task> NewImageClassificationTask();  // image_classification.cc
 std::unique_ptr<Task> NewAudioClassificationTask();  // audio_classification.cc
+std::unique_ptr<Task> NewSpeechRecognitionTask();    // speech_recognition.cc
 
 }  // namespace tasks
 }  // namespace lathe

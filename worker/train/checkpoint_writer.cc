@@ -69,6 +69,9 @@ absl::Status WriteCheckpoint(
   }
   if (model.config().architecture == Architecture::kWav2Vec2) {
     RETURN_IF_ERROR(WriteAudioFeatureExtractorConfig(tmp, 16000));
+    if (!model.config().speech.vocab.empty()) {
+      RETURN_IF_ERROR(WriteCtcTokenizerFiles(tmp, model.config().speech.vocab));
+    }
   }
   if (write_state) RETURN_IF_ERROR(write_state(tmp));
   if (!PathExists(tmp + "/tokenizer_config.json") &&

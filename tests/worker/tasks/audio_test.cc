@@ -11,7 +11,9 @@
 
 #include "absl/strings/match.h"
 #include "tests/support/temp_dir.h"
+#include "worker/models/model_config.h"
 #include "worker/tasks/audio_data.h"
+#include "worker/tasks/ctc_text_data.h"
 #include "worker/tasks/speech_metrics.h"
 
 namespace lathe {
@@ -240,6 +242,60 @@ TEST(SpeechMetricsTest, WhitespaceAndUnicode) {
   empty.Add("", "noise");
   EXPECT_EQ(empty.word_errors(), 1);
   EXPECT_EQ(empty.wer(), 0.0);  // No reference words: no rate.
+}
+
+TEST(CtcAlphabetTest, BuiltFromTranscriptsInLowerCase) {
+  const CtcAlphabet a = CtcAlphabet::FromTranscripts({"Seven ONE", "zwölf"});
+  const std::vector<std::string> expected = {
+      "<pad>", "<s>", "</s>", "<unk>", "|", "e", "f", "l",
+      "n",     "o",   "s",    "v",     "w", "z", "ö"};
+  EXPECT_EQ(a.tokens(), expected);
+  EXPECT_EQ(a.blank(), 0);
+  // Case folded, whitespace runs one delimiter, nothing at the ends.
+  EXPECT_EQ(a.Normalize("  One\t  SEVEN "), "one seven");
+  EXPECT_EQ(a.Encode("one  zwölf"),
+            (std::vector<int64_t>{9, 8, 5, 4, 13, 12, 14, 7, 6}));
+  int64_t dropped = 0;
+  EXPECT_EQ(a.Normalize("one, two!", &dropped), "one wo");
+  EXPECT_EQ(dropped, 3);  // ",", "t" and "!".
+}
+
+TEST(CtcAlphabetTest, GreedyDecodingMergesRunsAndDropsBlanks) {
+  const CtcAlphabet a = CtcAlphabet::FromTranscripts({"no one"});
+  // Tokens: <pad> <s> </s> <unk> | e n o.
+  // "n n _ o o | | _ o n _ n e" with _ the blank: repeats merge unless a
+  // blank separates them.
+  EXPECT_EQ(a.Decode({6, 6, 0, 7, 7, 4, 4, 0, 7, 6, 0, 6, 5}), "no onne");
+  EXPECT_EQ(a.Decode({4, 0, 6, 7, 4, 0}), "no");
+  EXPECT_EQ(a.Decode({1, 3, 2, 0}), "");
+  EXPECT_EQ(a.Decode(a.Encode("no one")), "no one");
+}
+
+TEST(CtcAlphabetTest, AModelsUpperCaseAlphabetFoldsUp) {
+  auto a = CtcAlphabet::FromTokens(
+      {"<pad>", "<s>", "</s>", "<unk>", "|", "E", "N", "O", "'"});
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->Normalize("No one's"), "NO ONE'");
+  EXPECT_FALSE(CtcAlphabet::FromTokens({"a", "b"}).ok());
+}
+
+TEST(CtcAlphabetTest, VocabFilesRoundTripAndBadOnesAreNamed) {
+  TempDir dir;
+  const std::vector<std::string> vocab = {"<pad>", "<s>", "</s>",
+                                          "<unk>", "|",   "a"};
+  ASSERT_TRUE(WriteCtcTokenizerFiles(dir.path(), vocab).ok());
+  auto back = ReadCtcVocab(dir.path() + "/vocab.json");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, vocab);
+  std::ifstream config(dir.path() + "/tokenizer_config.json");
+  const std::string text((std::istreambuf_iterator<char>(config)),
+                         std::istreambuf_iterator<char>());
+  EXPECT_TRUE(absl::StrContains(text, "Wav2Vec2CTCTokenizer")) << text;
+  std::ofstream(dir.path() + "/bad.json") << R"({"a": 0, "b": 0})";
+  auto bad = ReadCtcVocab(dir.path() + "/bad.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "bad.json"))
+      << bad.status();
 }
 
 }  // namespace
