@@ -95,6 +95,9 @@ const std::vector<StringField>& StringFields() {
        &TrainParams::method,
        {"full", "lora", "linear-probe", "dpo", "dpo-lora"}},
       {"lora_target_modules", &TrainParams::lora_target_modules, {}},
+      {"freeze_feature_encoder",
+       &TrainParams::freeze_feature_encoder,
+       {"auto", "true", "false"}},
       {"metric_for_best_model", &TrainParams::metric_for_best_model, {}},
       {"text_column", &TrainParams::text_column, {}},
       {"text_pair_column", &TrainParams::text_pair_column, {}},
@@ -181,6 +184,9 @@ const std::vector<ApplyRule>& ApplyRules() {
       r->push_back({name, {}, {kCausalLm}});
     }
     r->push_back({"mlm_probability", {}, {kMaskedLm}});
+    r->push_back({"freeze_feature_encoder",
+                  {},
+                  {kAudioClassification, kSpeechRecognition}});
     for (const char* name : {"tokens_column", "tags_column"}) {
       r->push_back({name, {}, {kTokenClassification}});
     }

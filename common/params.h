@@ -51,6 +51,10 @@ struct TrainParams {
   // Comma-separated module names (q_proj,v_proj); empty: the family's default.
   std::string lora_target_modules;
   int64_t merge_lora = 0;  // 0/1: also write the merged model
+  // Speech models: keep the convolutional feature encoder as it is. auto:
+  // frozen when training starts from a checkpoint (pre-trained features,
+  // the wav2vec 2.0 recipe), trained from a random initialisation.
+  std::string freeze_feature_encoder = "auto";  // auto | true | false
 
   // Evaluation and selection. Empty metric: the task's default.
   std::string metric_for_best_model;

@@ -18,6 +18,10 @@
 # for validation, so validation measures voices never trained on. test
 # comes from another synthesiser, flite, and its voices. K phrases per voice
 # (default 5). The same arguments give the same files.
+#
+# OUT/digits/recorded/WORD/asterisk.wav: real recordings, one speaker at
+# 8 kHz (Debian's asterisk-core-sounds-en-wav), when that package is
+# installed.
 set -euo pipefail
 
 usage() {
@@ -119,6 +123,15 @@ done
 for voice in "${FLITE_VOICES[@]}"; do
   voice_clips flite "$voice" "flite-$voice" test
 done
+
+ASTERISK=/usr/share/asterisk/sounds/en/digits
+if [ -f "$ASTERISK/9.wav" ]; then
+  for d in "${!WORDS[@]}"; do
+    mkdir -p "$OUT/digits/recorded/${WORDS[$d]}"
+    cp "$ASTERISK/$d.wav" "$OUT/digits/recorded/${WORDS[$d]}/asterisk.wav"
+  done
+  echo "make_speech_data: recorded: 10 digit clips (asterisk-core-sounds-en-wav)" >&2
+fi
 
 for split in train validation test; do
   echo "make_speech_data: $split: $(find "$OUT/digits/$split" -name '*.wav' | wc -l) digit clips," \

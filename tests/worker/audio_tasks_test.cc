@@ -163,10 +163,10 @@ TEST_P(AudioTasksTest, ResumedMidEpochEndsBitwiseEqual) {
   auto weights = SafetensorsFile::Open(end + "/model.safetensors");
   ASSERT_TRUE(weights.ok()) << weights.status();
   EXPECT_TRUE(
-      weights->Find("wav2vec2.feature_extractor.conv_layers.0.conv.weight"));
+      (*weights)->Find("wav2vec2.feature_extractor.conv_layers.0.conv.weight"));
   if (std::string(GetParam().task) == "speech-recognition") {
     EXPECT_EQ(config["architectures"][0], "Wav2Vec2ForCTC");
-    EXPECT_TRUE(weights->Find("lm_head.weight"));
+    EXPECT_TRUE((*weights)->Find("lm_head.weight"));
     // The alphabet: five special tokens and a, b, c.
     auto vocab = nlohmann::json::parse(Bytes(end + "/vocab.json"));
     EXPECT_EQ(vocab.size(), 8u) << vocab.dump();
@@ -177,8 +177,8 @@ TEST_P(AudioTasksTest, ResumedMidEpochEndsBitwiseEqual) {
     EXPECT_TRUE(full.OfType("eval").back()["metrics"].contains("wer"));
   } else {
     EXPECT_EQ(config["architectures"][0], "Wav2Vec2ForSequenceClassification");
-    EXPECT_TRUE(weights->Find("classifier.weight"));
-    EXPECT_TRUE(weights->Find("projector.weight"));
+    EXPECT_TRUE((*weights)->Find("classifier.weight"));
+    EXPECT_TRUE((*weights)->Find("projector.weight"));
     EXPECT_EQ(config["id2label"]["0"], "high");
     EXPECT_TRUE(full.OfType("eval").back()["metrics"].contains("accuracy"));
   }
@@ -198,7 +198,7 @@ TEST_P(AudioTasksTest, ResumedMidEpochEndsBitwiseEqual) {
       ReadFile(Out("predict") + "/checkpoint-0/predictions.jsonl");
   ASSERT_TRUE(rows.ok()) << rows.status();
   size_t n = 0;
-  for (const std::string& line :
+  for (absl::string_view line :
        absl::StrSplit(*rows, '\n', absl::SkipEmpty())) {
     const nlohmann::json row = nlohmann::json::parse(line);
     EXPECT_TRUE(row.contains("audio")) << line;
@@ -235,6 +235,50 @@ TEST_P(AudioTasksTest, LoraAndLinearProbeTrainOnlyTheirParts) {
     EXPECT_GT(trainable, 0);
     EXPECT_LT(trainable * 4, total) << plan;
     EXPECT_FALSE(run.OfType("eval").empty());
+  }
+}
+
+// freeze_feature_encoder=auto: trained from the preset's random start,
+// kept from a checkpoint's; false trains it from a checkpoint too.
+TEST_P(AudioTasksTest, AStartFromACheckpointFreezesTheFeatureEncoder) {
+  const std::string conv =
+      "wav2vec2.feature_extractor.conv_layers.1.conv.weight";
+  auto weight = [&](const std::string& dir) {
+    auto file = SafetensorsFile::Open(dir + "/model.safetensors");
+    EXPECT_TRUE(file.ok()) << file.status();
+    const SafetensorsFile::Tensor* t =
+        file.ok() ? (*file)->Find(conv) : nullptr;
+    EXPECT_NE(t, nullptr);
+    return t == nullptr
+               ? std::string()
+               : std::string(reinterpret_cast<const char*>(t->data), t->nbytes);
+  };
+  auto logged = [](const RunResult& run, const std::string& prefix) {
+    for (const auto& e : run.OfType("log")) {
+      if (e["message"].get<std::string>().rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+  };
+  TrainSpec spec = Spec();
+  spec.params["max_steps"] = "2";
+  spec.params["save_steps"] = "0";
+  const RunResult start = TrainRun(spec, Out("start"));
+  ASSERT_TRUE(start.status.ok()) << start.status;
+  EXPECT_TRUE(logged(start, "feature encoder trained"));
+  const std::string from = Out("start") + "/checkpoint-2";
+  for (const char* setting : {"auto", "false"}) {
+    SCOPED_TRACE(setting);
+    TrainSpec next = Spec();
+    next.model = from;
+    next.params["max_steps"] = "2";
+    next.params["save_steps"] = "0";
+    next.params["freeze_feature_encoder"] = setting;
+    const std::string out = Out(std::string("from-checkpoint-") + setting);
+    const RunResult run = TrainRun(next, out);
+    ASSERT_TRUE(run.status.ok()) << run.status;
+    const bool frozen = std::string(setting) == "auto";
+    EXPECT_EQ(logged(run, "feature encoder frozen"), frozen);
+    EXPECT_EQ(weight(from) == weight(out + "/checkpoint-2"), frozen);
   }
 }
 

@@ -57,6 +57,34 @@ static_assert(std::atomic<bool>::is_always_lock_free,
 
 void OnCheckpointSignal(int /*signo*/) { RequestCheckpoint(); }
 
+// params.freeze_feature_encoder for a speech model: its convolutional
+// feature encoder keeps its weights when the job says so, or (auto) when
+// training starts from a checkpoint rather than a random initialisation.
+// Decided from the job's own model, so a resumed run decides the same.
+void FreezeFeatureEncoder(TaskModelImpl& model, const TrainSpec& spec,
+                          const TrainParams& params, const LogFn& log) {
+  const std::string& setting = params.freeze_feature_encoder;
+  const bool random_start =
+      spec.model_config.has_value() || absl::StartsWith(spec.model, "preset:");
+  const bool freeze = setting == "true" || (setting == "auto" && !random_start);
+  int64_t frozen = 0;
+  for (const auto& item : model.named_parameters()) {
+    if (!absl::StartsWith(item.key(), "wav2vec2.feature_extractor.")) continue;
+    if (freeze && item.value().requires_grad()) {
+      item.value().set_requires_grad(false);
+      frozen += item.value().numel();
+    }
+  }
+  if (freeze) {
+    log(absl::StrCat("feature encoder frozen (freeze_feature_encoder=", setting,
+                     setting == "auto" ? ": a pre-trained start" : "",
+                     "): ", frozen, " parameters keep their weights"));
+  } else if (setting == "auto") {
+    log("feature encoder trained (freeze_feature_encoder=auto: a random "
+        "start must learn its features)");
+  }
+}
+
 absl::StatusOr<std::string> StringField(const nlohmann::json& j,
                                         const char* key, bool required) {
   if (!j.contains(key) || j[key].is_null()) {
@@ -359,6 +387,9 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                      "state in float32; evaluation in float32"));
   }
   RETURN_IF_ERROR(ApplyTrainingMethod(*model, params, log));
+  if (model->config().architecture == Architecture::kWav2Vec2) {
+    FreezeFeatureEncoder(*model, spec, params, log);
+  }
   if (params.gradient_checkpointing != 0) {
     if (!model->SetGradientCheckpointing(true)) {
       return absl::InvalidArgumentError(absl::StrCat(
