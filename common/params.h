@@ -124,11 +124,12 @@ const std::vector<std::string>& TrainParamNames();
 //   mlm_probability                               masked-lm
 //   tokens_column, tags_column                    token-classification
 //   image_size, image_column                      image-classification
+//   freeze_feature_encoder      audio-classification, speech-recognition
 //   text_pair_column                text-classification, text-regression
 //   label_column      text-classification, text-regression,
 //                     image-classification, audio-classification
-//   text_column       every task but question-answering and
-//                     image-classification
+//   text_column       every task but question-answering,
+//                     image-classification and audio-classification
 //   max_seq_length, group_by_length, gradient_checkpointing
 //                                   every text task
 absl::Status CheckParamsApply(const std::string& task,

@@ -82,7 +82,7 @@ TEST(ParamsTest, NamesListEveryParameterOnce) {
   for (const std::string& name : names) {
     // Every listed name parses (a value valid for each kind of field).
     bool parsed = false;
-    for (const char* value : {"1", "16", "0.5", "full", "linear"}) {
+    for (const char* value : {"1", "16", "0.5", "full", "linear", "auto"}) {
       parsed = parsed || ParseTrainParams({{name, value}}).ok();
     }
     EXPECT_TRUE(parsed) << name;
@@ -139,8 +139,14 @@ TEST(ParamsApplyTest, TaskParamsNeedTheirTask) {
   ExpectRefused("text-classification", {{"packing", "1"}}, "packing",
                 "applies only to causal-lm");
   ExpectRefused("question-answering", {{"text_column", "t"}}, "text_column",
-                "does not apply to question-answering and "
-                "image-classification");
+                "does not apply to question-answering, "
+                "image-classification and audio-classification");
+  ExpectRefused("image-classification", {{"freeze_feature_encoder", "true"}},
+                "freeze_feature_encoder",
+                "applies only to audio-classification and "
+                "speech-recognition");
+  ExpectRefused("speech-recognition", {{"max_seq_length", "64"}},
+                "max_seq_length", "does not apply to");
 }
 
 TEST(ParamsApplyTest, NamesTheFirstOffenderInNameOrder) {
@@ -179,6 +185,12 @@ TEST(ParamsApplyTest, AcceptsParamsThatApply) {
             {{"image_size", "32"},
              {"label_column", "y"},
              {"method", "linear-probe"}}},
+           {"audio-classification",
+            {{"freeze_feature_encoder", "false"},
+             {"label_column", "y"},
+             {"method", "lora"}}},
+           {"speech-recognition",
+            {{"freeze_feature_encoder", "auto"}, {"text_column", "sentence"}}},
            // An unknown task is the caller's to refuse.
            {"translation", {{"doc_stride", "8"}}},
        }) {

@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status.h"
-#include "worker/tasks/audio_batch.h"
 #include "worker/tasks/audio_data.h"
+#include "worker/tasks/audio_tasks.h"
 #include "worker/tasks/classification_metrics.h"
 #include "worker/tasks/task_factories.h"
 
@@ -21,16 +21,9 @@ namespace lathe {
 namespace tasks {
 namespace {
 
-AudioReadOptions ReadOptionsFor(const TrainParams* params,
-                                bool labels_optional) {
-  AudioReadOptions o;
-  o.audio.sampling_rate = kSpeechSamplingRate;
-  o.audio.max_seconds = kMaxClipSeconds;
-  o.label_column = params != nullptr && !params->label_column.empty()
-                       ? params->label_column
-                       : "label";
-  o.labels_optional = labels_optional;
-  return o;
+AudioReadOptions ReadOptionsFor(const TrainParams* params, bool optional) {
+  return SpeechReadOptions(params != nullptr ? params->label_column : "",
+                           "label", /*text=*/false, optional);
 }
 
 // Sorted distinct labels, numerically when all are integers.
@@ -62,21 +55,20 @@ class AudioClassificationTask : public Task {
   absl::Status Prepare(const TaskData& data,
                        const TaskContext& context) override {
     const TrainParams* params = context.params;
-    const ModelConfig* model = context.model_config;
-    if (model != nullptr && model->architecture != Architecture::kWav2Vec2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "audio-classification needs a speech model (wav2vec2), not ",
-          model->model_type));
-    }
-    ASSIGN_OR_RETURN(std::vector<AudioExample> train,
-                     ReadAudioExamples(data.train_path, data.train_name,
-                                       ReadOptionsFor(params, false)));
-    labels_ = Labels(train);
-    std::vector<AudioExample> val;
-    if (!data.validation_path.empty()) {
-      ASSIGN_OR_RETURN(
-          val, ReadAudioExamples(data.validation_path, data.validation_name,
-                                 ReadOptionsFor(params, false)));
+    RETURN_IF_ERROR(CheckSpeechModel(context.model_config, name()));
+    std::vector<AudioExample> train, val;
+    RETURN_IF_ERROR(ReadAudioSplits(data, params, ReadOptionsFor(params, false),
+                                    &train, &val));
+    if (data.validation_path.empty()) {
+      // Held out of the training folder: every label is the job's.
+      std::vector<AudioExample> all;
+      for (const auto* rows : {&train, &val}) {
+        for (const AudioExample& ex : *rows)
+          all.push_back({"", ex.label, "", {}});
+      }
+      labels_ = Labels(all);
+    } else {
+      labels_ = Labels(train);
       const std::set<std::string> known(labels_.begin(), labels_.end());
       std::set<std::string> unknown;
       for (const AudioExample& ex : val) {
@@ -87,13 +79,6 @@ class AudioClassificationTask : public Task {
             data.validation_name, ": labels not in the training data: ",
             absl::StrJoin(unknown, ", ")));
       }
-    } else if (params != nullptr && params->validation_split > 0) {
-      auto [kept, held] =
-          HoldOut(train.size(), params->validation_split, params->seed);
-      std::vector<AudioExample> kept_rows;
-      for (size_t i : kept) kept_rows.push_back(std::move(train[i]));
-      for (size_t i : held) val.push_back(std::move(train[i]));
-      train = std::move(kept_rows);
     }
     if (context.log) {
       double seconds = 0;
@@ -180,11 +165,6 @@ class AudioClassificationTask : public Task {
                      ReadAudioExamples(path, display_name,
                                        ReadOptionsFor(context.params, true)));
     const std::vector<std::string>& labels = model.config().id2label;
-    auto label_name = [&](int64_t i) {
-      return i < static_cast<int64_t>(labels.size())
-                 ? labels[static_cast<size_t>(i)]
-                 : absl::StrCat("LABEL_", i);
-    };
     std::vector<nlohmann::json> out;
     out.reserve(rows.size());
     try {
@@ -194,16 +174,8 @@ class AudioClassificationTask : public Task {
                            -1)[0]
                 .to(torch::kCPU, torch::kFloat32)
                 .contiguous();
-        const float* p = probs.data_ptr<float>();
-        nlohmann::json by_label = nlohmann::json::object();
-        int64_t best = 0;
-        for (int64_t i = 0; i < probs.numel(); ++i) {
-          by_label[label_name(i)] = p[i];
-          if (p[i] > p[best]) best = i;
-        }
-        out.push_back({{"audio", ex.audio},
-                       {"label", label_name(best)},
-                       {"probabilities", by_label}});
+        out.push_back(DescribePrediction(
+            "audio", ex.audio, probs.data_ptr<float>(), probs.numel(), labels));
       }
     } catch (const c10::Error& e) {
       return absl::InternalError(

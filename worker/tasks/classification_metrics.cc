@@ -139,4 +139,22 @@ MultiLabelMetrics ComputeMultiLabelMetrics(
   return m;
 }
 
+nlohmann::json DescribePrediction(const std::string& field,
+                                  const std::string& input,
+                                  const float* probabilities, int64_t classes,
+                                  const std::vector<std::string>& labels) {
+  auto name = [&](int64_t i) {
+    return i < static_cast<int64_t>(labels.size())
+               ? labels[static_cast<size_t>(i)]
+               : "LABEL_" + std::to_string(i);
+  };
+  nlohmann::json by_label = nlohmann::json::object();
+  int64_t best = 0;
+  for (int64_t i = 0; i < classes; ++i) {
+    by_label[name(i)] = probabilities[i];
+    if (probabilities[i] > probabilities[best]) best = i;
+  }
+  return {{field, input}, {"label", name(best)}, {"probabilities", by_label}};
+}
+
 }  // namespace lathe

@@ -9,7 +9,10 @@
 #define LATHE_WORKER_TASKS_CLASSIFICATION_METRICS_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
+
+#include "nlohmann/json.hpp"
 
 namespace lathe {
 
@@ -60,6 +63,15 @@ struct MultiLabelMetrics {
 MultiLabelMetrics ComputeMultiLabelMetrics(
     const std::vector<std::vector<uint8_t>>& predicted,
     const std::vector<std::vector<uint8_t>>& gold, int64_t num_labels);
+
+// One row's prediction as a single-label classifier reports it: `field`
+// (the input's name, e.g. "image") = `input`, "label" the most likely class
+// and "probabilities" each class's, classes named by `labels` (LABEL_i past
+// its end).
+nlohmann::json DescribePrediction(const std::string& field,
+                                  const std::string& input,
+                                  const float* probabilities, int64_t classes,
+                                  const std::vector<std::string>& labels);
 
 }  // namespace lathe
 

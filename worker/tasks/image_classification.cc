@@ -225,11 +225,6 @@ class ImageClassificationTask : public Task {
                           ReadOptionsFor(context.params, size,
                                          /*labels_optional=*/true)));
     const std::vector<std::string>& labels = config.id2label;
-    auto label_name = [&](int64_t i) {
-      return i < static_cast<int64_t>(labels.size())
-                 ? labels[i]
-                 : absl::StrCat("LABEL_", i);
-    };
     std::vector<nlohmann::json> out;
     out.reserve(rows.size());
     try {
@@ -239,16 +234,8 @@ class ImageClassificationTask : public Task {
         torch::Tensor probs = torch::softmax(model.forward(in), -1)[0]
                                   .to(torch::kCPU, torch::kFloat32)
                                   .contiguous();
-        const float* p = probs.data_ptr<float>();
-        nlohmann::json by_label = nlohmann::json::object();
-        int64_t best = 0;
-        for (int64_t i = 0; i < probs.numel(); ++i) {
-          by_label[label_name(i)] = p[i];
-          if (p[i] > p[best]) best = i;
-        }
-        out.push_back({{"image", ex.image},
-                       {"label", label_name(best)},
-                       {"probabilities", by_label}});
+        out.push_back(DescribePrediction(
+            "image", ex.image, probs.data_ptr<float>(), probs.numel(), labels));
       }
     } catch (const c10::Error& e) {
       return absl::InternalError(

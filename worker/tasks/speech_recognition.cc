@@ -11,8 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
 #include "worker/models/speech.h"
-#include "worker/tasks/audio_batch.h"
 #include "worker/tasks/audio_data.h"
+#include "worker/tasks/audio_tasks.h"
 #include "worker/tasks/ctc_text_data.h"
 #include "worker/tasks/speech_metrics.h"
 #include "worker/tasks/task_factories.h"
@@ -23,15 +23,9 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-AudioReadOptions ReadOptionsFor(const TrainParams* params, bool text_optional) {
-  AudioReadOptions o;
-  o.audio.sampling_rate = kSpeechSamplingRate;
-  o.audio.max_seconds = kMaxClipSeconds;
-  o.text_column = params != nullptr && !params->text_column.empty()
-                      ? params->text_column
-                      : "text";
-  o.labels_optional = text_optional;
-  return o;
+AudioReadOptions ReadOptionsFor(const TrainParams* params, bool optional) {
+  return SpeechReadOptions(params != nullptr ? params->text_column : "", "text",
+                           /*text=*/true, optional);
 }
 
 // The best id of each real frame of each row.
@@ -56,31 +50,15 @@ class SpeechRecognitionTask : public Task {
   absl::Status Prepare(const TaskData& data,
                        const TaskContext& context) override {
     const TrainParams* params = context.params;
-    if (context.model_config == nullptr ||
-        context.model_config->architecture != Architecture::kWav2Vec2) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "speech-recognition needs a speech model (wav2vec2)",
-          context.model_config == nullptr
-              ? ""
-              : absl::StrCat(", not ", context.model_config->model_type)));
+    if (context.model_config == nullptr) {
+      return absl::InvalidArgumentError(
+          "speech-recognition needs a speech model (wav2vec2)");
     }
+    RETURN_IF_ERROR(CheckSpeechModel(context.model_config, name()));
     model_ = *context.model_config;
-    ASSIGN_OR_RETURN(std::vector<AudioExample> train,
-                     ReadAudioExamples(data.train_path, data.train_name,
-                                       ReadOptionsFor(params, false)));
-    std::vector<AudioExample> val;
-    if (!data.validation_path.empty()) {
-      ASSIGN_OR_RETURN(
-          val, ReadAudioExamples(data.validation_path, data.validation_name,
-                                 ReadOptionsFor(params, false)));
-    } else if (params != nullptr && params->validation_split > 0) {
-      auto [kept, held] =
-          HoldOut(train.size(), params->validation_split, params->seed);
-      std::vector<AudioExample> kept_rows;
-      for (size_t i : kept) kept_rows.push_back(std::move(train[i]));
-      for (size_t i : held) val.push_back(std::move(train[i]));
-      train = std::move(kept_rows);
-    }
+    std::vector<AudioExample> train, val;
+    RETURN_IF_ERROR(ReadAudioSplits(data, params, ReadOptionsFor(params, false),
+                                    &train, &val));
     if (!model_.speech.vocab.empty()) {
       ASSIGN_OR_RETURN(alphabet_, CtcAlphabet::FromTokens(model_.speech.vocab));
     } else {
