@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -103,6 +104,9 @@ struct AudioTask {
   const char* task;
   const char* folder;
 };
+
+// Names the task in test names and failure messages, not its bytes.
+void PrintTo(const AudioTask& t, std::ostream* os) { *os << t.task; }
 
 class AudioTasksTest : public ::testing::TestWithParam<AudioTask> {
  protected:

@@ -115,11 +115,6 @@ class SpeechRecognitionTask : public Task {
 
   int64_t train_size() const override { return train_.clips.size(); }
   int64_t validation_size() const override { return val_.clips.size(); }
-  std::vector<int64_t> train_lengths() const override {
-    std::vector<int64_t> out;
-    for (const auto& c : train_.clips) out.push_back(c.size());
-    return out;
-  }
   nlohmann::json Signature() const override {
     return {{"alphabet", alphabet_.tokens()},
             {"sampling_rate", kSpeechSamplingRate}};
