@@ -232,19 +232,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
   if (!PathExists(path)) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file"));
   }
-  ASSIGN_OR_RETURN(int64_t size, FileSize(path));
-  if (size > kMaxConfigBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", size, " bytes is too large for a config"));
-  }
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": invalid JSON: ", e.what()));
-  }
+  ASSIGN_OR_RETURN(const nlohmann::json j,
+                   config_json::ReadJsonFile(path, kMaxConfigBytes, "config"));
   auto config = FromJson(j);
   if (!config.ok()) {
     return absl::Status(config.status().code(),

@@ -209,19 +209,9 @@ constexpr size_t kMaxVocabTokens = 4096;
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ReadCtcVocab(const std::string& path) {
-  ASSIGN_OR_RETURN(int64_t size, FileSize(path));
-  if (size > kMaxVocabBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", size, " bytes is too large for a vocabulary"));
-  }
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": invalid JSON: ", e.what()));
-  }
+  ASSIGN_OR_RETURN(
+      const nlohmann::json j,
+      config_json::ReadJsonFile(path, kMaxVocabBytes, "vocabulary"));
   if (!j.is_object() || j.empty() || j.size() > kMaxVocabTokens) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": not an object of 1 to ", kMaxVocabTokens, " tokens"));
