@@ -15,8 +15,10 @@
 #
 #   bench/paper/learning_curve.sh [--out DIR] [--pretrain-epochs N]
 #       [--labels "50 100 200 500 1000 all"] [--seeds "1 2 3"]
-#       [--max-steps N]
+#       [--steps N] [--max-steps N]
 #
+# Every fine-tune runs for about --steps optimizer steps of 32 rows (150 by
+# default; at least one epoch and at most 50), from either start alike.
 # --max-steps caps every job (a check of the plumbing in minutes, not a
 # measurement).
 #
@@ -32,6 +34,7 @@ OUT="$ROOT/build/paper/learning_curve"
 PRETRAIN_EPOCHS=30
 LABELS="50 100 200 500 1000 all"
 SEEDS="1 2 3"
+STEPS=150
 MAX_STEPS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,8 +42,9 @@ while [ $# -gt 0 ]; do
     --pretrain-epochs) PRETRAIN_EPOCHS="$2"; shift ;;
     --labels) LABELS="$2"; shift ;;
     --seeds) SEEDS="$2"; shift ;;
+    --steps) STEPS="$2"; shift ;;
     --max-steps) MAX_STEPS=(--param max_steps="$2"); shift ;;
-    *) echo "usage: $0 [--out DIR] [--pretrain-epochs N] [--labels \"50 ... all\"] [--seeds \"1 2 3\"] [--max-steps N]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--out DIR] [--pretrain-epochs N] [--labels \"50 ... all\"] [--seeds \"1 2 3\"] [--steps N] [--max-steps N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -128,9 +132,9 @@ for n in $LABELS; do
   for seed in $SEEDS; do
     data="$OUT/data/labels-$n-seed-$seed.jsonl"
     rows=$(wc -l < "$data")
-    # At least about 150 steps of 32 rows, at most 50 epochs.
-    epochs=$(( (150 * 32 + rows - 1) / rows )); [ "$epochs" -gt 50 ] && epochs=50
-    [ "$epochs" -lt 3 ] && epochs=3
+    # About $STEPS steps of 32 rows: at least one epoch, at most 50.
+    epochs=$(( (STEPS * 32 + rows - 1) / rows )); [ "$epochs" -gt 50 ] && epochs=50
+    [ "$epochs" -lt 1 ] && epochs=1
     for start in pretrained scratch; do
       model="job:$PRE"; [ "$start" = scratch ] && model=preset:bert-mini
       say "$rows labels, seed $seed, from $start ($epochs epochs)"
