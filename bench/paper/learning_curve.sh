@@ -114,16 +114,17 @@ PRE=$(submit --task masked-lm --model preset:bert-mini \
   --param warmup_ratio=0.05 --param eval_steps="$STEPS_PER_EPOCH" \
   --param save_steps="$STEPS_PER_EPOCH" --param seed=1 "${MAX_STEPS[@]}")
 finish "$PRE" > "$OUT/pretrain_final.json"
-lathe checkpoints "$PRE" --output json > "$OUT/pretrain_checkpoints.json"
-"$PY" - "$OUT/pretrain_checkpoints.json" "$STEPS_PER_EPOCH" > "$OUT/pretrain_curve.tsv" <<'PY'
+# The curve is the job's evaluation events (the server keeps only the
+# latest checkpoints, so their metrics would miss the early epochs).
+lathe watch "$PRE" --output json > "$OUT/pretrain_events.jsonl"
+"$PY" - "$OUT/pretrain_events.jsonl" "$STEPS_PER_EPOCH" > "$OUT/pretrain_curve.tsv" <<'PY'
 import json, sys
-data = json.load(open(sys.argv[1]))
-rows = data if isinstance(data, list) else data.get("checkpoints", [])
 print("epoch\tstep\tmasked_token_accuracy\tperplexity")
-for c in sorted(rows, key=lambda c: int(c.get("step", 0))):
-    m = c.get("metrics", {})
-    if "accuracy" in m:
-        print(f"{int(c['step']) / int(sys.argv[2]):.0f}\t{c['step']}\t{m['accuracy']:.4f}\t{m.get('perplexity', float('nan')):.1f}")
+for line in open(sys.argv[1]):
+    e = json.loads(line).get("event", {})
+    if e.get("type") == "EVENT_TYPE_EVAL_METRICS" and "accuracy" in e.get("eval", {}):
+        m, step = e["eval"], int(e["step"])
+        print(f"{step / int(sys.argv[2]):.0f}\t{step}\t{m['accuracy']:.4f}\t{m.get('perplexity', float('nan')):.1f}")
 PY
 say "pre-training curve:"; cat "$OUT/pretrain_curve.tsv" >&2
 

@@ -474,10 +474,13 @@ absl::Status Train(const TrainSpec& spec, const std::string& out_dir,
                                       " micro-batches each")
                        : std::string(),
                    "), warmup ", schedule.warmup_steps, ", ",
-                   params.lr_scheduler_type, " schedule, max_length ",
-                   max_length, ", method ", params.method,
-                   ", trainable parameters ", optimizer.trainable_count, " of ",
-                   optimizer.total_count));
+                   params.lr_scheduler_type, " schedule",
+                   // Image and audio models read no tokens.
+                   source.tokenizer != nullptr
+                       ? absl::StrCat(", max_length ", max_length)
+                       : std::string(),
+                   ", method ", params.method, ", trainable parameters ",
+                   optimizer.trainable_count, " of ", optimizer.total_count));
 
   TrainingEvaluator evaluator(*task, params);
   TrainProgress progress;
