@@ -3,28 +3,11 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "common/files.h"
 #include "common/status.h"
 
 namespace lathe::config_json {
 
 using nlohmann::json;
-
-absl::StatusOr<json> ReadJsonFile(const std::string& path, int64_t max_bytes,
-                                  const std::string& what) {
-  ASSIGN_OR_RETURN(int64_t size, FileSize(path));
-  if (size > max_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", size, " bytes is too large for a ", what));
-  }
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": invalid JSON: ", e.what()));
-  }
-}
 
 absl::Status Bad(const std::string& key, const std::string& what) {
   return absl::InvalidArgumentError(

@@ -23,13 +23,6 @@ namespace lathe::config_json {
 // INVALID_ARGUMENT "config.json: "KEY" WHAT" (WHAT e.g. "is not a string").
 absl::Status Bad(const std::string& key, const std::string& what);
 
-// The JSON document in the file at `path`; INVALID_ARGUMENT starting with
-// `path` when it is over `max_bytes` ("... too large for a WHAT") or not
-// JSON.
-absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path,
-                                            int64_t max_bytes,
-                                            const std::string& what);
-
 // Whether `j` holds `key` with a value other than null.
 bool Present(const nlohmann::json& j, const std::string& key);
 

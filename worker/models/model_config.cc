@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/json_file.h"
 #include "common/status.h"
 #include "worker/models/config_reader.h"
 #include "worker/models/families.h"
@@ -233,7 +234,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file"));
   }
   ASSIGN_OR_RETURN(const nlohmann::json j,
-                   config_json::ReadJsonFile(path, kMaxConfigBytes, "config"));
+                   ReadJsonFile(path, kMaxConfigBytes, "config"));
   auto config = FromJson(j);
   if (!config.ok()) {
     return absl::Status(config.status().code(),

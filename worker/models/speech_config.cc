@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/json_file.h"
 #include "common/status.h"
 #include "worker/models/config_reader.h"
 #include "worker/models/families.h"
@@ -209,9 +210,8 @@ constexpr size_t kMaxVocabTokens = 4096;
 }  // namespace
 
 absl::StatusOr<std::vector<std::string>> ReadCtcVocab(const std::string& path) {
-  ASSIGN_OR_RETURN(
-      const nlohmann::json j,
-      config_json::ReadJsonFile(path, kMaxVocabBytes, "vocabulary"));
+  ASSIGN_OR_RETURN(const nlohmann::json j,
+                   ReadJsonFile(path, kMaxVocabBytes, "vocabulary"));
   if (!j.is_object() || j.empty() || j.size() > kMaxVocabTokens) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": not an object of 1 to ", kMaxVocabTokens, " tokens"));

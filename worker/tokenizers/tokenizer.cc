@@ -6,6 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/files.h"
+#include "common/json_file.h"
 #include "common/status.h"
 #include "worker/tokenizers/components.h"
 
@@ -146,18 +147,7 @@ std::optional<std::string> ConfigToken(const Json& config, const char* key) {
 }
 
 absl::StatusOr<Json> ParseJsonFile(const std::string& path) {
-  ASSIGN_OR_RETURN(int64_t size, FileSize(path));
-  if (size > kMaxFileBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": larger than ", kMaxFileBytes, " bytes"));
-  }
-  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
-  try {
-    return Json::parse(text);
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not valid JSON: ", e.what()));
-  }
+  return ReadJsonFile(path, kMaxFileBytes, "tokenizer file");
 }
 
 class HfTokenizer : public Tokenizer {
